@@ -1,0 +1,237 @@
+//! Host tokens turned into futures.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+
+// std's default hasher seeds itself from `random_get` on first use, which adds a WASI import
+// to every plugin and makes runs differ; host tokens are small distinct integers, so a
+// multiplicative hash spreads them well enough.
+type Entries<R> = HashMap<u32, Slot<R>, BuildHasherDefault<TokenHasher>>;
+
+enum Slot<R> {
+    // Registered; holds the waker of the last poll, if the future was polled.
+    Waiting(Option<Waker>),
+    // The host answered; the reply waits for the future's next poll.
+    Answered(R),
+}
+
+/// Pending host calls, keyed by the token the host returned when the call was dispatched.
+///
+/// `R` is the reply the host callback delivers (for an HTTP call: status, headers and body,
+/// copied out of the host during the callback, since they are readable only then).
+pub struct Registry<R> {
+    entries: Rc<RefCell<Entries<R>>>,
+}
+
+impl<R> Clone for Registry<R> {
+    fn clone(&self) -> Self {
+        Registry {
+            entries: Rc::clone(&self.entries),
+        }
+    }
+}
+
+impl<R> Default for Registry<R> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<R> fmt::Debug for Registry<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registry")
+            .field("pending", &self.len())
+            .finish()
+    }
+}
+
+/// What [`Registry::complete`] did with a reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Completion {
+    /// A future was waiting for the token; it has the reply and was woken.
+    Delivered,
+    /// No future waits for the token: it is unknown, already answered, or its future was
+    /// dropped (the stream that made the call ended). The reply was dropped.
+    Ignored,
+}
+
+/// [`Registry::register`] was given a token that is already pending. Hosts hand out distinct
+/// tokens, so this means the host (or a test driving it) reused one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DuplicateToken(pub u32);
+
+impl fmt::Display for DuplicateToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "token {} is already pending: the host returned the same token for two calls",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for DuplicateToken {}
+
+impl<R> Registry<R> {
+    /// Creates an empty registry.
+    pub fn new() -> Self {
+        Registry {
+            entries: Rc::new(RefCell::new(HashMap::default())),
+        }
+    }
+
+    /// Starts waiting for the reply to `token`. The returned future resolves when
+    /// [`complete`](Registry::complete) delivers it; dropping the future forgets the token.
+    pub fn register(&self, token: u32) -> Result<Pending<R>, DuplicateToken> {
+        let mut entries = self.entries.borrow_mut();
+        if entries.contains_key(&token) {
+            return Err(DuplicateToken(token));
+        }
+        entries.insert(token, Slot::Waiting(None));
+        Ok(Pending {
+            token,
+            entries: Rc::clone(&self.entries),
+            finished: false,
+        })
+    }
+
+    /// Delivers the reply for `token` and wakes the task waiting for it. A token nobody waits
+    /// for is ignored and logged at debug level: late replies are normal, since a stream can
+    /// end while its call is in flight and the host still answers the call.
+    pub fn complete(&self, token: u32, reply: R) -> Completion {
+        let waker = {
+            let mut entries = self.entries.borrow_mut();
+            match entries.get_mut(&token) {
+                Some(slot @ Slot::Waiting(_)) => {
+                    match std::mem::replace(slot, Slot::Answered(reply)) {
+                        Slot::Waiting(waker) => waker,
+                        Slot::Answered(_) => None,
+                    }
+                }
+                Some(Slot::Answered(_)) => {
+                    log::debug!("second reply for token {token} ignored");
+                    return Completion::Ignored;
+                }
+                None => {
+                    log::debug!(
+                        "reply for token {token} ignored: nothing waits for it (its stream ended, or the token is unknown)"
+                    );
+                    return Completion::Ignored;
+                }
+            }
+        };
+        // Woken after the borrow ends; a wake only queues the task, but a foreign waker could
+        // run anything.
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        Completion::Delivered
+    }
+
+    /// Whether a future waits for `token` (registered, not yet answered).
+    pub fn is_waiting(&self, token: u32) -> bool {
+        matches!(self.entries.borrow().get(&token), Some(Slot::Waiting(_)))
+    }
+
+    /// How many tokens are registered and not yet consumed by their future.
+    pub fn len(&self) -> usize {
+        self.entries.borrow().len()
+    }
+
+    /// Whether no token is registered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The future of one host reply, returned by [`Registry::register`].
+///
+/// Dropping it before the reply arrives removes the token from the registry, so a reply that
+/// arrives later is ignored. After it has returned `Ready` once, it stays `Pending`.
+#[must_use = "a pending reply does nothing unless awaited"]
+pub struct Pending<R> {
+    token: u32,
+    entries: Rc<RefCell<Entries<R>>>,
+    finished: bool,
+}
+
+impl<R> Pending<R> {
+    /// The host token this future waits for.
+    pub fn token(&self) -> u32 {
+        self.token
+    }
+}
+
+impl<R> fmt::Debug for Pending<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pending")
+            .field("token", &self.token)
+            .field("finished", &self.finished)
+            .finish()
+    }
+}
+
+impl<R> Future for Pending<R> {
+    type Output = R;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<R> {
+        let this = self.get_mut();
+        if this.finished {
+            return Poll::Pending;
+        }
+        let mut entries = this.entries.borrow_mut();
+        match entries.get_mut(&this.token) {
+            Some(Slot::Waiting(waker)) => {
+                match waker {
+                    Some(known) if known.will_wake(cx.waker()) => {}
+                    _ => *waker = Some(cx.waker().clone()),
+                }
+                Poll::Pending
+            }
+            Some(Slot::Answered(_)) => match entries.remove(&this.token) {
+                Some(Slot::Answered(reply)) => {
+                    this.finished = true;
+                    Poll::Ready(reply)
+                }
+                _ => Poll::Pending,
+            },
+            // Only this future removes its entry, so the entry exists until it finishes.
+            None => Poll::Pending,
+        }
+    }
+}
+
+impl<R> Drop for Pending<R> {
+    fn drop(&mut self) {
+        if !self.finished {
+            let removed = self.entries.borrow_mut().remove(&self.token);
+            // The reply (user data) is dropped after the borrow ends.
+            drop(removed);
+        }
+    }
+}
+
+#[derive(Default)]
+struct TokenHasher(u64);
+
+impl Hasher for TokenHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(byte)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u32(&mut self, token: u32) {
+        self.0 = u64::from(token).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
