@@ -1,1 +1,116 @@
-//! SDK
+//! Write proxy-wasm plugins (Envoy, Istio, Higress) whose HTTP hooks are plain `async fn`s.
+//!
+//! A hook that calls another service awaits the call; the SDK pauses the stream while it waits
+//! and resumes it (or sends the local reply the hook chose) when the hook returns. No
+//! `on_http_call_response`, no state machine, no `resume_http_request`.
+//!
+//! ```
+//! use std::rc::Rc;
+//! use proxy_async::{Error, Flow, HttpClient, LocalReply, Plugin, PluginConfig, Request};
+//!
+//! #[derive(serde::Deserialize, Default)]
+//! struct Config {
+//!     auth_cluster: String,
+//! }
+//!
+//! impl PluginConfig for Config {}
+//!
+//! struct Auth {
+//!     auth: HttpClient,
+//! }
+//!
+//! impl Plugin for Auth {
+//!     type Config = Config;
+//!
+//!     fn new(config: &Rc<Config>) -> Self {
+//!         Auth { auth: HttpClient::new(config.auth_cluster.as_str()) }
+//!     }
+//!
+//!     async fn on_request_headers(&mut self, req: &mut Request<'_>) -> Result<Flow, Error> {
+//!         let Some(key) = req.header_str("x-api-key") else {
+//!             return Ok(LocalReply::new(401).into());
+//!         };
+//!         let verdict = self.auth.get("/check").query("key", &key).send().await?;
+//!         if verdict.status() != 200 {
+//!             return Ok(LocalReply::new(403).into());
+//!         }
+//!         req.headers_mut().insert("x-user", verdict.header("x-user")?);
+//!         Ok(Flow::Continue)
+//!     }
+//! }
+//!
+//! proxy_async::main!(Auth);
+//!
+//! // Natively, the same plugin runs under the testing API:
+//! use proxy_async::testing::{Action, PluginTest};
+//!
+//! let test = PluginTest::<Auth>::new(r#"{"auth_cluster": "auth"}"#).unwrap();
+//! let stream = test.stream();
+//! assert_eq!(stream.send_request_headers(&[(":path", "/"), ("x-api-key", "k1")], true), Action::Pause);
+//! let call = &test.calls()[0];
+//! assert_eq!(call.path(), "/check?key=k1");
+//! test.respond(call, 200, &[("x-user", "alice")], "");
+//! assert_eq!(stream.resumed_requests(), 1);
+//! assert_eq!(stream.request_header("x-user").as_deref(), Some("alice"));
+//! ```
+//!
+//! # Design decisions
+//! - **One task per stream.** The per-stream plugin value lives inside a task of the
+//!   `proxy-async-executor`; each host callback delivers an event to it and drains the executor
+//!   before returning to the host. Nothing is `Send`; nothing blocks.
+//! - **Resume exactly once, never early.** A hook that finishes inside its own callback
+//!   continues with no resume call; a hook that paused is resumed from a later callback, once.
+//!   After a local reply the stream is never resumed and the plugin's response hooks are not
+//!   run for its own reply.
+//! - **Errors, not panics.** Hooks return `Result`; an `Err` becomes a local reply and a log
+//!   line. Host input (header maps, statuses, configuration) is validated without panicking,
+//!   because a panic kills the VM and every request on that worker with it.
+//! - **Streams that end drop their futures.** When the client goes away mid-call, the stream's
+//!   task is dropped at `on_done`; the call's late response is ignored.
+
+mod client;
+mod config;
+mod driver;
+mod error;
+mod host;
+mod logging;
+mod message;
+mod plugin;
+mod runtime;
+// The wire format is what the ABI speaks; natively it is only unit-tested.
+#[cfg(any(target_arch = "wasm32", test))]
+mod wire;
+
+#[cfg(target_arch = "wasm32")]
+mod abi;
+
+#[cfg(not(target_arch = "wasm32"))]
+pub mod testing;
+
+pub use client::{CallBuilder, CallResponse, HttpClient};
+pub use config::{NoConfig, PluginConfig};
+pub use error::{CallError, ConfigError, Error};
+pub use host::{Action, HostError, HostStatus};
+pub use message::{Done, HeaderValue, HeadersMut, Message, Request, Response};
+pub use plugin::{Flow, LocalReply, Plugin};
+
+/// Registers the plugin type with the proxy: `proxy_async::main!(MyPlugin);` once, at the top
+/// level of a `cdylib` crate. In native builds (tests) it expands to nothing.
+#[macro_export]
+macro_rules! main {
+    ($plugin:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        $crate::__private::proxy_wasm::main! {{
+            $crate::__private::register::<$plugin>();
+        }}
+    };
+}
+
+/// What [`main!`] expands to; not part of the API.
+#[doc(hidden)]
+pub mod __private {
+    #[cfg(target_arch = "wasm32")]
+    pub use crate::abi::register;
+    #[cfg(target_arch = "wasm32")]
+    pub use proxy_wasm;
+}

@@ -1,0 +1,435 @@
+//! The proxy-wasm ABI side: host imports, and the contexts registered with the `proxy-wasm`
+//! crate's dispatcher (which owns the module's `proxy_on_*` exports).
+//!
+//! The SDK declares the hostcalls it reads through itself instead of using
+//! `proxy_wasm::hostcalls`: those wrappers panic on statuses they do not expect and on header
+//! maps they cannot decode, and a panic kills the VM. HTTP calls still go through
+//! `proxy_wasm::hostcalls::dispatch_http_call`, because the crate's dispatcher only routes a
+//! call's response to contexts for tokens it registered itself.
+
+use std::ptr::null_mut;
+use std::rc::Rc;
+use std::time::Duration;
+
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action as AbiAction, ContextType};
+
+use crate::driver::Driver;
+use crate::host::{Action, BufferKind, Direction, Host, HostError, MapKind, Pairs, check};
+use crate::plugin::Plugin;
+use crate::runtime::Phase;
+use crate::wire::{decode_map, encode_map};
+
+#[link(wasm_import_module = "env")]
+unsafe extern "C" {
+    fn proxy_log(level: u32, message_data: *const u8, message_size: usize) -> u32;
+    fn proxy_get_log_level(return_level: *mut u32) -> u32;
+    fn proxy_set_effective_context(context_id: u32) -> u32;
+    fn proxy_get_header_map_pairs(
+        map_type: u32,
+        return_data: *mut *mut u8,
+        return_size: *mut usize,
+    ) -> u32;
+    fn proxy_get_header_map_value(
+        map_type: u32,
+        key_data: *const u8,
+        key_size: usize,
+        return_data: *mut *mut u8,
+        return_size: *mut usize,
+    ) -> u32;
+    fn proxy_set_header_map_pairs(map_type: u32, data: *const u8, size: usize) -> u32;
+    fn proxy_add_header_map_value(
+        map_type: u32,
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> u32;
+    fn proxy_replace_header_map_value(
+        map_type: u32,
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> u32;
+    fn proxy_remove_header_map_value(map_type: u32, key_data: *const u8, key_size: usize) -> u32;
+    fn proxy_get_buffer_bytes(
+        buffer_type: u32,
+        start: usize,
+        max_size: usize,
+        return_data: *mut *mut u8,
+        return_size: *mut usize,
+    ) -> u32;
+    fn proxy_set_buffer_bytes(
+        buffer_type: u32,
+        start: usize,
+        size: usize,
+        data: *const u8,
+        data_size: usize,
+    ) -> u32;
+    fn proxy_continue_stream(stream_type: u32) -> u32;
+    fn proxy_send_local_response(
+        status_code: u32,
+        details_data: *const u8,
+        details_size: usize,
+        body_data: *const u8,
+        body_size: usize,
+        headers_data: *const u8,
+        headers_size: usize,
+        grpc_status: i32,
+    ) -> u32;
+}
+
+/// Takes ownership of bytes the host wrote into guest memory for a `return_data` out-parameter.
+///
+/// # Safety
+/// `data` is null, or was returned by the host for this call: the host allocated it with
+/// `proxy_on_memory_allocate(size)` (the `proxy-wasm` crate's allocator, which leaks a
+/// `Vec<u8>` of capacity `size`) and wrote `size` bytes to it, and nothing else owns it.
+unsafe fn take_host_bytes(data: *mut u8, size: usize) -> Vec<u8> {
+    if data.is_null() {
+        return Vec::new();
+    }
+    // SAFETY: the caller guarantees `data` is a leaked `Vec<u8>` allocation of capacity
+    // `size` holding `size` initialized bytes, owned by no one else.
+    unsafe { Vec::from_raw_parts(data, size, size) }
+}
+
+/// The host is the proxy this module runs in.
+pub(crate) struct AbiHost;
+
+impl AbiHost {
+    fn get_map_raw(map: MapKind) -> Result<Vec<u8>, HostError> {
+        let mut data = null_mut();
+        let mut size = 0;
+        // SAFETY: the out-pointers are valid for writes for the duration of the call.
+        let code = unsafe { proxy_get_header_map_pairs(map as u32, &mut data, &mut size) };
+        check("proxy_get_header_map_pairs", code)?;
+        // SAFETY: on OK the host wrote an allocation of `size` bytes made through
+        // `proxy_on_memory_allocate` into `data`, and hands it over to us.
+        Ok(unsafe { take_host_bytes(data, size) })
+    }
+}
+
+impl Host for AbiHost {
+    fn log(&self, level: log::Level, message: &str) {
+        let level = match level {
+            log::Level::Trace => 0,
+            log::Level::Debug => 1,
+            log::Level::Info => 2,
+            log::Level::Warn => 3,
+            log::Level::Error => 4,
+        };
+        // SAFETY: `message` is valid for reads of its length during the call.
+        unsafe { proxy_log(level, message.as_ptr(), message.len()) };
+    }
+
+    fn log_level(&self) -> log::LevelFilter {
+        let mut level = 0;
+        // SAFETY: the out-pointer is valid for a write during the call.
+        let code = unsafe { proxy_get_log_level(&mut level) };
+        if code != 0 {
+            return log::LevelFilter::Info;
+        }
+        match level {
+            0 => log::LevelFilter::Trace,
+            1 => log::LevelFilter::Debug,
+            2 => log::LevelFilter::Info,
+            3 => log::LevelFilter::Warn,
+            4 | 5 => log::LevelFilter::Error,
+            _ => log::LevelFilter::Off,
+        }
+    }
+
+    fn set_effective_context(&self, context_id: u32) -> Result<(), HostError> {
+        // SAFETY: plain value argument.
+        let code = unsafe { proxy_set_effective_context(context_id) };
+        check("proxy_set_effective_context", code)
+    }
+
+    fn get_map(&self, map: MapKind) -> Result<Pairs, HostError> {
+        let raw = Self::get_map_raw(map)?;
+        decode_map(&raw).map_err(|error| {
+            log::warn!("{error}");
+            HostError {
+                call: "proxy_get_header_map_pairs",
+                status: crate::host::HostStatus::SerializationFailure,
+            }
+        })
+    }
+
+    fn get_map_value(&self, map: MapKind, name: &str) -> Result<Option<Vec<u8>>, HostError> {
+        let mut data = null_mut();
+        let mut size = 0;
+        // SAFETY: `name` is valid for reads and the out-pointers for writes during the call.
+        let code = unsafe {
+            proxy_get_header_map_value(map as u32, name.as_ptr(), name.len(), &mut data, &mut size)
+        };
+        match code {
+            // SAFETY: on OK the host handed us an allocation of `size` bytes (see `take_host_bytes`).
+            0 => Ok(Some(unsafe { take_host_bytes(data, size) })),
+            1 => Ok(None),
+            other => check("proxy_get_header_map_value", other).map(|()| None),
+        }
+    }
+
+    fn set_map(&self, map: MapKind, pairs: &[(&str, &[u8])]) -> Result<(), HostError> {
+        let encoded = encode_map(pairs);
+        // SAFETY: `encoded` is valid for reads of its length during the call.
+        let code =
+            unsafe { proxy_set_header_map_pairs(map as u32, encoded.as_ptr(), encoded.len()) };
+        check("proxy_set_header_map_pairs", code)
+    }
+
+    fn add_map_value(&self, map: MapKind, name: &str, value: &[u8]) -> Result<(), HostError> {
+        // SAFETY: `name` and `value` are valid for reads of their lengths during the call.
+        let code = unsafe {
+            proxy_add_header_map_value(
+                map as u32,
+                name.as_ptr(),
+                name.len(),
+                value.as_ptr(),
+                value.len(),
+            )
+        };
+        check("proxy_add_header_map_value", code)
+    }
+
+    fn replace_map_value(&self, map: MapKind, name: &str, value: &[u8]) -> Result<(), HostError> {
+        // SAFETY: `name` and `value` are valid for reads of their lengths during the call.
+        let code = unsafe {
+            proxy_replace_header_map_value(
+                map as u32,
+                name.as_ptr(),
+                name.len(),
+                value.as_ptr(),
+                value.len(),
+            )
+        };
+        check("proxy_replace_header_map_value", code)
+    }
+
+    fn remove_map_value(&self, map: MapKind, name: &str) -> Result<(), HostError> {
+        // SAFETY: `name` is valid for reads of its length during the call.
+        let code = unsafe { proxy_remove_header_map_value(map as u32, name.as_ptr(), name.len()) };
+        check("proxy_remove_header_map_value", code)
+    }
+
+    fn get_buffer(
+        &self,
+        buffer: BufferKind,
+        start: usize,
+        max: usize,
+    ) -> Result<Vec<u8>, HostError> {
+        let mut data = null_mut();
+        let mut size = 0;
+        // SAFETY: the out-pointers are valid for writes during the call.
+        let code =
+            unsafe { proxy_get_buffer_bytes(buffer as u32, start, max, &mut data, &mut size) };
+        match code {
+            // SAFETY: on OK the host handed us an allocation of `size` bytes (see `take_host_bytes`).
+            0 => Ok(unsafe { take_host_bytes(data, size) }),
+            // No such buffer now (e.g. no body): that is an empty body, not an error.
+            1 => Ok(Vec::new()),
+            other => check("proxy_get_buffer_bytes", other).map(|()| Vec::new()),
+        }
+    }
+
+    fn set_buffer(
+        &self,
+        buffer: BufferKind,
+        start: usize,
+        size: usize,
+        data: &[u8],
+    ) -> Result<(), HostError> {
+        // SAFETY: `data` is valid for reads of its length during the call.
+        let code = unsafe {
+            proxy_set_buffer_bytes(buffer as u32, start, size, data.as_ptr(), data.len())
+        };
+        check("proxy_set_buffer_bytes", code)
+    }
+
+    fn http_call(
+        &self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        timeout: Duration,
+    ) -> Result<u32, HostError> {
+        let body = (!body.is_empty()).then_some(body);
+        proxy_wasm::hostcalls::dispatch_http_call(
+            cluster,
+            headers.to_vec(),
+            body,
+            Vec::new(),
+            timeout,
+        )
+        .map_err(|status| HostError {
+            call: "proxy_http_call",
+            status: crate::host::HostStatus::from_code(status as u32)
+                .unwrap_or(crate::host::HostStatus::InternalFailure),
+        })
+    }
+
+    fn continue_stream(&self, direction: Direction) -> Result<(), HostError> {
+        // SAFETY: plain value argument.
+        let code = unsafe { proxy_continue_stream(direction as u32) };
+        check("proxy_continue_stream", code)
+    }
+
+    fn send_local_response(
+        &self,
+        status: u16,
+        details: &str,
+        body: &[u8],
+        headers: &[(&str, &[u8])],
+    ) -> Result<(), HostError> {
+        let headers = encode_map(headers);
+        // SAFETY: every pointer is valid for reads of its length during the call.
+        let code = unsafe {
+            proxy_send_local_response(
+                u32::from(status),
+                details.as_ptr(),
+                details.len(),
+                body.as_ptr(),
+                body.len(),
+                headers.as_ptr(),
+                headers.len(),
+                -1,
+            )
+        };
+        check("proxy_send_local_response", code)
+    }
+}
+
+/// Registers plugin `P` with the `proxy-wasm` dispatcher; called from `_initialize` by
+/// [`main!`](crate::main).
+pub fn register<P: Plugin>() {
+    std::panic::set_hook(Box::new(|info| {
+        // A panic aborts the VM (panic = "abort"); say why where the operator looks.
+        let message = info.to_string();
+        // SAFETY: `message` is valid for reads of its length during the call.
+        unsafe { proxy_log(5, message.as_ptr(), message.len()) };
+    }));
+    proxy_wasm::set_root_context(|context_id| -> Box<dyn RootContext> {
+        Box::new(Root::<P> {
+            context_id,
+            driver: Driver::new(Rc::new(AbiHost)),
+        })
+    });
+}
+
+struct Root<P: Plugin> {
+    context_id: u32,
+    driver: Rc<Driver<P>>,
+}
+
+impl<P: Plugin> Context for Root<P> {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        num_headers: usize,
+        body_size: usize,
+        num_trailers: usize,
+    ) {
+        self.driver.runtime.on_call_response(
+            self.context_id,
+            token_id,
+            num_headers,
+            body_size,
+            num_trailers,
+        );
+    }
+}
+
+impl<P: Plugin> RootContext for Root<P> {
+    fn on_vm_start(&mut self, _vm_configuration_size: usize) -> bool {
+        true
+    }
+
+    fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
+        self.driver
+            .configure(self.context_id, plugin_configuration_size)
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        self.driver.create_stream(context_id);
+        Some(Box::new(Stream {
+            context_id,
+            driver: Rc::clone(&self.driver),
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+struct Stream<P: Plugin> {
+    context_id: u32,
+    driver: Rc<Driver<P>>,
+}
+
+impl<P: Plugin> Stream<P> {
+    fn hook(&self, phase: Phase, size: usize, end_of_stream: bool) -> AbiAction {
+        match self
+            .driver
+            .runtime
+            .on_hook(self.context_id, phase, size, end_of_stream)
+        {
+            Action::Continue => AbiAction::Continue,
+            Action::Pause => AbiAction::Pause,
+        }
+    }
+}
+
+impl<P: Plugin> Context for Stream<P> {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        num_headers: usize,
+        body_size: usize,
+        num_trailers: usize,
+    ) {
+        self.driver.runtime.on_call_response(
+            self.context_id,
+            token_id,
+            num_headers,
+            body_size,
+            num_trailers,
+        );
+    }
+
+    fn on_done(&mut self) -> bool {
+        self.driver.runtime.on_done(self.context_id)
+    }
+}
+
+impl<P: Plugin> HttpContext for Stream<P> {
+    fn on_http_request_headers(&mut self, num_headers: usize, end_of_stream: bool) -> AbiAction {
+        self.hook(Phase::RequestHeaders, num_headers, end_of_stream)
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> AbiAction {
+        self.hook(Phase::RequestBody, body_size, end_of_stream)
+    }
+
+    fn on_http_response_headers(&mut self, num_headers: usize, end_of_stream: bool) -> AbiAction {
+        self.hook(Phase::ResponseHeaders, num_headers, end_of_stream)
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> AbiAction {
+        self.hook(Phase::ResponseBody, body_size, end_of_stream)
+    }
+
+    fn on_log(&mut self) {
+        self.driver.runtime.on_log(self.context_id);
+    }
+}
+
+impl<P: Plugin> Drop for Stream<P> {
+    // The dispatcher drops the context in `proxy_on_delete`.
+    fn drop(&mut self) {
+        self.driver.runtime.on_delete(self.context_id);
+    }
+}

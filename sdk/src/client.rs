@@ -1,0 +1,352 @@
+//! HTTP calls to other clusters, awaited.
+
+use std::fmt::Write as _;
+use std::rc::Rc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+
+use crate::error::CallError;
+use crate::host::Pairs;
+use crate::runtime::{CallReply, Runtime};
+
+/// A client for one upstream cluster of the proxy.
+///
+/// ```no_run
+/// # use proxy_async::{CallError, HttpClient};
+/// # async fn example() -> Result<(), CallError> {
+/// let auth = HttpClient::new("outbound|8080||auth.default.svc.cluster.local")
+///     .with_authority("auth.internal");
+/// let reply = auth
+///     .post("/token")
+///     .json(&serde_json::json!({"user": "alice"}))
+///     .send()
+///     .await?;
+/// if reply.status() == 200 {
+///     let token: String = reply.json()?;
+/// }
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct HttpClient {
+    cluster: Rc<str>,
+    authority: Rc<str>,
+    timeout: Duration,
+}
+
+impl HttpClient {
+    /// The timeout of a call unless the client or the call sets another (as in Higress).
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(500);
+
+    /// A client for `cluster`, the name of a cluster in the proxy's configuration. The
+    /// `:authority` of its calls is the cluster name until [`with_authority`](HttpClient::with_authority)
+    /// sets another.
+    pub fn new(cluster: impl Into<String>) -> Self {
+        let cluster: Rc<str> = Rc::from(cluster.into());
+        HttpClient {
+            authority: Rc::clone(&cluster),
+            cluster,
+            timeout: Self::DEFAULT_TIMEOUT,
+        }
+    }
+
+    /// Sets the `:authority` (host) of the calls.
+    pub fn with_authority(mut self, authority: impl Into<String>) -> Self {
+        self.authority = Rc::from(authority.into());
+        self
+    }
+
+    /// Sets the timeout of the calls.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The cluster this client calls.
+    pub fn cluster(&self) -> &str {
+        &self.cluster
+    }
+
+    /// The timeout of the calls.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// A GET request for `path` (which may carry a query string).
+    pub fn get(&self, path: &str) -> CallBuilder {
+        self.request("GET", path)
+    }
+
+    /// A POST request.
+    pub fn post(&self, path: &str) -> CallBuilder {
+        self.request("POST", path)
+    }
+
+    /// A PUT request.
+    pub fn put(&self, path: &str) -> CallBuilder {
+        self.request("PUT", path)
+    }
+
+    /// A PATCH request.
+    pub fn patch(&self, path: &str) -> CallBuilder {
+        self.request("PATCH", path)
+    }
+
+    /// A DELETE request.
+    pub fn delete(&self, path: &str) -> CallBuilder {
+        self.request("DELETE", path)
+    }
+
+    /// A HEAD request.
+    pub fn head(&self, path: &str) -> CallBuilder {
+        self.request("HEAD", path)
+    }
+
+    /// A request with any method.
+    pub fn request(&self, method: &str, path: &str) -> CallBuilder {
+        let path = if path.starts_with('/') {
+            path.to_string()
+        } else {
+            format!("/{path}")
+        };
+        CallBuilder {
+            cluster: Rc::clone(&self.cluster),
+            authority: Rc::clone(&self.authority),
+            method: method.to_string(),
+            path,
+            headers: Vec::new(),
+            body: Vec::new(),
+            timeout: self.timeout,
+            invalid: None,
+        }
+    }
+}
+
+/// One call being built; [`send`](CallBuilder::send) dispatches it.
+#[derive(Debug)]
+#[must_use = "a call does nothing until it is sent and awaited"]
+pub struct CallBuilder {
+    cluster: Rc<str>,
+    authority: Rc<str>,
+    method: String,
+    path: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    timeout: Duration,
+    invalid: Option<String>,
+}
+
+impl CallBuilder {
+    /// Adds a header. Pseudo-headers (`:method`, `:path`, `:authority`) come from the builder
+    /// and are ignored here; set the authority with [`authority`](CallBuilder::authority).
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        if name.starts_with(':') {
+            log::debug!("pseudo-header {name} ignored on a call; the builder sets it");
+        } else {
+            self.headers
+                .push((name.to_ascii_lowercase(), value.to_string()));
+        }
+        self
+    }
+
+    /// Sets `authorization: Bearer <token>`.
+    pub fn bearer(self, token: &str) -> Self {
+        let value = format!("Bearer {token}");
+        self.header("authorization", &value)
+    }
+
+    /// Appends `name=value` to the query string, percent-encoded.
+    pub fn query(mut self, name: &str, value: &str) -> Self {
+        self.path
+            .push(if self.path.contains('?') { '&' } else { '?' });
+        percent_encode(name, &mut self.path);
+        self.path.push('=');
+        percent_encode(value, &mut self.path);
+        self
+    }
+
+    /// Sets the `:authority` of this call.
+    pub fn authority(mut self, authority: &str) -> Self {
+        self.authority = Rc::from(authority);
+        self
+    }
+
+    /// Sets the body.
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    /// Sets a JSON body and `content-type: application/json`.
+    pub fn json<T: serde::Serialize + ?Sized>(mut self, value: &T) -> Self {
+        match serde_json::to_vec(value) {
+            Ok(body) => {
+                self.body = body;
+                self.header("content-type", "application/json")
+            }
+            Err(error) => {
+                self.invalid = Some(format!("JSON body: {error}"));
+                self
+            }
+        }
+    }
+
+    /// Sets the timeout of this call.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Dispatches the call and waits for its response. The call goes out when the returned
+    /// future is first polled, so two calls joined with `futures::join!` are in flight at once.
+    ///
+    /// A response with any status is `Ok`; check [`CallResponse::status`]. Errors are the
+    /// proxy's refusal to dispatch, no response (timeout, reset), or no valid `:status`.
+    pub async fn send(self) -> Result<CallResponse, CallError> {
+        let cluster = self.cluster.to_string();
+        if let Some(reason) = self.invalid {
+            return Err(CallError::InvalidRequest { cluster, reason });
+        }
+        let pending = {
+            let runtime = Runtime::current().ok_or(CallError::NoHost)?;
+            let mut headers: Vec<(&str, &str)> = Vec::with_capacity(self.headers.len() + 3);
+            headers.push((":method", &self.method));
+            headers.push((":path", &self.path));
+            headers.push((":authority", &self.authority));
+            headers.extend(
+                self.headers
+                    .iter()
+                    .map(|(name, value)| (name.as_str(), value.as_str())),
+            );
+            let token = runtime
+                .host
+                .http_call(&self.cluster, &headers, &self.body, self.timeout)
+                .map_err(|error| CallError::Refused {
+                    cluster: cluster.clone(),
+                    status: error.status,
+                })?;
+            runtime.calls.register(token).map_err(|duplicate| {
+                log::error!("{duplicate}");
+                CallError::InvalidResponse {
+                    cluster: cluster.clone(),
+                    reason: duplicate.to_string(),
+                }
+            })?
+        };
+        let reply: CallReply = pending.await;
+        let Some(parts) = reply else {
+            return Err(CallError::NoResponse {
+                cluster,
+                timeout: self.timeout,
+            });
+        };
+        let status = parts
+            .headers
+            .iter()
+            .find(|(name, _)| name == ":status")
+            .and_then(|(_, value)| std::str::from_utf8(value).ok())
+            .and_then(|text| text.parse::<u16>().ok())
+            .ok_or_else(|| CallError::InvalidStatus {
+                cluster: cluster.clone(),
+            })?;
+        Ok(CallResponse {
+            cluster: self.cluster,
+            status,
+            headers: parts.headers,
+            body: parts.body,
+            trailers: parts.trailers,
+        })
+    }
+}
+
+fn percent_encode(text: &str, out: &mut String) {
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            let _ = write!(out, "%{byte:02X}");
+        }
+    }
+}
+
+/// The response to a call.
+#[derive(Debug, Clone)]
+pub struct CallResponse {
+    cluster: Rc<str>,
+    status: u16,
+    headers: Pairs,
+    body: Vec<u8>,
+    trailers: Pairs,
+}
+
+impl CallResponse {
+    /// The HTTP status.
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// Whether the status is 2xx.
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    /// A header as text; an error when it is missing or not UTF-8 (the error names the
+    /// cluster and the header, so `?` gives a useful log line).
+    pub fn header(&self, name: &str) -> Result<&str, CallError> {
+        let value = self
+            .header_bytes(name)
+            .ok_or_else(|| CallError::MissingHeader {
+                cluster: self.cluster.to_string(),
+                name: name.to_string(),
+            })?;
+        std::str::from_utf8(value).map_err(|_| CallError::InvalidResponse {
+            cluster: self.cluster.to_string(),
+            reason: format!("header `{name}` is not UTF-8"),
+        })
+    }
+
+    /// A header's bytes, if present (the first, if repeated).
+    pub fn header_bytes(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_slice())
+    }
+
+    /// All headers, pseudo-headers included.
+    pub fn headers(&self) -> &[(String, Vec<u8>)] {
+        &self.headers
+    }
+
+    /// The trailers, if the response had any.
+    pub fn trailers(&self) -> &[(String, Vec<u8>)] {
+        &self.trailers
+    }
+
+    /// The body.
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// The body as text.
+    pub fn text(&self) -> Result<&str, CallError> {
+        std::str::from_utf8(&self.body).map_err(|_| CallError::InvalidResponse {
+            cluster: self.cluster.to_string(),
+            reason: "body is not UTF-8".to_string(),
+        })
+    }
+
+    /// The body parsed as JSON.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, CallError> {
+        serde_json::from_slice(&self.body).map_err(|error| CallError::InvalidResponse {
+            cluster: self.cluster.to_string(),
+            reason: format!("body is not the expected JSON: {error}"),
+        })
+    }
+
+    /// The cluster that answered.
+    pub fn cluster(&self) -> &str {
+        &self.cluster
+    }
+}

@@ -1,0 +1,186 @@
+//! The hostcalls the SDK makes, as one trait: the proxy-wasm ABI implements it inside a plugin,
+//! and the testing API implements it natively. Everything above this module is host-agnostic.
+
+use std::fmt;
+use std::time::Duration;
+
+/// Header maps the SDK reads and writes (`proxy_map_type_t`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum MapKind {
+    RequestHeaders = 0,
+    ResponseHeaders = 2,
+    CallResponseHeaders = 6,
+    CallResponseTrailers = 7,
+}
+
+/// Buffers the SDK reads and writes (`proxy_buffer_type_t`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum BufferKind {
+    RequestBody = 0,
+    ResponseBody = 1,
+    CallResponseBody = 4,
+    PluginConfiguration = 7,
+}
+
+/// The two directions of an HTTP stream (`proxy_stream_type_t`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Direction {
+    Request = 0,
+    Response = 1,
+}
+
+/// What a stream callback answers the host.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Let the stream go on to the next filter.
+    Continue,
+    /// Hold the stream; the SDK resumes it (or replies locally) when the hook's future finishes.
+    Pause,
+}
+
+/// A status the host returned instead of OK (`proxy_status_t`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HostStatus {
+    /// NOT_FOUND (1).
+    NotFound,
+    /// BAD_ARGUMENT (2): for a call, the cluster is unknown or `:method`, `:path` or `:authority`
+    /// is missing; for a stream operation, the stream is gone.
+    BadArgument,
+    /// SERIALIZATION_FAILURE (3).
+    SerializationFailure,
+    /// PARSE_FAILURE (4).
+    ParseFailure,
+    /// INVALID_MEMORY_ACCESS (6).
+    InvalidMemoryAccess,
+    /// EMPTY (7).
+    Empty,
+    /// CAS_MISMATCH (8).
+    CasMismatch,
+    /// INTERNAL_FAILURE (10).
+    InternalFailure,
+    /// UNIMPLEMENTED (12): the host does not offer this hostcall.
+    Unimplemented,
+    /// A code the ABI does not define.
+    Other(u32),
+}
+
+impl HostStatus {
+    #[cfg_attr(
+        not(target_arch = "wasm32"),
+        allow(dead_code, reason = "only the wasm ABI reads raw status codes")
+    )]
+    /// Maps a raw `proxy_status_t`; `None` for OK.
+    pub(crate) fn from_code(code: u32) -> Option<HostStatus> {
+        Some(match code {
+            0 => return None,
+            1 => HostStatus::NotFound,
+            2 => HostStatus::BadArgument,
+            3 => HostStatus::SerializationFailure,
+            4 => HostStatus::ParseFailure,
+            6 => HostStatus::InvalidMemoryAccess,
+            7 => HostStatus::Empty,
+            8 => HostStatus::CasMismatch,
+            10 => HostStatus::InternalFailure,
+            12 => HostStatus::Unimplemented,
+            other => HostStatus::Other(other),
+        })
+    }
+}
+
+impl fmt::Display for HostStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostStatus::NotFound => f.write_str("NOT_FOUND"),
+            HostStatus::BadArgument => f.write_str("BAD_ARGUMENT"),
+            HostStatus::SerializationFailure => f.write_str("SERIALIZATION_FAILURE"),
+            HostStatus::ParseFailure => f.write_str("PARSE_FAILURE"),
+            HostStatus::InvalidMemoryAccess => f.write_str("INVALID_MEMORY_ACCESS"),
+            HostStatus::Empty => f.write_str("EMPTY"),
+            HostStatus::CasMismatch => f.write_str("CAS_MISMATCH"),
+            HostStatus::InternalFailure => f.write_str("INTERNAL_FAILURE"),
+            HostStatus::Unimplemented => f.write_str("UNIMPLEMENTED"),
+            HostStatus::Other(code) => write!(f, "status {code}"),
+        }
+    }
+}
+
+/// A hostcall the host refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostError {
+    /// The hostcall, e.g. `proxy_http_call`.
+    pub call: &'static str,
+    /// What the host answered.
+    pub status: HostStatus,
+}
+
+impl fmt::Display for HostError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} returned {}", self.call, self.status)
+    }
+}
+
+impl std::error::Error for HostError {}
+
+/// Checks a raw status code returned by `call`.
+#[cfg_attr(
+    not(target_arch = "wasm32"),
+    allow(dead_code, reason = "only the wasm ABI reads raw status codes")
+)]
+pub(crate) fn check(call: &'static str, code: u32) -> Result<(), HostError> {
+    match HostStatus::from_code(code) {
+        None => Ok(()),
+        Some(status) => Err(HostError { call, status }),
+    }
+}
+
+/// Header pairs as the host holds them: names are text, values are bytes.
+pub(crate) type Pairs = Vec<(String, Vec<u8>)>;
+
+/// The host side of the proxy-wasm ABI, as far as the SDK uses it. Methods act on the host's
+/// current ("effective") context, as the hostcalls do.
+pub(crate) trait Host {
+    fn log(&self, level: log::Level, message: &str);
+    fn log_level(&self) -> log::LevelFilter;
+    fn set_effective_context(&self, context_id: u32) -> Result<(), HostError>;
+
+    fn get_map(&self, map: MapKind) -> Result<Pairs, HostError>;
+    fn get_map_value(&self, map: MapKind, name: &str) -> Result<Option<Vec<u8>>, HostError>;
+    fn set_map(&self, map: MapKind, pairs: &[(&str, &[u8])]) -> Result<(), HostError>;
+    fn add_map_value(&self, map: MapKind, name: &str, value: &[u8]) -> Result<(), HostError>;
+    fn replace_map_value(&self, map: MapKind, name: &str, value: &[u8]) -> Result<(), HostError>;
+    fn remove_map_value(&self, map: MapKind, name: &str) -> Result<(), HostError>;
+
+    /// Bytes `[start, start + max)` of a buffer; empty when the host has no such buffer now.
+    fn get_buffer(
+        &self,
+        buffer: BufferKind,
+        start: usize,
+        max: usize,
+    ) -> Result<Vec<u8>, HostError>;
+    /// `start == 0 && size == 0` prepends; `start >= len` appends; otherwise replaces the range.
+    fn set_buffer(
+        &self,
+        buffer: BufferKind,
+        start: usize,
+        size: usize,
+        data: &[u8],
+    ) -> Result<(), HostError>;
+
+    /// Dispatches an HTTP call and returns its token.
+    fn http_call(
+        &self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        timeout: Duration,
+    ) -> Result<u32, HostError>;
+    fn continue_stream(&self, direction: Direction) -> Result<(), HostError>;
+    fn send_local_response(
+        &self,
+        status: u16,
+        details: &str,
+        body: &[u8],
+        headers: &[(&str, &[u8])],
+    ) -> Result<(), HostError>;
+}

@@ -1,0 +1,386 @@
+//! The request and response a hook works on: headers and body, read and changed in place.
+
+use std::fmt;
+use std::ops::{Deref, DerefMut};
+
+use crate::host::{BufferKind, MapKind};
+use crate::runtime::{Event, Phase, StreamShared};
+
+/// A header value: bytes, since HTTP allows values that are not UTF-8.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct HeaderValue(Vec<u8>);
+
+impl HeaderValue {
+    /// The value as text, if it is UTF-8.
+    pub fn to_str(&self) -> Option<&str> {
+        std::str::from_utf8(&self.0).ok()
+    }
+
+    /// The raw bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// Takes the raw bytes.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.0
+    }
+}
+
+impl From<Vec<u8>> for HeaderValue {
+    fn from(bytes: Vec<u8>) -> Self {
+        HeaderValue(bytes)
+    }
+}
+
+impl AsRef<[u8]> for HeaderValue {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl PartialEq<str> for HeaderValue {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other.as_bytes()
+    }
+}
+
+impl PartialEq<&str> for HeaderValue {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == other.as_bytes()
+    }
+}
+
+impl fmt::Display for HeaderValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&String::from_utf8_lossy(&self.0))
+    }
+}
+
+impl fmt::Debug for HeaderValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&String::from_utf8_lossy(&self.0), f)
+    }
+}
+
+/// The side of the stream a hook is working on: headers and body of the request (in request
+/// hooks) or of the response (in response hooks). [`Request`] and [`Response`] dereference to it.
+///
+/// Reads and writes go straight to the proxy. A write the proxy refuses (the stream is gone,
+/// or the phase does not allow it) is logged as a warning; the hook goes on.
+pub struct Message<'a> {
+    stream: &'a StreamShared,
+    event: Event,
+    map: MapKind,
+    buffer: BufferKind,
+}
+
+impl<'a> Message<'a> {
+    fn new(stream: &'a StreamShared, event: Event) -> Self {
+        Message {
+            stream,
+            event,
+            map: stream.map(event.phase),
+            buffer: stream.buffer(event.phase),
+        }
+    }
+
+    /// One header (the first, if repeated); names are case-insensitive.
+    pub fn header(&self, name: &str) -> Option<HeaderValue> {
+        match self
+            .stream
+            .host
+            .get_map_value(self.map, &name.to_ascii_lowercase())
+        {
+            Ok(value) => value.map(HeaderValue),
+            Err(error) => {
+                log::debug!("reading header {name}: {error}");
+                None
+            }
+        }
+    }
+
+    /// One header as text; `None` when it is missing or not UTF-8.
+    pub fn header_str(&self, name: &str) -> Option<String> {
+        self.header(name)
+            .and_then(|value| String::from_utf8(value.into_bytes()).ok())
+    }
+
+    /// All headers, in order, pseudo-headers (`:path`, `:status`, ...) included.
+    pub fn headers(&self) -> Vec<(String, HeaderValue)> {
+        match self.stream.host.get_map(self.map) {
+            Ok(pairs) => pairs
+                .into_iter()
+                .map(|(name, value)| (name, HeaderValue(value)))
+                .collect(),
+            Err(error) => {
+                log::debug!("reading headers: {error}");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Changes the headers.
+    pub fn headers_mut(&mut self) -> HeadersMut<'_> {
+        HeadersMut {
+            stream: self.stream,
+            map: self.map,
+        }
+    }
+
+    /// Whether this is the last callback of this direction (no body follows headers, or this is
+    /// the last body chunk).
+    pub fn end_of_stream(&self) -> bool {
+        self.event.end_of_stream
+    }
+
+    /// The body the proxy holds now: in a body hook, the chunk (or the whole body when
+    /// buffering); empty in a headers hook.
+    pub fn body(&self) -> Vec<u8> {
+        if !self.in_body_phase() || self.event.size == 0 {
+            return Vec::new();
+        }
+        self.stream
+            .host
+            .get_buffer(self.buffer, 0, self.event.size)
+            .unwrap_or_else(|error| {
+                log::warn!("reading the body: {error}");
+                Vec::new()
+            })
+    }
+
+    /// The body as text; `None` when it is not UTF-8.
+    pub fn body_str(&self) -> Option<String> {
+        String::from_utf8(self.body()).ok()
+    }
+
+    /// Replaces the body (in a body hook).
+    pub fn set_body(&mut self, body: impl AsRef<[u8]>) {
+        let len = self.current_body_len();
+        self.write_body(0, len, body.as_ref(), "replacing");
+        self.event.size = body.as_ref().len();
+    }
+
+    /// Appends to the body (in a body hook).
+    pub fn append_body(&mut self, data: impl AsRef<[u8]>) {
+        let len = self.current_body_len();
+        self.write_body(len, 0, data.as_ref(), "appending to");
+        self.event.size = len + data.as_ref().len();
+    }
+
+    /// Prepends to the body (in a body hook).
+    pub fn prepend_body(&mut self, data: impl AsRef<[u8]>) {
+        let len = self.current_body_len();
+        self.write_body(0, 0, data.as_ref(), "prepending to");
+        self.event.size = len + data.as_ref().len();
+    }
+
+    fn in_body_phase(&self) -> bool {
+        matches!(self.event.phase, Phase::RequestBody | Phase::ResponseBody)
+    }
+
+    fn current_body_len(&self) -> usize {
+        if self.in_body_phase() {
+            self.event.size
+        } else {
+            0
+        }
+    }
+
+    fn write_body(&self, start: usize, size: usize, data: &[u8], what: &str) {
+        if !self.in_body_phase() {
+            log::warn!("{what} the body outside a body hook is not possible; ignored");
+            return;
+        }
+        if let Err(error) = self.stream.host.set_buffer(self.buffer, start, size, data) {
+            log::warn!("{what} the body: {error}");
+        }
+    }
+}
+
+/// Changes a header map in place.
+pub struct HeadersMut<'a> {
+    stream: &'a StreamShared,
+    map: MapKind,
+}
+
+impl HeadersMut<'_> {
+    /// Sets a header, replacing every value it had.
+    pub fn insert(&mut self, name: &str, value: impl AsRef<[u8]>) -> &mut Self {
+        let name = name.to_ascii_lowercase();
+        if let Err(error) = self
+            .stream
+            .host
+            .replace_map_value(self.map, &name, value.as_ref())
+        {
+            log::warn!("setting header {name}: {error}");
+        }
+        self
+    }
+
+    /// Adds a value to a header, keeping the values it has.
+    pub fn append(&mut self, name: &str, value: impl AsRef<[u8]>) -> &mut Self {
+        let name = name.to_ascii_lowercase();
+        if let Err(error) = self
+            .stream
+            .host
+            .add_map_value(self.map, &name, value.as_ref())
+        {
+            log::warn!("adding header {name}: {error}");
+        }
+        self
+    }
+
+    /// Removes a header (every value); nothing happens if it is missing.
+    pub fn remove(&mut self, name: &str) -> &mut Self {
+        let name = name.to_ascii_lowercase();
+        if let Err(error) = self.stream.host.remove_map_value(self.map, &name) {
+            log::warn!("removing header {name}: {error}");
+        }
+        self
+    }
+
+    /// Removes every header whose name starts with `prefix` (case-insensitive).
+    pub fn remove_prefixed(&mut self, prefix: &str) -> &mut Self {
+        let prefix = prefix.to_ascii_lowercase();
+        let names: Vec<String> = match self.stream.host.get_map(self.map) {
+            Ok(pairs) => pairs
+                .into_iter()
+                .map(|(name, _)| name.to_ascii_lowercase())
+                .filter(|name| name.starts_with(&prefix))
+                .collect(),
+            Err(error) => {
+                log::warn!("reading headers to remove {prefix}*: {error}");
+                return self;
+            }
+        };
+        for name in names {
+            self.remove(&name);
+        }
+        self
+    }
+
+    /// Replaces all headers with `pairs`.
+    pub fn set_all<V: AsRef<[u8]>>(&mut self, pairs: &[(&str, V)]) -> &mut Self {
+        let lowered: Vec<String> = pairs
+            .iter()
+            .map(|(name, _)| name.to_ascii_lowercase())
+            .collect();
+        let pairs: Vec<(&str, &[u8])> = lowered
+            .iter()
+            .zip(pairs)
+            .map(|(name, (_, value))| (name.as_str(), value.as_ref()))
+            .collect();
+        if let Err(error) = self.stream.host.set_map(self.map, &pairs) {
+            log::warn!("replacing all headers: {error}");
+        }
+        self
+    }
+}
+
+/// The request, in request hooks.
+pub struct Request<'a> {
+    message: Message<'a>,
+}
+
+impl<'a> Request<'a> {
+    pub(crate) fn new(stream: &'a StreamShared, event: Event) -> Self {
+        Request {
+            message: Message::new(stream, event),
+        }
+    }
+
+    /// `:method`.
+    pub fn method(&self) -> Option<String> {
+        self.message.header_str(":method")
+    }
+
+    /// `:path`, with the query string.
+    pub fn path(&self) -> Option<String> {
+        self.message.header_str(":path")
+    }
+
+    /// `:authority` (the host).
+    pub fn authority(&self) -> Option<String> {
+        self.message.header_str(":authority")
+    }
+}
+
+impl<'a> Deref for Request<'a> {
+    type Target = Message<'a>;
+
+    fn deref(&self) -> &Message<'a> {
+        &self.message
+    }
+}
+
+impl DerefMut for Request<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.message
+    }
+}
+
+/// The response, in response hooks.
+pub struct Response<'a> {
+    message: Message<'a>,
+}
+
+impl<'a> Response<'a> {
+    pub(crate) fn new(stream: &'a StreamShared, event: Event) -> Self {
+        Response {
+            message: Message::new(stream, event),
+        }
+    }
+
+    /// `:status`, if present and numeric.
+    pub fn status(&self) -> Option<u16> {
+        self.message.header_str(":status")?.parse().ok()
+    }
+}
+
+impl<'a> Deref for Response<'a> {
+    type Target = Message<'a>;
+
+    fn deref(&self) -> &Message<'a> {
+        &self.message
+    }
+}
+
+impl DerefMut for Response<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.message
+    }
+}
+
+/// A finished stream, in `on_log`: its request and response headers, read-only.
+pub struct Done<'a> {
+    stream: &'a StreamShared,
+}
+
+impl<'a> Done<'a> {
+    pub(crate) fn new(stream: &'a StreamShared) -> Self {
+        Done { stream }
+    }
+
+    /// A request header.
+    pub fn request_header(&self, name: &str) -> Option<HeaderValue> {
+        self.read(MapKind::RequestHeaders, name)
+    }
+
+    /// A response header (`:status` included).
+    pub fn response_header(&self, name: &str) -> Option<HeaderValue> {
+        self.read(MapKind::ResponseHeaders, name)
+    }
+
+    fn read(&self, map: MapKind, name: &str) -> Option<HeaderValue> {
+        if self.stream.is_ended() {
+            return None;
+        }
+        self.stream
+            .host
+            .get_map_value(map, &name.to_ascii_lowercase())
+            .ok()
+            .flatten()
+            .map(HeaderValue)
+    }
+}

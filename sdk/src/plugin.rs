@@ -1,0 +1,234 @@
+//! The plugin trait and what its hooks return.
+
+use std::rc::Rc;
+
+use crate::config::PluginConfig;
+use crate::error::Error;
+use crate::message::{Done, Request, Response};
+use crate::runtime::{Phase, StreamShared};
+
+/// A proxy-wasm HTTP plugin with `async` hooks.
+///
+/// One value of the implementing type exists per HTTP stream, made by [`Plugin::new`] from the
+/// plugin-wide configuration; every hook gets it as `&mut self`. A hook may `.await` calls to
+/// other clusters: while it waits the stream is paused, and when it returns the SDK resumes the
+/// stream (or sends the local reply the hook asked for) by itself. A hook that returns without
+/// waiting continues the stream at once, with no resume at all.
+///
+/// Hooks run one at a time per stream, in the proxy's order: request headers, request body,
+/// response headers, response body, log. An `Err` from a hook becomes a local reply with status
+/// [`Plugin::ERROR_STATUS`] (or the one the error names) and an error log line.
+///
+/// ```
+/// use std::rc::Rc;
+/// use proxy_async::{Error, Flow, NoConfig, Plugin, Request};
+///
+/// struct AddHeader;
+///
+/// impl Plugin for AddHeader {
+///     type Config = NoConfig;
+///
+///     fn new(_config: &Rc<NoConfig>) -> Self {
+///         AddHeader
+///     }
+///
+///     async fn on_request_headers(&mut self, req: &mut Request<'_>) -> Result<Flow, Error> {
+///         req.headers_mut().insert("hello", "world");
+///         Ok(Flow::Continue)
+///     }
+/// }
+/// ```
+// The hooks' futures are polled on the module's one thread, so they need not be `Send`.
+#[allow(
+    async_fn_in_trait,
+    reason = "plugins are single-threaded; hook futures are never sent"
+)]
+pub trait Plugin: Sized + 'static {
+    /// The plugin configuration, parsed from the JSON the proxy delivers.
+    type Config: PluginConfig;
+
+    /// The status of the local reply sent when a hook returns `Err` (unless the error names one).
+    const ERROR_STATUS: u16 = 500;
+
+    /// When true, [`on_request_body`](Plugin::on_request_body) runs once, with the whole body,
+    /// after the proxy has buffered it (bodies over the proxy's buffer limit get a 413 from the
+    /// proxy). When false, it runs once per chunk as the chunks arrive.
+    const BUFFER_REQUEST_BODY: bool = false;
+
+    /// Like [`BUFFER_REQUEST_BODY`](Plugin::BUFFER_REQUEST_BODY), for the response body.
+    const BUFFER_RESPONSE_BODY: bool = false;
+
+    /// Creates the per-stream value at the start of an HTTP stream.
+    fn new(config: &Rc<Self::Config>) -> Self;
+
+    /// The request headers arrived.
+    async fn on_request_headers(&mut self, req: &mut Request<'_>) -> Result<Flow, Error> {
+        let _ = req;
+        Ok(Flow::Continue)
+    }
+
+    /// Request body data arrived (all of it, when [`BUFFER_REQUEST_BODY`](Plugin::BUFFER_REQUEST_BODY)).
+    /// Not called for requests without a body.
+    async fn on_request_body(&mut self, req: &mut Request<'_>) -> Result<Flow, Error> {
+        let _ = req;
+        Ok(Flow::Continue)
+    }
+
+    /// The response headers arrived from upstream.
+    async fn on_response_headers(&mut self, resp: &mut Response<'_>) -> Result<Flow, Error> {
+        let _ = resp;
+        Ok(Flow::Continue)
+    }
+
+    /// Response body data arrived (all of it, when [`BUFFER_RESPONSE_BODY`](Plugin::BUFFER_RESPONSE_BODY)).
+    async fn on_response_body(&mut self, resp: &mut Response<'_>) -> Result<Flow, Error> {
+        let _ = resp;
+        Ok(Flow::Continue)
+    }
+
+    /// The stream is complete and about to be logged; request and response headers are
+    /// readable. Not called when the stream ended while a hook was still waiting (the client
+    /// went away): that hook's future is dropped instead. Anything still pending when the
+    /// stream ends right after is dropped, so `on_log` should not wait on calls.
+    async fn on_log(&mut self, done: &Done<'_>) {
+        let _ = done;
+    }
+}
+
+/// What a hook decided.
+#[derive(Debug)]
+pub enum Flow {
+    /// Let the stream go on.
+    Continue,
+    /// Stop the stream and answer the client with this reply. The upstream never sees the
+    /// request (from a request hook), and the stream is never resumed.
+    Reply(LocalReply),
+}
+
+impl From<LocalReply> for Flow {
+    fn from(reply: LocalReply) -> Self {
+        Flow::Reply(reply)
+    }
+}
+
+/// A response the plugin sends to the client itself.
+///
+/// ```
+/// use proxy_async::{Flow, LocalReply};
+///
+/// let flow: Flow = LocalReply::new(401)
+///     .header("www-authenticate", "Bearer")
+///     .body("missing credential")
+///     .into();
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalReply {
+    pub(crate) status: u16,
+    pub(crate) headers: Vec<(String, Vec<u8>)>,
+    pub(crate) body: Vec<u8>,
+    pub(crate) details: String,
+}
+
+impl LocalReply {
+    /// A reply with `status`, no headers and an empty body.
+    pub fn new(status: u16) -> Self {
+        LocalReply {
+            status,
+            headers: Vec::new(),
+            body: Vec::new(),
+            details: String::new(),
+        }
+    }
+
+    /// The reply the SDK sends for a hook's `Err`: the status and its reason phrase, nothing
+    /// from the error itself (it may hold internal details; it goes to the log instead).
+    pub(crate) fn error(status: u16) -> Self {
+        LocalReply::new(status)
+            .header("content-type", "text/plain")
+            .body(reason_phrase(status))
+            .details("plugin_error")
+    }
+
+    /// Adds a header (lower-cased, as HTTP/2 and the proxy expect).
+    pub fn header(mut self, name: &str, value: impl AsRef<[u8]>) -> Self {
+        self.headers
+            .push((name.to_ascii_lowercase(), value.as_ref().to_vec()));
+        self
+    }
+
+    /// Sets the body.
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    /// Sets a JSON body and its content type.
+    pub fn json<T: serde::Serialize + ?Sized>(self, value: &T) -> Result<Self, Error> {
+        let body = serde_json::to_vec(value)?;
+        Ok(self.header("content-type", "application/json").body(body))
+    }
+
+    /// Sets the response code details the proxy logs (`%RESPONSE_CODE_DETAILS%` in Envoy).
+    /// Use a token without spaces, e.g. `auth_denied`.
+    pub fn details(mut self, details: impl Into<String>) -> Self {
+        self.details = details.into();
+        self
+    }
+
+    /// The status.
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+}
+
+fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        413 => "Payload Too Large",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Error",
+    }
+}
+
+/// The task of one stream: waits for an event, runs the hook, records the outcome; ends after
+/// `on_log`. The plugin value lives inside it, so dropping the task drops the stream's state.
+pub(crate) async fn stream_task<P: Plugin>(mut plugin: P, shared: Rc<StreamShared>) {
+    loop {
+        let event = shared.next_event().await;
+        let outcome = match event.phase {
+            Phase::RequestHeaders => {
+                plugin
+                    .on_request_headers(&mut Request::new(&shared, event))
+                    .await
+            }
+            Phase::RequestBody => {
+                plugin
+                    .on_request_body(&mut Request::new(&shared, event))
+                    .await
+            }
+            Phase::ResponseHeaders => {
+                plugin
+                    .on_response_headers(&mut Response::new(&shared, event))
+                    .await
+            }
+            Phase::ResponseBody => {
+                plugin
+                    .on_response_body(&mut Response::new(&shared, event))
+                    .await
+            }
+            Phase::Log => {
+                plugin.on_log(&Done::new(&shared)).await;
+                shared.finish(Ok(Flow::Continue));
+                return;
+            }
+        };
+        shared.finish(outcome);
+    }
+}

@@ -1,0 +1,518 @@
+//! The stream driver: turns host callbacks into hook futures, and hook results into exactly one
+//! of continue, resume or local reply.
+//!
+//! Life of a stream (`ctx` is its proxy-wasm context id):
+//! 1. `create_stream`: the plugin's per-stream value moves into one task owned by `ctx`; the
+//!    task loops "wait for the next event, run that hook, record its outcome".
+//! 2. A hook callback (`on_hook`) puts the event in the stream's mailbox, wakes the task and
+//!    drains the executor. If the hook finished during that drain, its outcome is applied inline:
+//!    `Continue` is returned to the host and no resume is ever issued. Otherwise the stream is
+//!    marked paused in that phase and `Pause` is returned.
+//! 3. A later callback (a call response) wakes the task; when the paused hook finishes, the task
+//!    queues the stream on `finished`, and after the drain `apply_finished` issues exactly one
+//!    resume of the paused direction, or one local reply. Never inside the callback that paused.
+//! 4. After a local reply nothing is resumed, and the response callbacks Envoy runs for the
+//!    reply itself skip the plugin's hooks.
+//! 5. `on_done` drops the task (and with it every call future of the stream: late replies are
+//!    then ignored); `on_delete` forgets the stream.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use proxy_async_executor::{Executor, Owner, Registry, TaskId};
+
+use crate::error::Error;
+use crate::host::{Action, BufferKind, Direction, Host, MapKind, Pairs};
+use crate::plugin::{Flow, LocalReply};
+
+/// The hook a stream event runs.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Phase {
+    RequestHeaders,
+    RequestBody,
+    ResponseHeaders,
+    ResponseBody,
+    Log,
+}
+
+impl Phase {
+    fn direction(self) -> Direction {
+        match self {
+            Phase::RequestHeaders | Phase::RequestBody => Direction::Request,
+            Phase::ResponseHeaders | Phase::ResponseBody | Phase::Log => Direction::Response,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Phase::RequestHeaders => "on_request_headers",
+            Phase::RequestBody => "on_request_body",
+            Phase::ResponseHeaders => "on_response_headers",
+            Phase::ResponseBody => "on_response_body",
+            Phase::Log => "on_log",
+        }
+    }
+}
+
+/// One host callback for a stream, as delivered to its task.
+#[derive(Copy, Clone, Debug)]
+pub(crate) struct Event {
+    pub(crate) phase: Phase,
+    /// Body bytes available (body phases), or header count (header phases).
+    pub(crate) size: usize,
+    pub(crate) end_of_stream: bool,
+}
+
+/// A call's reply, copied out of the host inside `on_http_call_response` (the only time the
+/// host lets it be read). `None`: the call failed without a response (timeout, reset).
+pub(crate) type CallReply = Option<ReplyParts>;
+
+pub(crate) struct ReplyParts {
+    pub(crate) headers: Pairs,
+    pub(crate) body: Vec<u8>,
+    pub(crate) trailers: Pairs,
+}
+
+/// What a stream's task and the driver share. Only `Cell`s and short `RefCell` borrows: the
+/// driver and the task never hold a borrow across a poll or a hostcall.
+pub(crate) struct StreamShared {
+    pub(crate) context_id: u32,
+    pub(crate) host: Rc<dyn Host>,
+    event: Cell<Option<Event>>,
+    // Set by the task when a hook finishes; taken by the driver.
+    outcome: RefCell<Option<Result<Flow, Error>>>,
+    // The phase whose hook is running after its callback returned Pause.
+    paused: Cell<Option<Phase>>,
+    // A hook is running (from event delivery until its outcome is recorded).
+    busy: Cell<bool>,
+    replied: Cell<bool>,
+    ended: Cell<bool>,
+    finished: Rc<RefCell<Vec<u32>>>,
+}
+
+impl StreamShared {
+    /// Waits for the next event delivered to this stream.
+    pub(crate) fn next_event(&self) -> impl Future<Output = Event> + '_ {
+        std::future::poll_fn(move |_| match self.event.take() {
+            Some(event) => std::task::Poll::Ready(event),
+            // The driver wakes the task by id after delivering an event; no waker to keep.
+            None => std::task::Poll::Pending,
+        })
+    }
+
+    /// Records the outcome of the hook that just finished.
+    pub(crate) fn finish(&self, outcome: Result<Flow, Error>) {
+        *self.outcome.borrow_mut() = Some(outcome);
+        self.busy.set(false);
+        if self.paused.get().is_some() {
+            self.finished.borrow_mut().push(self.context_id);
+        }
+    }
+
+    pub(crate) fn is_ended(&self) -> bool {
+        self.ended.get()
+    }
+
+    pub(crate) fn map(&self, phase: Phase) -> MapKind {
+        match phase.direction() {
+            Direction::Request => MapKind::RequestHeaders,
+            Direction::Response => MapKind::ResponseHeaders,
+        }
+    }
+
+    pub(crate) fn buffer(&self, phase: Phase) -> BufferKind {
+        match phase.direction() {
+            Direction::Request => BufferKind::RequestBody,
+            Direction::Response => BufferKind::ResponseBody,
+        }
+    }
+}
+
+struct StreamSlot {
+    task: TaskId,
+    shared: Rc<StreamShared>,
+}
+
+/// Plugin-wide settings the driver needs.
+#[derive(Clone, Copy)]
+pub(crate) struct Settings {
+    pub(crate) error_status: u16,
+    pub(crate) buffer_request_body: bool,
+    pub(crate) buffer_response_body: bool,
+}
+
+/// One plugin instance's executor, pending calls and streams.
+pub(crate) struct Runtime {
+    pub(crate) host: Rc<dyn Host>,
+    executor: Executor,
+    pub(crate) calls: Registry<CallReply>,
+    streams: RefCell<BTreeMap<u32, StreamSlot>>,
+    finished: Rc<RefCell<Vec<u32>>>,
+    // The context the host applies hostcalls to; 0 when unknown.
+    effective: Cell<u32>,
+    settings: Settings,
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<Rc<Runtime>>> = const { RefCell::new(None) };
+}
+
+/// Makes a runtime the current one for the length of a host callback, so that code inside hooks
+/// (the HTTP client, the logger) reaches the host. Restores the previous one on drop.
+pub(crate) struct CallbackScope {
+    previous: Option<Rc<Runtime>>,
+}
+
+impl CallbackScope {
+    fn enter(runtime: &Rc<Runtime>, context_id: u32) -> Self {
+        runtime.effective.set(context_id);
+        let previous = CURRENT.with(|current| current.replace(Some(Rc::clone(runtime))));
+        CallbackScope { previous }
+    }
+}
+
+impl Drop for CallbackScope {
+    fn drop(&mut self) {
+        let previous = self.previous.take();
+        CURRENT.with(|current| *current.borrow_mut() = previous);
+    }
+}
+
+impl Runtime {
+    pub(crate) fn new(host: Rc<dyn Host>, settings: Settings) -> Rc<Self> {
+        Rc::new(Runtime {
+            host,
+            executor: Executor::new(),
+            calls: Registry::new(),
+            streams: RefCell::new(BTreeMap::new()),
+            finished: Rc::new(RefCell::new(Vec::new())),
+            effective: Cell::new(0),
+            settings,
+        })
+    }
+
+    /// The runtime of the callback running now.
+    pub(crate) fn current() -> Option<Rc<Runtime>> {
+        CURRENT.with(|current| current.borrow().clone())
+    }
+
+    /// Starts a host callback on `context_id`.
+    pub(crate) fn scope(self: &Rc<Self>, context_id: u32) -> CallbackScope {
+        CallbackScope::enter(self, context_id)
+    }
+
+    /// Creates the stream `context_id`; `task` builds its task from the shared mailbox.
+    pub(crate) fn create_stream<F, Fut>(self: &Rc<Self>, context_id: u32, task: F)
+    where
+        F: FnOnce(Rc<StreamShared>) -> Fut,
+        Fut: Future<Output = ()> + 'static,
+    {
+        let shared = Rc::new(StreamShared {
+            context_id,
+            host: Rc::clone(&self.host),
+            event: Cell::new(None),
+            outcome: RefCell::new(None),
+            paused: Cell::new(None),
+            busy: Cell::new(false),
+            replied: Cell::new(false),
+            ended: Cell::new(false),
+            finished: Rc::clone(&self.finished),
+        });
+        let id = self
+            .executor
+            .spawn(Owner(context_id), task(Rc::clone(&shared)));
+        let replaced = self
+            .streams
+            .borrow_mut()
+            .insert(context_id, StreamSlot { task: id, shared });
+        if let Some(old) = replaced {
+            log::warn!("context {context_id} was created twice; dropping the first");
+            self.executor.cancel(Owner(context_id));
+            drop(old);
+        }
+    }
+
+    fn stream(&self, context_id: u32) -> Option<(TaskId, Rc<StreamShared>)> {
+        self.streams
+            .borrow()
+            .get(&context_id)
+            .map(|slot| (slot.task, Rc::clone(&slot.shared)))
+    }
+
+    /// A stream callback: runs the phase's hook and answers the host.
+    pub(crate) fn on_hook(
+        self: &Rc<Self>,
+        context_id: u32,
+        phase: Phase,
+        size: usize,
+        end_of_stream: bool,
+    ) -> Action {
+        let _scope = self.scope(context_id);
+        let Some((task, shared)) = self.stream(context_id) else {
+            log::debug!("{} for unknown context {context_id}", phase.name());
+            return Action::Continue;
+        };
+        // After our own local reply, Envoy runs the response callbacks for the reply itself;
+        // the plugin does not see its own reply.
+        if shared.replied.get() || shared.ended.get() {
+            return Action::Continue;
+        }
+        let buffered = match phase {
+            Phase::RequestBody => self.settings.buffer_request_body,
+            Phase::ResponseBody => self.settings.buffer_response_body,
+            _ => false,
+        };
+        // Pause on a body chunk makes the proxy buffer it; the hook sees the whole body once.
+        if buffered && !end_of_stream {
+            return Action::Pause;
+        }
+        // A hook still running (a streamed body chunk that arrived while the previous chunk's
+        // hook awaits): keep the data buffered until that hook finishes.
+        if shared.busy.get() {
+            return Action::Pause;
+        }
+        shared.busy.set(true);
+        shared.event.set(Some(Event {
+            phase,
+            size,
+            end_of_stream,
+        }));
+        self.executor.wake(task);
+        self.drain();
+        let outcome = shared.outcome.borrow_mut().take();
+        match outcome {
+            Some(outcome) => {
+                self.enter(context_id);
+                self.apply(&shared, phase, outcome, false)
+            }
+            None => {
+                shared.paused.set(Some(phase));
+                Action::Pause
+            }
+        }
+    }
+
+    /// `proxy_on_http_call_response`, on whichever context the host routed it to.
+    pub(crate) fn on_call_response(
+        self: &Rc<Self>,
+        context_id: u32,
+        token: u32,
+        num_headers: usize,
+        body_size: usize,
+        num_trailers: usize,
+    ) {
+        let _scope = self.scope(context_id);
+        if !self.calls.is_waiting(token) {
+            log::debug!(
+                "response to call {token} ignored: nothing waits for it (its stream ended, or the token is unknown)"
+            );
+            return;
+        }
+        let reply = if num_headers == 0 {
+            None
+        } else {
+            Some(self.read_call_reply(token, body_size, num_trailers))
+        };
+        self.calls.complete(token, reply);
+        self.drain();
+    }
+
+    fn read_call_reply(&self, token: u32, body_size: usize, num_trailers: usize) -> ReplyParts {
+        let headers = self
+            .host
+            .get_map(MapKind::CallResponseHeaders)
+            .unwrap_or_else(|error| {
+                log::warn!("reading the headers of call {token}: {error}");
+                Vec::new()
+            });
+        let body = if body_size == 0 {
+            Vec::new()
+        } else {
+            self.host
+                .get_buffer(BufferKind::CallResponseBody, 0, body_size)
+                .unwrap_or_else(|error| {
+                    log::warn!("reading the body of call {token}: {error}");
+                    Vec::new()
+                })
+        };
+        let trailers = if num_trailers == 0 {
+            Vec::new()
+        } else {
+            self.host
+                .get_map(MapKind::CallResponseTrailers)
+                .unwrap_or_default()
+        };
+        ReplyParts {
+            headers,
+            body,
+            trailers,
+        }
+    }
+
+    /// `proxy_on_log`: runs the plugin's `on_log` hook if the stream is idle.
+    pub(crate) fn on_log(self: &Rc<Self>, context_id: u32) {
+        let _scope = self.scope(context_id);
+        let Some((task, shared)) = self.stream(context_id) else {
+            return;
+        };
+        if shared.busy.get() {
+            // A hook is still awaiting (the client went away mid-call): its future is dropped
+            // at on_done, and the per-stream value with it, so there is no one to log.
+            return;
+        }
+        shared.busy.set(true);
+        shared.event.set(Some(Event {
+            phase: Phase::Log,
+            size: 0,
+            end_of_stream: true,
+        }));
+        self.executor.wake(task);
+        self.drain();
+    }
+
+    /// `proxy_on_done`: the stream is over; drop everything it was waiting for.
+    pub(crate) fn on_done(self: &Rc<Self>, context_id: u32) -> bool {
+        let _scope = self.scope(context_id);
+        if let Some((_, shared)) = self.stream(context_id) {
+            shared.ended.set(true);
+            shared.paused.set(None);
+        }
+        self.executor.cancel(Owner(context_id));
+        true
+    }
+
+    /// `proxy_on_delete`: forgets the stream.
+    pub(crate) fn on_delete(self: &Rc<Self>, context_id: u32) {
+        let _scope = self.scope(context_id);
+        self.executor.cancel(Owner(context_id));
+        let removed = self.streams.borrow_mut().remove(&context_id);
+        drop(removed);
+    }
+
+    /// Polls every woken task, then resumes (or replies to) the streams whose paused hook
+    /// finished. Safe to call re-entrantly: a nested call does nothing and the outer one
+    /// finishes the work.
+    fn drain(self: &Rc<Self>) {
+        self.executor
+            .run_until_stalled_with(|Owner(context_id)| self.enter(context_id));
+        self.apply_finished();
+    }
+
+    fn apply_finished(self: &Rc<Self>) {
+        loop {
+            // In the order the hooks finished; applying only makes hostcalls, so nothing new
+            // is queued while a batch is applied, but a loop costs nothing and stays correct.
+            let batch = std::mem::take(&mut *self.finished.borrow_mut());
+            if batch.is_empty() {
+                break;
+            }
+            for context_id in batch {
+                self.apply_one_finished(context_id);
+            }
+        }
+    }
+
+    fn apply_one_finished(&self, context_id: u32) {
+        let Some((_, shared)) = self.stream(context_id) else {
+            return;
+        };
+        let Some(phase) = shared.paused.take() else {
+            return;
+        };
+        let Some(outcome) = shared.outcome.borrow_mut().take() else {
+            return;
+        };
+        if shared.ended.get() {
+            return;
+        }
+        self.enter(context_id);
+        self.apply(&shared, phase, outcome, true);
+    }
+
+    /// Applies a hook's outcome; `resume` says whether the stream is paused and so needs a
+    /// resume to continue (false: the hook finished inside its own callback).
+    fn apply(
+        &self,
+        shared: &StreamShared,
+        phase: Phase,
+        outcome: Result<Flow, Error>,
+        resume: bool,
+    ) -> Action {
+        let reply = match outcome {
+            Ok(Flow::Continue) => {
+                if resume
+                    && phase != Phase::Log
+                    && let Err(error) = self.host.continue_stream(phase.direction())
+                {
+                    log::warn!("resuming after {}: {error}", phase.name());
+                }
+                return Action::Continue;
+            }
+            Ok(Flow::Reply(reply)) => reply,
+            Err(error) => {
+                let status = error.status().unwrap_or(self.settings.error_status);
+                log::error!("{} failed: {error}; replying {status}", phase.name());
+                LocalReply::error(status)
+            }
+        };
+        if phase == Phase::Log {
+            log::warn!("on_log cannot reply: the response was already sent");
+            return Action::Continue;
+        }
+        if shared.replied.replace(true) {
+            log::warn!("a second local reply from {} was dropped", phase.name());
+            return Action::Pause;
+        }
+        let headers: Vec<(&str, &[u8])> = reply
+            .headers
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_slice()))
+            .collect();
+        if let Err(error) =
+            self.host
+                .send_local_response(reply.status, &reply.details, &reply.body, &headers)
+        {
+            log::warn!(
+                "local reply {} from {}: {error}",
+                reply.status,
+                phase.name()
+            );
+        }
+        Action::Pause
+    }
+
+    /// Makes `context_id` the host's effective context, if it is not already.
+    fn enter(&self, context_id: u32) {
+        if self.effective.get() == context_id {
+            return;
+        }
+        match self.host.set_effective_context(context_id) {
+            Ok(()) => self.effective.set(context_id),
+            Err(error) => {
+                // The context is gone (a detached task outliving its stream); hostcalls of
+                // the task will fail and report it.
+                log::debug!("entering context {context_id}: {error}");
+                self.effective.set(0);
+            }
+        }
+    }
+
+    /// Tasks alive (one per live stream, plus detached ones).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(crate) fn task_count(&self) -> usize {
+        self.executor.len()
+    }
+
+    /// Calls waiting for a reply.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(crate) fn pending_call_count(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// Streams the runtime knows.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(crate) fn stream_count(&self) -> usize {
+        self.streams.borrow().len()
+    }
+}
