@@ -99,10 +99,14 @@ pub use plugin::{Flow, LocalReply, Plugin};
 #[macro_export]
 macro_rules! main {
     ($plugin:ty) => {
+        // Inside an anonymous const: the exported `_initialize` stays out of the crate's
+        // public items (and its `missing_docs` lint).
         #[cfg(target_arch = "wasm32")]
-        $crate::__private::proxy_wasm::main! {{
-            $crate::__private::register::<$plugin>();
-        }}
+        const _: () = {
+            $crate::__private::proxy_wasm::main! {{
+                $crate::__private::register::<$plugin>();
+            }}
+        };
     };
 }
 

@@ -53,6 +53,9 @@ pub trait Plugin: Sized + 'static {
     /// When true, [`on_request_body`](Plugin::on_request_body) runs once, with the whole body,
     /// after the proxy has buffered it (bodies over the proxy's buffer limit get a 413 from the
     /// proxy). When false, it runs once per chunk as the chunks arrive.
+    ///
+    /// When true, the SDK removes `content-length` from request headers that are followed by a
+    /// body, so that the hook may change the body's size (the proxy then frames it itself).
     const BUFFER_REQUEST_BODY: bool = false;
 
     /// Like [`BUFFER_REQUEST_BODY`](Plugin::BUFFER_REQUEST_BODY), for the response body.

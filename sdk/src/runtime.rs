@@ -17,7 +17,7 @@
 //!    then ignored); `on_delete` forgets the stream.
 
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
 
 use proxy_async_executor::{Executor, Owner, Registry, TaskId};
@@ -86,6 +86,8 @@ pub(crate) struct StreamShared {
     paused: Cell<Option<Phase>>,
     // A hook is running (from event delivery until its outcome is recorded).
     busy: Cell<bool>,
+    // Callbacks that arrived while a hook was running; each answered Pause and runs in turn.
+    waiting: RefCell<VecDeque<Event>>,
     replied: Cell<bool>,
     ended: Cell<bool>,
     finished: Rc<RefCell<Vec<u32>>>,
@@ -215,6 +217,7 @@ impl Runtime {
             outcome: RefCell::new(None),
             paused: Cell::new(None),
             busy: Cell::new(false),
+            waiting: RefCell::new(VecDeque::new()),
             replied: Cell::new(false),
             ended: Cell::new(false),
             finished: Rc::clone(&self.finished),
@@ -267,10 +270,24 @@ impl Runtime {
         if buffered && !end_of_stream {
             return Action::Pause;
         }
-        // A hook still running (a streamed body chunk that arrived while the previous chunk's
-        // hook awaits): keep the data buffered until that hook finishes.
+        // Another hook of this stream is still awaiting (the response arrived while the
+        // request body hook waits, or a streamed chunk while the previous chunk's hook waits):
+        // hold this callback too, and run its hook when the running one is done.
         if shared.busy.get() {
+            shared.waiting.borrow_mut().push_back(Event {
+                phase,
+                size,
+                end_of_stream,
+            });
             return Action::Pause;
+        }
+        if !end_of_stream && self.buffers_body_after(phase) {
+            // The body may change size: a stale content-length would make the upstream (or
+            // client) read a truncated body, so the proxy must frame the body itself.
+            let map = shared.map(phase);
+            if let Err(error) = self.host.remove_map_value(map, "content-length") {
+                log::warn!("removing content-length before buffering the body: {error}");
+            }
         }
         shared.busy.set(true);
         shared.event.set(Some(Event {
@@ -290,6 +307,15 @@ impl Runtime {
                 shared.paused.set(Some(phase));
                 Action::Pause
             }
+        }
+    }
+
+    /// Whether the headers of `phase` are followed by a body the plugin buffers.
+    fn buffers_body_after(&self, phase: Phase) -> bool {
+        match phase {
+            Phase::RequestHeaders => self.settings.buffer_request_body,
+            Phase::ResponseHeaders => self.settings.buffer_response_body,
+            _ => false,
         }
     }
 
@@ -394,12 +420,19 @@ impl Runtime {
     /// finished. Safe to call re-entrantly: a nested call does nothing and the outer one
     /// finishes the work.
     fn drain(self: &Rc<Self>) {
-        self.executor
-            .run_until_stalled_with(|Owner(context_id)| self.enter(context_id));
-        self.apply_finished();
+        loop {
+            self.executor
+                .run_until_stalled_with(|Owner(context_id)| self.enter(context_id));
+            // Applying may start held hooks; poll them before returning to the host.
+            if !self.apply_finished() {
+                break;
+            }
+        }
     }
 
-    fn apply_finished(self: &Rc<Self>) {
+    /// Applies every finished paused hook; returns whether a held hook was started.
+    fn apply_finished(self: &Rc<Self>) -> bool {
+        let mut started = false;
         loop {
             // In the order the hooks finished; applying only makes hostcalls, so nothing new
             // is queued while a batch is applied, but a loop costs nothing and stays correct.
@@ -408,26 +441,41 @@ impl Runtime {
                 break;
             }
             for context_id in batch {
-                self.apply_one_finished(context_id);
+                started |= self.apply_one_finished(context_id);
             }
         }
+        started
     }
 
-    fn apply_one_finished(&self, context_id: u32) {
-        let Some((_, shared)) = self.stream(context_id) else {
-            return;
+    fn apply_one_finished(&self, context_id: u32) -> bool {
+        let Some((task, shared)) = self.stream(context_id) else {
+            return false;
         };
         let Some(phase) = shared.paused.take() else {
-            return;
+            return false;
         };
         let Some(outcome) = shared.outcome.borrow_mut().take() else {
-            return;
+            return false;
         };
         if shared.ended.get() {
-            return;
+            return false;
         }
         self.enter(context_id);
         self.apply(&shared, phase, outcome, true);
+        if shared.replied.get() {
+            // The reply ends the exchange; held callbacks have nothing left to do.
+            shared.waiting.borrow_mut().clear();
+            return false;
+        }
+        let Some(next) = shared.waiting.borrow_mut().pop_front() else {
+            return false;
+        };
+        // Its callback already answered Pause, so its direction is resumed when it finishes.
+        shared.paused.set(Some(next.phase));
+        shared.busy.set(true);
+        shared.event.set(Some(next));
+        self.executor.wake(task);
+        true
     }
 
     /// Applies a hook's outcome; `resume` says whether the stream is paused and so needs a
@@ -514,5 +562,145 @@ impl Runtime {
     #[cfg(not(target_arch = "wasm32"))]
     pub(crate) fn stream_count(&self) -> usize {
         self.streams.borrow().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! A host that calls back into the plugin from inside a hostcall, as some proxies do
+    //! (proxy-wasm-rust-sdk #43: callbacks from within `resume_http_request`). Envoy defers
+    //! instead; the driver must survive both.
+
+    use std::rc::Weak;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::driver::Driver;
+    use crate::host::HostError;
+    use crate::message::Request;
+    use crate::{HttpClient, NoConfig, Plugin};
+
+    #[derive(Default)]
+    struct ReentrantHost {
+        runtime: RefCell<Weak<Runtime>>,
+        trace: RefCell<Vec<String>>,
+        headers: RefCell<Pairs>,
+    }
+
+    impl Host for ReentrantHost {
+        fn log(&self, _: log::Level, message: &str) {
+            self.trace.borrow_mut().push(format!("log {message}"));
+        }
+        fn log_level(&self) -> log::LevelFilter {
+            log::LevelFilter::Trace
+        }
+        fn set_effective_context(&self, _: u32) -> Result<(), HostError> {
+            Ok(())
+        }
+        fn get_map(&self, _: MapKind) -> Result<Pairs, HostError> {
+            Ok(vec![(":status".into(), b"200".to_vec())])
+        }
+        fn get_map_value(&self, _: MapKind, _: &str) -> Result<Option<Vec<u8>>, HostError> {
+            Ok(None)
+        }
+        fn set_map(&self, _: MapKind, _: &[(&str, &[u8])]) -> Result<(), HostError> {
+            Ok(())
+        }
+        fn add_map_value(&self, _: MapKind, _: &str, _: &[u8]) -> Result<(), HostError> {
+            Ok(())
+        }
+        fn replace_map_value(&self, _: MapKind, name: &str, value: &[u8]) -> Result<(), HostError> {
+            self.headers
+                .borrow_mut()
+                .push((name.to_string(), value.to_vec()));
+            Ok(())
+        }
+        fn remove_map_value(&self, _: MapKind, _: &str) -> Result<(), HostError> {
+            Ok(())
+        }
+        fn get_buffer(&self, _: BufferKind, _: usize, _: usize) -> Result<Vec<u8>, HostError> {
+            Ok(Vec::new())
+        }
+        fn set_buffer(&self, _: BufferKind, _: usize, _: usize, _: &[u8]) -> Result<(), HostError> {
+            Ok(())
+        }
+        fn http_call(
+            &self,
+            cluster: &str,
+            _: &[(&str, &str)],
+            _: &[u8],
+            _: Duration,
+        ) -> Result<u32, HostError> {
+            self.trace.borrow_mut().push(format!("call {cluster}"));
+            Ok(7)
+        }
+        fn continue_stream(&self, _: Direction) -> Result<(), HostError> {
+            self.trace.borrow_mut().push("continue".into());
+            // Re-enter: the body callback arrives from inside the resume.
+            if let Some(runtime) = self.runtime.borrow().upgrade() {
+                let action = runtime.on_hook(2, Phase::RequestBody, 0, true);
+                self.trace.borrow_mut().push(format!("body {action:?}"));
+            }
+            Ok(())
+        }
+        fn send_local_response(
+            &self,
+            status: u16,
+            _: &str,
+            _: &[u8],
+            _: &[(&str, &[u8])],
+        ) -> Result<(), HostError> {
+            self.trace.borrow_mut().push(format!("reply {status}"));
+            Ok(())
+        }
+    }
+
+    struct TwoPhases;
+
+    impl Plugin for TwoPhases {
+        type Config = NoConfig;
+        fn new(_: &Rc<NoConfig>) -> Self {
+            TwoPhases
+        }
+        async fn on_request_headers(&mut self, req: &mut Request<'_>) -> Result<Flow, Error> {
+            HttpClient::new("auth").get("/").send().await?;
+            req.headers_mut().insert("x-after-call", "1");
+            Ok(Flow::Continue)
+        }
+        async fn on_request_body(&mut self, req: &mut Request<'_>) -> Result<Flow, Error> {
+            req.headers_mut().insert("x-body-hook", "1");
+            Ok(Flow::Continue)
+        }
+    }
+
+    #[test]
+    fn callbacks_re_entered_from_a_resume_run_without_double_borrows() {
+        let host = Rc::new(ReentrantHost::default());
+        let driver = Driver::<TwoPhases>::new(Rc::clone(&host) as Rc<dyn Host>);
+        *host.runtime.borrow_mut() = Rc::downgrade(&driver.runtime);
+        assert!(driver.configure(1, 0));
+        driver.create_stream(2);
+        let runtime = &driver.runtime;
+
+        assert_eq!(
+            runtime.on_hook(2, Phase::RequestHeaders, 1, false),
+            Action::Pause
+        );
+        runtime.on_call_response(1, 7, 1, 0, 0);
+
+        assert_eq!(
+            *host.trace.borrow(),
+            ["call auth", "continue", "body Continue"]
+        );
+        let names: Vec<String> = host
+            .headers
+            .borrow()
+            .iter()
+            .map(|(name, _)| name.clone())
+            .collect();
+        assert_eq!(names, ["x-after-call", "x-body-hook"]);
+        assert!(runtime.on_done(2));
+        runtime.on_delete(2);
+        assert_eq!(runtime.task_count(), 0);
     }
 }
