@@ -1,0 +1,365 @@
+//! A two-call authentication flow that fails closed.
+//!
+//! For every request, in `on_request_headers`:
+//!
+//! 1. Every client-supplied request header whose name starts with `x-user-` is removed, first
+//!    of all, so that no request (accepted or rejected) reaches anything with an identity the
+//!    client made up.
+//! 2. The credential is read from the credential header (`authorization` by default).
+//! 3. The credential is exchanged for a token: `POST <auth.path>` to the auth cluster with the
+//!    JSON body `{"credential": "<credential>"}`; the answer must be `200` with
+//!    `{"token": "<token>"}`.
+//! 4. The token is used to look up the user: `GET <users.path>` on the users cluster with
+//!    `authorization: Bearer <token>`; the answer must be `200` with
+//!    `{"id": "<id>", "name": "<name>"}`.
+//! 5. The request goes on upstream with `x-user-id` and `x-user-name` set from that answer.
+//!
+//! The second call is made only after the first one answered: the hook simply awaits one, then
+//! the other, and the SDK holds the request meanwhile and resumes it once at the end.
+//!
+//! # Fail-closed rules
+//!
+//! The request reaches the upstream only when both calls succeeded. Otherwise the client gets a
+//! local reply and the upstream never sees the request:
+//!
+//! | What happened | Reply |
+//! |---|---|
+//! | The credential header is missing, empty or not UTF-8 | `401`, `www-authenticate: Bearer`, details `auth_missing_credential`; no call is made |
+//! | The auth cluster answered `401` or `403` | `403`, details `auth_denied` |
+//! | The users cluster answered `401` or `403` | `403`, details `user_denied` |
+//! | Any other status from either cluster, a body that is not the expected JSON, a missing or unusable token, id or name, a timeout or reset, a call the proxy refused to dispatch (e.g. an unknown cluster), a response without `:status` | `503` ([`AuthFlow::ERROR_STATUS`]) and an error log line naming the cluster and the cause |
+//!
+//! # Configuration
+//!
+//! ```json
+//! {
+//!   "auth":  {"cluster": "auth",  "authority": "auth.local",  "path": "/token", "timeout_ms": 500},
+//!   "users": {"cluster": "users", "authority": "users.local", "path": "/me",    "timeout_ms": 500},
+//!   "credential_header": "authorization"
+//! }
+//! ```
+//!
+//! In each upstream block only `cluster` is required; `authority` defaults to the cluster name,
+//! `path` to `/token` (auth) or `/me` (users), `timeout_ms` to 500. `credential_header`
+//! defaults to `authorization`; it may not start with `x-user-` (those headers are removed before
+//! it is read). Unknown keys inside an upstream block are rejected (they are most likely typos);
+//! unknown top-level keys are ignored (Istio and Higress add their own). Errors name the field,
+//! e.g. `auth.cluster`.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use proxy_async::{
+    ConfigError, Error, Flow, HttpClient, LocalReply, Plugin, PluginConfig, Request,
+};
+
+/// The prefix of the identity headers this plugin owns; client-supplied ones are removed.
+pub const USER_HEADER_PREFIX: &str = "x-user-";
+
+/// The request header carrying the user's id, set after a successful lookup.
+pub const USER_ID_HEADER: &str = "x-user-id";
+
+/// The request header carrying the user's name, set after a successful lookup.
+pub const USER_NAME_HEADER: &str = "x-user-name";
+
+/// The plugin configuration; see the [crate documentation](crate) for the JSON.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(from = "RawConfig")]
+pub struct Config {
+    /// The service that exchanges the credential for a token.
+    pub auth: Upstream,
+    /// The service that maps a token to a user.
+    pub users: Upstream,
+    /// The request header holding the client's credential (lower case).
+    pub credential_header: String,
+}
+
+/// One service the plugin calls, with its defaults filled in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// The proxy's name for the cluster.
+    pub cluster: String,
+    /// The `:authority` of the calls.
+    pub authority: String,
+    /// The path of the calls.
+    pub path: String,
+    /// The timeout of the calls.
+    pub timeout: Duration,
+}
+
+impl Upstream {
+    /// A client for this service.
+    pub fn client(&self) -> HttpClient {
+        HttpClient::new(self.cluster.as_str())
+            .with_authority(self.authority.as_str())
+            .with_timeout(self.timeout)
+    }
+
+    fn validate(&self, block: &str) -> Result<(), ConfigError> {
+        if self.cluster.trim().is_empty() {
+            return Err(ConfigError::field(
+                format!("{block}.cluster"),
+                "must name a cluster of the proxy",
+            ));
+        }
+        if self.authority.trim().is_empty() {
+            return Err(ConfigError::field(
+                format!("{block}.authority"),
+                "must not be empty (leave it out to use the cluster name)",
+            ));
+        }
+        if !self.path.starts_with('/') {
+            return Err(ConfigError::field(
+                format!("{block}.path"),
+                "must start with `/`",
+            ));
+        }
+        if self.timeout.is_zero() {
+            return Err(ConfigError::field(
+                format!("{block}.timeout_ms"),
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        RawConfig::default().into()
+    }
+}
+
+impl PluginConfig for Config {
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.auth.validate("auth")?;
+        self.users.validate("users")?;
+        let header = &self.credential_header;
+        if header.is_empty() || !header.bytes().all(is_token_char) {
+            return Err(ConfigError::field(
+                "credential_header",
+                "must be a header name (letters, digits, `-`, ...)",
+            ));
+        }
+        if header.starts_with(USER_HEADER_PREFIX) {
+            return Err(ConfigError::field(
+                "credential_header",
+                format!("must not start with `{USER_HEADER_PREFIX}`: those headers are removed"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The configuration as written, before the defaults are filled in.
+#[derive(Default, serde::Deserialize)]
+#[serde(default)]
+struct RawConfig {
+    auth: RawUpstream,
+    users: RawUpstream,
+    credential_header: Option<String>,
+}
+
+#[derive(Default, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawUpstream {
+    cluster: String,
+    authority: Option<String>,
+    path: Option<String>,
+    timeout_ms: Option<u64>,
+}
+
+impl RawUpstream {
+    fn resolve(self, default_path: &str) -> Upstream {
+        Upstream {
+            authority: self.authority.unwrap_or_else(|| self.cluster.clone()),
+            cluster: self.cluster,
+            path: self.path.unwrap_or_else(|| default_path.to_string()),
+            timeout: self
+                .timeout_ms
+                .map_or(HttpClient::DEFAULT_TIMEOUT, Duration::from_millis),
+        }
+    }
+}
+
+impl From<RawConfig> for Config {
+    fn from(raw: RawConfig) -> Self {
+        Config {
+            auth: raw.auth.resolve("/token"),
+            users: raw.users.resolve("/me"),
+            credential_header: raw
+                .credential_header
+                .unwrap_or_else(|| "authorization".to_string())
+                .to_ascii_lowercase(),
+        }
+    }
+}
+
+/// The plugin: one value per HTTP stream.
+pub struct AuthFlow {
+    config: Rc<Config>,
+}
+
+/// The body of the call to the auth cluster.
+#[derive(serde::Serialize)]
+struct TokenRequest<'a> {
+    credential: &'a str,
+}
+
+/// The answer of the auth cluster.
+#[derive(serde::Deserialize)]
+struct TokenReply {
+    token: String,
+}
+
+/// The answer of the users cluster.
+#[derive(serde::Deserialize)]
+struct UserReply {
+    id: String,
+    name: String,
+}
+
+/// What a service said about the caller.
+enum Verdict<T> {
+    Granted(T),
+    Denied(u16),
+}
+
+impl Plugin for AuthFlow {
+    type Config = Config;
+
+    /// Every failure that is not the caller's fault (the auth or users service is down, slow,
+    /// or answers nonsense) is a 503: the request is refused, never let through.
+    const ERROR_STATUS: u16 = 503;
+
+    fn new(config: &Rc<Config>) -> Self {
+        AuthFlow {
+            config: Rc::clone(config),
+        }
+    }
+
+    async fn on_request_headers(&mut self, req: &mut Request<'_>) -> Result<Flow, Error> {
+        // First, before any return: only this plugin may set identity headers.
+        req.headers_mut().remove_prefixed(USER_HEADER_PREFIX);
+
+        let credential = req
+            .header_str(&self.config.credential_header)
+            .map(|value| value.trim().to_string())
+            .unwrap_or_default();
+        if credential.is_empty() {
+            return Ok(LocalReply::new(401)
+                .header("www-authenticate", "Bearer")
+                .header("content-type", "text/plain")
+                .body("missing credential")
+                .details("auth_missing_credential")
+                .into());
+        }
+
+        let token = match self.exchange(&credential).await? {
+            Verdict::Granted(token) => token,
+            Verdict::Denied(status) => {
+                log::debug!("the auth service denied the credential ({status})");
+                return Ok(denied("auth_denied"));
+            }
+        };
+        let user = match self.look_up(&token).await? {
+            Verdict::Granted(user) => user,
+            Verdict::Denied(status) => {
+                log::debug!("the users service denied the token ({status})");
+                return Ok(denied("user_denied"));
+            }
+        };
+
+        req.headers_mut()
+            .insert(USER_ID_HEADER, &user.id)
+            .insert(USER_NAME_HEADER, &user.name);
+        Ok(Flow::Continue)
+    }
+}
+
+impl AuthFlow {
+    /// Exchanges the credential for a token at the auth service.
+    async fn exchange(&self, credential: &str) -> Result<Verdict<String>, Error> {
+        let upstream = &self.config.auth;
+        let reply = upstream
+            .client()
+            .post(&upstream.path)
+            .json(&TokenRequest { credential })
+            .send()
+            .await
+            .map_err(|error| Error::new(format_args!("auth: {error}")))?;
+        if let Some(denied) = check_status("auth", upstream, reply.status())? {
+            return Ok(Verdict::Denied(denied));
+        }
+        let TokenReply { token } = reply
+            .json()
+            .map_err(|error| Error::new(format_args!("auth: {error}")))?;
+        // RFC 6750 b64token characters are a subset of this; anything else cannot be sent on.
+        if token.is_empty() || !token.bytes().all(|byte| byte.is_ascii_graphic()) {
+            return Err(Error::new(format_args!(
+                "auth: cluster `{}` returned an empty token or one that is not a bearer token",
+                upstream.cluster
+            )));
+        }
+        Ok(Verdict::Granted(token))
+    }
+
+    /// Looks up the token's user at the users service.
+    async fn look_up(&self, token: &str) -> Result<Verdict<UserReply>, Error> {
+        let upstream = &self.config.users;
+        let reply = upstream
+            .client()
+            .get(&upstream.path)
+            .bearer(token)
+            .send()
+            .await
+            .map_err(|error| Error::new(format_args!("users: {error}")))?;
+        if let Some(denied) = check_status("users", upstream, reply.status())? {
+            return Ok(Verdict::Denied(denied));
+        }
+        let user: UserReply = reply
+            .json()
+            .map_err(|error| Error::new(format_args!("users: {error}")))?;
+        if user.id.is_empty() || !is_header_value(&user.id) || !is_header_value(&user.name) {
+            return Err(Error::new(format_args!(
+                "users: cluster `{}` returned an empty id, or an id or name that cannot be a header value",
+                upstream.cluster
+            )));
+        }
+        Ok(Verdict::Granted(user))
+    }
+}
+
+/// `Ok(None)` for 200, `Ok(Some(status))` for a denial (401, 403), `Err` for anything else.
+fn check_status(block: &str, upstream: &Upstream, status: u16) -> Result<Option<u16>, Error> {
+    match status {
+        200 => Ok(None),
+        401 | 403 => Ok(Some(status)),
+        other => Err(Error::new(format_args!(
+            "{block}: cluster `{}` answered {other} to {}, expected 200, 401 or 403",
+            upstream.cluster, upstream.path
+        ))),
+    }
+}
+
+fn denied(details: &str) -> Flow {
+    LocalReply::new(403)
+        .header("content-type", "text/plain")
+        .body("forbidden")
+        .details(details)
+        .into()
+}
+
+/// RFC 9110 `tchar`: what a header name may be made of.
+fn is_token_char(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
+}
+
+/// No control characters (tab aside): what a proxy accepts in a header value.
+fn is_header_value(text: &str) -> bool {
+    !text
+        .bytes()
+        .any(|byte| (byte < 0x20 && byte != b'\t') || byte == 0x7f)
+}
+
+proxy_async::main!(AuthFlow);
