@@ -73,6 +73,11 @@ impl HttpClient {
         self.timeout
     }
 
+    /// The `:authority` of the calls.
+    pub fn authority(&self) -> &str {
+        &self.authority
+    }
+
     /// A GET request for `path` (which may carry a query string).
     pub fn get(&self, path: &str) -> CallBuilder {
         self.request("GET", path)
@@ -103,16 +108,22 @@ impl HttpClient {
         self.request("HEAD", path)
     }
 
-    /// A request with any method.
+    /// A request with any method. `path` is a path (`/v1/token?x=1`), or an absolute URL
+    /// (`http://auth.internal/v1/token`), whose host becomes the call's `:authority`, as in
+    /// the Higress Go client; the call still goes to this client's cluster.
     pub fn request(&self, method: &str, path: &str) -> CallBuilder {
+        let (authority, path) = match split_absolute_url(path) {
+            Some((host, rest)) => (Rc::from(host), rest.to_string()),
+            None => (Rc::clone(&self.authority), path.to_string()),
+        };
         let path = if path.starts_with('/') {
-            path.to_string()
+            path
         } else {
             format!("/{path}")
         };
         CallBuilder {
             cluster: Rc::clone(&self.cluster),
-            authority: Rc::clone(&self.authority),
+            authority,
             method: method.to_string(),
             path,
             headers: Vec::new(),
@@ -260,6 +271,16 @@ impl CallBuilder {
     }
 }
 
+/// `http://host[:port]/rest` → `(host[:port], /rest)`; `None` for anything else.
+fn split_absolute_url(url: &str) -> Option<(&str, &str)> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))?;
+    let split = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (host, path) = rest.split_at(split);
+    (!host.is_empty()).then_some((host, path))
+}
+
 fn percent_encode(text: &str, out: &mut String) {
     for byte in text.bytes() {
         if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
@@ -348,5 +369,26 @@ impl CallResponse {
     /// The cluster that answered.
     pub fn cluster(&self) -> &str {
         &self.cluster
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absolute_urls_give_the_authority() {
+        let client = HttpClient::new("outbound|80||httpbin.org");
+        assert_eq!(client.authority(), "outbound|80||httpbin.org");
+        let call = client.get("http://httpbin.org:8080/get?a=1");
+        assert_eq!(
+            (&*call.authority, call.path.as_str()),
+            ("httpbin.org:8080", "/get?a=1")
+        );
+        let call = client.get("https://example.com");
+        assert_eq!((&*call.authority, call.path.as_str()), ("example.com", "/"));
+        let call = client.get("relative/path");
+        assert_eq!(call.path, "/relative/path");
+        assert_eq!(split_absolute_url("http:///nohost"), None);
     }
 }

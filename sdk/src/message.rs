@@ -3,7 +3,7 @@
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 
-use crate::host::{BufferKind, MapKind};
+use crate::host::{BufferKind, HostError, MapKind};
 use crate::runtime::{Event, Phase, StreamShared};
 
 /// A header value: bytes, since HTTP allows values that are not UTF-8.
@@ -199,6 +199,11 @@ impl<'a> Message<'a> {
 }
 
 /// Changes a header map in place.
+///
+/// Each change has two forms: `insert`, `append`, ... log a warning when the proxy refuses the
+/// change and go on (the stream is gone, or the phase does not allow it), and chain;
+/// `try_insert`, `try_append`, ... return the refusal, for plugins that must fail closed when a
+/// header could not be set or removed (an auth plugin stripping identity headers, say).
 pub struct HeadersMut<'a> {
     stream: &'a StreamShared,
     map: MapKind,
@@ -207,61 +212,80 @@ pub struct HeadersMut<'a> {
 impl HeadersMut<'_> {
     /// Sets a header, replacing every value it had.
     pub fn insert(&mut self, name: &str, value: impl AsRef<[u8]>) -> &mut Self {
-        let name = name.to_ascii_lowercase();
-        if let Err(error) = self
-            .stream
-            .host
-            .replace_map_value(self.map, &name, value.as_ref())
-        {
-            log::warn!("setting header {name}: {error}");
-        }
+        let result = self.try_insert(name, value);
+        warn_refused(result, "setting header", name);
         self
     }
 
     /// Adds a value to a header, keeping the values it has.
     pub fn append(&mut self, name: &str, value: impl AsRef<[u8]>) -> &mut Self {
-        let name = name.to_ascii_lowercase();
-        if let Err(error) = self
-            .stream
-            .host
-            .add_map_value(self.map, &name, value.as_ref())
-        {
-            log::warn!("adding header {name}: {error}");
-        }
+        let result = self.try_append(name, value);
+        warn_refused(result, "adding header", name);
         self
     }
 
     /// Removes a header (every value); nothing happens if it is missing.
     pub fn remove(&mut self, name: &str) -> &mut Self {
-        let name = name.to_ascii_lowercase();
-        if let Err(error) = self.stream.host.remove_map_value(self.map, &name) {
-            log::warn!("removing header {name}: {error}");
-        }
+        let result = self.try_remove(name);
+        warn_refused(result, "removing header", name);
         self
     }
 
     /// Removes every header whose name starts with `prefix` (case-insensitive).
     pub fn remove_prefixed(&mut self, prefix: &str) -> &mut Self {
-        let prefix = prefix.to_ascii_lowercase();
-        let names: Vec<String> = match self.stream.host.get_map(self.map) {
-            Ok(pairs) => pairs
-                .into_iter()
-                .map(|(name, _)| name.to_ascii_lowercase())
-                .filter(|name| name.starts_with(&prefix))
-                .collect(),
-            Err(error) => {
-                log::warn!("reading headers to remove {prefix}*: {error}");
-                return self;
-            }
-        };
-        for name in names {
-            self.remove(&name);
-        }
+        let result = self.try_remove_prefixed(prefix);
+        warn_refused(result, "removing headers", &format!("{prefix}*"));
         self
     }
 
     /// Replaces all headers with `pairs`.
     pub fn set_all<V: AsRef<[u8]>>(&mut self, pairs: &[(&str, V)]) -> &mut Self {
+        let result = self.try_set_all(pairs);
+        warn_refused(result, "replacing", "all headers");
+        self
+    }
+
+    /// [`insert`](HeadersMut::insert), returning the proxy's refusal.
+    pub fn try_insert(&mut self, name: &str, value: impl AsRef<[u8]>) -> Result<(), HostError> {
+        self.stream
+            .host
+            .replace_map_value(self.map, &name.to_ascii_lowercase(), value.as_ref())
+    }
+
+    /// [`append`](HeadersMut::append), returning the proxy's refusal.
+    pub fn try_append(&mut self, name: &str, value: impl AsRef<[u8]>) -> Result<(), HostError> {
+        self.stream
+            .host
+            .add_map_value(self.map, &name.to_ascii_lowercase(), value.as_ref())
+    }
+
+    /// [`remove`](HeadersMut::remove), returning the proxy's refusal.
+    pub fn try_remove(&mut self, name: &str) -> Result<(), HostError> {
+        self.stream
+            .host
+            .remove_map_value(self.map, &name.to_ascii_lowercase())
+    }
+
+    /// [`remove_prefixed`](HeadersMut::remove_prefixed), returning the proxy's refusal (of
+    /// reading the headers, or of removing one of them).
+    pub fn try_remove_prefixed(&mut self, prefix: &str) -> Result<(), HostError> {
+        let prefix = prefix.to_ascii_lowercase();
+        let names: Vec<String> = self
+            .stream
+            .host
+            .get_map(self.map)?
+            .into_iter()
+            .map(|(name, _)| name.to_ascii_lowercase())
+            .filter(|name| name.starts_with(&prefix))
+            .collect();
+        for name in names {
+            self.try_remove(&name)?;
+        }
+        Ok(())
+    }
+
+    /// [`set_all`](HeadersMut::set_all), returning the proxy's refusal.
+    pub fn try_set_all<V: AsRef<[u8]>>(&mut self, pairs: &[(&str, V)]) -> Result<(), HostError> {
         let lowered: Vec<String> = pairs
             .iter()
             .map(|(name, _)| name.to_ascii_lowercase())
@@ -271,10 +295,13 @@ impl HeadersMut<'_> {
             .zip(pairs)
             .map(|(name, (_, value))| (name.as_str(), value.as_ref()))
             .collect();
-        if let Err(error) = self.stream.host.set_map(self.map, &pairs) {
-            log::warn!("replacing all headers: {error}");
-        }
-        self
+        self.stream.host.set_map(self.map, &pairs)
+    }
+}
+
+fn warn_refused(result: Result<(), HostError>, what: &str, name: &str) {
+    if let Err(error) = result {
+        log::warn!("{what} {name}: {error}");
     }
 }
 

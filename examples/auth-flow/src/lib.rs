@@ -27,7 +27,7 @@
 //! | The credential header is missing, empty or not UTF-8 | `401`, `www-authenticate: Bearer`, details `auth_missing_credential`; no call is made |
 //! | The auth cluster answered `401` or `403` | `403`, details `auth_denied` |
 //! | The users cluster answered `401` or `403` | `403`, details `user_denied` |
-//! | Any other status from either cluster, a body that is not the expected JSON, a missing or unusable token, id or name, a timeout or reset, a call the proxy refused to dispatch (e.g. an unknown cluster), a response without `:status` | `503` ([`AuthFlow::ERROR_STATUS`]) and an error log line naming the cluster and the cause |
+//! | Any other status from either cluster, a body that is not the expected JSON, a missing or unusable token, id or name, a timeout or reset, a call the proxy refused to dispatch (e.g. an unknown cluster), a response without `:status`, the proxy refusing to strip `x-user-*` or to set the identity headers | `503` ([`AuthFlow::ERROR_STATUS`]) and an error log line naming the cluster and the cause |
 //!
 //! # Configuration
 //!
@@ -239,8 +239,9 @@ impl Plugin for AuthFlow {
     }
 
     async fn on_request_headers(&mut self, req: &mut Request<'_>) -> Result<Flow, Error> {
-        // First, before any return: only this plugin may set identity headers.
-        req.headers_mut().remove_prefixed(USER_HEADER_PREFIX);
+        // First, before any return: only this plugin may set identity headers. If the proxy
+        // refused to strip them, the request must not go on (the error is a 503).
+        req.headers_mut().try_remove_prefixed(USER_HEADER_PREFIX)?;
 
         let credential = req
             .header_str(&self.config.credential_header)
@@ -270,9 +271,9 @@ impl Plugin for AuthFlow {
             }
         };
 
-        req.headers_mut()
-            .insert(USER_ID_HEADER, &user.id)
-            .insert(USER_NAME_HEADER, &user.name);
+        let mut headers = req.headers_mut();
+        headers.try_insert(USER_ID_HEADER, &user.id)?;
+        headers.try_insert(USER_NAME_HEADER, &user.name)?;
         Ok(Flow::Continue)
     }
 }
