@@ -36,18 +36,16 @@
 //! assert_eq!(stream.resumed_requests(), 0);
 //! ```
 
-// This module is test support: a test that drives it wrongly, or a plugin that breaks the
-// proxy protocol, must fail loudly, so it panics on purpose.
-#![allow(
-    clippy::panic,
-    reason = "the testing API reports test failures by panicking"
-)]
-
-use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
+use std::cell::RefCell;
+use std::collections::BTreeSet;
 use std::rc::Rc;
 use std::time::Duration;
+
+use proxy_emulator::{
+    BufferType, Callbacks, LogLevel, MapType, PluginFailure, Proxy, ProxyConfig, ProxyState, Side,
+    Status,
+};
+pub use proxy_emulator::{Call, ConfigRejected, SentReply};
 
 use crate::driver::Driver;
 pub use crate::host::Action;
@@ -55,183 +53,75 @@ use crate::host::{BufferKind, Direction, Host, HostError, HostStatus, MapKind, P
 use crate::plugin::Plugin;
 use crate::runtime::Phase;
 
-const ROOT_CONTEXT: u32 = 1;
-
-/// The plugin's configuration was rejected; holds the error lines it logged.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigRejected {
-    /// The error log lines, one per line.
-    pub errors: Vec<String>,
-}
-
-impl fmt::Display for ConfigRejected {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "configuration rejected: {}", self.errors.join("; "))
-    }
-}
-
-impl std::error::Error for ConfigRejected {}
-
 /// One log line of the plugin.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogRecord {
-    /// Its level.
+    /// Its level (the proxy's critical level is reported as error).
     pub level: log::Level,
     /// Its text.
     pub message: String,
 }
 
-/// An HTTP call the plugin made.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Call {
-    token: u32,
-    context_id: u32,
-    cluster: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-    timeout: Duration,
-}
-
-impl Call {
-    /// The token the proxy returned for it.
-    pub fn token(&self) -> u32 {
-        self.token
-    }
-
-    /// The cluster it went to.
-    pub fn cluster(&self) -> &str {
-        &self.cluster
-    }
-
-    /// A header (pseudo-headers included), case-insensitive.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(key, _)| key.eq_ignore_ascii_case(name))
-            .map(|(_, value)| value.as_str())
-    }
-
-    /// `:method`.
-    pub fn method(&self) -> &str {
-        self.header(":method").unwrap_or_default()
-    }
-
-    /// `:path`, with the query string.
-    pub fn path(&self) -> &str {
-        self.header(":path").unwrap_or_default()
-    }
-
-    /// `:authority`.
-    pub fn authority(&self) -> &str {
-        self.header(":authority").unwrap_or_default()
-    }
-
-    /// Every header, in the order sent.
-    pub fn headers(&self) -> &[(String, String)] {
-        &self.headers
-    }
-
-    /// The body.
-    pub fn body(&self) -> &[u8] {
-        &self.body
-    }
-
-    /// The body as text (lossy).
-    pub fn body_str(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    /// The timeout it was sent with.
-    pub fn timeout(&self) -> Duration {
-        self.timeout
-    }
-}
-
-/// A local reply the plugin sent.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SentReply {
-    /// The status.
-    pub status: u16,
-    /// The headers.
-    pub headers: Vec<(String, String)>,
-    /// The body.
-    pub body: Vec<u8>,
-    /// The response code details.
-    pub details: String,
-}
-
-impl SentReply {
-    /// A header, case-insensitive.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(key, _)| key.eq_ignore_ascii_case(name))
-            .map(|(_, value)| value.as_str())
-    }
-
-    /// The body as text (lossy).
-    pub fn body_str(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
-
 /// Configures a [`PluginTest`].
 pub struct PluginTestBuilder<P: Plugin> {
-    config: String,
-    clusters: Option<BTreeSet<String>>,
-    log_level: log::LevelFilter,
+    config: ProxyConfig,
     _plugin: std::marker::PhantomData<P>,
 }
 
 impl<P: Plugin> PluginTestBuilder<P> {
     /// The plugin configuration (JSON; empty for none).
     pub fn config(mut self, json: &str) -> Self {
-        self.config = json.to_string();
+        self.config.plugin_config = json.as_bytes().to_vec();
         self
     }
 
     /// The clusters the proxy knows; calls to others are refused with `BAD_ARGUMENT`, as Envoy
     /// does. Without this, every cluster is known.
     pub fn clusters(mut self, clusters: &[&str]) -> Self {
-        self.clusters = Some(clusters.iter().map(|name| name.to_string()).collect());
+        self.config.clusters = Some(
+            clusters
+                .iter()
+                .map(|name| name.to_string())
+                .collect::<BTreeSet<_>>(),
+        );
         self
     }
 
     /// The proxy's log level (default: trace, so tests see every line).
     pub fn log_level(mut self, level: log::LevelFilter) -> Self {
-        self.log_level = level;
+        self.config.log_level = Some(match level {
+            log::LevelFilter::Trace => LogLevel::Trace,
+            log::LevelFilter::Debug => LogLevel::Debug,
+            log::LevelFilter::Info => LogLevel::Info,
+            log::LevelFilter::Warn => LogLevel::Warn,
+            log::LevelFilter::Error => LogLevel::Error,
+            log::LevelFilter::Off => LogLevel::Critical,
+        });
         self
     }
 
     /// Starts the plugin: creates the root context and runs `on_configure`.
     pub fn build(self) -> Result<PluginTest<P>, ConfigRejected> {
-        let host = Rc::new(TestHost::new(
-            self.config.into_bytes(),
-            self.clusters,
-            self.log_level,
-        ));
-        let test = PluginTest {
-            driver: Driver::new(Rc::clone(&host) as Rc<dyn Host>),
-            host,
-            next_context: Cell::new(ROOT_CONTEXT + 1),
-        };
-        let size = test.host.state.borrow().config.len();
-        let accepted = test.callback(ROOT_CONTEXT, |driver| driver.configure(ROOT_CONTEXT, size));
-        if accepted {
-            Ok(test)
-        } else {
-            Err(ConfigRejected {
-                errors: test.logs_at(log::Level::Error),
-            })
-        }
+        let state = Rc::new(RefCell::new(ProxyState::default()));
+        let host = Rc::new(TestHost {
+            state: Rc::clone(&state),
+        });
+        let driver = Driver::<P>::new(host);
+        let proxy = Proxy::start(
+            state,
+            NativePlugin {
+                driver: Rc::clone(&driver),
+            },
+            self.config,
+        )?;
+        Ok(PluginTest { proxy, driver })
     }
 }
 
 /// A plugin under test, with the proxy it runs in emulated.
 pub struct PluginTest<P: Plugin> {
+    proxy: Proxy<NativePlugin<P>>,
     driver: Rc<Driver<P>>,
-    host: Rc<TestHost>,
-    next_context: Cell<u32>,
 }
 
 impl<P: Plugin> PluginTest<P> {
@@ -243,48 +133,27 @@ impl<P: Plugin> PluginTest<P> {
     /// Starts building a test with more settings.
     pub fn builder() -> PluginTestBuilder<P> {
         PluginTestBuilder {
-            config: String::new(),
-            clusters: None,
-            log_level: log::LevelFilter::Trace,
+            config: ProxyConfig::default(),
             _plugin: std::marker::PhantomData,
         }
     }
 
     /// Opens a new HTTP stream.
     pub fn stream(&self) -> TestStream<'_, P> {
-        let context_id = self.next_context.get();
-        self.next_context.set(context_id + 1);
-        self.host
-            .state
-            .borrow_mut()
-            .streams
-            .insert(context_id, StreamState::default());
-        self.callback(context_id, |driver| driver.create_stream(context_id));
         TestStream {
             test: self,
-            context_id,
+            context_id: self.proxy.open_stream(),
         }
     }
 
     /// Calls not answered yet, in the order they were made.
     pub fn calls(&self) -> Vec<Call> {
-        let state = self.host.state.borrow();
-        state
-            .calls
-            .iter()
-            .filter(|record| !record.answered)
-            .map(|record| record.call.clone())
-            .collect()
+        self.proxy.calls()
     }
 
     /// Every call made, answered or not.
     pub fn all_calls(&self) -> Vec<Call> {
-        let state = self.host.state.borrow();
-        state
-            .calls
-            .iter()
-            .map(|record| record.call.clone())
-            .collect()
+        self.proxy.all_calls()
     }
 
     /// Answers a call with a response (`:status` is added from `status`).
@@ -301,7 +170,8 @@ impl<P: Plugin> PluginTest<P> {
                 .iter()
                 .map(|(name, value)| (name.to_ascii_lowercase(), value.as_bytes().to_vec())),
         );
-        self.deliver(call, Some((pairs, body.as_ref().to_vec())));
+        self.proxy
+            .answer(call, Some((pairs, body.as_ref().to_vec())));
     }
 
     /// Answers a call with raw header bytes (to test what the plugin does with odd responses,
@@ -311,67 +181,33 @@ impl<P: Plugin> PluginTest<P> {
             .iter()
             .map(|(name, value)| (name.to_string(), value.to_vec()))
             .collect();
-        self.deliver(call, Some((pairs, body.as_ref().to_vec())));
+        self.proxy
+            .answer(call, Some((pairs, body.as_ref().to_vec())));
     }
 
     /// Fails a call as a timeout or reset does: the response callback with no headers.
     pub fn fail(&self, call: &Call) {
-        self.deliver(call, None);
-    }
-
-    fn deliver(&self, call: &Call, response: Option<(Pairs, Vec<u8>)>) {
-        let context_id = {
-            let mut state = self.host.state.borrow_mut();
-            let Some(record) = state
-                .calls
-                .iter_mut()
-                .find(|record| record.call.token == call.token)
-            else {
-                panic!("call {} was never made", call.token);
-            };
-            if record.answered {
-                panic!("call {} was already answered", call.token);
-            }
-            record.answered = true;
-            // The proxy answers on the context that made the call; once that stream is gone,
-            // the answer still comes (calls belong to the plugin), on the root context.
-            let alive = state
-                .streams
-                .get(&call.context_id)
-                .is_some_and(|stream| !stream.deleted);
-            let (num_headers, body_size) = response
-                .as_ref()
-                .map_or((0, 0), |(headers, body)| (headers.len(), body.len()));
-            state.call_response = response;
-            (
-                if alive { call.context_id } else { ROOT_CONTEXT },
-                num_headers,
-                body_size,
-            )
-        };
-        let (context_id, num_headers, body_size) = context_id;
-        self.callback(context_id, |driver| {
-            driver
-                .runtime
-                .on_call_response(context_id, call.token, num_headers, body_size, 0)
-        });
-        self.host.state.borrow_mut().call_response = None;
+        self.proxy.answer(call, None);
     }
 
     /// Every log line, in order.
     pub fn logs(&self) -> Vec<LogRecord> {
-        self.host.state.borrow().logs.clone()
+        self.proxy
+            .logs()
+            .into_iter()
+            .map(|record| LogRecord {
+                level: to_log_level(record.level),
+                message: record.message,
+            })
+            .collect()
     }
 
     /// The log lines at `level`.
     pub fn logs_at(&self, level: log::Level) -> Vec<String> {
-        self.host
-            .state
-            .borrow()
-            .logs
-            .iter()
+        self.logs()
+            .into_iter()
             .filter(|record| record.level == level)
-            .map(|record| record.message.clone())
+            .map(|record| record.message)
             .collect()
     }
 
@@ -389,132 +225,6 @@ impl<P: Plugin> PluginTest<P> {
     pub fn live_streams(&self) -> usize {
         self.driver.runtime.stream_count()
     }
-
-    /// Runs one host callback on `context_id` and then applies what the plugin asked the
-    /// proxy to do during it, as Envoy does after the VM call returns.
-    fn callback<R>(&self, context_id: u32, run: impl FnOnce(&Rc<Driver<P>>) -> R) -> R {
-        self.host.state.borrow_mut().current = context_id;
-        let result = run(&self.driver);
-        let deferred = std::mem::take(&mut self.host.state.borrow_mut().deferred);
-        for effect in deferred {
-            self.apply(effect);
-        }
-        result
-    }
-
-    fn stream_callback(
-        &self,
-        context_id: u32,
-        phase: Phase,
-        size: usize,
-        end_of_stream: bool,
-    ) -> Action {
-        self.host.state.borrow_mut().current = context_id;
-        let action = self
-            .driver
-            .runtime
-            .on_hook(context_id, phase, size, end_of_stream);
-        let deferred = std::mem::take(&mut self.host.state.borrow_mut().deferred);
-        let direction = match phase {
-            Phase::RequestHeaders | Phase::RequestBody => Direction::Request,
-            _ => Direction::Response,
-        };
-        {
-            let mut state = self.host.state.borrow_mut();
-            let stream = state.stream_mut(context_id);
-            let (paused, body, forwarded) = stream.side(direction);
-            *paused = action == Action::Pause;
-            let body_phase = matches!(phase, Phase::RequestBody | Phase::ResponseBody);
-            if action == Action::Continue && body_phase {
-                forwarded.append(body);
-            }
-            if !body_phase {
-                stream.set_headers_held(direction, action == Action::Pause);
-            }
-        }
-        for effect in deferred {
-            if let Effect::Continue(target, resumed) = &effect
-                && *target == context_id
-                && *resumed == direction
-                && action == Action::Pause
-            {
-                panic!(
-                    "the plugin resumed the stream inside the callback that paused it (Envoy asserts on this)"
-                );
-            }
-            self.apply(effect);
-        }
-        action
-    }
-
-    fn apply(&self, effect: Effect) {
-        match effect {
-            Effect::Continue(context_id, direction) => {
-                let mut state = self.host.state.borrow_mut();
-                let stream = state.stream_mut(context_id);
-                if stream.local_reply.is_some() {
-                    panic!("the plugin resumed a stream after sending a local reply");
-                }
-                let (paused, body, forwarded) = stream.side(direction);
-                if !*paused {
-                    panic!("the plugin resumed the {direction:?} of a stream that is not paused");
-                }
-                *paused = false;
-                forwarded.append(body);
-                stream.set_headers_held(direction, false);
-                match direction {
-                    Direction::Request => stream.request_resumes += 1,
-                    Direction::Response => stream.response_resumes += 1,
-                }
-            }
-            Effect::Reply(context_id, reply) => {
-                {
-                    let mut state = self.host.state.borrow_mut();
-                    let stream = state.stream_mut(context_id);
-                    if stream.local_reply.is_some() {
-                        panic!("the plugin sent a second local reply on one stream");
-                    }
-                    stream.local_reply = Some(reply.clone());
-                    stream.request_paused = false;
-                    let mut headers: Pairs =
-                        vec![(":status".to_string(), reply.status.to_string().into_bytes())];
-                    headers.extend(
-                        reply
-                            .headers
-                            .iter()
-                            .map(|(name, value)| (name.clone(), value.clone().into_bytes())),
-                    );
-                    stream.response_headers = headers;
-                    stream.response_body.clear();
-                    stream.response_forwarded.clear();
-                }
-                // Envoy sends the reply through the response path, so the plugin's response
-                // callbacks run for it; the plugin must let it through.
-                let end_of_stream = reply.body.is_empty();
-                let action =
-                    self.stream_callback(context_id, Phase::ResponseHeaders, 0, end_of_stream);
-                if action == Action::Pause {
-                    panic!("the plugin paused the response of its own local reply");
-                }
-                if !end_of_stream {
-                    self.host
-                        .state
-                        .borrow_mut()
-                        .stream_mut(context_id)
-                        .response_body = reply.body.clone();
-                    let action = self.stream_callback(
-                        context_id,
-                        Phase::ResponseBody,
-                        reply.body.len(),
-                        true,
-                    );
-                    if action == Action::Pause {
-                        panic!("the plugin paused the response body of its own local reply");
-                    }
-                }
-            }
-        }
-    }
 }
 
 /// One HTTP stream through the plugin.
@@ -531,106 +241,52 @@ impl<P: Plugin> TestStream<'_, P> {
 
     /// Delivers the request headers (names are lower-cased, as proxies do).
     pub fn send_request_headers(&self, headers: &[(&str, &str)], end_of_stream: bool) -> Action {
-        self.send_headers(Direction::Request, headers, end_of_stream)
+        self.proxy()
+            .send_headers(self.context_id, Side::Request, headers, end_of_stream)
+            .into()
     }
 
     /// Delivers a chunk of the request body. Panics while the request headers are paused:
     /// the proxy holds the body until the plugin resumes.
     pub fn send_request_body(&self, chunk: impl AsRef<[u8]>, end_of_stream: bool) -> Action {
-        self.send_body(Direction::Request, chunk.as_ref(), end_of_stream)
+        self.proxy()
+            .send_body(
+                self.context_id,
+                Side::Request,
+                chunk.as_ref(),
+                end_of_stream,
+            )
+            .into()
     }
 
     /// Delivers the response headers from upstream.
     pub fn send_response_headers(&self, headers: &[(&str, &str)], end_of_stream: bool) -> Action {
-        self.send_headers(Direction::Response, headers, end_of_stream)
+        self.proxy()
+            .send_headers(self.context_id, Side::Response, headers, end_of_stream)
+            .into()
     }
 
     /// Delivers a chunk of the response body.
     pub fn send_response_body(&self, chunk: impl AsRef<[u8]>, end_of_stream: bool) -> Action {
-        self.send_body(Direction::Response, chunk.as_ref(), end_of_stream)
-    }
-
-    fn send_headers(
-        &self,
-        direction: Direction,
-        headers: &[(&str, &str)],
-        end_of_stream: bool,
-    ) -> Action {
-        {
-            let mut state = self.test.host.state.borrow_mut();
-            let stream = state.stream_mut(self.context_id);
-            stream.assert_open(direction);
-            let pairs: Pairs = headers
-                .iter()
-                .map(|(name, value)| (name.to_ascii_lowercase(), value.as_bytes().to_vec()))
-                .collect();
-            match direction {
-                Direction::Request => stream.request_headers = pairs,
-                Direction::Response => stream.response_headers = pairs,
-            }
-        }
-        let phase = match direction {
-            Direction::Request => Phase::RequestHeaders,
-            Direction::Response => Phase::ResponseHeaders,
-        };
-        self.test
-            .stream_callback(self.context_id, phase, headers.len(), end_of_stream)
-    }
-
-    fn send_body(&self, direction: Direction, chunk: &[u8], end_of_stream: bool) -> Action {
-        let size = {
-            let mut state = self.test.host.state.borrow_mut();
-            let stream = state.stream_mut(self.context_id);
-            stream.assert_open(direction);
-            if stream.headers_held(direction) {
-                panic!(
-                    "the {direction:?} headers are paused: the proxy holds body callbacks until the plugin resumes (answer its calls first)"
-                );
-            }
-            let (_, body, _) = stream.side(direction);
-            body.extend_from_slice(chunk);
-            body.len()
-        };
-        let phase = match direction {
-            Direction::Request => Phase::RequestBody,
-            Direction::Response => Phase::ResponseBody,
-        };
-        self.test
-            .stream_callback(self.context_id, phase, size, end_of_stream)
+        self.proxy()
+            .send_body(
+                self.context_id,
+                Side::Response,
+                chunk.as_ref(),
+                end_of_stream,
+            )
+            .into()
     }
 
     /// Ends the stream as the proxy does (`on_log`, `on_done`, `on_delete`): after a complete
     /// exchange, or when the client goes away mid-way.
     pub fn end(&self) {
-        let context_id = self.context_id;
-        if self.test.host.state.borrow().stream(context_id).deleted {
-            return;
-        }
-        self.test
-            .callback(context_id, |driver| driver.runtime.on_log(context_id));
-        self.test
-            .callback(context_id, |driver| driver.runtime.on_done(context_id));
-        self.test
-            .host
-            .state
-            .borrow_mut()
-            .stream_mut(context_id)
-            .deleted = true;
-        self.test
-            .callback(context_id, |driver| driver.runtime.on_delete(context_id));
+        self.proxy().end_stream(self.context_id);
     }
 
     /// The request headers as they are now (after the plugin's changes), lossy as text.
     pub fn request_headers(&self) -> Vec<(String, String)> {
-        lossy(
-            &self
-                .test
-                .host
-                .state
-                .borrow()
-                .stream(self.context_id)
-                .request_headers,
-        )
+        self.proxy().headers(self.context_id, Side::Request)
     }
 
     /// One request header as it is now.
@@ -640,15 +296,7 @@ impl<P: Plugin> TestStream<'_, P> {
 
     /// The response headers as they are now (for a local reply, the reply's).
     pub fn response_headers(&self) -> Vec<(String, String)> {
-        lossy(
-            &self
-                .test
-                .host
-                .state
-                .borrow()
-                .stream(self.context_id)
-                .response_headers,
-        )
+        self.proxy().headers(self.context_id, Side::Response)
     }
 
     /// One response header as it is now.
@@ -658,75 +306,37 @@ impl<P: Plugin> TestStream<'_, P> {
 
     /// The request body as the upstream gets it: what was forwarded plus what is buffered.
     pub fn request_body(&self) -> Vec<u8> {
-        let state = self.test.host.state.borrow();
-        let stream = state.stream(self.context_id);
-        [
-            stream.request_forwarded.as_slice(),
-            stream.request_body.as_slice(),
-        ]
-        .concat()
+        self.proxy().body(self.context_id, Side::Request)
     }
 
     /// The response body as the client gets it.
     pub fn response_body(&self) -> Vec<u8> {
-        let state = self.test.host.state.borrow();
-        let stream = state.stream(self.context_id);
-        [
-            stream.response_forwarded.as_slice(),
-            stream.response_body.as_slice(),
-        ]
-        .concat()
+        self.proxy().body(self.context_id, Side::Response)
     }
 
     /// The local reply the plugin sent, if any.
     pub fn local_reply(&self) -> Option<SentReply> {
-        self.test
-            .host
-            .state
-            .borrow()
-            .stream(self.context_id)
-            .local_reply
-            .clone()
+        self.proxy().local_reply(self.context_id)
     }
 
     /// How many times the plugin resumed the request.
     pub fn resumed_requests(&self) -> u32 {
-        self.test
-            .host
-            .state
-            .borrow()
-            .stream(self.context_id)
-            .request_resumes
+        self.proxy().resumes(self.context_id, Side::Request)
     }
 
     /// How many times the plugin resumed the response.
     pub fn resumed_responses(&self) -> u32 {
-        self.test
-            .host
-            .state
-            .borrow()
-            .stream(self.context_id)
-            .response_resumes
+        self.proxy().resumes(self.context_id, Side::Response)
     }
 
     /// Whether the request is held by the plugin now.
     pub fn is_request_paused(&self) -> bool {
-        self.test
-            .host
-            .state
-            .borrow()
-            .stream(self.context_id)
-            .request_paused
+        self.proxy().is_paused(self.context_id, Side::Request)
     }
 
     /// Whether the response is held by the plugin now.
     pub fn is_response_paused(&self) -> bool {
-        self.test
-            .host
-            .state
-            .borrow()
-            .stream(self.context_id)
-            .response_paused
+        self.proxy().is_paused(self.context_id, Side::Response)
     }
 
     /// This stream's calls not answered yet.
@@ -734,16 +344,13 @@ impl<P: Plugin> TestStream<'_, P> {
         self.test
             .calls()
             .into_iter()
-            .filter(|call| call.context_id == self.context_id)
+            .filter(|call| call.context_id() == self.context_id)
             .collect()
     }
-}
 
-fn lossy(pairs: &Pairs) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(name, value)| (name.clone(), String::from_utf8_lossy(value).into_owned()))
-        .collect()
+    fn proxy(&self) -> &Proxy<NativePlugin<P>> {
+        &self.test.proxy
+    }
 }
 
 fn find(pairs: &[(String, String)], name: &str) -> Option<String> {
@@ -753,262 +360,246 @@ fn find(pairs: &[(String, String)], name: &str) -> Option<String> {
         .map(|(_, value)| value.clone())
 }
 
-// ---------------------------------------------------------------------------------------------
-// The emulated proxy.
-
-enum Effect {
-    Continue(u32, Direction),
-    Reply(u32, SentReply),
+fn to_log_level(level: LogLevel) -> log::Level {
+    match level {
+        LogLevel::Trace => log::Level::Trace,
+        LogLevel::Debug => log::Level::Debug,
+        LogLevel::Info => log::Level::Info,
+        LogLevel::Warn => log::Level::Warn,
+        LogLevel::Error | LogLevel::Critical => log::Level::Error,
+    }
 }
 
-struct CallRecord {
-    call: Call,
-    answered: bool,
-}
-
-#[derive(Default)]
-struct StreamState {
-    request_headers: Pairs,
-    // Body data the proxy holds (not yet passed upstream), and what it passed on.
-    request_body: Vec<u8>,
-    request_forwarded: Vec<u8>,
-    // The headers callback returned Pause and no resume came yet: body callbacks are held.
-    request_headers_held: bool,
-    response_headers: Pairs,
-    response_body: Vec<u8>,
-    response_forwarded: Vec<u8>,
-    response_headers_held: bool,
-    request_paused: bool,
-    response_paused: bool,
-    request_resumes: u32,
-    response_resumes: u32,
-    local_reply: Option<SentReply>,
-    deleted: bool,
-}
-
-impl StreamState {
-    fn side(&mut self, direction: Direction) -> (&mut bool, &mut Vec<u8>, &mut Vec<u8>) {
-        match direction {
-            Direction::Request => (
-                &mut self.request_paused,
-                &mut self.request_body,
-                &mut self.request_forwarded,
-            ),
-            Direction::Response => (
-                &mut self.response_paused,
-                &mut self.response_body,
-                &mut self.response_forwarded,
-            ),
-        }
-    }
-
-    fn headers_held(&self, direction: Direction) -> bool {
-        match direction {
-            Direction::Request => self.request_headers_held,
-            Direction::Response => self.response_headers_held,
-        }
-    }
-
-    fn set_headers_held(&mut self, direction: Direction, held: bool) {
-        match direction {
-            Direction::Request => self.request_headers_held = held,
-            Direction::Response => self.response_headers_held = held,
-        }
-    }
-
-    fn assert_open(&self, direction: Direction) {
-        if self.deleted {
-            panic!("the stream has ended");
-        }
-        if self.local_reply.is_some() {
-            panic!(
-                "the plugin already replied locally on this stream; the proxy delivers no more {direction:?} data"
-            );
+impl From<proxy_emulator::Action> for Action {
+    fn from(action: proxy_emulator::Action) -> Self {
+        match action {
+            proxy_emulator::Action::Continue => Action::Continue,
+            proxy_emulator::Action::Pause => Action::Pause,
         }
     }
 }
 
-struct HostState {
-    current: u32,
-    config: Vec<u8>,
-    clusters: Option<BTreeSet<String>>,
-    log_level: log::LevelFilter,
-    streams: BTreeMap<u32, StreamState>,
-    calls: Vec<CallRecord>,
-    next_token: u32,
-    call_response: Option<(Pairs, Vec<u8>)>,
-    logs: Vec<LogRecord>,
-    deferred: Vec<Effect>,
-}
-
-impl HostState {
-    fn stream(&self, context_id: u32) -> &StreamState {
-        match self.streams.get(&context_id) {
-            Some(stream) => stream,
-            None => panic!("no stream {context_id}"),
-        }
-    }
-
-    fn stream_mut(&mut self, context_id: u32) -> &mut StreamState {
-        match self.streams.get_mut(&context_id) {
-            Some(stream) => stream,
-            None => panic!("no stream {context_id}"),
-        }
-    }
-
-    // The stream the current hostcall acts on; the stream must be alive.
-    fn current_stream(&mut self, call: &'static str) -> Result<&mut StreamState, HostError> {
-        match self.streams.get_mut(&self.current) {
-            Some(stream) if !stream.deleted => Ok(stream),
-            _ => Err(HostError {
-                call,
-                status: HostStatus::BadArgument,
-            }),
-        }
-    }
-
-    fn map_mut(&mut self, map: MapKind, call: &'static str) -> Result<&mut Pairs, HostError> {
-        match map {
-            MapKind::RequestHeaders => Ok(&mut self.current_stream(call)?.request_headers),
-            MapKind::ResponseHeaders => Ok(&mut self.current_stream(call)?.response_headers),
-            MapKind::CallResponseHeaders | MapKind::CallResponseTrailers => Err(HostError {
-                call,
-                status: HostStatus::BadArgument,
-            }),
-        }
-    }
-
-    fn map(&mut self, map: MapKind, call: &'static str) -> Result<Pairs, HostError> {
-        match map {
-            MapKind::CallResponseHeaders => match &self.call_response {
-                Some((headers, _)) => Ok(headers.clone()),
-                None => Err(HostError {
-                    call,
-                    status: HostStatus::NotFound,
-                }),
-            },
-            MapKind::CallResponseTrailers => Ok(Vec::new()),
-            _ => self.map_mut(map, call).map(|pairs| pairs.clone()),
-        }
+fn to_emulator(action: Action) -> proxy_emulator::Action {
+    match action {
+        Action::Continue => proxy_emulator::Action::Continue,
+        Action::Pause => proxy_emulator::Action::Pause,
     }
 }
 
+/// The SDK's driver, run natively, as the emulated proxy's plugin.
+struct NativePlugin<P: Plugin> {
+    driver: Rc<Driver<P>>,
+}
+
+impl<P: Plugin> NativePlugin<P> {
+    fn hook(
+        &self,
+        context_id: u32,
+        phase: Phase,
+        size: usize,
+        end_of_stream: bool,
+    ) -> Result<proxy_emulator::Action, PluginFailure> {
+        Ok(to_emulator(self.driver.runtime.on_hook(
+            context_id,
+            phase,
+            size,
+            end_of_stream,
+        )))
+    }
+}
+
+impl<P: Plugin> Callbacks for NativePlugin<P> {
+    fn on_context_create(&mut self, context_id: u32, parent_id: u32) -> Result<(), PluginFailure> {
+        if parent_id != 0 {
+            self.driver.create_stream(context_id);
+        }
+        Ok(())
+    }
+
+    fn on_vm_start(
+        &mut self,
+        _root_id: u32,
+        _vm_config_size: usize,
+    ) -> Result<bool, PluginFailure> {
+        Ok(true)
+    }
+
+    fn on_configure(&mut self, root_id: u32, config_size: usize) -> Result<bool, PluginFailure> {
+        Ok(self.driver.configure(root_id, config_size))
+    }
+
+    fn on_request_headers(
+        &mut self,
+        context_id: u32,
+        headers: usize,
+        end_of_stream: bool,
+    ) -> Result<proxy_emulator::Action, PluginFailure> {
+        self.hook(context_id, Phase::RequestHeaders, headers, end_of_stream)
+    }
+
+    fn on_request_body(
+        &mut self,
+        context_id: u32,
+        size: usize,
+        end_of_stream: bool,
+    ) -> Result<proxy_emulator::Action, PluginFailure> {
+        self.hook(context_id, Phase::RequestBody, size, end_of_stream)
+    }
+
+    fn on_response_headers(
+        &mut self,
+        context_id: u32,
+        headers: usize,
+        end_of_stream: bool,
+    ) -> Result<proxy_emulator::Action, PluginFailure> {
+        self.hook(context_id, Phase::ResponseHeaders, headers, end_of_stream)
+    }
+
+    fn on_response_body(
+        &mut self,
+        context_id: u32,
+        size: usize,
+        end_of_stream: bool,
+    ) -> Result<proxy_emulator::Action, PluginFailure> {
+        self.hook(context_id, Phase::ResponseBody, size, end_of_stream)
+    }
+
+    fn on_http_call_response(
+        &mut self,
+        context_id: u32,
+        token: u32,
+        headers: usize,
+        body_size: usize,
+        trailers: usize,
+    ) -> Result<(), PluginFailure> {
+        self.driver
+            .runtime
+            .on_call_response(context_id, token, headers, body_size, trailers);
+        Ok(())
+    }
+
+    fn on_log(&mut self, context_id: u32) -> Result<(), PluginFailure> {
+        self.driver.runtime.on_log(context_id);
+        Ok(())
+    }
+
+    fn on_done(&mut self, context_id: u32) -> Result<bool, PluginFailure> {
+        Ok(self.driver.runtime.on_done(context_id))
+    }
+
+    fn on_delete(&mut self, context_id: u32) -> Result<(), PluginFailure> {
+        self.driver.runtime.on_delete(context_id);
+        Ok(())
+    }
+}
+
+/// The SDK's hostcalls, answered by the emulated proxy's state.
 struct TestHost {
-    state: RefCell<HostState>,
+    state: Rc<RefCell<ProxyState>>,
 }
 
-impl TestHost {
-    fn new(
-        config: Vec<u8>,
-        clusters: Option<BTreeSet<String>>,
-        log_level: log::LevelFilter,
-    ) -> Self {
-        TestHost {
-            state: RefCell::new(HostState {
-                current: ROOT_CONTEXT,
-                config,
-                clusters,
-                log_level,
-                streams: BTreeMap::new(),
-                calls: Vec::new(),
-                next_token: 1,
-                call_response: None,
-                logs: Vec::new(),
-                deferred: Vec::new(),
-            }),
-        }
+fn map_type(map: MapKind) -> MapType {
+    match map {
+        MapKind::RequestHeaders => MapType::RequestHeaders,
+        MapKind::ResponseHeaders => MapType::ResponseHeaders,
+        MapKind::CallResponseHeaders => MapType::CallResponseHeaders,
+        MapKind::CallResponseTrailers => MapType::CallResponseTrailers,
     }
+}
+
+fn buffer_type(buffer: BufferKind) -> BufferType {
+    match buffer {
+        BufferKind::RequestBody => BufferType::RequestBody,
+        BufferKind::ResponseBody => BufferType::ResponseBody,
+        BufferKind::CallResponseBody => BufferType::CallResponseBody,
+        BufferKind::PluginConfiguration => BufferType::PluginConfiguration,
+    }
+}
+
+fn refused(call: &'static str) -> impl Fn(Status) -> HostError {
+    move |status| HostError {
+        call,
+        status: HostStatus::from_code(status as u32).unwrap_or(HostStatus::InternalFailure),
+    }
+}
+
+fn owned(pairs: &[(&str, &[u8])]) -> Pairs {
+    pairs
+        .iter()
+        .map(|(name, value)| (name.to_string(), value.to_vec()))
+        .collect()
 }
 
 impl Host for TestHost {
     fn log(&self, level: log::Level, message: &str) {
-        self.state.borrow_mut().logs.push(LogRecord {
-            level,
-            message: message.to_string(),
-        });
+        let level = match level {
+            log::Level::Trace => LogLevel::Trace,
+            log::Level::Debug => LogLevel::Debug,
+            log::Level::Info => LogLevel::Info,
+            log::Level::Warn => LogLevel::Warn,
+            log::Level::Error => LogLevel::Error,
+        };
+        self.state.borrow_mut().log(level, message);
     }
 
     fn log_level(&self) -> log::LevelFilter {
-        self.state.borrow().log_level
+        match self.state.borrow().log_level() {
+            LogLevel::Trace => log::LevelFilter::Trace,
+            LogLevel::Debug => log::LevelFilter::Debug,
+            LogLevel::Info => log::LevelFilter::Info,
+            LogLevel::Warn => log::LevelFilter::Warn,
+            LogLevel::Error | LogLevel::Critical => log::LevelFilter::Error,
+        }
     }
 
     fn set_effective_context(&self, context_id: u32) -> Result<(), HostError> {
-        let mut state = self.state.borrow_mut();
-        let known = context_id == ROOT_CONTEXT
-            || state
-                .streams
-                .get(&context_id)
-                .is_some_and(|stream| !stream.deleted);
-        if !known {
-            return Err(HostError {
-                call: "proxy_set_effective_context",
-                status: HostStatus::BadArgument,
-            });
-        }
-        state.current = context_id;
-        Ok(())
+        self.state
+            .borrow_mut()
+            .set_effective_context(context_id)
+            .map_err(refused("proxy_set_effective_context"))
     }
 
     fn get_map(&self, map: MapKind) -> Result<Pairs, HostError> {
         self.state
             .borrow_mut()
-            .map(map, "proxy_get_header_map_pairs")
+            .get_map(map_type(map))
+            .map_err(refused("proxy_get_header_map_pairs"))
     }
 
     fn get_map_value(&self, map: MapKind, name: &str) -> Result<Option<Vec<u8>>, HostError> {
-        let pairs = self
-            .state
-            .borrow_mut()
-            .map(map, "proxy_get_header_map_value")?;
-        Ok(pairs
-            .into_iter()
-            .find(|(key, _)| key.eq_ignore_ascii_case(name))
-            .map(|(_, value)| value))
+        match self.state.borrow_mut().get_map_value(map_type(map), name) {
+            Ok(value) => Ok(Some(value)),
+            Err(Status::NotFound) => Ok(None),
+            Err(status) => Err(refused("proxy_get_header_map_value")(status)),
+        }
     }
 
     fn set_map(&self, map: MapKind, pairs: &[(&str, &[u8])]) -> Result<(), HostError> {
-        let mut state = self.state.borrow_mut();
-        let target = state.map_mut(map, "proxy_set_header_map_pairs")?;
-        *target = pairs
-            .iter()
-            .map(|(name, value)| (name.to_ascii_lowercase(), value.to_vec()))
-            .collect();
-        Ok(())
+        self.state
+            .borrow_mut()
+            .set_map(map_type(map), owned(pairs))
+            .map_err(refused("proxy_set_header_map_pairs"))
     }
 
     fn add_map_value(&self, map: MapKind, name: &str, value: &[u8]) -> Result<(), HostError> {
-        let mut state = self.state.borrow_mut();
-        let target = state.map_mut(map, "proxy_add_header_map_value")?;
-        target.push((name.to_ascii_lowercase(), value.to_vec()));
-        Ok(())
+        self.state
+            .borrow_mut()
+            .add_map_value(map_type(map), name, value)
+            .map_err(refused("proxy_add_header_map_value"))
     }
 
     fn replace_map_value(&self, map: MapKind, name: &str, value: &[u8]) -> Result<(), HostError> {
-        let mut state = self.state.borrow_mut();
-        let target = state.map_mut(map, "proxy_replace_header_map_value")?;
-        match target
-            .iter()
-            .position(|(key, _)| key.eq_ignore_ascii_case(name))
-        {
-            Some(first) => {
-                target[first].1 = value.to_vec();
-                let mut index = 0;
-                target.retain(|(key, _)| {
-                    let keep = index <= first || !key.eq_ignore_ascii_case(name);
-                    index += 1;
-                    keep
-                });
-            }
-            None => target.push((name.to_ascii_lowercase(), value.to_vec())),
-        }
-        Ok(())
+        self.state
+            .borrow_mut()
+            .replace_map_value(map_type(map), name, value)
+            .map_err(refused("proxy_replace_header_map_value"))
     }
 
     fn remove_map_value(&self, map: MapKind, name: &str) -> Result<(), HostError> {
-        let mut state = self.state.borrow_mut();
-        let target = state.map_mut(map, "proxy_remove_header_map_value")?;
-        target.retain(|(key, _)| !key.eq_ignore_ascii_case(name));
-        Ok(())
+        self.state
+            .borrow_mut()
+            .remove_map_value(map_type(map), name)
+            .map_err(refused("proxy_remove_header_map_value"))
     }
 
     fn get_buffer(
@@ -1017,20 +608,15 @@ impl Host for TestHost {
         start: usize,
         max: usize,
     ) -> Result<Vec<u8>, HostError> {
-        let mut state = self.state.borrow_mut();
-        let call = "proxy_get_buffer_bytes";
-        let bytes: &[u8] = match buffer {
-            BufferKind::PluginConfiguration => &state.config,
-            BufferKind::CallResponseBody => match &state.call_response {
-                Some((_, body)) => body,
-                None => return Ok(Vec::new()),
-            },
-            BufferKind::RequestBody => &state.current_stream(call)?.request_body,
-            BufferKind::ResponseBody => &state.current_stream(call)?.response_body,
-        };
-        let start = start.min(bytes.len());
-        let end = start.saturating_add(max).min(bytes.len());
-        Ok(bytes[start..end].to_vec())
+        match self
+            .state
+            .borrow_mut()
+            .get_buffer(buffer_type(buffer), start, max)
+        {
+            Ok(bytes) => Ok(bytes),
+            Err(Status::NotFound) => Ok(Vec::new()),
+            Err(status) => Err(refused("proxy_get_buffer_bytes")(status)),
+        }
     }
 
     fn set_buffer(
@@ -1040,28 +626,10 @@ impl Host for TestHost {
         size: usize,
         data: &[u8],
     ) -> Result<(), HostError> {
-        let mut state = self.state.borrow_mut();
-        let call = "proxy_set_buffer_bytes";
-        let stream = state.current_stream(call)?;
-        let body = match buffer {
-            BufferKind::RequestBody => &mut stream.request_body,
-            BufferKind::ResponseBody => &mut stream.response_body,
-            _ => {
-                return Err(HostError {
-                    call,
-                    status: HostStatus::BadArgument,
-                });
-            }
-        };
-        if start == 0 && size == 0 {
-            body.splice(0..0, data.iter().copied());
-        } else if start >= body.len() {
-            body.extend_from_slice(data);
-        } else {
-            let end = start.saturating_add(size).min(body.len());
-            body.splice(start..end, data.iter().copied());
-        }
-        Ok(())
+        self.state
+            .borrow_mut()
+            .set_buffer(buffer_type(buffer), start, size, data)
+            .map_err(refused("proxy_set_buffer_bytes"))
     }
 
     fn http_call(
@@ -1071,46 +639,25 @@ impl Host for TestHost {
         body: &[u8],
         timeout: Duration,
     ) -> Result<u32, HostError> {
-        let mut state = self.state.borrow_mut();
-        let refused = HostError {
-            call: "proxy_http_call",
-            status: HostStatus::BadArgument,
-        };
-        let has = |name: &str| headers.iter().any(|(key, _)| *key == name);
-        if !(has(":method") && has(":path") && has(":authority")) {
-            return Err(refused);
-        }
-        if let Some(known) = &state.clusters
-            && !known.contains(cluster)
-        {
-            return Err(refused);
-        }
-        let token = state.next_token;
-        state.next_token += 1;
-        let context_id = state.current;
-        state.calls.push(CallRecord {
-            call: Call {
-                token,
-                context_id,
-                cluster: cluster.to_string(),
-                headers: headers
-                    .iter()
-                    .map(|(name, value)| (name.to_string(), value.to_string()))
-                    .collect(),
-                body: body.to_vec(),
-                timeout,
-            },
-            answered: false,
-        });
-        Ok(token)
+        let headers: Pairs = headers
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.as_bytes().to_vec()))
+            .collect();
+        self.state
+            .borrow_mut()
+            .http_call(cluster, headers, body, timeout)
+            .map_err(refused("proxy_http_call"))
     }
 
     fn continue_stream(&self, direction: Direction) -> Result<(), HostError> {
-        let mut state = self.state.borrow_mut();
-        let context_id = state.current;
-        state.current_stream("proxy_continue_stream")?;
-        state.deferred.push(Effect::Continue(context_id, direction));
-        Ok(())
+        let side = match direction {
+            Direction::Request => Side::Request,
+            Direction::Response => Side::Response,
+        };
+        self.state
+            .borrow_mut()
+            .continue_stream(side)
+            .map_err(refused("proxy_continue_stream"))
     }
 
     fn send_local_response(
@@ -1120,26 +667,9 @@ impl Host for TestHost {
         body: &[u8],
         headers: &[(&str, &[u8])],
     ) -> Result<(), HostError> {
-        let mut state = self.state.borrow_mut();
-        let context_id = state.current;
-        state.current_stream("proxy_send_local_response")?;
-        state.deferred.push(Effect::Reply(
-            context_id,
-            SentReply {
-                status,
-                headers: headers
-                    .iter()
-                    .map(|(name, value)| {
-                        (
-                            name.to_string(),
-                            String::from_utf8_lossy(value).into_owned(),
-                        )
-                    })
-                    .collect(),
-                body: body.to_vec(),
-                details: details.to_string(),
-            },
-        ));
-        Ok(())
+        self.state
+            .borrow_mut()
+            .send_local_response(status, details, body, owned(headers))
+            .map_err(refused("proxy_send_local_response"))
     }
 }

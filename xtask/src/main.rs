@@ -71,6 +71,8 @@ fn test() -> Result<(), String> {
             "--workspace",
             "--exclude",
             "xtask",
+            "--exclude",
+            "proxy-async-host",
             "--target",
             PLUGIN_TARGET,
             "--",
@@ -89,6 +91,8 @@ fn test() -> Result<(), String> {
             "--workspace",
             "--exclude",
             "xtask",
+            "--exclude",
+            "proxy-async-host",
         ]),
     )?;
     run(

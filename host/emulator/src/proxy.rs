@@ -1,0 +1,614 @@
+//! The proxy's side of the conversation: it sends traffic to the plugin, one callback at a
+//! time, and applies what the plugin asked for after each callback returns, as Envoy does.
+
+use std::cell::{Cell, RefCell, RefMut};
+use std::collections::BTreeSet;
+use std::fmt;
+use std::rc::Rc;
+
+use crate::abi::{Action, LogLevel, Side};
+use crate::state::{
+    Call, Effect, LogRecord, Pairs, ProxyState, ROOT_CONTEXT, SentReply, StreamState,
+};
+
+/// A callback the plugin could not complete: it trapped (a panic, in Rust), or was already
+/// broken by an earlier trap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginFailure {
+    /// What happened, with the plugin's panic message when it logged one.
+    pub message: String,
+}
+
+impl fmt::Display for PluginFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for PluginFailure {}
+
+/// The plugin as the proxy sees it: the callbacks (`proxy_on_*` exports) the proxy makes.
+/// A native SDK driver and a compiled wasm module both implement it.
+pub trait Callbacks {
+    /// `proxy_on_context_create`.
+    fn on_context_create(&mut self, context_id: u32, parent_id: u32) -> Result<(), PluginFailure>;
+    /// `proxy_on_vm_start`.
+    fn on_vm_start(&mut self, root_id: u32, vm_config_size: usize) -> Result<bool, PluginFailure>;
+    /// `proxy_on_configure`.
+    fn on_configure(&mut self, root_id: u32, config_size: usize) -> Result<bool, PluginFailure>;
+    /// `proxy_on_request_headers`.
+    fn on_request_headers(
+        &mut self,
+        context_id: u32,
+        headers: usize,
+        end_of_stream: bool,
+    ) -> Result<Action, PluginFailure>;
+    /// `proxy_on_request_body`.
+    fn on_request_body(
+        &mut self,
+        context_id: u32,
+        size: usize,
+        end_of_stream: bool,
+    ) -> Result<Action, PluginFailure>;
+    /// `proxy_on_response_headers`.
+    fn on_response_headers(
+        &mut self,
+        context_id: u32,
+        headers: usize,
+        end_of_stream: bool,
+    ) -> Result<Action, PluginFailure>;
+    /// `proxy_on_response_body`.
+    fn on_response_body(
+        &mut self,
+        context_id: u32,
+        size: usize,
+        end_of_stream: bool,
+    ) -> Result<Action, PluginFailure>;
+    /// `proxy_on_http_call_response`.
+    fn on_http_call_response(
+        &mut self,
+        context_id: u32,
+        token: u32,
+        headers: usize,
+        body_size: usize,
+        trailers: usize,
+    ) -> Result<(), PluginFailure>;
+    /// `proxy_on_log`.
+    fn on_log(&mut self, context_id: u32) -> Result<(), PluginFailure>;
+    /// `proxy_on_done`.
+    fn on_done(&mut self, context_id: u32) -> Result<bool, PluginFailure>;
+    /// `proxy_on_delete`.
+    fn on_delete(&mut self, context_id: u32) -> Result<(), PluginFailure>;
+}
+
+/// The plugin's configuration was rejected; holds the error lines it logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigRejected {
+    /// The error log lines (or the failure), one per entry.
+    pub errors: Vec<String>,
+}
+
+impl fmt::Display for ConfigRejected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "configuration rejected: {}", self.errors.join("; "))
+    }
+}
+
+impl std::error::Error for ConfigRejected {}
+
+/// How the emulated proxy is set up.
+#[derive(Debug, Clone, Default)]
+pub struct ProxyConfig {
+    /// The plugin configuration (`proxy_on_configure`'s buffer).
+    pub plugin_config: Vec<u8>,
+    /// The clusters the proxy knows; `None`: every cluster is known.
+    pub clusters: Option<BTreeSet<String>>,
+    /// The proxy's log level.
+    pub log_level: Option<LogLevel>,
+}
+
+/// An emulated proxy with one plugin in it.
+///
+/// Protocol mistakes that break a real proxy (resuming a stream that is not paused, resuming
+/// inside the callback that paused it, resuming after a local reply, two local replies,
+/// pausing the response of the plugin's own local reply) panic: this is test support.
+pub struct Proxy<B: Callbacks> {
+    state: Rc<RefCell<ProxyState>>,
+    plugin: RefCell<B>,
+    next_context: Cell<u32>,
+    failure: RefCell<Option<PluginFailure>>,
+}
+
+#[allow(
+    clippy::panic,
+    reason = "the emulated proxy reports protocol violations by panicking"
+)]
+impl<B: Callbacks> Proxy<B> {
+    /// Starts the plugin as Envoy does: root context, `on_vm_start`, `on_configure`. `state` is
+    /// the state the plugin's hostcalls act on (the plugin's host holds the same `Rc`).
+    pub fn start(
+        state: Rc<RefCell<ProxyState>>,
+        plugin: B,
+        config: ProxyConfig,
+    ) -> Result<Self, ConfigRejected> {
+        {
+            let mut shared = state.borrow_mut();
+            shared.plugin_config = config.plugin_config;
+            shared.clusters = config.clusters;
+            if let Some(level) = config.log_level {
+                shared.log_level = level;
+            }
+        }
+        let proxy = Proxy {
+            state,
+            plugin: RefCell::new(plugin),
+            next_context: Cell::new(ROOT_CONTEXT + 1),
+            failure: RefCell::new(None),
+        };
+        let size = proxy.state.borrow().plugin_config.len();
+        let started = proxy
+            .callback(ROOT_CONTEXT, |plugin| {
+                plugin.on_context_create(ROOT_CONTEXT, 0)?;
+                let vm_size = 0;
+                if !plugin.on_vm_start(ROOT_CONTEXT, vm_size)? {
+                    return Ok(false);
+                }
+                plugin.on_configure(ROOT_CONTEXT, size)
+            })
+            .unwrap_or_else(|failure| {
+                proxy
+                    .state
+                    .borrow_mut()
+                    .log(LogLevel::Critical, &failure.message);
+                false
+            });
+        if started {
+            Ok(proxy)
+        } else {
+            let mut errors = proxy.logs_at(LogLevel::Error);
+            errors.extend(proxy.logs_at(LogLevel::Critical));
+            Err(ConfigRejected { errors })
+        }
+    }
+
+    /// The state the plugin's hostcalls act on.
+    pub fn state(&self) -> RefMut<'_, ProxyState> {
+        self.state.borrow_mut()
+    }
+
+    /// The plugin.
+    pub fn plugin(&self) -> RefMut<'_, B> {
+        self.plugin.borrow_mut()
+    }
+
+    /// The trap that broke the plugin, if one did; every stream after it gets a 503.
+    pub fn failure(&self) -> Option<PluginFailure> {
+        self.failure.borrow().clone()
+    }
+
+    /// Opens an HTTP stream and returns its context id.
+    pub fn open_stream(&self) -> u32 {
+        let context_id = self.next_context.get();
+        self.next_context.set(context_id + 1);
+        self.state
+            .borrow_mut()
+            .streams
+            .insert(context_id, StreamState::default());
+        if let Err(failure) = self.callback(context_id, |plugin| {
+            plugin.on_context_create(context_id, ROOT_CONTEXT)
+        }) {
+            self.fail_stream(context_id, failure);
+        }
+        context_id
+    }
+
+    /// Delivers headers of one side of a stream (names are lower-cased, as proxies do).
+    pub fn send_headers(
+        &self,
+        context_id: u32,
+        side: Side,
+        headers: &[(&str, &str)],
+        end_of_stream: bool,
+    ) -> Action {
+        {
+            let mut state = self.state.borrow_mut();
+            let stream = stream_mut(&mut state, context_id);
+            assert_open(stream, side);
+            stream.half(side).headers = headers
+                .iter()
+                .map(|(name, value)| (name.to_ascii_lowercase(), value.as_bytes().to_vec()))
+                .collect();
+        }
+        self.stream_callback(context_id, side, false, headers.len(), end_of_stream)
+    }
+
+    /// Delivers a body chunk of one side. Panics while that side's headers are paused: the
+    /// proxy holds body callbacks until the plugin resumes.
+    pub fn send_body(
+        &self,
+        context_id: u32,
+        side: Side,
+        chunk: &[u8],
+        end_of_stream: bool,
+    ) -> Action {
+        let size = {
+            let mut state = self.state.borrow_mut();
+            let stream = stream_mut(&mut state, context_id);
+            assert_open(stream, side);
+            let half = stream.half(side);
+            if half.headers_held {
+                panic!(
+                    "the {side:?} headers are paused: the proxy holds body callbacks until the plugin resumes (answer its calls first)"
+                );
+            }
+            half.body.extend_from_slice(chunk);
+            half.body.len()
+        };
+        self.stream_callback(context_id, side, true, size, end_of_stream)
+    }
+
+    /// Ends a stream as the proxy does (`on_log`, `on_done`, `on_delete`): after a complete
+    /// exchange, or when the client goes away mid-way.
+    pub fn end_stream(&self, context_id: u32) {
+        if self
+            .state
+            .borrow()
+            .stream(context_id)
+            .is_none_or(|stream| stream.deleted)
+        {
+            return;
+        }
+        let mut result = self.callback(context_id, |plugin| plugin.on_log(context_id));
+        if result.is_ok() {
+            result = self
+                .callback(context_id, |plugin| plugin.on_done(context_id))
+                .map(|_| ());
+        }
+        if let Some(stream) = self.state.borrow_mut().stream_mut(context_id) {
+            stream.deleted = true;
+        }
+        if result.is_ok() {
+            result = self.callback(context_id, |plugin| plugin.on_delete(context_id));
+        }
+        if let Err(failure) = result {
+            self.record_failure(failure);
+        }
+    }
+
+    /// Calls not answered yet, in the order they were made.
+    pub fn calls(&self) -> Vec<Call> {
+        let state = self.state.borrow();
+        state
+            .calls
+            .iter()
+            .filter(|record| !record.answered)
+            .map(|record| record.call.clone())
+            .collect()
+    }
+
+    /// Every call made, answered or not.
+    pub fn all_calls(&self) -> Vec<Call> {
+        let state = self.state.borrow();
+        state
+            .calls
+            .iter()
+            .map(|record| record.call.clone())
+            .collect()
+    }
+
+    /// Answers a call: `Some((headers, body))` is a response, `None` a failure (timeout,
+    /// reset: the callback gets no headers). The answer goes to the context that made the
+    /// call; once that stream is gone it still comes (calls belong to the plugin), on the root.
+    pub fn answer(&self, call: &Call, response: Option<(Pairs, Vec<u8>)>) {
+        let (context_id, num_headers, body_size) = {
+            let mut state = self.state.borrow_mut();
+            let Some(record) = state
+                .calls
+                .iter_mut()
+                .find(|record| record.call.token == call.token)
+            else {
+                panic!("call {} was never made", call.token);
+            };
+            if record.answered {
+                panic!("call {} was already answered", call.token);
+            }
+            record.answered = true;
+            let alive = state
+                .stream(call.context_id)
+                .is_some_and(|stream| !stream.deleted);
+            let (num_headers, body_size) = response
+                .as_ref()
+                .map_or((0, 0), |(headers, body)| (headers.len(), body.len()));
+            state.call_response = response.map(|(headers, body)| (headers, body, Vec::new()));
+            (
+                if alive { call.context_id } else { ROOT_CONTEXT },
+                num_headers,
+                body_size,
+            )
+        };
+        let result = self.callback(context_id, |plugin| {
+            plugin.on_http_call_response(context_id, call.token, num_headers, body_size, 0)
+        });
+        self.state.borrow_mut().call_response = None;
+        if let Err(failure) = result {
+            if context_id == ROOT_CONTEXT {
+                self.record_failure(failure);
+            } else {
+                self.fail_stream(context_id, failure);
+            }
+        }
+    }
+
+    /// Every log line, in order.
+    pub fn logs(&self) -> Vec<LogRecord> {
+        self.state.borrow().logs.clone()
+    }
+
+    /// The log lines at `level`.
+    pub fn logs_at(&self, level: LogLevel) -> Vec<String> {
+        self.state
+            .borrow()
+            .logs
+            .iter()
+            .filter(|record| record.level == level)
+            .map(|record| record.message.clone())
+            .collect()
+    }
+
+    /// A side's headers as they are now (after the plugin's changes), lossy as text.
+    pub fn headers(&self, context_id: u32, side: Side) -> Vec<(String, String)> {
+        self.read(context_id, |stream| {
+            let half = match side {
+                Side::Request => &stream.request,
+                Side::Response => &stream.response,
+            };
+            half.headers
+                .iter()
+                .map(|(name, value)| (name.clone(), String::from_utf8_lossy(value).into_owned()))
+                .collect()
+        })
+    }
+
+    /// A side's body as it goes on: what was passed on plus what the proxy holds.
+    pub fn body(&self, context_id: u32, side: Side) -> Vec<u8> {
+        self.read(context_id, |stream| {
+            let half = match side {
+                Side::Request => &stream.request,
+                Side::Response => &stream.response,
+            };
+            [half.forwarded.as_slice(), half.body.as_slice()].concat()
+        })
+    }
+
+    /// The local reply the plugin sent on a stream, if any.
+    pub fn local_reply(&self, context_id: u32) -> Option<SentReply> {
+        self.read(context_id, |stream| stream.local_reply.clone())
+    }
+
+    /// How many times the plugin resumed a side of a stream.
+    pub fn resumes(&self, context_id: u32, side: Side) -> u32 {
+        self.read(context_id, |stream| match side {
+            Side::Request => stream.request.resumes,
+            Side::Response => stream.response.resumes,
+        })
+    }
+
+    /// Whether a side of a stream is held by the plugin now.
+    pub fn is_paused(&self, context_id: u32, side: Side) -> bool {
+        self.read(context_id, |stream| match side {
+            Side::Request => stream.request.paused,
+            Side::Response => stream.response.paused,
+        })
+    }
+
+    fn read<T>(&self, context_id: u32, read: impl FnOnce(&StreamState) -> T) -> T {
+        let state = self.state.borrow();
+        match state.stream(context_id) {
+            Some(stream) => read(stream),
+            None => panic!("no stream {context_id}"),
+        }
+    }
+
+    /// Runs one callback on `context_id`, then applies what the plugin asked the proxy to do
+    /// during it.
+    fn callback<R>(
+        &self,
+        context_id: u32,
+        run: impl FnOnce(&mut B) -> Result<R, PluginFailure>,
+    ) -> Result<R, PluginFailure> {
+        if let Some(failure) = self.failure() {
+            return Err(failure);
+        }
+        self.state.borrow_mut().current = context_id;
+        let result = run(&mut self.plugin.borrow_mut());
+        let deferred = std::mem::take(&mut self.state.borrow_mut().deferred);
+        if result.is_ok() {
+            for effect in deferred {
+                self.apply(effect);
+            }
+        }
+        result
+    }
+
+    fn stream_callback(
+        &self,
+        context_id: u32,
+        side: Side,
+        body: bool,
+        size: usize,
+        end_of_stream: bool,
+    ) -> Action {
+        if let Some(failure) = self.failure() {
+            self.fail_stream(context_id, failure);
+            return Action::Pause;
+        }
+        self.state.borrow_mut().current = context_id;
+        let result = {
+            let mut plugin = self.plugin.borrow_mut();
+            match (side, body) {
+                (Side::Request, false) => {
+                    plugin.on_request_headers(context_id, size, end_of_stream)
+                }
+                (Side::Request, true) => plugin.on_request_body(context_id, size, end_of_stream),
+                (Side::Response, false) => {
+                    plugin.on_response_headers(context_id, size, end_of_stream)
+                }
+                (Side::Response, true) => plugin.on_response_body(context_id, size, end_of_stream),
+            }
+        };
+        let deferred = std::mem::take(&mut self.state.borrow_mut().deferred);
+        let action = match result {
+            Ok(action) => action,
+            Err(failure) => {
+                self.fail_stream(context_id, failure);
+                return Action::Pause;
+            }
+        };
+        {
+            let mut state = self.state.borrow_mut();
+            let half = stream_mut(&mut state, context_id).half(side);
+            half.paused = action == Action::Pause;
+            if body {
+                if action == Action::Continue {
+                    let held = std::mem::take(&mut half.body);
+                    half.forwarded.extend(held);
+                }
+            } else {
+                half.headers_held = action == Action::Pause;
+            }
+        }
+        for effect in deferred {
+            if let Effect::Continue(target, resumed) = &effect
+                && *target == context_id
+                && *resumed == side
+                && action == Action::Pause
+            {
+                panic!(
+                    "the plugin resumed the stream inside the callback that paused it (Envoy asserts on this)"
+                );
+            }
+            self.apply(effect);
+        }
+        action
+    }
+
+    fn apply(&self, effect: Effect) {
+        match effect {
+            Effect::Continue(context_id, side) => {
+                let mut state = self.state.borrow_mut();
+                let stream = stream_mut(&mut state, context_id);
+                if stream.local_reply.is_some() {
+                    panic!("the plugin resumed a stream after sending a local reply");
+                }
+                let half = stream.half(side);
+                if !half.paused {
+                    panic!("the plugin resumed the {side:?} of a stream that is not paused");
+                }
+                half.paused = false;
+                half.headers_held = false;
+                let held = std::mem::take(&mut half.body);
+                half.forwarded.extend(held);
+                half.resumes += 1;
+            }
+            Effect::Reply(context_id, reply) => self.deliver_reply(context_id, reply, true),
+        }
+    }
+
+    // Envoy sends a local reply through the response path: the plugin's response callbacks
+    // run for it, and must let it through.
+    fn deliver_reply(&self, context_id: u32, reply: SentReply, through_plugin: bool) {
+        {
+            let mut state = self.state.borrow_mut();
+            let stream = stream_mut(&mut state, context_id);
+            if stream.local_reply.is_some() {
+                panic!("the plugin sent a second local reply on one stream");
+            }
+            stream.local_reply = Some(reply.clone());
+            stream.request.paused = false;
+            stream.request.headers_held = false;
+            let mut headers: Pairs =
+                vec![(":status".to_string(), reply.status.to_string().into_bytes())];
+            headers.extend(
+                reply
+                    .headers
+                    .iter()
+                    .map(|(name, value)| (name.clone(), value.clone().into_bytes())),
+            );
+            stream.response.headers = headers;
+            stream.response.body.clear();
+            stream.response.forwarded.clear();
+        }
+        if !through_plugin {
+            let mut state = self.state.borrow_mut();
+            stream_mut(&mut state, context_id).response.forwarded = reply.body;
+            return;
+        }
+        let end_of_stream = reply.body.is_empty();
+        let action = self.stream_callback(context_id, Side::Response, false, 0, end_of_stream);
+        if action == Action::Pause && self.failure().is_none() {
+            panic!("the plugin paused the response of its own local reply");
+        }
+        if !end_of_stream {
+            stream_mut(&mut self.state.borrow_mut(), context_id)
+                .response
+                .body = reply.body.clone();
+            let action =
+                self.stream_callback(context_id, Side::Response, true, reply.body.len(), true);
+            if action == Action::Pause && self.failure().is_none() {
+                panic!("the plugin paused the response body of its own local reply");
+            }
+        }
+    }
+
+    // A trap fails the stream with 503 (Envoy's FAIL_CLOSED), and the plugin stays broken.
+    fn fail_stream(&self, context_id: u32, failure: PluginFailure) {
+        self.record_failure(failure);
+        let replied = self
+            .state
+            .borrow()
+            .stream(context_id)
+            .is_none_or(|stream| stream.local_reply.is_some() || stream.deleted);
+        if !replied {
+            let reply = SentReply {
+                status: 503,
+                headers: vec![("content-type".to_string(), "text/plain".to_string())],
+                body: b"Service Unavailable".to_vec(),
+                details: "wasm_fail_stream".to_string(),
+            };
+            self.deliver_reply(context_id, reply, false);
+        }
+    }
+
+    fn record_failure(&self, failure: PluginFailure) {
+        let mut slot = self.failure.borrow_mut();
+        if slot.is_none() {
+            self.state
+                .borrow_mut()
+                .log(LogLevel::Critical, &format!("plugin failed: {failure}"));
+            *slot = Some(failure);
+        }
+    }
+}
+
+#[allow(
+    clippy::panic,
+    reason = "a test naming a stream that does not exist is a test bug"
+)]
+fn stream_mut(state: &mut ProxyState, context_id: u32) -> &mut StreamState {
+    match state.stream_mut(context_id) {
+        Some(stream) => stream,
+        None => panic!("no stream {context_id}"),
+    }
+}
+
+#[allow(clippy::panic, reason = "sending on a finished stream is a test bug")]
+fn assert_open(stream: &StreamState, side: Side) {
+    if stream.deleted {
+        panic!("the stream has ended");
+    }
+    if stream.local_reply.is_some() {
+        panic!(
+            "the plugin already replied locally on this stream; the proxy delivers no more {side:?} data"
+        );
+    }
+}
