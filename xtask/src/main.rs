@@ -3,7 +3,7 @@
 //! `cargo xtask test` installs what the tests need (the pinned toolchain's wasm targets, a
 //! nightly toolchain with Miri), then runs every check CI runs: formatting, clippy (native and
 //! wasm), the workspace's tests, the release wasm build of every example, and Miri over the
-//! executor. It stops at the first failure and says which step failed.
+//! executor, the SDK (its stream driver) and the emulated proxy. It stops at the first failure and says which step failed.
 
 use std::process::{Command, ExitCode};
 
@@ -96,8 +96,18 @@ fn test() -> Result<(), String> {
         ]),
     )?;
     run(
-        "Miri over the executor",
-        Command::new("cargo").args(["+nightly", "miri", "test", "-p", "proxy-async-executor"]),
+        "Miri over the executor, the SDK's stream driver and the emulated proxy",
+        Command::new("cargo").args([
+            "+nightly",
+            "miri",
+            "test",
+            "-p",
+            "proxy-async-executor",
+            "-p",
+            "proxy-async",
+            "-p",
+            "proxy-emulator",
+        ]),
     )?;
     println!("xtask: every check passed");
     Ok(())
