@@ -194,10 +194,11 @@ impl<B: Callbacks> Proxy<B> {
             .borrow_mut()
             .streams
             .insert(context_id, StreamState::default());
+        // A broken plugin fails the stream's first callback with a 503, as Envoy does.
         if let Err(failure) = self.callback(context_id, |plugin| {
             plugin.on_context_create(context_id, ROOT_CONTEXT)
         }) {
-            self.fail_stream(context_id, failure);
+            self.record_failure(failure);
         }
         context_id
     }
