@@ -14,7 +14,7 @@ use proxy_emulator::{
 };
 
 use crate::abi::{Abi, BufferType, HeaderPairs, LogLevel, MapType, MetricType, Status, StreamType};
-use crate::plugin::{Action, Plugin, PluginError};
+use crate::plugin::{Action, Plugin, PluginError, PluginModule};
 
 /// The [`Abi`] of a plugin running in the emulated proxy: every hostcall acts on the proxy's
 /// state, exactly as the SDK's native test host does.
@@ -41,9 +41,20 @@ pub fn start_emulated(
     wasm: &[u8],
     config: ProxyConfig,
 ) -> Result<Proxy<Plugin<EmulatedAbi>>, PluginStartError> {
+    let module = PluginModule::new(wasm).map_err(PluginStartError::Load)?;
+    start_emulated_module(&module, config)
+}
+
+/// Like [`start_emulated`], from a module compiled once (compiling is the slow part; a new
+/// instance per test is cheap).
+pub fn start_emulated_module(
+    module: &PluginModule,
+    config: ProxyConfig,
+) -> Result<Proxy<Plugin<EmulatedAbi>>, PluginStartError> {
     let state = Rc::new(RefCell::new(ProxyState::default()));
-    let plugin =
-        Plugin::load(wasm, EmulatedAbi::new(Rc::clone(&state))).map_err(PluginStartError::Load)?;
+    let plugin = module
+        .instantiate(EmulatedAbi::new(Rc::clone(&state)))
+        .map_err(PluginStartError::Load)?;
     Proxy::start(state, plugin, config).map_err(PluginStartError::Rejected)
 }
 

@@ -87,8 +87,13 @@
 //! * Traps ([`PluginError::Trap`]) carry the panic message the plugin logged just before, and
 //!   poison the plugin.
 //!
+//! * Serve mode ([`serve`]): a compiled plugin in front of an upstream on a local HTTP/1.1
+//!   server, its HTTP calls made for real to named clusters mapped to local addresses
+//!   (`cargo xtask run <example>` runs the examples this way).
+//!
 //! Proxy state (header maps, bodies, streams, calls, shared data) is the [`Abi`]
-//! implementer's job; this crate keeps none.
+//! implementer's job; this crate keeps none, except through [`EmulatedAbi`], the emulated
+//! proxy that [`start_emulated`] and serve mode use.
 
 #![forbid(unsafe_code)]
 
@@ -97,10 +102,12 @@ mod emulated;
 mod guest;
 mod hostcalls;
 mod plugin;
+#[cfg(feature = "serve")]
+pub mod serve;
 pub mod wasi;
 pub mod wire;
 
 pub use abi::{Abi, BufferType, HeaderPairs, LogLevel, MapType, MetricType, Status, StreamType};
-pub use emulated::{EmulatedAbi, PluginStartError, start_emulated};
+pub use emulated::{EmulatedAbi, PluginStartError, start_emulated, start_emulated_module};
 pub use plugin::{Action, DEFAULT_FUEL_BUDGET, PeerType, Plugin, PluginError, PluginModule};
 pub use proxy_emulator;

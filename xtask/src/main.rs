@@ -4,20 +4,42 @@
 //! nightly toolchain with Miri), then runs every check CI runs: formatting, clippy (native and
 //! wasm), the workspace's tests, the release wasm build of every example, and Miri over the
 //! executor, the SDK (its stream driver) and the emulated proxy. It stops at the first failure and says which step failed.
+//!
+//! `cargo xtask run <example> [--port N] [--config JSON]` builds that example to wasm (release,
+//! wasm32-wasip1), then serves it on 127.0.0.1:8080 (or `--port`) with the demo services it needs
+//! (the host's `proxy-async-serve` binary, `--demo <example>`), prints curl lines to try, and runs
+//! until Ctrl-C.
 
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 /// The wasm target plugins are built for.
 const PLUGIN_TARGET: &str = "wasm32-wasip1";
 
 fn main() -> ExitCode {
-    let task = std::env::args().nth(1);
+    let mut args = std::env::args().skip(1);
+    let task = args.next();
     let result = match task.as_deref() {
         Some("test") => test(),
+        Some("run") => match RunArgs::parse(args) {
+            Ok(run_args) => {
+                if !DEMOS.contains(&run_args.example.as_str()) {
+                    eprintln!(
+                        "xtask: no demo for {} (demos: {})",
+                        run_args.example,
+                        DEMOS.join(", ")
+                    );
+                    return ExitCode::from(2);
+                }
+                run_example(&run_args)
+            }
+            Err(message) => {
+                eprintln!("xtask: {message}\n\n{USAGE}");
+                return ExitCode::from(2);
+            }
+        },
         _ => {
-            eprintln!(
-                "usage: cargo xtask test\n\n  test   install what the tests need, then run every check CI runs"
-            );
+            eprintln!("{USAGE}");
             return ExitCode::from(2);
         }
     };
@@ -27,6 +49,115 @@ fn main() -> ExitCode {
             eprintln!("xtask: {message}");
             ExitCode::FAILURE
         }
+    }
+}
+
+const USAGE: &str = "usage: cargo xtask test
+       cargo xtask run <example> [--port N] [--config JSON]
+
+  test   install what the tests need, then run every check CI runs
+  run    build an example to wasm and serve it on 127.0.0.1:8080 (or --port) with the demo
+         services it needs; prints curl lines to try; Ctrl-C stops it";
+
+/// The examples `run` has demo services for.
+const DEMOS: [&str; 3] = ["auth-flow", "hello", "hello-no-config"];
+
+/// The arguments of `cargo xtask run`.
+#[derive(Debug, PartialEq, Eq)]
+struct RunArgs {
+    example: String,
+    port: u16,
+    config: Option<String>,
+}
+
+impl RunArgs {
+    fn parse(mut args: impl Iterator<Item = String>) -> Result<RunArgs, String> {
+        let mut example = None;
+        let mut port = 8080;
+        let mut config = None;
+        while let Some(arg) = args.next() {
+            match arg.as_str() {
+                "--port" => {
+                    let value = args.next().ok_or("--port needs a value")?;
+                    port = value
+                        .parse()
+                        .map_err(|_| format!("--port {value}: not a port number"))?;
+                }
+                "--config" => config = Some(args.next().ok_or("--config needs a value")?),
+                flag if flag.starts_with('-') => return Err(format!("unknown flag {flag}")),
+                name if example.is_none() => example = Some(name.to_string()),
+                extra => return Err(format!("unexpected argument {extra}")),
+            }
+        }
+        Ok(RunArgs {
+            example: example.ok_or("run: which example? e.g. `cargo xtask run auth-flow`")?,
+            port,
+            config,
+        })
+    }
+}
+
+/// The workspace root (xtask/ is inside it).
+fn workspace() -> PathBuf {
+    let xtask = Path::new(env!("CARGO_MANIFEST_DIR"));
+    xtask.parent().unwrap_or(xtask).to_path_buf()
+}
+
+/// Where cargo puts the release wasm of `example`.
+fn wasm_path(example: &str) -> PathBuf {
+    let target = match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => std::path::absolute(&dir).unwrap_or_else(|_| PathBuf::from(dir)),
+        None => workspace().join("target"),
+    };
+    target
+        .join(PLUGIN_TARGET)
+        .join("release")
+        .join(format!("{}.wasm", example.replace('-', "_")))
+}
+
+fn run_example(args: &RunArgs) -> Result<(), String> {
+    let root = workspace();
+    run(
+        &format!("build {} (release, {PLUGIN_TARGET})", args.example),
+        cargo()
+            .current_dir(&root)
+            .args(["build", "--release", "--target", PLUGIN_TARGET, "-p"])
+            .arg(&args.example),
+    )?;
+    let wasm = wasm_path(&args.example);
+    if !wasm.is_file() {
+        return Err(format!("the build left no {}", wasm.display()));
+    }
+    let mut serve = cargo();
+    serve
+        .current_dir(&root)
+        .args([
+            "run",
+            "--quiet",
+            "-p",
+            "proxy-async-host",
+            "--bin",
+            "proxy-async-serve",
+            "--",
+        ])
+        .arg("--wasm")
+        .arg(&wasm)
+        .args(["--demo", &args.example, "--port", &args.port.to_string()]);
+    if let Some(config) = &args.config {
+        serve.args(["--config", config]);
+    }
+    println!("xtask: serve {} (building the host first)", args.example);
+    // On Unix the server replaces this process, so Ctrl-C (or a kill of this pid) reaches it
+    // directly.
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        let error = serve.exec();
+        Err(format!("could not start {serve:?}: {error}"))
+    }
+    #[cfg(not(unix))]
+    {
+        run("serve", &mut serve)
     }
 }
 
@@ -126,5 +257,58 @@ fn run(step: &str, command: &mut Command) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("{step} failed ({status}): {command:?}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<RunArgs, String> {
+        RunArgs::parse(args.iter().map(|arg| arg.to_string()))
+    }
+
+    #[test]
+    fn run_arguments() {
+        assert_eq!(
+            parse(&["auth-flow"]),
+            Ok(RunArgs {
+                example: "auth-flow".to_string(),
+                port: 8080,
+                config: None
+            })
+        );
+        assert_eq!(
+            parse(&["hello", "--port", "18080", "--config", "{}"]),
+            Ok(RunArgs {
+                example: "hello".to_string(),
+                port: 18080,
+                config: Some("{}".to_string())
+            })
+        );
+        assert!(parse(&[]).is_err());
+        assert!(parse(&["hello", "--port", "x"]).is_err());
+        assert!(parse(&["hello", "--port"]).is_err());
+        assert!(parse(&["hello", "--verbose"]).is_err());
+        assert!(parse(&["hello", "auth-flow"]).is_err());
+    }
+
+    #[test]
+    fn wasm_file_names_use_underscores() {
+        assert!(wasm_path("auth-flow").ends_with("wasm32-wasip1/release/auth_flow.wasm"));
+    }
+
+    #[test]
+    fn every_demo_is_an_example() {
+        for demo in DEMOS {
+            assert!(
+                workspace()
+                    .join("examples")
+                    .join(demo)
+                    .join("Cargo.toml")
+                    .is_file(),
+                "{demo}"
+            );
+        }
     }
 }

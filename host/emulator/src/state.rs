@@ -258,16 +258,19 @@ impl ProxyState {
 
     fn map(&mut self, map: MapType) -> Result<Pairs, Status> {
         match map {
-            MapType::CallResponseHeaders => self
+            // Envoy answers OK with an empty map when there is no call response (a failed
+            // call's callback, or outside the callback); plugins on the plain proxy-wasm crate
+            // read it that way and would panic on anything else.
+            MapType::CallResponseHeaders => Ok(self
                 .call_response
                 .as_ref()
                 .map(|(headers, _, _)| headers.clone())
-                .ok_or(Status::NotFound),
-            MapType::CallResponseTrailers => self
+                .unwrap_or_default()),
+            MapType::CallResponseTrailers => Ok(self
                 .call_response
                 .as_ref()
                 .map(|(_, _, trailers)| trailers.clone())
-                .ok_or(Status::NotFound),
+                .unwrap_or_default()),
             MapType::GrpcInitialMetadata | MapType::GrpcTrailingMetadata => Err(Status::NotFound),
             _ => self.map_mut(map).cloned(),
         }
@@ -642,6 +645,28 @@ impl ProxyState {
     pub fn set_property(&mut self, path: &[u8], value: &[u8]) {
         self.properties.insert(path.to_vec(), value.to_vec());
     }
+
+    // ---- for long-running hosts -------------------------------------------------------------
+
+    /// Takes the log lines recorded so far, leaving none: a host that prints the plugin's logs
+    /// as they come (serve mode) drains them after each callback instead of keeping them all.
+    pub fn take_logs(&mut self) -> Vec<LogRecord> {
+        std::mem::take(&mut self.logs)
+    }
+
+    /// Forgets an ended stream: removes its state and every call it made, answered or not (a
+    /// call of an ended stream is cancelled: it must not be answered afterwards). A host that
+    /// serves many streams calls it after [`Proxy::end_stream`](crate::Proxy::end_stream) so
+    /// that the state does not grow with every request. Does nothing for an unknown stream or
+    /// the root context.
+    pub fn forget_stream(&mut self, context_id: u32) {
+        if context_id == ROOT_CONTEXT {
+            return;
+        }
+        self.streams.remove(&context_id);
+        self.calls
+            .retain(|record| record.call.context_id != context_id);
+    }
 }
 
 // Ids handed out for queues and metrics start at 1, so that 0 is never valid.
@@ -709,10 +734,7 @@ mod tests {
             state.add_map_value(MapType::RequestHeaders, "a", b"b"),
             Err(Status::BadArgument)
         );
-        assert_eq!(
-            state.get_map(MapType::CallResponseHeaders),
-            Err(Status::NotFound)
-        );
+        assert_eq!(state.get_map(MapType::CallResponseHeaders), Ok(Vec::new()));
         assert_eq!(
             state.continue_stream(Side::Request),
             Err(Status::BadArgument)

@@ -53,6 +53,46 @@ pub(crate) fn plugin_wasm(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|error| panic!("cannot read {}: {error}", path.display()))
 }
 
+/// Builds the fixture crate at `host/fixtures/<fixture>` (its own workspace, not a member of
+/// ours: release, wasm32-wasip1, into the same target directory as the examples) and returns
+/// the compiled `<module>.wasm`. Each call runs cargo; call it once per test process.
+pub(crate) fn fixture_wasm(fixture: &str, module: &str) -> Vec<u8> {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(fixture)
+        .join("Cargo.toml");
+    let target_dir = workspace().join("target").join("plugin-wasm");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let started = Instant::now();
+    let output = Command::new(cargo)
+        .current_dir(workspace())
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip1",
+            "--locked",
+        ])
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .output()
+        .expect("cannot run cargo");
+    assert!(
+        output.status.success(),
+        "building the fixture {} failed:\n{}",
+        manifest.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    eprintln!("fixture {fixture} built in {:.1?}", started.elapsed());
+    let path = target_dir
+        .join("wasm32-wasip1")
+        .join("release")
+        .join(format!("{module}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|error| panic!("cannot read {}: {error}", path.display()))
+}
+
 /// An HTTP call the plugin dispatched.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct HttpCall {

@@ -1,0 +1,426 @@
+//! Serves a compiled plugin locally: `cargo xtask run <example>` runs this.
+//!
+//! ```text
+//! proxy-async-serve --wasm PLUGIN.wasm [--demo EXAMPLE] [--config JSON] [--port N]
+//!                   [--upstream HOST:PORT] [--cluster NAME=HOST:PORT]... [--log-level LEVEL]
+//! ```
+//!
+//! `--demo auth-flow` starts, on free loopback ports in this process, the services the
+//! auth-flow example calls (an auth service and a users service) and an echo upstream, maps the
+//! clusters `auth` and `users` to them, and prints curl lines that show each outcome.
+//! `--demo hello` and `--demo hello-no-config` start the echo upstream. Without `--demo`,
+//! `--upstream` is required and the clusters are the `--cluster` ones. Stops on Ctrl-C (or
+//! SIGTERM).
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{HeaderMap, Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use proxy_async_host::PluginModule;
+use proxy_async_host::proxy_emulator::LogLevel;
+use proxy_async_host::serve::{Gateway, ServeConfig};
+use tokio::net::TcpListener;
+use tokio::task::LocalSet;
+
+const USAGE: &str =
+    "usage: proxy-async-serve --wasm PLUGIN.wasm [--demo EXAMPLE] [--config JSON] [--port N]
+                         [--upstream HOST:PORT] [--cluster NAME=HOST:PORT]... [--log-level LEVEL]
+
+  --wasm PATH            the compiled plugin
+  --demo EXAMPLE         start the demo services of an example (auth-flow, hello, hello-no-config)
+  --config JSON          the plugin configuration (default: the demo's)
+  --port N               listen on 127.0.0.1:N (default 8080; 0 picks a free port)
+  --upstream HOST:PORT   where requests go on to (default with --demo: an echo service)
+  --cluster NAME=ADDR    a cluster the plugin may call (repeatable)
+  --log-level LEVEL      trace, debug, info, warn, error, critical (default: debug with --demo,
+                         else info)";
+
+/// The demos this binary knows.
+const DEMOS: [&str; 3] = ["auth-flow", "hello", "hello-no-config"];
+
+/// The parsed command line.
+#[derive(Debug, Default)]
+struct Args {
+    wasm: String,
+    demo: Option<String>,
+    config: Option<String>,
+    port: u16,
+    upstream: Option<String>,
+    clusters: BTreeMap<String, String>,
+    log_level: Option<LogLevel>,
+}
+
+fn parse_level(text: &str) -> Option<LogLevel> {
+    Some(match text.to_ascii_lowercase().as_str() {
+        "trace" => LogLevel::Trace,
+        "debug" => LogLevel::Debug,
+        "info" => LogLevel::Info,
+        "warn" => LogLevel::Warn,
+        "error" => LogLevel::Error,
+        "critical" => LogLevel::Critical,
+        _ => return None,
+    })
+}
+
+impl Args {
+    fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
+        let mut parsed = Args {
+            port: 8080,
+            ..Args::default()
+        };
+        let mut wasm = None;
+        while let Some(flag) = args.next() {
+            let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
+            match flag.as_str() {
+                "--wasm" => wasm = Some(value()?),
+                "--demo" => {
+                    let demo = value()?;
+                    if !DEMOS.contains(&demo.as_str()) {
+                        return Err(format!("no demo for {demo} (demos: {})", DEMOS.join(", ")));
+                    }
+                    parsed.demo = Some(demo);
+                }
+                "--config" => parsed.config = Some(value()?),
+                "--port" => {
+                    let port = value()?;
+                    parsed.port = port
+                        .parse()
+                        .map_err(|_| format!("--port {port}: not a port number"))?;
+                }
+                "--upstream" => parsed.upstream = Some(value()?),
+                "--cluster" => {
+                    let mapping = value()?;
+                    let (name, address) = mapping
+                        .split_once('=')
+                        .ok_or_else(|| format!("--cluster {mapping}: expected NAME=HOST:PORT"))?;
+                    parsed
+                        .clusters
+                        .insert(name.to_string(), address.to_string());
+                }
+                "--log-level" => {
+                    let level = value()?;
+                    parsed.log_level = Some(
+                        parse_level(&level)
+                            .ok_or_else(|| format!("--log-level {level}: unknown level"))?,
+                    );
+                }
+                "-h" | "--help" => return Err(String::new()),
+                other => return Err(format!("unknown argument {other}")),
+            }
+        }
+        parsed.wasm = wasm.ok_or("--wasm is required")?;
+        if parsed.demo.is_none() && parsed.upstream.is_none() {
+            return Err("--upstream is required without --demo".to_string());
+        }
+        Ok(parsed)
+    }
+}
+
+fn main() -> ExitCode {
+    let args = match Args::parse(std::env::args().skip(1)) {
+        Ok(args) => args,
+        Err(message) => {
+            if !message.is_empty() {
+                eprintln!("proxy-async-serve: {message}\n");
+            }
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("proxy-async-serve: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match LocalSet::new().block_on(&runtime, run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("proxy-async-serve: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let wasm = std::fs::read(&args.wasm).map_err(|error| format!("{}: {error}", args.wasm))?;
+    let module = PluginModule::new(&wasm).map_err(|error| format!("{}: {error}", args.wasm))?;
+
+    let mut clusters = args.clusters.clone();
+    let mut default_config = String::new();
+    let mut upstream = args.upstream.clone();
+    match args.demo.as_deref() {
+        Some("auth-flow") => {
+            let auth = spawn_service(auth_service).await?;
+            let users = spawn_service(users_service).await?;
+            clusters
+                .entry("auth".to_string())
+                .or_insert_with(|| auth.to_string());
+            clusters
+                .entry("users".to_string())
+                .or_insert_with(|| users.to_string());
+            default_config =
+                r#"{"auth": {"cluster": "auth"}, "users": {"cluster": "users"}}"#.to_string();
+        }
+        Some("hello") => default_config = r#"{"mockEnable": false}"#.to_string(),
+        _ => {}
+    }
+    if upstream.is_none() {
+        upstream = Some(spawn_service(echo_service).await?.to_string());
+    }
+    let upstream = upstream.unwrap_or_default();
+    let plugin_config = args.config.clone().unwrap_or(default_config);
+
+    let mut config =
+        ServeConfig::new(module, upstream.clone()).plugin_config(plugin_config.clone());
+    config.clusters = clusters.clone();
+    // A demo is for watching what the plugin does: its debug lines are shown too.
+    config.log_level = args.log_level.unwrap_or(if args.demo.is_some() {
+        LogLevel::Debug
+    } else {
+        LogLevel::Info
+    });
+    let listen = SocketAddr::from(([127, 0, 0, 1], args.port));
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|error| format!("cannot listen on {listen}: {error}"))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|error| format!("cannot listen on {listen}: {error}"))?;
+    let gateway = Gateway::new(config).map_err(|error| error.to_string())?;
+
+    println!("Serving {} on http://{addr}", args.wasm);
+    println!("  plugin config: {plugin_config}");
+    println!("  upstream:      {upstream}");
+    for (name, address) in &clusters {
+        println!("  cluster {name:<6} -> {address}");
+    }
+    println!();
+    print_demo(args.demo.as_deref(), addr, args.config.is_some());
+    println!("Plugin logs and server errors go to stderr. Stop with Ctrl-C.");
+
+    gateway.serve(listener, stop_signal()).await;
+    println!("stopped");
+    Ok(())
+}
+
+fn print_demo(demo: Option<&str>, addr: SocketAddr, custom_config: bool) {
+    let url = format!("http://{addr}");
+    match demo {
+        Some("auth-flow") => {
+            println!(
+                "Demo credential: `authorization: Bearer demo-token` (the auth service swaps it for the\n\
+                 token t-alice, which the users service knows as user u-1, alice). `Bearer slow` makes the\n\
+                 auth service answer after 2 s, past the plugin's 500 ms timeout. The upstream echoes the\n\
+                 request it got as JSON.\n"
+            );
+            println!(
+                "# 200: the upstream sees x-user-id: u-1 and x-user-name: alice; the client's x-user-admin is stripped"
+            );
+            println!(
+                "curl -i -H 'authorization: Bearer demo-token' -H 'x-user-admin: 1' {url}/orders"
+            );
+            println!("# 200 with a body: the body reaches the upstream after the two calls");
+            println!(
+                "curl -i -H 'authorization: Bearer demo-token' -H 'content-type: application/json' -d '{{\"item\": 42}}' {url}/orders"
+            );
+            println!("# 401: no credential");
+            println!("curl -i {url}/orders");
+            println!("# 403: a credential the auth service refuses");
+            println!("curl -i -H 'authorization: Bearer wrong' {url}/orders");
+            println!("# 503: the auth service is too slow (the plugin's timeout is 500 ms)");
+            println!("curl -i -H 'authorization: Bearer slow' {url}/orders");
+        }
+        Some("hello") => {
+            if custom_config {
+                println!("# with your --config");
+            } else {
+                println!(
+                    "# 200: the upstream echoes the request, with the header hello: world the plugin added"
+                );
+            }
+            println!("curl -i {url}/");
+            println!(
+                "# for the plugin's own reply, run again with --config '{{\"mockEnable\": true}}'"
+            );
+        }
+        Some(_) => {
+            println!("# 200: the upstream echoes the request as the plugin let it through");
+            println!("curl -i {url}/");
+        }
+        None => println!("curl -i {url}/"),
+    }
+    println!();
+}
+
+/// Ctrl-C, or SIGTERM on Unix.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut terminate) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// One request to a demo service, read whole.
+struct DemoRequest {
+    method: Method,
+    /// The path, without the query.
+    path: String,
+    /// The path with the query.
+    target: String,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+/// Starts a demo HTTP service on a free loopback port, as a task of the current `LocalSet`.
+async fn spawn_service<F, Fut>(handler: F) -> Result<SocketAddr, String>
+where
+    F: Fn(DemoRequest) -> Fut + Copy + 'static,
+    Fut: Future<Output = Response<Full<Bytes>>> + 'static,
+{
+    let listener = TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .map_err(|error| format!("cannot start a demo service: {error}"))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|error| format!("cannot start a demo service: {error}"))?;
+    tokio::task::spawn_local(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            };
+            tokio::task::spawn_local(async move {
+                let service = service_fn(move |request: Request<Incoming>| async move {
+                    let (parts, body) = request.into_parts();
+                    let response = match Limited::new(body, 1 << 20).collect().await {
+                        Ok(body) => {
+                            handler(DemoRequest {
+                                method: parts.method,
+                                path: parts.uri.path().to_string(),
+                                target: parts
+                                    .uri
+                                    .path_and_query()
+                                    .map_or("/", |target| target.as_str())
+                                    .to_string(),
+                                headers: parts.headers,
+                                body: body.to_bytes(),
+                            })
+                            .await
+                        }
+                        Err(_) => json(StatusCode::BAD_REQUEST, &serde_json::json!({})),
+                    };
+                    Ok::<_, Infallible>(response)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+fn json(status: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(format!("{value}\n"))));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// `POST /token` with `{"credential": "..."}`: `Bearer demo-token` gets the token `t-alice`,
+/// `Bearer slow` gets it after 2 s, anything else a 401.
+async fn auth_service(request: DemoRequest) -> Response<Full<Bytes>> {
+    if request.method != Method::POST || request.path != "/token" {
+        return json(
+            StatusCode::NOT_FOUND,
+            &serde_json::json!({"error": "not found"}),
+        );
+    }
+    let credential = serde_json::from_slice::<serde_json::Value>(&request.body)
+        .ok()
+        .and_then(|body| body.get("credential")?.as_str().map(str::to_string));
+    match credential.as_deref() {
+        Some("Bearer demo-token") => json(StatusCode::OK, &serde_json::json!({"token": "t-alice"})),
+        Some("Bearer slow") => {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            json(StatusCode::OK, &serde_json::json!({"token": "t-alice"}))
+        }
+        _ => json(
+            StatusCode::UNAUTHORIZED,
+            &serde_json::json!({"error": "unknown credential"}),
+        ),
+    }
+}
+
+/// `GET /me` with `authorization: Bearer t-alice`: user u-1, alice; anything else a 403.
+async fn users_service(request: DemoRequest) -> Response<Full<Bytes>> {
+    if request.method != Method::GET || request.path != "/me" {
+        return json(
+            StatusCode::NOT_FOUND,
+            &serde_json::json!({"error": "not found"}),
+        );
+    }
+    let authorized = request
+        .headers
+        .get(hyper::header::AUTHORIZATION)
+        .is_some_and(|value| value.as_bytes() == b"Bearer t-alice");
+    if authorized {
+        json(
+            StatusCode::OK,
+            &serde_json::json!({"id": "u-1", "name": "alice"}),
+        )
+    } else {
+        json(
+            StatusCode::FORBIDDEN,
+            &serde_json::json!({"error": "unknown token"}),
+        )
+    }
+}
+
+/// Answers 200 with the request it got: method, path, headers (repeated ones joined with
+/// `, `) and body (as text), as JSON.
+async fn echo_service(request: DemoRequest) -> Response<Full<Bytes>> {
+    let mut headers = serde_json::Map::new();
+    for (name, value) in &request.headers {
+        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        let joined = match headers.get(name.as_str()).and_then(|old| old.as_str()) {
+            Some(old) => format!("{old}, {value}"),
+            None => value,
+        };
+        headers.insert(name.as_str().to_string(), serde_json::Value::String(joined));
+    }
+    json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "method": request.method.as_str(),
+            "path": request.target,
+            "headers": headers,
+            "body": String::from_utf8_lossy(&request.body),
+        }),
+    )
+}

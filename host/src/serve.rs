@@ -1,0 +1,996 @@
+//! Serve mode: a compiled plugin in front of one upstream, on a local HTTP/1.1 server.
+//!
+//! Every request the server accepts becomes a stream of one plugin instance (one VM, as in
+//! Envoy), driven through the same emulated proxy ([`proxy_emulator::Proxy`] with
+//! [`EmulatedAbi`]) the host's tests use, so the plugin sees the same hostcall semantics it
+//! sees there (deferred resume and local reply, call-response maps readable only inside
+//! `on_http_call_response`, body callbacks held while the headers are paused, 503 after a
+//! trap). What serve mode adds is real traffic:
+//!
+//! * the request's headers (with `:method`, `:path`, `:authority`, `:scheme`) go to
+//!   `on_request_headers`; the whole request body (read first) to one `on_request_body`;
+//! * while the plugin holds the request, every `proxy_http_call` it makes becomes a real
+//!   HTTP/1.1 request to the address its cluster is mapped to, with the plugin's timeout; the
+//!   answer (or, after a timeout or connection error, a failure with 0 headers) is delivered to
+//!   `on_http_call_response`. A cluster with no address is refused at dispatch with
+//!   `BAD_ARGUMENT`, as Envoy does;
+//! * once the plugin lets the request go on, it is forwarded, with the plugin's header changes
+//!   and body, to the upstream; a local reply is sent to the client instead, and the upstream
+//!   never sees the request;
+//! * the upstream's response goes through `on_response_headers` and `on_response_body` to the
+//!   client; an upstream that cannot be reached becomes a 502 (504 after
+//!   [`ServeConfig::upstream_timeout`]), which also goes through the response callbacks, as
+//!   Envoy's local replies do;
+//! * then `on_log`, `on_done`, `on_delete`; a client that goes away ends the stream the same
+//!   way, and cancels the calls it still had in flight.
+//!
+//! A trap answers that client with 503 and logs the plugin's panic message; like Envoy
+//! (`FAIL_CLOSED`), the broken VM answers every later request with 503 until the server is
+//! restarted. The plugin's log lines are written as `[plugin <level>] <message>`, the server's
+//! own as `[serve] <message>`, to stderr unless [`ServeConfig::log`] says otherwise.
+//!
+//! Not served (yet): ticks (`proxy_on_tick`), shared-queue notifications, trailers, gRPC
+//! calls, streaming bodies (each body is delivered whole), HTTP/2.
+//!
+//! ```no_run
+//! use std::net::SocketAddr;
+//! use proxy_async_host::PluginModule;
+//! use proxy_async_host::serve::{ServeConfig, Server};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let wasm = std::fs::read("target/wasm32-wasip1/release/auth_flow.wasm")?;
+//! let config = ServeConfig::new(PluginModule::new(&wasm)?, "127.0.0.1:9000")
+//!     .plugin_config(r#"{"auth": {"cluster": "auth"}, "users": {"cluster": "users"}}"#)
+//!     .cluster("auth", "127.0.0.1:9001")
+//!     .cluster("users", "127.0.0.1:9002");
+//! let server = Server::start(config, SocketAddr::from(([127, 0, 0, 1], 8080)))?;
+//! println!("serving on http://{}", server.addr());
+//! // ... send requests ...
+//! server.shutdown();
+//! # Ok(())
+//! # }
+//! ```
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderName, HeaderValue};
+use hyper::http::request::Parts;
+use hyper::service::service_fn;
+use hyper::{HeaderMap, Method, Request, Response, StatusCode, Uri};
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, oneshot};
+use tokio::task::{AbortHandle, JoinSet, LocalSet};
+use tokio::time::Instant;
+
+use proxy_emulator::{Call, LogLevel, Proxy, ProxyConfig, ProxyState, Side};
+
+use crate::emulated::{EmulatedAbi, PluginStartError};
+use crate::plugin::{Plugin, PluginModule};
+
+/// Where log lines go: the plugin's (`[plugin <level>] <message>`) and the server's own
+/// (`[serve] <message>`), one line per call.
+pub type LogSink = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// How a plugin is served: the module, its configuration, where its traffic goes.
+#[derive(Clone)]
+pub struct ServeConfig {
+    /// The compiled plugin.
+    pub module: PluginModule,
+    /// The plugin configuration (`proxy_on_configure`'s buffer), usually JSON.
+    pub plugin_config: Vec<u8>,
+    /// The upstream every request the plugin lets through is forwarded to, as `host:port`.
+    pub upstream: String,
+    /// The clusters the plugin may call, by name, each with its `host:port`. A call to any
+    /// other cluster is refused with `BAD_ARGUMENT`.
+    pub clusters: BTreeMap<String, String>,
+    /// The proxy's log level: the plugin is told it, and lines below it are not written.
+    /// Default [`LogLevel::Info`].
+    pub log_level: LogLevel,
+    /// How long the upstream may take to answer (connect, headers and body) before the client
+    /// gets a 504. Default 15 s, Envoy's default route timeout.
+    pub upstream_timeout: Duration,
+    /// How long the plugin may hold a request or a response (paused, waiting for its calls)
+    /// before the client gets a 504. Default 60 s.
+    pub hold_timeout: Duration,
+    /// The largest request, response or call-response body read, in bytes; a larger request
+    /// body gets a 413, a larger response a 502. Default 16 MiB.
+    pub max_body: usize,
+    /// Where log lines go. Default: stderr.
+    pub log: LogSink,
+}
+
+impl fmt::Debug for ServeConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServeConfig")
+            .field("module", &self.module)
+            .field(
+                "plugin_config",
+                &String::from_utf8_lossy(&self.plugin_config),
+            )
+            .field("upstream", &self.upstream)
+            .field("clusters", &self.clusters)
+            .field("log_level", &self.log_level)
+            .field("upstream_timeout", &self.upstream_timeout)
+            .field("hold_timeout", &self.hold_timeout)
+            .field("max_body", &self.max_body)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServeConfig {
+    /// Serves `module` in front of `upstream` (`host:port`), with an empty plugin
+    /// configuration, no clusters, and the defaults documented on each field.
+    pub fn new(module: PluginModule, upstream: impl Into<String>) -> Self {
+        ServeConfig {
+            module,
+            plugin_config: Vec::new(),
+            upstream: upstream.into(),
+            clusters: BTreeMap::new(),
+            log_level: LogLevel::Info,
+            upstream_timeout: Duration::from_secs(15),
+            hold_timeout: Duration::from_secs(60),
+            max_body: 16 << 20,
+            log: Arc::new(|line| eprintln!("{line}")),
+        }
+    }
+
+    /// Sets the plugin configuration.
+    pub fn plugin_config(mut self, config: impl Into<Vec<u8>>) -> Self {
+        self.plugin_config = config.into();
+        self
+    }
+
+    /// Maps the cluster `name` to `address` (`host:port`).
+    pub fn cluster(mut self, name: impl Into<String>, address: impl Into<String>) -> Self {
+        self.clusters.insert(name.into(), address.into());
+        self
+    }
+
+    /// Sets the proxy's log level.
+    pub fn log_level(mut self, level: LogLevel) -> Self {
+        self.log_level = level;
+        self
+    }
+
+    /// Sends the log lines to `sink` instead of stderr.
+    pub fn log_sink(mut self, sink: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        self.log = Arc::new(sink);
+        self
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// The listening address could not be bound.
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// The plugin could not be loaded, or rejected its configuration.
+    Plugin(PluginStartError),
+    /// The runtime or the server's thread could not be started.
+    Io(std::io::Error),
+}
+
+impl fmt::Display for ServeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServeError::Bind { addr, error } => write!(f, "cannot listen on {addr}: {error}"),
+            ServeError::Plugin(error) => write!(f, "the plugin did not start: {error}"),
+            ServeError::Io(error) => write!(f, "cannot start the server: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for ServeError {}
+
+/// A running server on its own thread (with its own current-thread runtime, since a plugin
+/// instance cannot move between threads). Stops on [`Server::shutdown`] or when dropped:
+/// open connections are closed, calls in flight cancelled, the port released.
+#[derive(Debug)]
+pub struct Server {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Server {
+    /// Binds `listen` (port 0 picks a free port), loads and configures the plugin, and serves
+    /// on a new thread. Returns once the plugin is configured and the port is open.
+    pub fn start(config: ServeConfig, listen: SocketAddr) -> Result<Server, ServeError> {
+        let listener = std::net::TcpListener::bind(listen).map_err(|error| ServeError::Bind {
+            addr: listen,
+            error,
+        })?;
+        listener.set_nonblocking(true).map_err(ServeError::Io)?;
+        let addr = listener.local_addr().map_err(ServeError::Io)?;
+        let (ready, started) = std::sync::mpsc::channel::<Result<(), ServeError>>();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name(format!("proxy-async-serve {addr}"))
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(error) => {
+                        let _ = ready.send(Err(ServeError::Io(error)));
+                        return;
+                    }
+                };
+                let gateway = match Gateway::new(config) {
+                    Ok(gateway) => gateway,
+                    Err(error) => {
+                        let _ = ready.send(Err(error));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    let listener = match TcpListener::from_std(listener) {
+                        Ok(listener) => listener,
+                        Err(error) => {
+                            let _ = ready.send(Err(ServeError::Io(error)));
+                            return;
+                        }
+                    };
+                    let _ = ready.send(Ok(()));
+                    gateway
+                        .serve(listener, async {
+                            let _ = stopped.await;
+                        })
+                        .await;
+                });
+            })
+            .map_err(ServeError::Io)?;
+        match started.recv() {
+            Ok(Ok(())) => Ok(Server {
+                addr,
+                stop: Some(stop),
+                thread: Some(thread),
+            }),
+            Ok(Err(error)) => {
+                let _ = thread.join();
+                Err(error)
+            }
+            Err(_) => {
+                let _ = thread.join();
+                Err(ServeError::Io(std::io::Error::other(
+                    "the server thread ended before it started serving",
+                )))
+            }
+        }
+    }
+
+    /// The address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops the server and waits until its thread has ended.
+    pub fn shutdown(mut self) {
+        self.stop_and_join();
+    }
+
+    fn stop_and_join(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}
+
+/// A configured plugin, ready to serve: the async API under [`Server`], for a caller that
+/// runs its own current-thread runtime (the plugin instance is not `Send`).
+pub struct Gateway {
+    shared: Rc<Shared>,
+}
+
+impl fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Gateway")
+            .field("config", &self.shared.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gateway {
+    /// Instantiates the plugin and starts it as Envoy does (root context, `on_vm_start`,
+    /// `on_configure` with the configuration). Its start-up log lines are written.
+    pub fn new(config: ServeConfig) -> Result<Gateway, ServeError> {
+        let state = Rc::new(RefCell::new(ProxyState::default()));
+        let plugin = config
+            .module
+            .instantiate(EmulatedAbi::new(Rc::clone(&state)))
+            .map_err(|error| ServeError::Plugin(PluginStartError::Load(error)))?;
+        let proxy = Proxy::start(
+            state,
+            plugin,
+            ProxyConfig {
+                plugin_config: config.plugin_config.clone(),
+                clusters: Some(config.clusters.keys().cloned().collect()),
+                log_level: Some(config.log_level),
+            },
+        )
+        .map_err(|rejected| ServeError::Plugin(PluginStartError::Rejected(rejected)))?;
+        let shared = Rc::new(Shared {
+            proxy,
+            config,
+            in_flight: RefCell::new(HashMap::new()),
+            broken_streams: RefCell::new(HashMap::new()),
+            changed: Notify::new(),
+            reported_trap: Cell::new(false),
+        });
+        shared.flush_logs();
+        Ok(Gateway { shared })
+    }
+
+    /// Serves the connections `listener` accepts until `shutdown` completes, then closes them
+    /// all and cancels the calls in flight. Must run on a current-thread runtime (it runs its
+    /// tasks on a [`LocalSet`] of its own).
+    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        let shared = self.shared;
+        let tasks = LocalSet::new();
+        tasks
+            .run_until(async move {
+                let mut connections = JoinSet::new();
+                let mut shutdown = std::pin::pin!(shutdown);
+                loop {
+                    tokio::select! {
+                        () = &mut shutdown => break,
+                        accepted = listener.accept() => match accepted {
+                            Ok((stream, _peer)) => {
+                                connections.spawn_local(connection(Rc::clone(&shared), stream));
+                            }
+                            Err(error) => {
+                                shared.log(&format!("accepting a connection failed: {error}"));
+                                // E.g. out of file descriptors: do not spin.
+                                tokio::time::sleep(Duration::from_millis(50)).await;
+                            }
+                        },
+                        Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                    }
+                }
+                drop(listener);
+                connections.shutdown().await;
+                shared.cancel_all_calls();
+            })
+            .await;
+    }
+}
+
+/// Serves one client connection.
+async fn connection(shared: Rc<Shared>, stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let service = service_fn(move |request| {
+        let shared = Rc::clone(&shared);
+        async move { Ok::<_, Infallible>(shared.handle(request).await) }
+    });
+    // A client that sends garbage or goes away mid-request: hyper answers or closes; there is
+    // nothing to tell anyone.
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
+}
+
+/// The served plugin and what the server tracks between callbacks. Lives on one thread; no
+/// `RefCell` borrow is held across an `.await`.
+struct Shared {
+    proxy: Proxy<Plugin<EmulatedAbi>>,
+    config: ServeConfig,
+    /// Calls being made, by token: their stream, and the task making them.
+    in_flight: RefCell<HashMap<u32, (u32, AbortHandle)>>,
+    /// Streams the emulated proxy could not go on with outside their request's task (while
+    /// answering a call), with why.
+    broken_streams: RefCell<HashMap<u32, String>>,
+    /// Woken after every callback: the requests waiting on the plugin look again.
+    changed: Notify,
+    reported_trap: Cell<bool>,
+}
+
+/// A request that ends with a response the server makes up, and a log line.
+struct Abort {
+    status: StatusCode,
+    message: String,
+}
+
+impl Abort {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Abort {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+/// The stream of one request: ends it (`on_log`, `on_done`, `on_delete`) when dropped, also
+/// when the client goes away and the request's task is dropped mid-way.
+struct StreamGuard {
+    shared: Rc<Shared>,
+    context_id: u32,
+    ended: bool,
+}
+
+impl StreamGuard {
+    fn end(mut self) {
+        self.ended = true;
+        self.shared.end_stream(self.context_id, true);
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.shared.end_stream(self.context_id, false);
+        }
+    }
+}
+
+/// What a panic said.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(message) = payload.downcast_ref::<&str>() {
+        (*message).to_string()
+    } else if let Some(message) = payload.downcast_ref::<String>() {
+        message.clone()
+    } else {
+        "(no message)".to_string()
+    }
+}
+
+fn level_name(level: LogLevel) -> &'static str {
+    match level {
+        LogLevel::Trace => "trace",
+        LogLevel::Debug => "debug",
+        LogLevel::Info => "info",
+        LogLevel::Warn => "warn",
+        LogLevel::Error => "error",
+        LogLevel::Critical => "critical",
+    }
+}
+
+impl Shared {
+    fn log(&self, message: &str) {
+        (self.config.log)(&format!("[serve] {message}"));
+    }
+
+    fn flush_logs(&self) {
+        let records = self.proxy.state().take_logs();
+        for record in records {
+            if record.level >= self.config.log_level {
+                (self.config.log)(&format!(
+                    "[plugin {}] {}",
+                    level_name(record.level),
+                    record.message
+                ));
+            }
+        }
+        if self.proxy.failure().is_some() && !self.reported_trap.replace(true) {
+            self.log(
+                "the plugin trapped: like Envoy, the broken VM answers every request with 503 \
+                 from now on; restart the server",
+            );
+        }
+    }
+
+    /// Runs `drive` (one or more callbacks) on the emulated proxy, then dispatches the calls
+    /// the plugin made, writes its logs and wakes the waiting requests. The emulated proxy
+    /// panics on a protocol mistake of the plugin (e.g. resuming a stream that is not paused):
+    /// that becomes an [`Abort`] with a 503, never a crash of the server.
+    fn drive<T>(
+        self: &Rc<Self>,
+        what: &str,
+        drive: impl FnOnce(&Proxy<Plugin<EmulatedAbi>>) -> T,
+    ) -> Result<T, Abort> {
+        let result = catch_unwind(AssertUnwindSafe(|| drive(&self.proxy)));
+        self.dispatch_calls();
+        self.flush_logs();
+        self.changed.notify_waiters();
+        result.map_err(|payload| {
+            Abort::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "the emulated proxy stopped the stream in {what}: {}",
+                    panic_message(payload.as_ref())
+                ),
+            )
+        })
+    }
+
+    /// Reads the emulated proxy's state, without running the plugin.
+    fn peek<T>(&self, read: impl FnOnce(&Proxy<Plugin<EmulatedAbi>>) -> T) -> Result<T, Abort> {
+        catch_unwind(AssertUnwindSafe(|| read(&self.proxy))).map_err(|payload| {
+            Abort::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "the emulated proxy lost the stream: {}",
+                    panic_message(payload.as_ref())
+                ),
+            )
+        })
+    }
+
+    /// Starts a task for every call the plugin made that is not under way yet.
+    fn dispatch_calls(self: &Rc<Self>) {
+        for call in self.proxy.calls() {
+            if self.in_flight.borrow().contains_key(&call.token()) {
+                continue;
+            }
+            let (token, context_id) = (call.token(), call.context_id());
+            let task = tokio::task::spawn_local(Rc::clone(self).make_call(call));
+            self.in_flight
+                .borrow_mut()
+                .insert(token, (context_id, task.abort_handle()));
+        }
+    }
+
+    /// Makes one call for real, then delivers its answer to the plugin.
+    async fn make_call(self: Rc<Self>, call: Call) {
+        let outcome = match self.config.clusters.get(call.cluster()) {
+            None => Err(format!("cluster `{}` has no address", call.cluster())),
+            Some(address) => {
+                let headers: Vec<(String, String)> = call.headers().to_vec();
+                let exchange = async {
+                    let request = build_request(&headers, Bytes::copy_from_slice(call.body()))?;
+                    send(address, request, self.config.max_body).await
+                };
+                if call.timeout().is_zero() {
+                    exchange.await
+                } else {
+                    match tokio::time::timeout(call.timeout(), exchange).await {
+                        Ok(outcome) => outcome,
+                        Err(_) => Err(format!("no answer within {:?}", call.timeout())),
+                    }
+                }
+            }
+        };
+        let response = match outcome {
+            Ok((status, headers, body)) => {
+                let mut pairs = vec![(":status".to_string(), status.as_str().as_bytes().to_vec())];
+                pairs.extend(
+                    headers.iter().map(|(name, value)| {
+                        (name.as_str().to_string(), value.as_bytes().to_vec())
+                    }),
+                );
+                Some((pairs, body.to_vec()))
+            }
+            Err(error) => {
+                self.log(&format!(
+                    "call {} {} to cluster `{}` failed: {error}; the plugin gets a failed call (0 headers)",
+                    call.method(),
+                    call.path(),
+                    call.cluster()
+                ));
+                None
+            }
+        };
+        self.in_flight.borrow_mut().remove(&call.token());
+        if let Err(abort) = self.drive("on_http_call_response", |proxy| {
+            proxy.answer(&call, response);
+        }) {
+            self.broken_streams
+                .borrow_mut()
+                .insert(call.context_id(), abort.message);
+            self.changed.notify_waiters();
+        }
+    }
+
+    /// Ends a stream: cancels its calls, runs `on_log`, `on_done`, `on_delete`, forgets it.
+    /// `live`: the server goes on (the request finished), so calls the plugin made in those
+    /// callbacks are dispatched; otherwise (the client went away, or the server is stopping)
+    /// nothing new is started.
+    fn end_stream(self: &Rc<Self>, context_id: u32, live: bool) {
+        self.in_flight.borrow_mut().retain(|_, (owner, task)| {
+            let keep = *owner != context_id;
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        self.broken_streams.borrow_mut().remove(&context_id);
+        let ended = catch_unwind(AssertUnwindSafe(|| self.proxy.end_stream(context_id)));
+        self.proxy.state().forget_stream(context_id);
+        if let Err(payload) = ended {
+            self.log(&format!(
+                "ending stream {context_id}: {}",
+                panic_message(payload.as_ref())
+            ));
+        }
+        if live {
+            self.dispatch_calls();
+        }
+        self.flush_logs();
+    }
+
+    fn cancel_all_calls(&self) {
+        for (_, (_, task)) in self.in_flight.borrow_mut().drain() {
+            task.abort();
+        }
+    }
+
+    /// Waits until the plugin lets `side` of the stream go on (`Ok(true)`) or replied locally
+    /// (`Ok(false)`).
+    async fn wait(&self, context_id: u32, side: Side) -> Result<bool, Abort> {
+        let deadline = Instant::now() + self.config.hold_timeout;
+        loop {
+            let changed = self.changed.notified();
+            if let Some(message) = self.broken_streams.borrow_mut().remove(&context_id) {
+                return Err(Abort::new(StatusCode::SERVICE_UNAVAILABLE, message));
+            }
+            let (replied, paused) = self.peek(|proxy| {
+                (
+                    proxy.local_reply(context_id).is_some(),
+                    proxy.is_paused(context_id, side),
+                )
+            })?;
+            if replied {
+                return Ok(false);
+            }
+            if !paused {
+                return Ok(true);
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return Err(Abort::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!(
+                        "the plugin held the {side:?} of stream {context_id} for {:?} without \
+                         resuming it or replying",
+                        self.config.hold_timeout
+                    ),
+                ));
+            }
+        }
+    }
+
+    fn replied(&self, context_id: u32) -> Result<bool, Abort> {
+        self.peek(|proxy| proxy.local_reply(context_id).is_some())
+    }
+
+    /// Serves one request.
+    async fn handle(self: Rc<Self>, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        let (parts, body) = request.into_parts();
+        let body = match Limited::new(body, self.config.max_body).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(error) => {
+                let status = if error.is::<http_body_util::LengthLimitError>() {
+                    StatusCode::PAYLOAD_TOO_LARGE
+                } else {
+                    StatusCode::BAD_REQUEST
+                };
+                self.log(&format!("reading the request body failed: {error}"));
+                return plain(status, "cannot read the request body");
+            }
+        };
+        let context_id = match self.drive("on_context_create", |proxy| proxy.open_stream()) {
+            Ok(context_id) => context_id,
+            Err(abort) => {
+                self.log(&abort.message);
+                return plain(abort.status, &abort.message);
+            }
+        };
+        let guard = StreamGuard {
+            shared: Rc::clone(&self),
+            context_id,
+            ended: false,
+        };
+        let response = match self.exchange(context_id, &parts, body).await {
+            Ok(response) => response,
+            Err(abort) => {
+                self.log(&format!(
+                    "{} {}: {} ({})",
+                    parts.method,
+                    parts.uri,
+                    abort.message,
+                    abort.status.as_u16()
+                ));
+                plain(abort.status, &abort.message)
+            }
+        };
+        guard.end();
+        response
+    }
+
+    /// The proxy's work on one request, from its headers to the client's response.
+    async fn exchange(
+        self: &Rc<Self>,
+        context_id: u32,
+        parts: &Parts,
+        body: Bytes,
+    ) -> Result<Response<Full<Bytes>>, Abort> {
+        let headers = request_headers(parts);
+        let pairs: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+            .collect();
+        self.drive("on_request_headers", |proxy| {
+            proxy.send_headers(context_id, Side::Request, &pairs, body.is_empty());
+        })?;
+        if !self.wait(context_id, Side::Request).await? {
+            return self.respond(context_id);
+        }
+        if !body.is_empty() {
+            self.drive("on_request_body", |proxy| {
+                proxy.send_body(context_id, Side::Request, &body, true);
+            })?;
+            if !self.wait(context_id, Side::Request).await? {
+                return self.respond(context_id);
+            }
+        }
+
+        let (headers, body) = self.peek(|proxy| {
+            (
+                proxy.headers(context_id, Side::Request),
+                proxy.body(context_id, Side::Request),
+            )
+        })?;
+        let exchange = async {
+            let request = build_request(&headers, Bytes::from(body))
+                .map_err(|error| (StatusCode::BAD_GATEWAY, error))?;
+            send(&self.config.upstream, request, self.config.max_body)
+                .await
+                .map_err(|error| (StatusCode::BAD_GATEWAY, error))
+        };
+        let upstream = match tokio::time::timeout(self.config.upstream_timeout, exchange).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err((
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("no answer within {:?}", self.config.upstream_timeout),
+            )),
+        };
+        let (status, headers, body) = match upstream {
+            Ok((status, headers, body)) => {
+                let headers: Vec<(String, String)> = headers
+                    .iter()
+                    .map(|(name, value)| {
+                        (
+                            name.as_str().to_string(),
+                            String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                        )
+                    })
+                    .collect();
+                (status, headers, body)
+            }
+            Err((status, error)) => {
+                // Like Envoy's local reply for an upstream failure: it goes through the
+                // plugin's response callbacks.
+                self.log(&format!(
+                    "upstream {} for {} {}: {error} ({})",
+                    self.config.upstream,
+                    parts.method,
+                    parts.uri,
+                    status.as_u16()
+                ));
+                let text = format!("upstream {}: {error}", self.config.upstream);
+                (
+                    status,
+                    vec![("content-type".to_string(), "text/plain".to_string())],
+                    Bytes::from(text),
+                )
+            }
+        };
+        // A call answered meanwhile may have replied already.
+        if self.replied(context_id)? {
+            return self.respond(context_id);
+        }
+        let mut response_headers = vec![(":status".to_string(), status.as_str().to_string())];
+        response_headers.extend(headers);
+        let pairs: Vec<(&str, &str)> = response_headers
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+            .collect();
+        self.drive("on_response_headers", |proxy| {
+            proxy.send_headers(context_id, Side::Response, &pairs, body.is_empty());
+        })?;
+        if self.wait(context_id, Side::Response).await? && !body.is_empty() {
+            self.drive("on_response_body", |proxy| {
+                proxy.send_body(context_id, Side::Response, &body, true);
+            })?;
+            self.wait(context_id, Side::Response).await?;
+        }
+        self.respond(context_id)
+    }
+
+    /// The response as the plugin left it: the upstream's, changed, or its local reply.
+    fn respond(&self, context_id: u32) -> Result<Response<Full<Bytes>>, Abort> {
+        let (headers, body) = self.peek(|proxy| {
+            (
+                proxy.headers(context_id, Side::Response),
+                proxy.body(context_id, Side::Response),
+            )
+        })?;
+        let mut status = None;
+        let mut map = HeaderMap::new();
+        for (name, value) in &headers {
+            if name == ":status" {
+                status = value.parse::<u16>().ok();
+                continue;
+            }
+            if name.starts_with(':') || is_hop_by_hop(name) || name == "content-length" {
+                continue;
+            }
+            match (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(value),
+            ) {
+                (Ok(name), Ok(value)) => {
+                    map.append(name, value);
+                }
+                _ => self.log(&format!(
+                    "dropping the response header {name:?}: not a valid header"
+                )),
+            }
+        }
+        let status = status
+            .and_then(|code| StatusCode::from_u16(code).ok())
+            .ok_or_else(|| {
+                Abort::new(StatusCode::BAD_GATEWAY, "the response has no valid :status")
+            })?;
+        let mut response = Response::new(Full::new(Bytes::from(body)));
+        *response.status_mut() = status;
+        *response.headers_mut() = map;
+        Ok(response)
+    }
+}
+
+/// The request headers as the plugin sees them: the pseudo-headers first, then every header
+/// but `host` (which is `:authority`), names lower case, values lossy text.
+fn request_headers(parts: &Parts) -> Vec<(String, String)> {
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |path| path.as_str())
+        .to_string();
+    let authority = parts
+        .headers
+        .get(header::HOST)
+        .map(|host| String::from_utf8_lossy(host.as_bytes()).into_owned())
+        .or_else(|| parts.uri.authority().map(|authority| authority.to_string()))
+        .unwrap_or_default();
+    let mut headers = vec![
+        (":method".to_string(), parts.method.as_str().to_string()),
+        (":path".to_string(), path),
+        (":authority".to_string(), authority),
+        (":scheme".to_string(), "http".to_string()),
+    ];
+    headers.extend(
+        parts
+            .headers
+            .iter()
+            .filter(|(name, _)| *name != header::HOST)
+            .map(|(name, value)| {
+                (
+                    name.as_str().to_string(),
+                    String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                )
+            }),
+    );
+    headers
+}
+
+/// Headers of one connection, not of the message: never forwarded.
+fn is_hop_by_hop(name: &str) -> bool {
+    matches!(
+        name.to_ascii_lowercase().as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "transfer-encoding"
+            | "upgrade"
+            | "te"
+            | "trailer"
+    )
+}
+
+/// An HTTP/1.1 request from proxy-style headers (`:method`, `:path`, `:authority`, then the
+/// rest); `host` is `:authority`, hop-by-hop headers and `content-length` are left out (the
+/// body's length is sent).
+fn build_request(
+    headers: &[(String, String)],
+    body: Bytes,
+) -> Result<Request<Full<Bytes>>, String> {
+    let find = |wanted: &str| {
+        headers
+            .iter()
+            .find(|(name, _)| name == wanted)
+            .map(|(_, value)| value.as_str())
+    };
+    let method = find(":method").ok_or("no :method")?;
+    let method =
+        Method::from_bytes(method.as_bytes()).map_err(|_| format!("invalid :method {method:?}"))?;
+    let path = find(":path").ok_or("no :path")?;
+    let uri = path
+        .parse::<Uri>()
+        .map_err(|_| format!("invalid :path {path:?}"))?;
+    let authority = find(":authority").unwrap_or_default();
+    let mut map = HeaderMap::new();
+    if !authority.is_empty() {
+        let host = HeaderValue::from_str(authority)
+            .map_err(|_| format!("invalid :authority {authority:?}"))?;
+        map.insert(header::HOST, host);
+    }
+    for (name, value) in headers {
+        if name.starts_with(':')
+            || is_hop_by_hop(name)
+            || name.eq_ignore_ascii_case("content-length")
+            || name.eq_ignore_ascii_case("host")
+        {
+            continue;
+        }
+        let header_name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| format!("invalid header name {name:?}"))?;
+        let header_value =
+            HeaderValue::from_str(value).map_err(|_| format!("invalid value of header {name}"))?;
+        map.append(header_name, header_value);
+    }
+    let mut request = Request::new(Full::new(body));
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.headers_mut() = map;
+    Ok(request)
+}
+
+/// Sends `request` on a new connection to `address` and reads the whole response.
+async fn send(
+    address: &str,
+    request: Request<Full<Bytes>>,
+    max_body: usize,
+) -> Result<(StatusCode, HeaderMap, Bytes), String> {
+    let stream = TcpStream::connect(address)
+        .await
+        .map_err(|error| format!("cannot connect to {address}: {error}"))?;
+    let _ = stream.set_nodelay(true);
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|error| format!("{address}: {error}"))?;
+    // The connection ends when the response is read and `sender` dropped, or when the peer
+    // closes it.
+    tokio::task::spawn_local(async move {
+        let _ = connection.await;
+    });
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|error| format!("{address}: {error}"))?;
+    let (parts, body) = response.into_parts();
+    let body = Limited::new(body, max_body)
+        .collect()
+        .await
+        .map_err(|error| format!("{address}: reading the response body: {error}"))?
+        .to_bytes();
+    Ok((parts.status, parts.headers, body))
+}
+
+/// A response the server makes up.
+fn plain(status: StatusCode, text: &str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(format!("{text}\n"))));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
