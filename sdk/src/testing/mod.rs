@@ -36,22 +36,40 @@
 //! assert_eq!(stream.resumed_requests(), 0);
 //! ```
 
+mod native;
+
+#[cfg(feature = "wasm")]
+mod compiled;
+
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::rc::Rc;
-use std::time::Duration;
 
-use proxy_emulator::{
-    BufferType, Callbacks, LogLevel, MapType, PluginFailure, Proxy, ProxyConfig, ProxyState, Side,
-    Status,
-};
 pub use proxy_emulator::{Call, ConfigRejected, SentReply};
+use proxy_emulator::{LogLevel, Proxy, ProxyConfig, ProxyState, Side};
 
+use self::native::{NativePlugin, TestHost};
 use crate::driver::Driver;
 pub use crate::host::Action;
-use crate::host::{BufferKind, Direction, Host, HostError, HostStatus, MapKind, Pairs};
+use crate::host::Pairs;
 use crate::plugin::Plugin;
-use crate::runtime::Phase;
+
+/// Runs `$op` on the native proxy and, when the plugin also runs compiled to wasm, on the
+/// compiled one too, and fails the test if the two disagree; evaluates to the native result.
+macro_rules! lockstep {
+    ($test:expr, $what:expr, |$proxy:ident| $op:expr) => {{
+        let native = {
+            let $proxy = &$test.proxy;
+            $op
+        };
+        #[cfg(feature = "wasm")]
+        if let Some($proxy) = &$test.compiled {
+            let compiled = $op;
+            compiled::agree($what, &native, &compiled, $proxy);
+        }
+        native
+    }};
+}
 
 /// One log line of the plugin.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,21 +125,43 @@ impl<P: Plugin> PluginTestBuilder<P> {
             state: Rc::clone(&state),
         });
         let driver = Driver::<P>::new(host);
-        let proxy = Proxy::start(
+        #[cfg(feature = "wasm")]
+        let compiled = compiled::start(&self.config);
+        let native = Proxy::start(
             state,
             NativePlugin {
                 driver: Rc::clone(&driver),
             },
             self.config,
-        )?;
-        Ok(PluginTest { proxy, driver })
+        );
+        #[cfg(feature = "wasm")]
+        let compiled = match compiled {
+            None => None,
+            Some(compiled) => {
+                compiled::agree_on_start(&native.as_ref().err(), &compiled.as_ref().err());
+                compiled.ok()
+            }
+        };
+        Ok(PluginTest {
+            proxy: native?,
+            driver,
+            #[cfg(feature = "wasm")]
+            compiled,
+        })
     }
 }
 
 /// A plugin under test, with the proxy it runs in emulated.
+///
+/// With the SDK's `wasm` feature, a test in a plugin crate (a `cdylib`) also builds that crate
+/// to wasm32-wasip1, runs the compiled module in the host (`proxy-async-host`) in lockstep
+/// with the native plugin, and fails on the first difference: every scenario runs on both
+/// backends. `PROXY_ASYNC_TEST_NATIVE_ONLY=1` runs the native backend alone.
 pub struct PluginTest<P: Plugin> {
     proxy: Proxy<NativePlugin<P>>,
     driver: Rc<Driver<P>>,
+    #[cfg(feature = "wasm")]
+    compiled: Option<compiled::CompiledProxy>,
 }
 
 impl<P: Plugin> PluginTest<P> {
@@ -142,18 +182,18 @@ impl<P: Plugin> PluginTest<P> {
     pub fn stream(&self) -> TestStream<'_, P> {
         TestStream {
             test: self,
-            context_id: self.proxy.open_stream(),
+            context_id: lockstep!(self, "opening a stream", |proxy| proxy.open_stream()),
         }
     }
 
     /// Calls not answered yet, in the order they were made.
     pub fn calls(&self) -> Vec<Call> {
-        self.proxy.calls()
+        lockstep!(self, "the pending calls", |proxy| proxy.calls())
     }
 
     /// Every call made, answered or not.
     pub fn all_calls(&self) -> Vec<Call> {
-        self.proxy.all_calls()
+        lockstep!(self, "the calls made", |proxy| proxy.all_calls())
     }
 
     /// Answers a call with a response (`:status` is added from `status`).
@@ -170,8 +210,9 @@ impl<P: Plugin> PluginTest<P> {
                 .iter()
                 .map(|(name, value)| (name.to_ascii_lowercase(), value.as_bytes().to_vec())),
         );
-        self.proxy
-            .answer(call, Some((pairs, body.as_ref().to_vec())));
+        let response = Some((pairs, body.as_ref().to_vec()));
+        lockstep!(self, "answering a call", |proxy| proxy
+            .answer(call, response.clone()));
     }
 
     /// Answers a call with raw header bytes (to test what the plugin does with odd responses,
@@ -181,16 +222,19 @@ impl<P: Plugin> PluginTest<P> {
             .iter()
             .map(|(name, value)| (name.to_string(), value.to_vec()))
             .collect();
-        self.proxy
-            .answer(call, Some((pairs, body.as_ref().to_vec())));
+        let response = Some((pairs, body.as_ref().to_vec()));
+        lockstep!(self, "answering a call", |proxy| proxy
+            .answer(call, response.clone()));
     }
 
     /// Fails a call as a timeout or reset does: the response callback with no headers.
     pub fn fail(&self, call: &Call) {
-        self.proxy.answer(call, None);
+        lockstep!(self, "failing a call", |proxy| proxy.answer(call, None));
     }
 
-    /// Every log line, in order.
+    /// Every log line, in order, of the native run. (The compiled run's may differ by design:
+    /// the `proxy-wasm` crate's dispatcher drops some events, such as a late call response for
+    /// an ended stream, before the SDK sees them.)
     pub fn logs(&self) -> Vec<LogRecord> {
         self.proxy
             .logs()
@@ -209,6 +253,14 @@ impl<P: Plugin> PluginTest<P> {
             .filter(|record| record.level == level)
             .map(|record| record.message)
             .collect()
+    }
+
+    /// Whether the scenario also runs against the compiled plugin (see [`PluginTest`]).
+    pub fn runs_compiled(&self) -> bool {
+        #[cfg(feature = "wasm")]
+        return self.compiled.is_some();
+        #[cfg(not(feature = "wasm"))]
+        return false;
     }
 
     /// Tasks alive in the plugin's executor (one per open stream while it lives).
@@ -241,52 +293,64 @@ impl<P: Plugin> TestStream<'_, P> {
 
     /// Delivers the request headers (names are lower-cased, as proxies do).
     pub fn send_request_headers(&self, headers: &[(&str, &str)], end_of_stream: bool) -> Action {
-        self.proxy()
-            .send_headers(self.context_id, Side::Request, headers, end_of_stream)
-            .into()
+        lockstep!(self.test, "send_headers", |proxy| proxy.send_headers(
+            self.context_id,
+            Side::Request,
+            headers,
+            end_of_stream
+        ))
+        .into()
     }
 
     /// Delivers a chunk of the request body. Panics while the request headers are paused:
     /// the proxy holds the body until the plugin resumes.
     pub fn send_request_body(&self, chunk: impl AsRef<[u8]>, end_of_stream: bool) -> Action {
-        self.proxy()
-            .send_body(
+        lockstep!(self.test, "the action for a request body chunk", |proxy| {
+            proxy.send_body(
                 self.context_id,
                 Side::Request,
                 chunk.as_ref(),
                 end_of_stream,
             )
-            .into()
+        })
+        .into()
     }
 
     /// Delivers the response headers from upstream.
     pub fn send_response_headers(&self, headers: &[(&str, &str)], end_of_stream: bool) -> Action {
-        self.proxy()
-            .send_headers(self.context_id, Side::Response, headers, end_of_stream)
-            .into()
+        lockstep!(self.test, "send_headers", |proxy| proxy.send_headers(
+            self.context_id,
+            Side::Response,
+            headers,
+            end_of_stream
+        ))
+        .into()
     }
 
     /// Delivers a chunk of the response body.
     pub fn send_response_body(&self, chunk: impl AsRef<[u8]>, end_of_stream: bool) -> Action {
-        self.proxy()
-            .send_body(
+        lockstep!(self.test, "the action for a response body chunk", |proxy| {
+            proxy.send_body(
                 self.context_id,
                 Side::Response,
                 chunk.as_ref(),
                 end_of_stream,
             )
-            .into()
+        })
+        .into()
     }
 
     /// Ends the stream as the proxy does (`on_log`, `on_done`, `on_delete`): after a complete
     /// exchange, or when the client goes away mid-way.
     pub fn end(&self) {
-        self.proxy().end_stream(self.context_id);
+        lockstep!(self.test, "ending the stream", |proxy| proxy
+            .end_stream(self.context_id));
     }
 
     /// The request headers as they are now (after the plugin's changes), lossy as text.
     pub fn request_headers(&self) -> Vec<(String, String)> {
-        self.proxy().headers(self.context_id, Side::Request)
+        lockstep!(self.test, "headers", |proxy| proxy
+            .headers(self.context_id, Side::Request))
     }
 
     /// One request header as it is now.
@@ -296,7 +360,8 @@ impl<P: Plugin> TestStream<'_, P> {
 
     /// The response headers as they are now (for a local reply, the reply's).
     pub fn response_headers(&self) -> Vec<(String, String)> {
-        self.proxy().headers(self.context_id, Side::Response)
+        lockstep!(self.test, "headers", |proxy| proxy
+            .headers(self.context_id, Side::Response))
     }
 
     /// One response header as it is now.
@@ -306,37 +371,44 @@ impl<P: Plugin> TestStream<'_, P> {
 
     /// The request body as the upstream gets it: what was forwarded plus what is buffered.
     pub fn request_body(&self) -> Vec<u8> {
-        self.proxy().body(self.context_id, Side::Request)
+        lockstep!(self.test, "body", |proxy| proxy
+            .body(self.context_id, Side::Request))
     }
 
     /// The response body as the client gets it.
     pub fn response_body(&self) -> Vec<u8> {
-        self.proxy().body(self.context_id, Side::Response)
+        lockstep!(self.test, "body", |proxy| proxy
+            .body(self.context_id, Side::Response))
     }
 
     /// The local reply the plugin sent, if any.
     pub fn local_reply(&self) -> Option<SentReply> {
-        self.proxy().local_reply(self.context_id)
+        lockstep!(self.test, "the local reply", |proxy| proxy
+            .local_reply(self.context_id))
     }
 
     /// How many times the plugin resumed the request.
     pub fn resumed_requests(&self) -> u32 {
-        self.proxy().resumes(self.context_id, Side::Request)
+        lockstep!(self.test, "resumes", |proxy| proxy
+            .resumes(self.context_id, Side::Request))
     }
 
     /// How many times the plugin resumed the response.
     pub fn resumed_responses(&self) -> u32 {
-        self.proxy().resumes(self.context_id, Side::Response)
+        lockstep!(self.test, "resumes", |proxy| proxy
+            .resumes(self.context_id, Side::Response))
     }
 
     /// Whether the request is held by the plugin now.
     pub fn is_request_paused(&self) -> bool {
-        self.proxy().is_paused(self.context_id, Side::Request)
+        lockstep!(self.test, "is_paused", |proxy| proxy
+            .is_paused(self.context_id, Side::Request))
     }
 
     /// Whether the response is held by the plugin now.
     pub fn is_response_paused(&self) -> bool {
-        self.proxy().is_paused(self.context_id, Side::Response)
+        lockstep!(self.test, "is_paused", |proxy| proxy
+            .is_paused(self.context_id, Side::Response))
     }
 
     /// This stream's calls not answered yet.
@@ -346,10 +418,6 @@ impl<P: Plugin> TestStream<'_, P> {
             .into_iter()
             .filter(|call| call.context_id() == self.context_id)
             .collect()
-    }
-
-    fn proxy(&self) -> &Proxy<NativePlugin<P>> {
-        &self.test.proxy
     }
 }
 
@@ -376,300 +444,5 @@ impl From<proxy_emulator::Action> for Action {
             proxy_emulator::Action::Continue => Action::Continue,
             proxy_emulator::Action::Pause => Action::Pause,
         }
-    }
-}
-
-fn to_emulator(action: Action) -> proxy_emulator::Action {
-    match action {
-        Action::Continue => proxy_emulator::Action::Continue,
-        Action::Pause => proxy_emulator::Action::Pause,
-    }
-}
-
-/// The SDK's driver, run natively, as the emulated proxy's plugin.
-struct NativePlugin<P: Plugin> {
-    driver: Rc<Driver<P>>,
-}
-
-impl<P: Plugin> NativePlugin<P> {
-    fn hook(
-        &self,
-        context_id: u32,
-        phase: Phase,
-        size: usize,
-        end_of_stream: bool,
-    ) -> Result<proxy_emulator::Action, PluginFailure> {
-        Ok(to_emulator(self.driver.runtime.on_hook(
-            context_id,
-            phase,
-            size,
-            end_of_stream,
-        )))
-    }
-}
-
-impl<P: Plugin> Callbacks for NativePlugin<P> {
-    fn on_context_create(&mut self, context_id: u32, parent_id: u32) -> Result<(), PluginFailure> {
-        if parent_id != 0 {
-            self.driver.create_stream(context_id);
-        }
-        Ok(())
-    }
-
-    fn on_vm_start(
-        &mut self,
-        _root_id: u32,
-        _vm_config_size: usize,
-    ) -> Result<bool, PluginFailure> {
-        Ok(true)
-    }
-
-    fn on_configure(&mut self, root_id: u32, config_size: usize) -> Result<bool, PluginFailure> {
-        Ok(self.driver.configure(root_id, config_size))
-    }
-
-    fn on_request_headers(
-        &mut self,
-        context_id: u32,
-        headers: usize,
-        end_of_stream: bool,
-    ) -> Result<proxy_emulator::Action, PluginFailure> {
-        self.hook(context_id, Phase::RequestHeaders, headers, end_of_stream)
-    }
-
-    fn on_request_body(
-        &mut self,
-        context_id: u32,
-        size: usize,
-        end_of_stream: bool,
-    ) -> Result<proxy_emulator::Action, PluginFailure> {
-        self.hook(context_id, Phase::RequestBody, size, end_of_stream)
-    }
-
-    fn on_response_headers(
-        &mut self,
-        context_id: u32,
-        headers: usize,
-        end_of_stream: bool,
-    ) -> Result<proxy_emulator::Action, PluginFailure> {
-        self.hook(context_id, Phase::ResponseHeaders, headers, end_of_stream)
-    }
-
-    fn on_response_body(
-        &mut self,
-        context_id: u32,
-        size: usize,
-        end_of_stream: bool,
-    ) -> Result<proxy_emulator::Action, PluginFailure> {
-        self.hook(context_id, Phase::ResponseBody, size, end_of_stream)
-    }
-
-    fn on_http_call_response(
-        &mut self,
-        context_id: u32,
-        token: u32,
-        headers: usize,
-        body_size: usize,
-        trailers: usize,
-    ) -> Result<(), PluginFailure> {
-        self.driver
-            .runtime
-            .on_call_response(context_id, token, headers, body_size, trailers);
-        Ok(())
-    }
-
-    fn on_log(&mut self, context_id: u32) -> Result<(), PluginFailure> {
-        self.driver.runtime.on_log(context_id);
-        Ok(())
-    }
-
-    fn on_done(&mut self, context_id: u32) -> Result<bool, PluginFailure> {
-        Ok(self.driver.runtime.on_done(context_id))
-    }
-
-    fn on_delete(&mut self, context_id: u32) -> Result<(), PluginFailure> {
-        self.driver.runtime.on_delete(context_id);
-        Ok(())
-    }
-}
-
-/// The SDK's hostcalls, answered by the emulated proxy's state.
-struct TestHost {
-    state: Rc<RefCell<ProxyState>>,
-}
-
-fn map_type(map: MapKind) -> MapType {
-    match map {
-        MapKind::RequestHeaders => MapType::RequestHeaders,
-        MapKind::ResponseHeaders => MapType::ResponseHeaders,
-        MapKind::CallResponseHeaders => MapType::CallResponseHeaders,
-        MapKind::CallResponseTrailers => MapType::CallResponseTrailers,
-    }
-}
-
-fn buffer_type(buffer: BufferKind) -> BufferType {
-    match buffer {
-        BufferKind::RequestBody => BufferType::RequestBody,
-        BufferKind::ResponseBody => BufferType::ResponseBody,
-        BufferKind::CallResponseBody => BufferType::CallResponseBody,
-        BufferKind::PluginConfiguration => BufferType::PluginConfiguration,
-    }
-}
-
-fn refused(call: &'static str) -> impl Fn(Status) -> HostError {
-    move |status| HostError {
-        call,
-        status: HostStatus::from_code(status as u32).unwrap_or(HostStatus::InternalFailure),
-    }
-}
-
-fn owned(pairs: &[(&str, &[u8])]) -> Pairs {
-    pairs
-        .iter()
-        .map(|(name, value)| (name.to_string(), value.to_vec()))
-        .collect()
-}
-
-impl Host for TestHost {
-    fn log(&self, level: log::Level, message: &str) {
-        let level = match level {
-            log::Level::Trace => LogLevel::Trace,
-            log::Level::Debug => LogLevel::Debug,
-            log::Level::Info => LogLevel::Info,
-            log::Level::Warn => LogLevel::Warn,
-            log::Level::Error => LogLevel::Error,
-        };
-        self.state.borrow_mut().log(level, message);
-    }
-
-    fn log_level(&self) -> log::LevelFilter {
-        match self.state.borrow().log_level() {
-            LogLevel::Trace => log::LevelFilter::Trace,
-            LogLevel::Debug => log::LevelFilter::Debug,
-            LogLevel::Info => log::LevelFilter::Info,
-            LogLevel::Warn => log::LevelFilter::Warn,
-            LogLevel::Error | LogLevel::Critical => log::LevelFilter::Error,
-        }
-    }
-
-    fn set_effective_context(&self, context_id: u32) -> Result<(), HostError> {
-        self.state
-            .borrow_mut()
-            .set_effective_context(context_id)
-            .map_err(refused("proxy_set_effective_context"))
-    }
-
-    fn get_map(&self, map: MapKind) -> Result<Pairs, HostError> {
-        self.state
-            .borrow_mut()
-            .get_map(map_type(map))
-            .map_err(refused("proxy_get_header_map_pairs"))
-    }
-
-    fn get_map_value(&self, map: MapKind, name: &str) -> Result<Option<Vec<u8>>, HostError> {
-        match self.state.borrow_mut().get_map_value(map_type(map), name) {
-            Ok(value) => Ok(Some(value)),
-            Err(Status::NotFound) => Ok(None),
-            Err(status) => Err(refused("proxy_get_header_map_value")(status)),
-        }
-    }
-
-    fn set_map(&self, map: MapKind, pairs: &[(&str, &[u8])]) -> Result<(), HostError> {
-        self.state
-            .borrow_mut()
-            .set_map(map_type(map), owned(pairs))
-            .map_err(refused("proxy_set_header_map_pairs"))
-    }
-
-    fn add_map_value(&self, map: MapKind, name: &str, value: &[u8]) -> Result<(), HostError> {
-        self.state
-            .borrow_mut()
-            .add_map_value(map_type(map), name, value)
-            .map_err(refused("proxy_add_header_map_value"))
-    }
-
-    fn replace_map_value(&self, map: MapKind, name: &str, value: &[u8]) -> Result<(), HostError> {
-        self.state
-            .borrow_mut()
-            .replace_map_value(map_type(map), name, value)
-            .map_err(refused("proxy_replace_header_map_value"))
-    }
-
-    fn remove_map_value(&self, map: MapKind, name: &str) -> Result<(), HostError> {
-        self.state
-            .borrow_mut()
-            .remove_map_value(map_type(map), name)
-            .map_err(refused("proxy_remove_header_map_value"))
-    }
-
-    fn get_buffer(
-        &self,
-        buffer: BufferKind,
-        start: usize,
-        max: usize,
-    ) -> Result<Vec<u8>, HostError> {
-        match self
-            .state
-            .borrow_mut()
-            .get_buffer(buffer_type(buffer), start, max)
-        {
-            Ok(bytes) => Ok(bytes),
-            Err(Status::NotFound) => Ok(Vec::new()),
-            Err(status) => Err(refused("proxy_get_buffer_bytes")(status)),
-        }
-    }
-
-    fn set_buffer(
-        &self,
-        buffer: BufferKind,
-        start: usize,
-        size: usize,
-        data: &[u8],
-    ) -> Result<(), HostError> {
-        self.state
-            .borrow_mut()
-            .set_buffer(buffer_type(buffer), start, size, data)
-            .map_err(refused("proxy_set_buffer_bytes"))
-    }
-
-    fn http_call(
-        &self,
-        cluster: &str,
-        headers: &[(&str, &str)],
-        body: &[u8],
-        timeout: Duration,
-    ) -> Result<u32, HostError> {
-        let headers: Pairs = headers
-            .iter()
-            .map(|(name, value)| (name.to_string(), value.as_bytes().to_vec()))
-            .collect();
-        self.state
-            .borrow_mut()
-            .http_call(cluster, headers, body, timeout)
-            .map_err(refused("proxy_http_call"))
-    }
-
-    fn continue_stream(&self, direction: Direction) -> Result<(), HostError> {
-        let side = match direction {
-            Direction::Request => Side::Request,
-            Direction::Response => Side::Response,
-        };
-        self.state
-            .borrow_mut()
-            .continue_stream(side)
-            .map_err(refused("proxy_continue_stream"))
-    }
-
-    fn send_local_response(
-        &self,
-        status: u16,
-        details: &str,
-        body: &[u8],
-        headers: &[(&str, &[u8])],
-    ) -> Result<(), HostError> {
-        self.state
-            .borrow_mut()
-            .send_local_response(status, details, body, owned(headers))
-            .map_err(refused("proxy_send_local_response"))
     }
 }

@@ -1,0 +1,139 @@
+//! The compiled twin: the test's plugin crate built to wasm32-wasip1 and run in our wasmtime
+//! host, in lockstep with the native plugin.
+
+// Test support: a difference between the backends, or a plugin that cannot be built, must
+// fail the test loudly.
+#![allow(
+    clippy::panic,
+    reason = "the testing API reports test failures by panicking"
+)]
+
+use std::fmt::Debug;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use proxy_async_host::{
+    EmulatedAbi, Plugin as WasmPlugin, PluginModule, PluginStartError, start_emulated_module,
+};
+use proxy_emulator::{ConfigRejected, Proxy, ProxyConfig};
+
+/// The compiled plugin in the emulated proxy.
+pub(super) type CompiledProxy = Proxy<WasmPlugin<EmulatedAbi>>;
+
+/// Starts the compiled twin of the plugin under test, or `None` when the test does not run in
+/// a plugin crate (a `cdylib`), or `PROXY_ASYNC_TEST_NATIVE_ONLY` is set.
+pub(super) fn start(config: &ProxyConfig) -> Option<Result<CompiledProxy, ConfigRejected>> {
+    let module = plugin_module()?;
+    match start_emulated_module(module, config.clone()) {
+        Ok(proxy) => Some(Ok(proxy)),
+        Err(PluginStartError::Rejected(rejected)) => Some(Err(rejected)),
+        Err(PluginStartError::Load(error)) => {
+            panic!("the compiled plugin does not load in the host: {error}")
+        }
+    }
+}
+
+/// Fails the test when the native and the compiled plugin disagree, with what the compiled
+/// plugin logged and whether it trapped.
+pub(super) fn agree<T: PartialEq + Debug>(
+    what: &str,
+    native: &T,
+    compiled: &T,
+    proxy: &CompiledProxy,
+) {
+    if native != compiled {
+        let logs: Vec<String> = proxy
+            .logs()
+            .iter()
+            .map(|record| format!("    {:?} {}", record.level, record.message))
+            .collect();
+        panic!(
+            "the native and the compiled (wasm) plugin disagree on {what}:\n  native:   {native:?}\n  compiled: {compiled:?}\n  compiled plugin failure: {:?}\n  compiled plugin logs:\n{}",
+            proxy.failure(),
+            logs.join("\n")
+        );
+    }
+}
+
+/// Fails the test when only one of the two plugins accepted the configuration.
+pub(super) fn agree_on_start(native: &Option<&ConfigRejected>, compiled: &Option<&ConfigRejected>) {
+    if native != compiled {
+        panic!(
+            "the native and the compiled (wasm) plugin disagree on the configuration:\n  native:   {native:?}\n  compiled: {compiled:?}"
+        );
+    }
+}
+
+/// The crate under test, built to wasm and compiled once per test process.
+fn plugin_module() -> Option<&'static PluginModule> {
+    static MODULE: OnceLock<Option<PluginModule>> = OnceLock::new();
+    MODULE
+        .get_or_init(|| {
+            let wasm = build()?;
+            match PluginModule::new(&wasm) {
+                Ok(module) => Some(module),
+                Err(error) => panic!("the compiled plugin does not compile in the host: {error}"),
+            }
+        })
+        .as_ref()
+}
+
+fn build() -> Option<Vec<u8>> {
+    if std::env::var_os("PROXY_ASYNC_TEST_NATIVE_ONLY").is_some_and(|value| value != "0") {
+        return None;
+    }
+    // Cargo sets these for the test processes it runs.
+    let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR")?);
+    let package = std::env::var("CARGO_PKG_NAME").ok()?;
+    let manifest = std::fs::read_to_string(manifest_dir.join("Cargo.toml")).ok()?;
+    if !manifest.contains("cdylib") {
+        return None;
+    }
+    let root = workspace_root(&manifest_dir);
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root.join("target"), PathBuf::from)
+        .join("plugin-wasm");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    // Its own target directory: the `cargo test` running this process holds the lock of the
+    // normal one.
+    let output = Command::new(cargo)
+        .current_dir(&root)
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip1",
+            "-p",
+            &package,
+        ])
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .output()
+        .unwrap_or_else(|error| panic!("cannot run cargo to build {package} to wasm: {error}"));
+    if !output.status.success() {
+        panic!(
+            "building {package} to wasm32-wasip1 failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let path = target_dir
+        .join("wasm32-wasip1")
+        .join("release")
+        .join(format!("{}.wasm", package.replace('-', "_")));
+    Some(
+        std::fs::read(&path)
+            .unwrap_or_else(|error| panic!("cannot read {}: {error}", path.display())),
+    )
+}
+
+fn workspace_root(manifest_dir: &Path) -> PathBuf {
+    manifest_dir
+        .ancestors()
+        .find(|dir| {
+            std::fs::read_to_string(dir.join("Cargo.toml"))
+                .is_ok_and(|manifest| manifest.contains("[workspace]"))
+        })
+        .unwrap_or(manifest_dir)
+        .to_path_buf()
+}

@@ -1,0 +1,310 @@
+//! The SDK's driver run natively as the emulated proxy's plugin, and the SDK's hostcalls
+//! answered by the emulated proxy's state.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use proxy_emulator::{
+    BufferType, Callbacks, LogLevel, MapType, PluginFailure, ProxyState, Side, Status,
+};
+
+use crate::driver::Driver;
+use crate::host::{Action, BufferKind, Direction, Host, HostError, HostStatus, MapKind, Pairs};
+use crate::plugin::Plugin;
+use crate::runtime::Phase;
+
+fn to_emulator(action: Action) -> proxy_emulator::Action {
+    match action {
+        Action::Continue => proxy_emulator::Action::Continue,
+        Action::Pause => proxy_emulator::Action::Pause,
+    }
+}
+
+/// The SDK's driver, run natively, as the emulated proxy's plugin.
+pub(super) struct NativePlugin<P: Plugin> {
+    pub(super) driver: Rc<Driver<P>>,
+}
+
+impl<P: Plugin> NativePlugin<P> {
+    fn hook(
+        &self,
+        context_id: u32,
+        phase: Phase,
+        size: usize,
+        end_of_stream: bool,
+    ) -> Result<proxy_emulator::Action, PluginFailure> {
+        Ok(to_emulator(self.driver.runtime.on_hook(
+            context_id,
+            phase,
+            size,
+            end_of_stream,
+        )))
+    }
+}
+
+impl<P: Plugin> Callbacks for NativePlugin<P> {
+    fn on_context_create(&mut self, context_id: u32, parent_id: u32) -> Result<(), PluginFailure> {
+        if parent_id != 0 {
+            self.driver.create_stream(context_id);
+        }
+        Ok(())
+    }
+
+    fn on_vm_start(
+        &mut self,
+        _root_id: u32,
+        _vm_config_size: usize,
+    ) -> Result<bool, PluginFailure> {
+        Ok(true)
+    }
+
+    fn on_configure(&mut self, root_id: u32, config_size: usize) -> Result<bool, PluginFailure> {
+        Ok(self.driver.configure(root_id, config_size))
+    }
+
+    fn on_request_headers(
+        &mut self,
+        context_id: u32,
+        headers: usize,
+        end_of_stream: bool,
+    ) -> Result<proxy_emulator::Action, PluginFailure> {
+        self.hook(context_id, Phase::RequestHeaders, headers, end_of_stream)
+    }
+
+    fn on_request_body(
+        &mut self,
+        context_id: u32,
+        size: usize,
+        end_of_stream: bool,
+    ) -> Result<proxy_emulator::Action, PluginFailure> {
+        self.hook(context_id, Phase::RequestBody, size, end_of_stream)
+    }
+
+    fn on_response_headers(
+        &mut self,
+        context_id: u32,
+        headers: usize,
+        end_of_stream: bool,
+    ) -> Result<proxy_emulator::Action, PluginFailure> {
+        self.hook(context_id, Phase::ResponseHeaders, headers, end_of_stream)
+    }
+
+    fn on_response_body(
+        &mut self,
+        context_id: u32,
+        size: usize,
+        end_of_stream: bool,
+    ) -> Result<proxy_emulator::Action, PluginFailure> {
+        self.hook(context_id, Phase::ResponseBody, size, end_of_stream)
+    }
+
+    fn on_http_call_response(
+        &mut self,
+        context_id: u32,
+        token: u32,
+        headers: usize,
+        body_size: usize,
+        trailers: usize,
+    ) -> Result<(), PluginFailure> {
+        self.driver
+            .runtime
+            .on_call_response(context_id, token, headers, body_size, trailers);
+        Ok(())
+    }
+
+    fn on_log(&mut self, context_id: u32) -> Result<(), PluginFailure> {
+        self.driver.runtime.on_log(context_id);
+        Ok(())
+    }
+
+    fn on_done(&mut self, context_id: u32) -> Result<bool, PluginFailure> {
+        Ok(self.driver.runtime.on_done(context_id))
+    }
+
+    fn on_delete(&mut self, context_id: u32) -> Result<(), PluginFailure> {
+        self.driver.runtime.on_delete(context_id);
+        Ok(())
+    }
+}
+
+/// The SDK's hostcalls, answered by the emulated proxy's state.
+pub(super) struct TestHost {
+    pub(super) state: Rc<RefCell<ProxyState>>,
+}
+
+fn map_type(map: MapKind) -> MapType {
+    match map {
+        MapKind::RequestHeaders => MapType::RequestHeaders,
+        MapKind::ResponseHeaders => MapType::ResponseHeaders,
+        MapKind::CallResponseHeaders => MapType::CallResponseHeaders,
+        MapKind::CallResponseTrailers => MapType::CallResponseTrailers,
+    }
+}
+
+fn buffer_type(buffer: BufferKind) -> BufferType {
+    match buffer {
+        BufferKind::RequestBody => BufferType::RequestBody,
+        BufferKind::ResponseBody => BufferType::ResponseBody,
+        BufferKind::CallResponseBody => BufferType::CallResponseBody,
+        BufferKind::PluginConfiguration => BufferType::PluginConfiguration,
+    }
+}
+
+fn refused(call: &'static str) -> impl Fn(Status) -> HostError {
+    move |status| HostError {
+        call,
+        status: HostStatus::from_code(status as u32).unwrap_or(HostStatus::InternalFailure),
+    }
+}
+
+fn owned(pairs: &[(&str, &[u8])]) -> Pairs {
+    pairs
+        .iter()
+        .map(|(name, value)| (name.to_string(), value.to_vec()))
+        .collect()
+}
+
+impl Host for TestHost {
+    fn log(&self, level: log::Level, message: &str) {
+        let level = match level {
+            log::Level::Trace => LogLevel::Trace,
+            log::Level::Debug => LogLevel::Debug,
+            log::Level::Info => LogLevel::Info,
+            log::Level::Warn => LogLevel::Warn,
+            log::Level::Error => LogLevel::Error,
+        };
+        self.state.borrow_mut().log(level, message);
+    }
+
+    fn log_level(&self) -> log::LevelFilter {
+        match self.state.borrow().log_level() {
+            LogLevel::Trace => log::LevelFilter::Trace,
+            LogLevel::Debug => log::LevelFilter::Debug,
+            LogLevel::Info => log::LevelFilter::Info,
+            LogLevel::Warn => log::LevelFilter::Warn,
+            LogLevel::Error | LogLevel::Critical => log::LevelFilter::Error,
+        }
+    }
+
+    fn set_effective_context(&self, context_id: u32) -> Result<(), HostError> {
+        self.state
+            .borrow_mut()
+            .set_effective_context(context_id)
+            .map_err(refused("proxy_set_effective_context"))
+    }
+
+    fn get_map(&self, map: MapKind) -> Result<Pairs, HostError> {
+        self.state
+            .borrow_mut()
+            .get_map(map_type(map))
+            .map_err(refused("proxy_get_header_map_pairs"))
+    }
+
+    fn get_map_value(&self, map: MapKind, name: &str) -> Result<Option<Vec<u8>>, HostError> {
+        match self.state.borrow_mut().get_map_value(map_type(map), name) {
+            Ok(value) => Ok(Some(value)),
+            Err(Status::NotFound) => Ok(None),
+            Err(status) => Err(refused("proxy_get_header_map_value")(status)),
+        }
+    }
+
+    fn set_map(&self, map: MapKind, pairs: &[(&str, &[u8])]) -> Result<(), HostError> {
+        self.state
+            .borrow_mut()
+            .set_map(map_type(map), owned(pairs))
+            .map_err(refused("proxy_set_header_map_pairs"))
+    }
+
+    fn add_map_value(&self, map: MapKind, name: &str, value: &[u8]) -> Result<(), HostError> {
+        self.state
+            .borrow_mut()
+            .add_map_value(map_type(map), name, value)
+            .map_err(refused("proxy_add_header_map_value"))
+    }
+
+    fn replace_map_value(&self, map: MapKind, name: &str, value: &[u8]) -> Result<(), HostError> {
+        self.state
+            .borrow_mut()
+            .replace_map_value(map_type(map), name, value)
+            .map_err(refused("proxy_replace_header_map_value"))
+    }
+
+    fn remove_map_value(&self, map: MapKind, name: &str) -> Result<(), HostError> {
+        self.state
+            .borrow_mut()
+            .remove_map_value(map_type(map), name)
+            .map_err(refused("proxy_remove_header_map_value"))
+    }
+
+    fn get_buffer(
+        &self,
+        buffer: BufferKind,
+        start: usize,
+        max: usize,
+    ) -> Result<Vec<u8>, HostError> {
+        match self
+            .state
+            .borrow_mut()
+            .get_buffer(buffer_type(buffer), start, max)
+        {
+            Ok(bytes) => Ok(bytes),
+            Err(Status::NotFound) => Ok(Vec::new()),
+            Err(status) => Err(refused("proxy_get_buffer_bytes")(status)),
+        }
+    }
+
+    fn set_buffer(
+        &self,
+        buffer: BufferKind,
+        start: usize,
+        size: usize,
+        data: &[u8],
+    ) -> Result<(), HostError> {
+        self.state
+            .borrow_mut()
+            .set_buffer(buffer_type(buffer), start, size, data)
+            .map_err(refused("proxy_set_buffer_bytes"))
+    }
+
+    fn http_call(
+        &self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        timeout: Duration,
+    ) -> Result<u32, HostError> {
+        let headers: Pairs = headers
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.as_bytes().to_vec()))
+            .collect();
+        self.state
+            .borrow_mut()
+            .http_call(cluster, headers, body, timeout)
+            .map_err(refused("proxy_http_call"))
+    }
+
+    fn continue_stream(&self, direction: Direction) -> Result<(), HostError> {
+        let side = match direction {
+            Direction::Request => Side::Request,
+            Direction::Response => Side::Response,
+        };
+        self.state
+            .borrow_mut()
+            .continue_stream(side)
+            .map_err(refused("proxy_continue_stream"))
+    }
+
+    fn send_local_response(
+        &self,
+        status: u16,
+        details: &str,
+        body: &[u8],
+        headers: &[(&str, &[u8])],
+    ) -> Result<(), HostError> {
+        self.state
+            .borrow_mut()
+            .send_local_response(status, details, body, owned(headers))
+            .map_err(refused("proxy_send_local_response"))
+    }
+}
