@@ -204,3 +204,30 @@ fn a_failed_call_read_through_all_headers_replies_403() {
     let reply = proxy.local_reply(failed).expect("a local reply");
     assert_eq!((reply.status, reply.body_str().as_str()), (403, "denied"));
 }
+
+/// A real Rust panic in a hook (the `proxy-wasm` crate's panic hook logs it at critical level,
+/// then `panic = "abort"` traps): the host reports the trap with the panic message, the stream
+/// gets Envoy's FAIL_CLOSED 503, and the broken VM answers 503 from then on.
+#[test]
+fn a_panic_in_a_hook_is_reported_with_its_message() {
+    let proxy = start_with(r#"{"cluster": "auth"}"#);
+    let stream = proxy.open_stream();
+    assert_eq!(
+        proxy.send_headers(stream, Side::Request, &[(":path", "/panic")], true),
+        Action::Pause
+    );
+    let reply = proxy.local_reply(stream).expect("a 503");
+    assert_eq!(
+        (reply.status, reply.details.as_str()),
+        (503, "wasm_fail_stream")
+    );
+    let failure = proxy.failure().expect("the plugin trapped");
+    println!("{failure}");
+    assert!(
+        failure.message.contains("raw-callbacks was asked to panic"),
+        "{failure}"
+    );
+    let next = proxy.open_stream();
+    proxy.send_headers(next, Side::Request, &[(":path", "/")], true);
+    assert_eq!(proxy.local_reply(next).map(|reply| reply.status), Some(503));
+}
