@@ -245,6 +245,19 @@ impl Abi for EmulatedAbi {
             .map_err(status)
     }
 
+    fn close_stream(&mut self, stream: StreamType) -> Result<(), Status> {
+        // Either side closes the whole HTTP stream; TCP streams are not emulated.
+        proxy_emulator::Side::from_code(u32::from(stream)).ok_or(Status::BadArgument)?;
+        self.state.borrow_mut().close_stream().map_err(status)
+    }
+
+    fn call_foreign_function(&mut self, name: &[u8], arguments: &[u8]) -> Result<Vec<u8>, Status> {
+        self.state
+            .borrow()
+            .call_foreign_function(&text(name), arguments)
+            .map_err(status)
+    }
+
     fn send_local_response(
         &mut self,
         status_code: u32,

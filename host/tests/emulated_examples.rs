@@ -347,3 +347,28 @@ fn fuel_per_callback_of_an_auth_flow_request() {
     assert!(rows.iter().all(|(_, spent)| *spent > 0));
     assert!(failure > 0);
 }
+
+#[test]
+fn close_stream_resets_the_stream_after_the_callback() {
+    let wasm = wat::parse_str(
+        r#"(module
+             (import "env" "proxy_close_stream" (func $close (param i32) (result i32)))
+             (memory (export "memory") 1)
+             (func (export "proxy_on_memory_allocate") (param i32) (result i32) (i32.const 4096))
+             (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+               (drop (call $close (i32.const 0)))
+               (i32.const 1)))"#,
+    )
+    .unwrap();
+    let proxy = start_emulated(&wasm, ProxyConfig::default()).unwrap();
+    let stream = proxy.open_stream();
+    assert_eq!(
+        proxy.send_headers(stream, Side::Request, &[(":path", "/")], false),
+        Action::Pause
+    );
+    // Like Envoy: the reset takes effect after the callback, and the context is finished.
+    assert!(proxy.is_reset(stream));
+    assert_eq!(proxy.local_reply(stream), None);
+    assert_eq!(proxy.resumes(stream, Side::Request), 0);
+    assert!(proxy.failure().is_none());
+}

@@ -402,6 +402,11 @@ impl<B: Callbacks> Proxy<B> {
         })
     }
 
+    /// Whether the plugin closed (reset) the stream with `proxy_close_stream`.
+    pub fn is_reset(&self, context_id: u32) -> bool {
+        self.read(context_id, |stream| stream.reset)
+    }
+
     fn read<T>(&self, context_id: u32, read: impl FnOnce(&StreamState) -> T) -> T {
         let state = self.state.borrow();
         match state.stream(context_id) {
@@ -512,6 +517,16 @@ impl<B: Callbacks> Proxy<B> {
                 half.resumes += 1;
             }
             Effect::Reply(context_id, reply) => self.deliver_reply(context_id, reply, true),
+            // Envoy resets the stream and then finishes the context (on_log, on_done,
+            // on_delete).
+            Effect::Reset(context_id) => {
+                if let Some(stream) = self.state.borrow_mut().stream_mut(context_id) {
+                    stream.reset = true;
+                    stream.request.paused = false;
+                    stream.response.paused = false;
+                }
+                self.end_stream(context_id);
+            }
         }
     }
 

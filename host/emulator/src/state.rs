@@ -128,6 +128,7 @@ impl SentReply {
 pub(crate) enum Effect {
     Continue(u32, Side),
     Reply(u32, SentReply),
+    Reset(u32),
 }
 
 pub(crate) struct CallRecord {
@@ -155,6 +156,8 @@ pub(crate) struct StreamState {
     pub(crate) request: Half,
     pub(crate) response: Half,
     pub(crate) local_reply: Option<SentReply>,
+    // The plugin closed (reset) the stream with `proxy_close_stream`.
+    pub(crate) reset: bool,
     pub(crate) deleted: bool,
 }
 
@@ -200,7 +203,11 @@ pub struct ProxyState {
     metrics: Vec<Metric>,
     properties: BTreeMap<Vec<u8>, Vec<u8>>,
     pub(crate) clock: Option<SystemTime>,
+    foreign_functions: BTreeMap<String, ForeignFunction>,
 }
+
+/// A host function a plugin calls with `proxy_call_foreign_function`.
+pub type ForeignFunction = Box<dyn Fn(&[u8]) -> Vec<u8>>;
 
 impl Default for ProxyState {
     fn default() -> Self {
@@ -224,6 +231,7 @@ impl Default for ProxyState {
             metrics: Vec::new(),
             properties: BTreeMap::new(),
             clock: None,
+            foreign_functions: BTreeMap::new(),
         }
     }
 }
@@ -489,6 +497,26 @@ impl ProxyState {
         Ok(())
     }
 
+    /// `proxy_close_stream`: the proxy resets the stream after the callback returns (the client
+    /// sees the connection reset; nothing more reaches the upstream).
+    pub fn close_stream(&mut self) -> Result<(), Status> {
+        let context_id = self.current;
+        self.current_stream()?;
+        self.deferred.push(Effect::Reset(context_id));
+        Ok(())
+    }
+
+    /// Offers a foreign function to plugins, as Envoy offers its built-in ones.
+    pub fn register_foreign_function(&mut self, name: &str, function: ForeignFunction) {
+        self.foreign_functions.insert(name.to_string(), function);
+    }
+
+    /// `proxy_call_foreign_function`: NOT_FOUND for a name nobody registered, as in Envoy.
+    pub fn call_foreign_function(&self, name: &str, arguments: &[u8]) -> Result<Vec<u8>, Status> {
+        let function = self.foreign_functions.get(name).ok_or(Status::NotFound)?;
+        Ok(function(arguments))
+    }
+
     /// `proxy_set_tick_period_milliseconds`: 0 stops the ticks.
     pub fn set_tick_period(&mut self, period: Duration) {
         self.tick_period = (!period.is_zero()).then_some(period);
@@ -724,6 +752,23 @@ mod tests {
         state.record_metric(gauge, 5).unwrap();
         state.increment_metric(gauge, -2).unwrap();
         assert_eq!(state.metric("inflight"), Some(3));
+    }
+
+    #[test]
+    fn foreign_functions_answer_what_was_registered() {
+        let mut state = ProxyState::default();
+        assert_eq!(
+            state.call_foreign_function("reverse", b"ab"),
+            Err(Status::NotFound)
+        );
+        state.register_foreign_function(
+            "reverse",
+            Box::new(|arguments: &[u8]| arguments.iter().rev().copied().collect()),
+        );
+        assert_eq!(
+            state.call_foreign_function("reverse", b"ab"),
+            Ok(b"ba".to_vec())
+        );
     }
 
     #[test]
