@@ -251,6 +251,70 @@ impl Abi for EmulatedAbi {
         self.state.borrow_mut().close_stream().map_err(status)
     }
 
+    fn grpc_call(
+        &mut self,
+        upstream: &[u8],
+        service: &[u8],
+        method: &[u8],
+        initial_metadata: &[(&[u8], &[u8])],
+        message: &[u8],
+        timeout_ms: u32,
+    ) -> Result<u32, Status> {
+        self.state
+            .borrow_mut()
+            .grpc_call(
+                &text(upstream),
+                &text(service),
+                &text(method),
+                owned_pairs(initial_metadata),
+                message,
+                Duration::from_millis(u64::from(timeout_ms)),
+            )
+            .map_err(status)
+    }
+
+    fn grpc_stream(
+        &mut self,
+        upstream: &[u8],
+        service: &[u8],
+        method: &[u8],
+        initial_metadata: &[(&[u8], &[u8])],
+    ) -> Result<u32, Status> {
+        self.state
+            .borrow_mut()
+            .grpc_stream(
+                &text(upstream),
+                &text(service),
+                &text(method),
+                owned_pairs(initial_metadata),
+            )
+            .map_err(status)
+    }
+
+    fn grpc_send(
+        &mut self,
+        stream_id: u32,
+        message: &[u8],
+        end_stream: bool,
+    ) -> Result<(), Status> {
+        self.state
+            .borrow_mut()
+            .grpc_send(stream_id, message, end_stream)
+            .map_err(status)
+    }
+
+    fn grpc_cancel(&mut self, id: u32) -> Result<(), Status> {
+        self.state.borrow_mut().grpc_cancel(id).map_err(status)
+    }
+
+    fn grpc_close(&mut self, id: u32) -> Result<(), Status> {
+        self.state.borrow_mut().grpc_close(id).map_err(status)
+    }
+
+    fn get_status(&mut self) -> Result<(u32, Vec<u8>), Status> {
+        self.state.borrow().get_status().map_err(status)
+    }
+
     fn call_foreign_function(&mut self, name: &[u8], arguments: &[u8]) -> Result<Vec<u8>, Status> {
         self.state
             .borrow()
@@ -457,6 +521,46 @@ impl<A: Abi + 'static> Callbacks for Plugin<A> {
             count(trailers),
         )
         .map_err(failure)
+    }
+
+    fn on_grpc_receive_initial_metadata(
+        &mut self,
+        context_id: u32,
+        token: u32,
+        elements: usize,
+    ) -> Result<(), PluginFailure> {
+        let elements = u32::try_from(elements).unwrap_or(u32::MAX);
+        Plugin::on_grpc_receive_initial_metadata(self, context_id, token, elements).map_err(failure)
+    }
+
+    fn on_grpc_receive(
+        &mut self,
+        context_id: u32,
+        token: u32,
+        size: usize,
+    ) -> Result<(), PluginFailure> {
+        let size = u32::try_from(size).unwrap_or(u32::MAX);
+        Plugin::on_grpc_receive(self, context_id, token, size).map_err(failure)
+    }
+
+    fn on_grpc_receive_trailing_metadata(
+        &mut self,
+        context_id: u32,
+        token: u32,
+        elements: usize,
+    ) -> Result<(), PluginFailure> {
+        let elements = u32::try_from(elements).unwrap_or(u32::MAX);
+        Plugin::on_grpc_receive_trailing_metadata(self, context_id, token, elements)
+            .map_err(failure)
+    }
+
+    fn on_grpc_close(
+        &mut self,
+        context_id: u32,
+        token: u32,
+        status_code: u32,
+    ) -> Result<(), PluginFailure> {
+        Plugin::on_grpc_close(self, context_id, token, status_code).map_err(failure)
     }
 
     fn on_log(&mut self, context_id: u32) -> Result<(), PluginFailure> {

@@ -372,3 +372,61 @@ fn close_stream_resets_the_stream_after_the_callback() {
     assert_eq!(proxy.resumes(stream, Side::Request), 0);
     assert!(proxy.failure().is_none());
 }
+
+#[test]
+fn a_grpc_call_is_recorded_answered_and_its_status_readable_in_the_callback() {
+    let wasm = wat::parse_str(
+        r#"(module
+             (import "env" "proxy_grpc_call" (func $grpc_call
+               (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+             (import "env" "proxy_get_status" (func $get_status (param i32 i32 i32) (result i32)))
+             (import "env" "proxy_set_effective_context" (func $enter (param i32) (result i32)))
+             (import "env" "proxy_continue_stream" (func $continue (param i32) (result i32)))
+             (memory (export "memory") 1)
+             (global $heap (mut i32) (i32.const 4096))
+             (func (export "proxy_on_memory_allocate") (param $size i32) (result i32)
+               (local $ptr i32)
+               (local.set $ptr (global.get $heap))
+               (global.set $heap (i32.add (global.get $heap) (local.get $size)))
+               (local.get $ptr))
+             (data (i32.const 100) "grpc")
+             (data (i32.const 110) "svc.S")
+             (data (i32.const 120) "M")
+             (data (i32.const 130) "hi")
+             (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+               (drop (call $grpc_call (i32.const 100) (i32.const 4) (i32.const 110) (i32.const 5)
+                 (i32.const 120) (i32.const 1) (i32.const 0) (i32.const 0)
+                 (i32.const 130) (i32.const 2) (i32.const 1000) (i32.const 200)))
+               (i32.const 1))
+             ;; Resumes the stream only when proxy_get_status answers OK with code 0.
+             (func (export "proxy_on_grpc_close") (param i32 i32 i32)
+               (if (i32.eqz (call $get_status (i32.const 300) (i32.const 304) (i32.const 308)))
+                 (then (if (i32.eqz (i32.load (i32.const 300)))
+                   (then
+                     (drop (call $enter (i32.const 2)))
+                     (drop (call $continue (i32.const 0)))))))))"#,
+    )
+    .unwrap();
+    let proxy = start_emulated(&wasm, ProxyConfig::default()).unwrap();
+    let stream = proxy.open_stream();
+    assert_eq!(
+        proxy.send_headers(stream, Side::Request, &[(":path", "/")], true),
+        Action::Pause
+    );
+    let calls = proxy.grpc_calls();
+    assert_eq!(calls.len(), 1);
+    let call = &calls[0];
+    assert_eq!(
+        (call.cluster(), call.service(), call.method()),
+        ("grpc", "svc.S", "M")
+    );
+    assert_eq!(call.messages(), [b"hi".to_vec()]);
+    assert_eq!(call.timeout(), Some(std::time::Duration::from_secs(1)));
+
+    proxy.grpc_message(call, b"reply");
+    assert_eq!(proxy.resumes(stream, Side::Request), 0);
+    proxy.grpc_finish(call, 0, "ok");
+    assert_eq!(proxy.resumes(stream, Side::Request), 1);
+    assert!(proxy.grpc_calls().is_empty());
+    assert!(proxy.failure().is_none());
+}

@@ -48,4 +48,6 @@ mod state;
 
 pub use abi::{Action, BufferType, LogLevel, MapType, MetricType, Side, Status};
 pub use proxy::{Callbacks, ConfigRejected, PluginFailure, Proxy, ProxyConfig};
-pub use state::{Call, ForeignFunction, LogRecord, Pairs, ProxyState, ROOT_CONTEXT, SentReply};
+pub use state::{
+    Call, ForeignFunction, GrpcCall, LogRecord, Pairs, ProxyState, ROOT_CONTEXT, SentReply,
+};

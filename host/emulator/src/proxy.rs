@@ -8,7 +8,7 @@ use std::rc::Rc;
 
 use crate::abi::{Action, LogLevel, Side};
 use crate::state::{
-    Call, Effect, LogRecord, Pairs, ProxyState, ROOT_CONTEXT, SentReply, StreamState,
+    Call, Effect, GrpcCall, LogRecord, Pairs, ProxyState, ROOT_CONTEXT, SentReply, StreamState,
 };
 
 /// A callback the plugin could not complete: it trapped (a panic, in Rust), or was already
@@ -73,6 +73,46 @@ pub trait Callbacks {
         body_size: usize,
         trailers: usize,
     ) -> Result<(), PluginFailure>;
+    /// `proxy_on_grpc_receive_initial_metadata` (a plugin without gRPC ignores it).
+    fn on_grpc_receive_initial_metadata(
+        &mut self,
+        context_id: u32,
+        token: u32,
+        elements: usize,
+    ) -> Result<(), PluginFailure> {
+        let _ = (context_id, token, elements);
+        Ok(())
+    }
+    /// `proxy_on_grpc_receive`.
+    fn on_grpc_receive(
+        &mut self,
+        context_id: u32,
+        token: u32,
+        size: usize,
+    ) -> Result<(), PluginFailure> {
+        let _ = (context_id, token, size);
+        Ok(())
+    }
+    /// `proxy_on_grpc_receive_trailing_metadata`.
+    fn on_grpc_receive_trailing_metadata(
+        &mut self,
+        context_id: u32,
+        token: u32,
+        elements: usize,
+    ) -> Result<(), PluginFailure> {
+        let _ = (context_id, token, elements);
+        Ok(())
+    }
+    /// `proxy_on_grpc_close`.
+    fn on_grpc_close(
+        &mut self,
+        context_id: u32,
+        token: u32,
+        status_code: u32,
+    ) -> Result<(), PluginFailure> {
+        let _ = (context_id, token, status_code);
+        Ok(())
+    }
     /// `proxy_on_log`.
     fn on_log(&mut self, context_id: u32) -> Result<(), PluginFailure>;
     /// `proxy_on_done`.
@@ -298,8 +338,9 @@ impl<B: Callbacks> Proxy<B> {
     }
 
     /// Answers a call: `Some((headers, body))` is a response, `None` a failure (timeout,
-    /// reset: the callback gets no headers). The answer goes to the context that made the
-    /// call; once that stream is gone it still comes (calls belong to the plugin), on the root.
+    /// reset: the callback gets no headers). As in Envoy 1.40 (seen in its wasm trace log), the
+    /// callback names the root context, whichever stream made the call, and it still comes
+    /// after that stream was deleted: calls belong to the plugin, not to the stream.
     pub fn answer(&self, call: &Call, response: Option<(Pairs, Vec<u8>)>) {
         let (context_id, num_headers, body_size) = {
             let mut state = self.state.borrow_mut();
@@ -314,28 +355,100 @@ impl<B: Callbacks> Proxy<B> {
                 panic!("call {} was already answered", call.token);
             }
             record.answered = true;
-            let alive = state
-                .stream(call.context_id)
-                .is_some_and(|stream| !stream.deleted);
             let (num_headers, body_size) = response
                 .as_ref()
                 .map_or((0, 0), |(headers, body)| (headers.len(), body.len()));
             state.call_response = response.map(|(headers, body)| (headers, body, Vec::new()));
-            (
-                if alive { call.context_id } else { ROOT_CONTEXT },
-                num_headers,
-                body_size,
-            )
+            (ROOT_CONTEXT, num_headers, body_size)
         };
         let result = self.callback(context_id, |plugin| {
             plugin.on_http_call_response(context_id, call.token, num_headers, body_size, 0)
         });
         self.state.borrow_mut().call_response = None;
         if let Err(failure) = result {
-            if context_id == ROOT_CONTEXT {
-                self.record_failure(failure);
+            // Envoy fails the stream the call's context belongs to, if it still exists.
+            let alive = self
+                .state
+                .borrow()
+                .stream(call.context_id)
+                .is_some_and(|stream| !stream.deleted);
+            if alive {
+                self.fail_stream(call.context_id, failure);
             } else {
-                self.fail_stream(context_id, failure);
+                self.record_failure(failure);
+            }
+        }
+    }
+
+    /// gRPC calls and streams still open (not finished, cancelled or closed), in order.
+    pub fn grpc_calls(&self) -> Vec<GrpcCall> {
+        self.state
+            .borrow()
+            .grpc_calls
+            .iter()
+            .filter(|call| !call.cancelled && !call.closed)
+            .cloned()
+            .collect()
+    }
+
+    /// Delivers a message on a gRPC call or stream (`proxy_on_grpc_receive`, the message
+    /// readable as buffer 5 during the callback). Nothing happens for a cancelled or closed one.
+    pub fn grpc_message(&self, call: &GrpcCall, message: &[u8]) {
+        if !self.grpc_open(call) {
+            return;
+        }
+        self.state.borrow_mut().grpc_stage.message = Some(message.to_vec());
+        let result = self.callback(ROOT_CONTEXT, |plugin| {
+            plugin.on_grpc_receive(ROOT_CONTEXT, call.token, message.len())
+        });
+        self.state.borrow_mut().grpc_stage = Default::default();
+        self.grpc_result(call, result);
+    }
+
+    /// Finishes a gRPC call or stream with a status (`proxy_on_grpc_close`;
+    /// `proxy_get_status` answers `status` and `message` during the callback). Nothing happens
+    /// for a cancelled or closed one.
+    pub fn grpc_finish(&self, call: &GrpcCall, status: u32, message: &str) {
+        if !self.grpc_open(call) {
+            return;
+        }
+        {
+            let mut state = self.state.borrow_mut();
+            if let Some(record) = state
+                .grpc_calls
+                .iter_mut()
+                .find(|record| record.token == call.token)
+            {
+                record.closed = true;
+            }
+            state.grpc_stage.status = Some((status, message.as_bytes().to_vec()));
+        }
+        let result = self.callback(ROOT_CONTEXT, |plugin| {
+            plugin.on_grpc_close(ROOT_CONTEXT, call.token, status)
+        });
+        self.state.borrow_mut().grpc_stage = Default::default();
+        self.grpc_result(call, result);
+    }
+
+    fn grpc_open(&self, call: &GrpcCall) -> bool {
+        self.state
+            .borrow()
+            .grpc_calls
+            .iter()
+            .any(|record| record.token == call.token && !record.cancelled && !record.closed)
+    }
+
+    fn grpc_result(&self, call: &GrpcCall, result: Result<(), PluginFailure>) {
+        if let Err(failure) = result {
+            let alive = self
+                .state
+                .borrow()
+                .stream(call.context_id)
+                .is_some_and(|stream| !stream.deleted);
+            if alive {
+                self.fail_stream(call.context_id, failure);
+            } else {
+                self.record_failure(failure);
             }
         }
     }

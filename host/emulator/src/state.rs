@@ -95,6 +95,89 @@ impl Call {
     }
 }
 
+/// A gRPC call or stream the plugin opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrpcCall {
+    pub(crate) token: u32,
+    pub(crate) context_id: u32,
+    pub(crate) cluster: String,
+    pub(crate) service: String,
+    pub(crate) method: String,
+    pub(crate) metadata: Vec<(String, String)>,
+    pub(crate) messages: Vec<Vec<u8>>,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) half_closed: bool,
+    pub(crate) cancelled: bool,
+    pub(crate) closed: bool,
+}
+
+impl GrpcCall {
+    /// The token the proxy returned for it.
+    pub fn token(&self) -> u32 {
+        self.token
+    }
+
+    /// The context that was current when it was opened.
+    pub fn context_id(&self) -> u32 {
+        self.context_id
+    }
+
+    /// The cluster it went to.
+    pub fn cluster(&self) -> &str {
+        &self.cluster
+    }
+
+    /// The gRPC service, e.g. `helloworld.Greeter`.
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+
+    /// The gRPC method, e.g. `SayHello`.
+    pub fn method(&self) -> &str {
+        &self.method
+    }
+
+    /// The initial metadata sent.
+    pub fn metadata(&self) -> &[(String, String)] {
+        &self.metadata
+    }
+
+    /// The messages sent, in order (one for a unary call).
+    pub fn messages(&self) -> &[Vec<u8>] {
+        &self.messages
+    }
+
+    /// The timeout of a unary call; `None` for a stream.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+
+    /// Whether the plugin ended its side of a stream (`end_stream` on send).
+    pub fn is_half_closed(&self) -> bool {
+        self.half_closed
+    }
+
+    /// Whether the plugin cancelled it (`proxy_grpc_cancel`): no callbacks come after.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled
+    }
+
+    /// Whether the plugin closed it (`proxy_grpc_close`).
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+}
+
+/// What the proxy stages for the gRPC callback running now: the message (buffer 5), the
+/// metadata (maps 4 and 5), and the status `proxy_get_status` answers.
+#[derive(Default)]
+pub(crate) struct GrpcStage {
+    pub(crate) message: Option<Vec<u8>>,
+    pub(crate) initial_metadata: Option<Pairs>,
+    pub(crate) trailing_metadata: Option<Pairs>,
+    pub(crate) status: Option<(u32, Vec<u8>)>,
+}
+
 /// A local reply the plugin sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SentReply {
@@ -194,6 +277,8 @@ pub struct ProxyState {
     pub(crate) calls: Vec<CallRecord>,
     next_token: u32,
     pub(crate) call_response: Option<(Pairs, Vec<u8>, Pairs)>,
+    pub(crate) grpc_calls: Vec<GrpcCall>,
+    pub(crate) grpc_stage: GrpcStage,
     pub(crate) logs: Vec<LogRecord>,
     pub(crate) deferred: Vec<Effect>,
     pub(crate) tick_period: Option<Duration>,
@@ -222,6 +307,8 @@ impl Default for ProxyState {
             calls: Vec::new(),
             next_token: 1,
             call_response: None,
+            grpc_calls: Vec::new(),
+            grpc_stage: GrpcStage::default(),
             logs: Vec::new(),
             deferred: Vec::new(),
             tick_period: None,
@@ -279,7 +366,14 @@ impl ProxyState {
                 .as_ref()
                 .map(|(_, _, trailers)| trailers.clone())
                 .unwrap_or_default()),
-            MapType::GrpcInitialMetadata | MapType::GrpcTrailingMetadata => Err(Status::NotFound),
+            MapType::GrpcInitialMetadata => {
+                Ok(self.grpc_stage.initial_metadata.clone().unwrap_or_default())
+            }
+            MapType::GrpcTrailingMetadata => Ok(self
+                .grpc_stage
+                .trailing_metadata
+                .clone()
+                .unwrap_or_default()),
             _ => self.map_mut(map).cloned(),
         }
     }
@@ -392,6 +486,10 @@ impl ProxyState {
                 Some((_, body, _)) => body,
                 None => return Err(Status::NotFound),
             },
+            BufferType::GrpcMessage => match &self.grpc_stage.message {
+                Some(message) => message,
+                None => return Err(Status::NotFound),
+            },
             BufferType::RequestBody => &self.current_stream()?.request.body,
             BufferType::ResponseBody => &self.current_stream()?.response.body,
             _ => return Err(Status::NotFound),
@@ -440,13 +538,8 @@ impl ProxyState {
         if !(has(":method") && has(":path") && has(":authority")) {
             return Err(Status::BadArgument);
         }
-        if let Some(known) = &self.clusters
-            && !known.contains(cluster)
-        {
-            return Err(Status::BadArgument);
-        }
-        let token = self.next_token;
-        self.next_token += 1;
+        self.known_cluster(cluster)?;
+        let token = self.next_token();
         self.calls.push(CallRecord {
             call: Call {
                 token,
@@ -462,6 +555,121 @@ impl ProxyState {
             answered: false,
         });
         Ok(token)
+    }
+
+    fn known_cluster(&self, cluster: &str) -> Result<(), Status> {
+        match &self.clusters {
+            Some(known) if !known.contains(cluster) => Err(Status::BadArgument),
+            _ => Ok(()),
+        }
+    }
+
+    fn next_token(&mut self) -> u32 {
+        let token = self.next_token;
+        self.next_token += 1;
+        token
+    }
+
+    /// `proxy_grpc_call`: a unary call; BAD_ARGUMENT for a cluster the proxy does not know.
+    pub fn grpc_call(
+        &mut self,
+        cluster: &str,
+        service: &str,
+        method: &str,
+        metadata: Pairs,
+        message: &[u8],
+        timeout: Duration,
+    ) -> Result<u32, Status> {
+        self.open_grpc(
+            cluster,
+            service,
+            method,
+            metadata,
+            vec![message.to_vec()],
+            Some(timeout),
+        )
+    }
+
+    /// `proxy_grpc_stream`: opens a stream; messages follow with `proxy_grpc_send`.
+    pub fn grpc_stream(
+        &mut self,
+        cluster: &str,
+        service: &str,
+        method: &str,
+        metadata: Pairs,
+    ) -> Result<u32, Status> {
+        self.open_grpc(cluster, service, method, metadata, Vec::new(), None)
+    }
+
+    fn open_grpc(
+        &mut self,
+        cluster: &str,
+        service: &str,
+        method: &str,
+        metadata: Pairs,
+        messages: Vec<Vec<u8>>,
+        timeout: Option<Duration>,
+    ) -> Result<u32, Status> {
+        self.known_cluster(cluster)?;
+        let token = self.next_token();
+        self.grpc_calls.push(GrpcCall {
+            token,
+            context_id: self.current,
+            cluster: cluster.to_string(),
+            service: service.to_string(),
+            method: method.to_string(),
+            metadata: metadata
+                .into_iter()
+                .map(|(name, value)| (name, String::from_utf8_lossy(&value).into_owned()))
+                .collect(),
+            messages,
+            timeout,
+            half_closed: false,
+            cancelled: false,
+            closed: false,
+        });
+        Ok(token)
+    }
+
+    fn grpc_mut(&mut self, token: u32) -> Result<&mut GrpcCall, Status> {
+        self.grpc_calls
+            .iter_mut()
+            .find(|call| call.token == token && !call.cancelled && !call.closed)
+            .ok_or(Status::NotFound)
+    }
+
+    /// `proxy_grpc_send`: NOT_FOUND for an unknown, cancelled or closed stream; BAD_ARGUMENT
+    /// for a unary call or a stream already half-closed.
+    pub fn grpc_send(
+        &mut self,
+        token: u32,
+        message: &[u8],
+        end_stream: bool,
+    ) -> Result<(), Status> {
+        let call = self.grpc_mut(token)?;
+        if call.timeout.is_some() || call.half_closed {
+            return Err(Status::BadArgument);
+        }
+        call.messages.push(message.to_vec());
+        call.half_closed = end_stream;
+        Ok(())
+    }
+
+    /// `proxy_grpc_cancel`: no callback comes for it afterwards.
+    pub fn grpc_cancel(&mut self, token: u32) -> Result<(), Status> {
+        self.grpc_mut(token)?.cancelled = true;
+        Ok(())
+    }
+
+    /// `proxy_grpc_close`: the plugin is done with it.
+    pub fn grpc_close(&mut self, token: u32) -> Result<(), Status> {
+        self.grpc_mut(token)?.closed = true;
+        Ok(())
+    }
+
+    /// `proxy_get_status`: the gRPC status of the callback running now; NOT_FOUND outside.
+    pub fn get_status(&self) -> Result<(u32, Vec<u8>), Status> {
+        self.grpc_stage.status.clone().ok_or(Status::NotFound)
     }
 
     /// `proxy_continue_stream`: deferred until the callback returns.
@@ -752,6 +960,47 @@ mod tests {
         state.record_metric(gauge, 5).unwrap();
         state.increment_metric(gauge, -2).unwrap();
         assert_eq!(state.metric("inflight"), Some(3));
+    }
+
+    #[test]
+    fn grpc_calls_and_streams_keep_their_state() {
+        let mut state = ProxyState::default();
+        let unary = state
+            .grpc_call(
+                "grpc",
+                "svc.S",
+                "M",
+                Vec::new(),
+                b"m",
+                Duration::from_secs(1),
+            )
+            .unwrap();
+        assert_eq!(
+            state.grpc_send(unary, b"x", false),
+            Err(Status::BadArgument)
+        );
+        let stream = state
+            .grpc_stream("grpc", "svc.S", "Watch", Vec::new())
+            .unwrap();
+        assert_ne!(unary, stream);
+        state.grpc_send(stream, b"a", false).unwrap();
+        state.grpc_send(stream, b"b", true).unwrap();
+        assert_eq!(
+            state.grpc_send(stream, b"c", false),
+            Err(Status::BadArgument)
+        );
+        assert_eq!(
+            state.grpc_calls[1].messages(),
+            [b"a".to_vec(), b"b".to_vec()]
+        );
+        state.grpc_cancel(stream).unwrap();
+        assert_eq!(state.grpc_cancel(stream), Err(Status::NotFound));
+        assert_eq!(state.get_status(), Err(Status::NotFound));
+        state.clusters = Some(BTreeSet::new());
+        assert_eq!(
+            state.grpc_stream("grpc", "svc.S", "M", Vec::new()),
+            Err(Status::BadArgument)
+        );
     }
 
     #[test]
