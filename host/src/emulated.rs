@@ -523,6 +523,14 @@ impl<A: Abi + 'static> Callbacks for Plugin<A> {
         .map_err(failure)
     }
 
+    fn on_tick(&mut self, root_id: u32) -> Result<(), PluginFailure> {
+        Plugin::on_tick(self, root_id).map_err(failure)
+    }
+
+    fn on_queue_ready(&mut self, root_id: u32, queue_id: u32) -> Result<(), PluginFailure> {
+        Plugin::on_queue_ready(self, root_id, queue_id).map_err(failure)
+    }
+
     fn on_grpc_receive_initial_metadata(
         &mut self,
         context_id: u32,

@@ -430,3 +430,48 @@ fn a_grpc_call_is_recorded_answered_and_its_status_readable_in_the_callback() {
     assert!(proxy.grpc_calls().is_empty());
     assert!(proxy.failure().is_none());
 }
+
+#[test]
+fn ticks_and_shared_queues_reach_the_root_context() {
+    let wasm = wat::parse_str(
+        r#"(module
+             (import "env" "proxy_log" (func $log (param i32 i32 i32) (result i32)))
+             (import "env" "proxy_set_tick_period_milliseconds" (func $tick_period (param i32) (result i32)))
+             (import "env" "proxy_register_shared_queue" (func $register (param i32 i32 i32) (result i32)))
+             (import "env" "proxy_enqueue_shared_queue" (func $enqueue (param i32 i32 i32) (result i32)))
+             (import "env" "proxy_dequeue_shared_queue" (func $dequeue (param i32 i32 i32) (result i32)))
+             (memory (export "memory") 1)
+             (global $heap (mut i32) (i32.const 4096))
+             (func (export "proxy_on_memory_allocate") (param $size i32) (result i32)
+               (local $ptr i32)
+               (local.set $ptr (global.get $heap))
+               (global.set $heap (i32.add (global.get $heap) (local.get $size)))
+               (local.get $ptr))
+             (data (i32.const 100) "jobs")
+             (data (i32.const 110) "tick!")
+             (func (export "proxy_on_configure") (param i32 i32) (result i32)
+               (drop (call $tick_period (i32.const 100)))
+               (drop (call $register (i32.const 100) (i32.const 4) (i32.const 200)))
+               (i32.const 1))
+             (func (export "proxy_on_tick") (param i32)
+               (drop (call $enqueue (i32.load (i32.const 200)) (i32.const 110) (i32.const 5))))
+             ;; Logs what it dequeues.
+             (func (export "proxy_on_queue_ready") (param i32 i32)
+               (if (i32.eqz (call $dequeue (local.get 1) (i32.const 300) (i32.const 304)))
+                 (then (drop (call $log (i32.const 2)
+                   (i32.load (i32.const 300)) (i32.load (i32.const 304))))))))"#,
+    )
+    .unwrap();
+    let proxy = start_emulated(&wasm, ProxyConfig::default()).unwrap();
+    assert_eq!(
+        proxy.tick_period(),
+        Some(std::time::Duration::from_millis(100))
+    );
+    assert_eq!(proxy.deliver_ready_queues(), 0);
+    assert!(proxy.tick());
+    assert!(proxy.tick());
+    // Two items, one queue: one notification; the plugin drains one item per notification.
+    assert_eq!(proxy.deliver_ready_queues(), 1);
+    assert_eq!(proxy.logs_at(LogLevel::Info), ["tick!"]);
+    assert!(proxy.failure().is_none());
+}

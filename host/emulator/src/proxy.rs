@@ -73,6 +73,16 @@ pub trait Callbacks {
         body_size: usize,
         trailers: usize,
     ) -> Result<(), PluginFailure>;
+    /// `proxy_on_tick` (a plugin that never sets a tick period ignores it).
+    fn on_tick(&mut self, root_id: u32) -> Result<(), PluginFailure> {
+        let _ = root_id;
+        Ok(())
+    }
+    /// `proxy_on_queue_ready`.
+    fn on_queue_ready(&mut self, root_id: u32, queue_id: u32) -> Result<(), PluginFailure> {
+        let _ = (root_id, queue_id);
+        Ok(())
+    }
     /// `proxy_on_grpc_receive_initial_metadata` (a plugin without gRPC ignores it).
     fn on_grpc_receive_initial_metadata(
         &mut self,
@@ -378,6 +388,37 @@ impl<B: Callbacks> Proxy<B> {
                 self.record_failure(failure);
             }
         }
+    }
+
+    /// The tick period the plugin set, if it set one (0 stops the ticks).
+    pub fn tick_period(&self) -> Option<std::time::Duration> {
+        self.state.borrow().tick_period
+    }
+
+    /// One tick of the root context (`proxy_on_tick`), as the proxy sends every tick period;
+    /// returns false, sending nothing, when the plugin has no tick period set.
+    pub fn tick(&self) -> bool {
+        if self.tick_period().is_none() {
+            return false;
+        }
+        if let Err(failure) = self.callback(ROOT_CONTEXT, |plugin| plugin.on_tick(ROOT_CONTEXT)) {
+            self.record_failure(failure);
+        }
+        true
+    }
+
+    /// Tells the plugin about every shared queue that received items since the last call
+    /// (`proxy_on_queue_ready`, once per queue); returns how many it told.
+    pub fn deliver_ready_queues(&self) -> usize {
+        let ready = std::mem::take(&mut self.state.borrow_mut().ready_queues);
+        for &queue in &ready {
+            if let Err(failure) = self.callback(ROOT_CONTEXT, |plugin| {
+                plugin.on_queue_ready(ROOT_CONTEXT, queue)
+            }) {
+                self.record_failure(failure);
+            }
+        }
+        ready.len()
     }
 
     /// gRPC calls and streams still open (not finished, cancelled or closed), in order.
