@@ -1,11 +1,12 @@
-//! Serve mode: a compiled plugin in front of one upstream, on a local HTTP/1.1 server.
+//! Serve mode: one or more compiled plugins in front of one upstream, on a local HTTP/1.1
+//! server.
 //!
-//! Every request the server accepts becomes a stream of one plugin instance (one VM, as in
-//! Envoy), driven through the same emulated proxy ([`proxy_emulator::Proxy`] with
-//! [`EmulatedAbi`]) the host's tests use, so the plugin sees the same hostcall semantics it
-//! sees there (deferred resume and local reply, call-response maps readable only inside
-//! `on_http_call_response`, body callbacks held while the headers are paused, 503 after a
-//! trap). What serve mode adds is real traffic:
+//! Every request the server accepts becomes a stream of each plugin instance it reaches (one
+//! VM per plugin, as in Envoy), driven through the same emulated proxy
+//! ([`proxy_emulator::Proxy`] with [`EmulatedAbi`]) the host's tests use, so a plugin sees
+//! the same hostcall semantics it sees there (deferred resume and local reply, call-response
+//! maps readable only inside `on_http_call_response`, body callbacks held while the headers
+//! are paused, 503 after a trap). What serve mode adds is real traffic:
 //!
 //! * the request's headers (with `:method`, `:path`, `:authority`, `:scheme`) go to
 //!   `on_request_headers`; the whole request body (read first) to one `on_request_body`;
@@ -23,6 +24,20 @@
 //!   Envoy's local replies do;
 //! * then `on_log`, `on_done`, `on_delete`; a client that goes away ends the stream the same
 //!   way, and cancels the calls it still had in flight.
+//!
+//! # Chains
+//!
+//! [`ServeConfig::then`] adds plugins after the first, like the HTTP filters of an Envoy
+//! filter chain; each has its own module, configuration and VM (the clusters are shared).
+//! The request goes through plugin 1, then (once plugin 1 lets it go on, with its changes)
+//! plugin 2, and so on, then to the upstream; each plugin may pause it, make calls, or reply
+//! locally. A local reply from plugin `k` answers the client: the plugins after `k` and the
+//! upstream never see the request (their streams are not even opened, so they get no
+//! callback at all for it), and the reply goes back through plugins `k - 1`, ..., 1. The
+//! upstream's response goes through the plugins in reverse order, last plugin first, as
+//! Envoy runs its encoder filters. When the request ends, each stream that was opened ends
+//! (`on_log`, `on_done`, `on_delete`), in chain order. In a chain, a plugin's log lines are
+//! written as `[plugin <n> <level>] <message>` (`n` from 1).
 //!
 //! A trap answers that client with 503 and logs the plugin's panic message; like Envoy
 //! (`FAIL_CLOSED`), the broken VM answers every later request with 503 until the server is
@@ -43,6 +58,9 @@
 //!     .plugin_config(r#"{"auth": {"cluster": "auth"}, "users": {"cluster": "users"}}"#)
 //!     .cluster("auth", "127.0.0.1:9001")
 //!     .cluster("users", "127.0.0.1:9002");
+//! // Optional: a second plugin after auth-flow, with its own configuration.
+//! let hello = std::fs::read("target/wasm32-wasip1/release/hello.wasm")?;
+//! let config = config.then(PluginModule::new(&hello)?, r#"{"mockEnable": false}"#);
 //! let server = Server::start(config, SocketAddr::from(([127, 0, 0, 1], 8080)))?;
 //! println!("serving on http://{}", server.addr());
 //! // ... send requests ...
@@ -84,25 +102,35 @@ use crate::plugin::{Plugin, PluginModule};
 /// (`[serve] <message>`), one line per call.
 pub type LogSink = Arc<dyn Fn(&str) + Send + Sync>;
 
-/// How a plugin is served: the module, its configuration, where its traffic goes.
+/// How a plugin (or a chain of plugins) is served: the modules, their configurations, where
+/// their traffic goes.
+///
+/// The first plugin is [`module`](Self::module) with [`plugin_config`](Self::plugin_config);
+/// [`then`](Self::then) adds more after it ([`more_plugins`](Self::more_plugins)), like the
+/// HTTP filters of an Envoy filter chain. Each plugin has its own VM and its own
+/// configuration; the clusters, the log level and the limits are the server's, shared by all.
 #[derive(Clone)]
 pub struct ServeConfig {
-    /// The compiled plugin.
+    /// The compiled plugin (the first of the chain).
     pub module: PluginModule,
-    /// The plugin configuration (`proxy_on_configure`'s buffer), usually JSON.
+    /// The plugin configuration (`proxy_on_configure`'s buffer) of the first plugin, usually
+    /// JSON.
     pub plugin_config: Vec<u8>,
-    /// The upstream every request the plugin lets through is forwarded to, as `host:port`.
+    /// The plugins after the first, in the order a request goes through them. Empty: one
+    /// plugin.
+    pub more_plugins: Vec<ChainedPlugin>,
+    /// The upstream every request the plugins let through is forwarded to, as `host:port`.
     pub upstream: String,
-    /// The clusters the plugin may call, by name, each with its `host:port`. A call to any
+    /// The clusters the plugins may call, by name, each with its `host:port`. A call to any
     /// other cluster is refused with `BAD_ARGUMENT`.
     pub clusters: BTreeMap<String, String>,
-    /// The proxy's log level: the plugin is told it, and lines below it are not written.
+    /// The proxy's log level: the plugins are told it, and lines below it are not written.
     /// Default [`LogLevel::Info`].
     pub log_level: LogLevel,
     /// How long the upstream may take to answer (connect, headers and body) before the client
     /// gets a 504. Default 15 s, Envoy's default route timeout.
     pub upstream_timeout: Duration,
-    /// How long the plugin may hold a request or a response (paused, waiting for its calls)
+    /// How long a plugin may hold a request or a response (paused, waiting for its calls)
     /// before the client gets a 504. Default 60 s.
     pub hold_timeout: Duration,
     /// The largest request, response or call-response body read, in bytes; a larger request
@@ -110,6 +138,27 @@ pub struct ServeConfig {
     pub max_body: usize,
     /// Where log lines go. Default: stderr.
     pub log: LogSink,
+}
+
+/// A plugin of a chain after the first (see [`ServeConfig::then`]).
+#[derive(Clone)]
+pub struct ChainedPlugin {
+    /// The compiled plugin.
+    pub module: PluginModule,
+    /// Its configuration (`proxy_on_configure`'s buffer), usually JSON.
+    pub plugin_config: Vec<u8>,
+}
+
+impl fmt::Debug for ChainedPlugin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChainedPlugin")
+            .field("module", &self.module)
+            .field(
+                "plugin_config",
+                &String::from_utf8_lossy(&self.plugin_config),
+            )
+            .finish()
+    }
 }
 
 impl fmt::Debug for ServeConfig {
@@ -120,6 +169,7 @@ impl fmt::Debug for ServeConfig {
                 "plugin_config",
                 &String::from_utf8_lossy(&self.plugin_config),
             )
+            .field("more_plugins", &self.more_plugins)
             .field("upstream", &self.upstream)
             .field("clusters", &self.clusters)
             .field("log_level", &self.log_level)
@@ -137,6 +187,7 @@ impl ServeConfig {
         ServeConfig {
             module,
             plugin_config: Vec::new(),
+            more_plugins: Vec::new(),
             upstream: upstream.into(),
             clusters: BTreeMap::new(),
             log_level: LogLevel::Info,
@@ -147,10 +198,25 @@ impl ServeConfig {
         }
     }
 
-    /// Sets the plugin configuration.
+    /// Sets the configuration of the first plugin.
     pub fn plugin_config(mut self, config: impl Into<Vec<u8>>) -> Self {
         self.plugin_config = config.into();
         self
+    }
+
+    /// Adds `module`, with its configuration `config`, at the end of the chain: requests reach
+    /// it after the plugins before it let them go on, responses reach it first.
+    pub fn then(mut self, module: PluginModule, config: impl Into<Vec<u8>>) -> Self {
+        self.more_plugins.push(ChainedPlugin {
+            module,
+            plugin_config: config.into(),
+        });
+        self
+    }
+
+    /// How many plugins the chain has (at least 1).
+    pub fn plugin_count(&self) -> usize {
+        1 + self.more_plugins.len()
     }
 
     /// Maps the cluster `name` to `address` (`host:port`).
@@ -183,8 +249,17 @@ pub enum ServeError {
         /// Why.
         error: std::io::Error,
     },
-    /// The plugin could not be loaded, or rejected its configuration.
+    /// The (first) plugin could not be loaded, or rejected its configuration.
     Plugin(PluginStartError),
+    /// A plugin of the chain after the first could not be loaded, or rejected its
+    /// configuration.
+    ChainedPlugin {
+        /// Its place in the chain, from 1 (the first plugin's errors are
+        /// [`ServeError::Plugin`]).
+        position: usize,
+        /// Why.
+        error: PluginStartError,
+    },
     /// The runtime or the server's thread could not be started.
     Io(std::io::Error),
 }
@@ -194,6 +269,9 @@ impl fmt::Display for ServeError {
         match self {
             ServeError::Bind { addr, error } => write!(f, "cannot listen on {addr}: {error}"),
             ServeError::Plugin(error) => write!(f, "the plugin did not start: {error}"),
+            ServeError::ChainedPlugin { position, error } => {
+                write!(f, "plugin {position} of the chain did not start: {error}")
+            }
             ServeError::Io(error) => write!(f, "cannot start the server: {error}"),
         }
     }
@@ -320,33 +398,73 @@ impl fmt::Debug for Gateway {
 }
 
 impl Gateway {
-    /// Instantiates the plugin and starts it as Envoy does (root context, `on_vm_start`,
-    /// `on_configure` with the configuration). Its start-up log lines are written.
+    /// Instantiates each plugin of the chain (each in its own VM) and starts it as Envoy does
+    /// (root context, `on_vm_start`, `on_configure` with its configuration), in chain order.
+    /// Their start-up log lines are written.
     pub fn new(config: ServeConfig) -> Result<Gateway, ServeError> {
-        let state = Rc::new(RefCell::new(ProxyState::default()));
-        let plugin = config
-            .module
-            .instantiate(EmulatedAbi::new(Rc::clone(&state)))
-            .map_err(|error| ServeError::Plugin(PluginStartError::Load(error)))?;
-        let proxy = Proxy::start(
-            state,
-            plugin,
-            ProxyConfig {
-                plugin_config: config.plugin_config.clone(),
-                clusters: Some(config.clusters.keys().cloned().collect()),
-                log_level: Some(config.log_level),
-            },
-        )
-        .map_err(|rejected| ServeError::Plugin(PluginStartError::Rejected(rejected)))?;
+        let chained = config.plugin_count() > 1;
+        let plugins = std::iter::once((&config.module, &config.plugin_config)).chain(
+            config
+                .more_plugins
+                .iter()
+                .map(|plugin| (&plugin.module, &plugin.plugin_config)),
+        );
+        let mut filters = Vec::with_capacity(config.plugin_count());
+        for (index, (module, plugin_config)) in plugins.enumerate() {
+            let failed = |error: PluginStartError| {
+                if index == 0 {
+                    ServeError::Plugin(error)
+                } else {
+                    ServeError::ChainedPlugin {
+                        position: index + 1,
+                        error,
+                    }
+                }
+            };
+            let state = Rc::new(RefCell::new(ProxyState::default()));
+            let plugin = module
+                .instantiate(EmulatedAbi::new(Rc::clone(&state)))
+                .map_err(|error| failed(PluginStartError::Load(error)))?;
+            let started = Proxy::start(
+                state,
+                plugin,
+                ProxyConfig {
+                    plugin_config: plugin_config.clone(),
+                    clusters: Some(config.clusters.keys().cloned().collect()),
+                    log_level: Some(config.log_level),
+                },
+            );
+            let name = if chained {
+                format!("plugin {}", index + 1)
+            } else {
+                "plugin".to_string()
+            };
+            let proxy = match started {
+                Ok(proxy) => proxy,
+                Err(rejected) => {
+                    // The plugins started before it: their start-up lines are written.
+                    for filter in &filters {
+                        flush_filter_logs(&config, filter);
+                    }
+                    return Err(failed(PluginStartError::Rejected(rejected)));
+                }
+            };
+            filters.push(Filter {
+                proxy,
+                name,
+                reported_trap: Cell::new(false),
+            });
+        }
         let shared = Rc::new(Shared {
-            proxy,
+            filters,
             config,
             in_flight: RefCell::new(HashMap::new()),
             broken_streams: RefCell::new(HashMap::new()),
             changed: Notify::new(),
-            reported_trap: Cell::new(false),
         });
-        shared.flush_logs();
+        for index in 0..shared.filters.len() {
+            shared.flush_logs(index);
+        }
         Ok(Gateway { shared })
     }
 
@@ -398,19 +516,42 @@ async fn connection(shared: Rc<Shared>, stream: TcpStream) {
         .await;
 }
 
-/// The served plugin and what the server tracks between callbacks. Lives on one thread; no
+/// The served plugins and what the server tracks between callbacks. Lives on one thread; no
 /// `RefCell` borrow is held across an `.await`.
 struct Shared {
-    proxy: Proxy<Plugin<EmulatedAbi>>,
+    /// The chain, in request order.
+    filters: Vec<Filter>,
     config: ServeConfig,
-    /// Calls being made, by token: their stream, and the task making them.
-    in_flight: RefCell<HashMap<u32, (u32, AbortHandle)>>,
-    /// Streams the emulated proxy could not go on with outside their request's task (while
-    /// answering a call), with why.
-    broken_streams: RefCell<HashMap<u32, String>>,
-    /// Woken after every callback: the requests waiting on the plugin look again.
+    /// Calls being made, by plugin and token: their stream, and the task making them.
+    in_flight: RefCell<HashMap<(usize, u32), (u32, AbortHandle)>>,
+    /// Streams (by plugin and context id) the emulated proxy could not go on with outside
+    /// their request's task (while answering a call), with why.
+    broken_streams: RefCell<HashMap<(usize, u32), String>>,
+    /// Woken after every callback: the requests waiting on a plugin look again.
     changed: Notify,
+}
+
+/// One plugin of the chain: its own VM in its own emulated proxy.
+struct Filter {
+    proxy: Proxy<Plugin<EmulatedAbi>>,
+    /// How log lines name it: `plugin` alone, `plugin <n>` (from 1) in a chain.
+    name: String,
     reported_trap: Cell<bool>,
+}
+
+/// Writes the plugin's log lines.
+fn flush_filter_logs(config: &ServeConfig, filter: &Filter) {
+    let records = filter.proxy.state().take_logs();
+    for record in records {
+        if record.level >= config.log_level {
+            (config.log)(&format!(
+                "[{} {}] {}",
+                filter.name,
+                level_name(record.level),
+                record.message
+            ));
+        }
+    }
 }
 
 /// A request that ends with a response the server makes up, and a log line.
@@ -428,25 +569,33 @@ impl Abort {
     }
 }
 
-/// The stream of one request: ends it (`on_log`, `on_done`, `on_delete`) when dropped, also
+/// The streams of one request, one per plugin it reached (index: the plugin's place in the
+/// chain): ends them (`on_log`, `on_done`, `on_delete`, in chain order) when dropped, also
 /// when the client goes away and the request's task is dropped mid-way.
 struct StreamGuard {
     shared: Rc<Shared>,
-    context_id: u32,
+    streams: RefCell<Vec<u32>>,
     ended: bool,
 }
 
 impl StreamGuard {
     fn end(mut self) {
         self.ended = true;
-        self.shared.end_stream(self.context_id, true);
+        self.end_all(true);
+    }
+
+    fn end_all(&self, live: bool) {
+        let streams = std::mem::take(&mut *self.streams.borrow_mut());
+        for (index, context_id) in streams.into_iter().enumerate() {
+            self.shared.end_stream(index, context_id, live);
+        }
     }
 }
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
         if !self.ended {
-            self.shared.end_stream(self.context_id, false);
+            self.end_all(false);
         }
     }
 }
@@ -473,57 +622,76 @@ fn level_name(level: LogLevel) -> &'static str {
     }
 }
 
+/// Headers and body of one side, as they go from one plugin to the next.
+type Message = (Vec<(String, String)>, Bytes);
+
 impl Shared {
     fn log(&self, message: &str) {
         (self.config.log)(&format!("[serve] {message}"));
     }
 
-    fn flush_logs(&self) {
-        let records = self.proxy.state().take_logs();
-        for record in records {
-            if record.level >= self.config.log_level {
-                (self.config.log)(&format!(
-                    "[plugin {}] {}",
-                    level_name(record.level),
-                    record.message
-                ));
-            }
-        }
-        if self.proxy.failure().is_some() && !self.reported_trap.replace(true) {
-            self.log(
-                "the plugin trapped: like Envoy, the broken VM answers every request with 503 \
-                 from now on; restart the server",
-            );
+    fn chained(&self) -> bool {
+        self.filters.len() > 1
+    }
+
+    /// `the plugin` alone, `plugin <n>` in a chain: for the server's messages.
+    fn the_plugin(&self, index: usize) -> String {
+        if self.chained() {
+            format!("plugin {}", index + 1)
+        } else {
+            "the plugin".to_string()
         }
     }
 
-    /// Runs `drive` (one or more callbacks) on the emulated proxy, then dispatches the calls
-    /// the plugin made, writes its logs and wakes the waiting requests. The emulated proxy
-    /// panics on a protocol mistake of the plugin (e.g. resuming a stream that is not paused):
-    /// that becomes an [`Abort`] with a 503, never a crash of the server.
+    fn flush_logs(&self, index: usize) {
+        let filter = &self.filters[index];
+        flush_filter_logs(&self.config, filter);
+        if filter.proxy.failure().is_some() && !filter.reported_trap.replace(true) {
+            self.log(&format!(
+                "{} trapped: like Envoy, the broken VM answers every request with 503 \
+                 from now on; restart the server",
+                self.the_plugin(index)
+            ));
+        }
+    }
+
+    /// Runs `drive` (one or more callbacks) on the emulated proxy of plugin `index`, then
+    /// dispatches the calls the plugin made, writes its logs and wakes the waiting requests.
+    /// The emulated proxy panics on a protocol mistake of the plugin (e.g. resuming a stream
+    /// that is not paused): that becomes an [`Abort`] with a 503, never a crash of the server.
     fn drive<T>(
         self: &Rc<Self>,
+        index: usize,
         what: &str,
         drive: impl FnOnce(&Proxy<Plugin<EmulatedAbi>>) -> T,
     ) -> Result<T, Abort> {
-        let result = catch_unwind(AssertUnwindSafe(|| drive(&self.proxy)));
-        self.dispatch_calls();
-        self.flush_logs();
+        let result = catch_unwind(AssertUnwindSafe(|| drive(&self.filters[index].proxy)));
+        self.dispatch_calls(index);
+        self.flush_logs(index);
         self.changed.notify_waiters();
         result.map_err(|payload| {
+            let of = if self.chained() {
+                format!(" of plugin {}", index + 1)
+            } else {
+                String::new()
+            };
             Abort::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!(
-                    "the emulated proxy stopped the stream in {what}: {}",
+                    "the emulated proxy stopped the stream in {what}{of}: {}",
                     panic_message(payload.as_ref())
                 ),
             )
         })
     }
 
-    /// Reads the emulated proxy's state, without running the plugin.
-    fn peek<T>(&self, read: impl FnOnce(&Proxy<Plugin<EmulatedAbi>>) -> T) -> Result<T, Abort> {
-        catch_unwind(AssertUnwindSafe(|| read(&self.proxy))).map_err(|payload| {
+    /// Reads the emulated proxy's state of plugin `index`, without running the plugin.
+    fn peek<T>(
+        &self,
+        index: usize,
+        read: impl FnOnce(&Proxy<Plugin<EmulatedAbi>>) -> T,
+    ) -> Result<T, Abort> {
+        catch_unwind(AssertUnwindSafe(|| read(&self.filters[index].proxy))).map_err(|payload| {
             Abort::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!(
@@ -534,22 +702,23 @@ impl Shared {
         })
     }
 
-    /// Starts a task for every call the plugin made that is not under way yet.
-    fn dispatch_calls(self: &Rc<Self>) {
-        for call in self.proxy.calls() {
-            if self.in_flight.borrow().contains_key(&call.token()) {
+    /// Starts a task for every call plugin `index` made that is not under way yet.
+    fn dispatch_calls(self: &Rc<Self>, index: usize) {
+        for call in self.filters[index].proxy.calls() {
+            let key = (index, call.token());
+            if self.in_flight.borrow().contains_key(&key) {
                 continue;
             }
-            let (token, context_id) = (call.token(), call.context_id());
-            let task = tokio::task::spawn_local(Rc::clone(self).make_call(call));
+            let context_id = call.context_id();
+            let task = tokio::task::spawn_local(Rc::clone(self).make_call(index, call));
             self.in_flight
                 .borrow_mut()
-                .insert(token, (context_id, task.abort_handle()));
+                .insert(key, (context_id, task.abort_handle()));
         }
     }
 
-    /// Makes one call for real, then delivers its answer to the plugin.
-    async fn make_call(self: Rc<Self>, call: Call) {
+    /// Makes one call of plugin `index` for real, then delivers its answer to the plugin.
+    async fn make_call(self: Rc<Self>, index: usize, call: Call) {
         let outcome = match self.config.clusters.get(call.cluster()) {
             None => Err(format!("cluster `{}` has no address", call.cluster())),
             Some(address) => {
@@ -579,8 +748,13 @@ impl Shared {
                 Some((pairs, body.to_vec()))
             }
             Err(error) => {
+                let of = if self.chained() {
+                    format!(" of plugin {}", index + 1)
+                } else {
+                    String::new()
+                };
                 self.log(&format!(
-                    "call {} {} to cluster `{}` failed: {error}; the plugin gets a failed call (0 headers)",
+                    "call {} {} to cluster `{}`{of} failed: {error}; the plugin gets a failed call (0 headers)",
                     call.method(),
                     call.path(),
                     call.cluster()
@@ -588,42 +762,48 @@ impl Shared {
                 None
             }
         };
-        self.in_flight.borrow_mut().remove(&call.token());
-        if let Err(abort) = self.drive("on_http_call_response", |proxy| {
+        self.in_flight.borrow_mut().remove(&(index, call.token()));
+        if let Err(abort) = self.drive(index, "on_http_call_response", |proxy| {
             proxy.answer(&call, response);
         }) {
             self.broken_streams
                 .borrow_mut()
-                .insert(call.context_id(), abort.message);
+                .insert((index, call.context_id()), abort.message);
             self.changed.notify_waiters();
         }
     }
 
-    /// Ends a stream: cancels its calls, runs `on_log`, `on_done`, `on_delete`, forgets it.
-    /// `live`: the server goes on (the request finished), so calls the plugin made in those
-    /// callbacks are dispatched; otherwise (the client went away, or the server is stopping)
-    /// nothing new is started.
-    fn end_stream(self: &Rc<Self>, context_id: u32, live: bool) {
-        self.in_flight.borrow_mut().retain(|_, (owner, task)| {
-            let keep = *owner != context_id;
-            if !keep {
-                task.abort();
-            }
-            keep
-        });
-        self.broken_streams.borrow_mut().remove(&context_id);
-        let ended = catch_unwind(AssertUnwindSafe(|| self.proxy.end_stream(context_id)));
-        self.proxy.state().forget_stream(context_id);
+    /// Ends the stream of plugin `index`: cancels its calls, runs `on_log`, `on_done`,
+    /// `on_delete`, forgets it. `live`: the server goes on (the request finished), so calls
+    /// the plugin made in those callbacks are dispatched; otherwise (the client went away, or
+    /// the server is stopping) nothing new is started.
+    fn end_stream(self: &Rc<Self>, index: usize, context_id: u32, live: bool) {
+        self.in_flight
+            .borrow_mut()
+            .retain(|&(plugin, _), (owner, task)| {
+                let keep = plugin != index || *owner != context_id;
+                if !keep {
+                    task.abort();
+                }
+                keep
+            });
+        self.broken_streams
+            .borrow_mut()
+            .remove(&(index, context_id));
+        let proxy = &self.filters[index].proxy;
+        let ended = catch_unwind(AssertUnwindSafe(|| proxy.end_stream(context_id)));
+        proxy.state().forget_stream(context_id);
         if let Err(payload) = ended {
             self.log(&format!(
-                "ending stream {context_id}: {}",
+                "ending stream {context_id} of {}: {}",
+                self.the_plugin(index),
                 panic_message(payload.as_ref())
             ));
         }
         if live {
-            self.dispatch_calls();
+            self.dispatch_calls(index);
         }
-        self.flush_logs();
+        self.flush_logs(index);
     }
 
     fn cancel_all_calls(&self) {
@@ -632,33 +812,36 @@ impl Shared {
         }
     }
 
-    /// Waits until the plugin lets `side` of the stream go on (`Ok(true)`) or replied locally
-    /// (`Ok(false)`).
-    async fn wait(&self, context_id: u32, side: Side) -> Result<bool, Abort> {
+    /// Waits until the last of `watched` (plugin index, context id) lets `side` of its stream
+    /// go on (`Ok(None)`), or one of `watched` replied locally (`Ok(Some(index))`, the first
+    /// in chain order that did).
+    async fn wait(&self, watched: &[(usize, u32)], side: Side) -> Result<Option<usize>, Abort> {
+        let Some(&(index, context_id)) = watched.last() else {
+            return Ok(None);
+        };
         let deadline = Instant::now() + self.config.hold_timeout;
         loop {
             let changed = self.changed.notified();
-            if let Some(message) = self.broken_streams.borrow_mut().remove(&context_id) {
-                return Err(Abort::new(StatusCode::SERVICE_UNAVAILABLE, message));
+            for key in watched {
+                if let Some(message) = self.broken_streams.borrow_mut().remove(key) {
+                    return Err(Abort::new(StatusCode::SERVICE_UNAVAILABLE, message));
+                }
             }
-            let (replied, paused) = self.peek(|proxy| {
-                (
-                    proxy.local_reply(context_id).is_some(),
-                    proxy.is_paused(context_id, side),
-                )
-            })?;
-            if replied {
-                return Ok(false);
+            for &(plugin, stream) in watched {
+                if self.replied(plugin, stream)? {
+                    return Ok(Some(plugin));
+                }
             }
-            if !paused {
-                return Ok(true);
+            if !self.peek(index, |proxy| proxy.is_paused(context_id, side))? {
+                return Ok(None);
             }
             if tokio::time::timeout_at(deadline, changed).await.is_err() {
                 return Err(Abort::new(
                     StatusCode::GATEWAY_TIMEOUT,
                     format!(
-                        "the plugin held the {side:?} of stream {context_id} for {:?} without \
+                        "{} held the {side:?} of stream {context_id} for {:?} without \
                          resuming it or replying",
+                        self.the_plugin(index),
                         self.config.hold_timeout
                     ),
                 ));
@@ -666,8 +849,8 @@ impl Shared {
         }
     }
 
-    fn replied(&self, context_id: u32) -> Result<bool, Abort> {
-        self.peek(|proxy| proxy.local_reply(context_id).is_some())
+    fn replied(&self, index: usize, context_id: u32) -> Result<bool, Abort> {
+        self.peek(index, |proxy| proxy.local_reply(context_id).is_some())
     }
 
     /// Serves one request.
@@ -685,19 +868,12 @@ impl Shared {
                 return plain(status, "cannot read the request body");
             }
         };
-        let context_id = match self.drive("on_context_create", |proxy| proxy.open_stream()) {
-            Ok(context_id) => context_id,
-            Err(abort) => {
-                self.log(&abort.message);
-                return plain(abort.status, &abort.message);
-            }
-        };
         let guard = StreamGuard {
             shared: Rc::clone(&self),
-            context_id,
+            streams: RefCell::new(Vec::new()),
             ended: false,
         };
-        let response = match self.exchange(context_id, &parts, body).await {
+        let response = match self.exchange(&guard.streams, &parts, body).await {
             Ok(response) => response,
             Err(abort) => {
                 self.log(&format!(
@@ -714,42 +890,52 @@ impl Shared {
         response
     }
 
-    /// The proxy's work on one request, from its headers to the client's response.
+    /// The proxy's work on one request, from its headers to the client's response: the
+    /// request through each plugin in chain order (each plugin's stream is opened when the
+    /// request reaches it), the upstream, the response through the plugins in reverse order.
     async fn exchange(
         self: &Rc<Self>,
-        context_id: u32,
+        streams: &RefCell<Vec<u32>>,
         parts: &Parts,
         body: Bytes,
     ) -> Result<Response<Full<Bytes>>, Abort> {
-        let headers = request_headers(parts);
-        let pairs: Vec<(&str, &str)> = headers
-            .iter()
-            .map(|(name, value)| (name.as_str(), value.as_str()))
-            .collect();
-        self.drive("on_request_headers", |proxy| {
-            proxy.send_headers(context_id, Side::Request, &pairs, body.is_empty());
-        })?;
-        if !self.wait(context_id, Side::Request).await? {
-            return self.respond(context_id);
-        }
-        if !body.is_empty() {
-            self.drive("on_request_body", |proxy| {
-                proxy.send_body(context_id, Side::Request, &body, true);
+        let mut request: Message = (request_headers(parts), body);
+        let mut watched: Vec<(usize, u32)> = Vec::with_capacity(self.filters.len());
+        for index in 0..self.filters.len() {
+            let context_id = self.drive(index, "on_context_create", |proxy| proxy.open_stream())?;
+            streams.borrow_mut().push(context_id);
+            watched.push((index, context_id));
+            let (headers, body) = &request;
+            let pairs: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(name, value)| (name.as_str(), value.as_str()))
+                .collect();
+            self.drive(index, "on_request_headers", |proxy| {
+                proxy.send_headers(context_id, Side::Request, &pairs, body.is_empty());
             })?;
-            if !self.wait(context_id, Side::Request).await? {
-                return self.respond(context_id);
+            if let Some(replier) = self.wait(&watched, Side::Request).await? {
+                return self.respond_through(&watched, replier, None).await;
             }
+            if !body.is_empty() {
+                self.drive(index, "on_request_body", |proxy| {
+                    proxy.send_body(context_id, Side::Request, body, true);
+                })?;
+                if let Some(replier) = self.wait(&watched, Side::Request).await? {
+                    return self.respond_through(&watched, replier, None).await;
+                }
+            }
+            request = self.peek(index, |proxy| {
+                (
+                    proxy.headers(context_id, Side::Request),
+                    Bytes::from(proxy.body(context_id, Side::Request)),
+                )
+            })?;
         }
 
-        let (headers, body) = self.peek(|proxy| {
-            (
-                proxy.headers(context_id, Side::Request),
-                proxy.body(context_id, Side::Request),
-            )
-        })?;
+        let (headers, body) = request;
         let exchange = async {
-            let request = build_request(&headers, Bytes::from(body))
-                .map_err(|error| (StatusCode::BAD_GATEWAY, error))?;
+            let request =
+                build_request(&headers, body).map_err(|error| (StatusCode::BAD_GATEWAY, error))?;
             send(&self.config.upstream, request, self.config.max_body)
                 .await
                 .map_err(|error| (StatusCode::BAD_GATEWAY, error))
@@ -776,7 +962,7 @@ impl Shared {
             }
             Err((status, error)) => {
                 // Like Envoy's local reply for an upstream failure: it goes through the
-                // plugin's response callbacks.
+                // plugins' response callbacks.
                 self.log(&format!(
                     "upstream {} for {} {}: {error} ({})",
                     self.config.upstream,
@@ -793,35 +979,60 @@ impl Shared {
             }
         };
         // A call answered meanwhile may have replied already.
-        if self.replied(context_id)? {
-            return self.respond(context_id);
+        for &(index, context_id) in &watched {
+            if self.replied(index, context_id)? {
+                return self.respond_through(&watched, index, None).await;
+            }
         }
         let mut response_headers = vec![(":status".to_string(), status.as_str().to_string())];
         response_headers.extend(headers);
-        let pairs: Vec<(&str, &str)> = response_headers
-            .iter()
-            .map(|(name, value)| (name.as_str(), value.as_str()))
-            .collect();
-        self.drive("on_response_headers", |proxy| {
-            proxy.send_headers(context_id, Side::Response, &pairs, body.is_empty());
-        })?;
-        if self.wait(context_id, Side::Response).await? && !body.is_empty() {
-            self.drive("on_response_body", |proxy| {
-                proxy.send_body(context_id, Side::Response, &body, true);
-            })?;
-            self.wait(context_id, Side::Response).await?;
-        }
-        self.respond(context_id)
+        let last = watched.len() - 1;
+        self.respond_through(&watched, last, Some((response_headers, body)))
+            .await
     }
 
-    /// The response as the plugin left it: the upstream's, changed, or its local reply.
-    fn respond(&self, context_id: u32) -> Result<Response<Full<Bytes>>, Abort> {
-        let (headers, body) = self.peek(|proxy| {
-            (
-                proxy.headers(context_id, Side::Response),
-                proxy.body(context_id, Side::Response),
-            )
-        })?;
+    /// Sends the response through the plugins `from`, `from - 1`, ..., the first (Envoy runs
+    /// the encoder filters in reverse order), and makes the client's response of what the
+    /// first plugin left. `response`: the upstream's, for plugin `from`; `None`: plugin
+    /// `from` replied locally, its reply (already through its own response callbacks) is the
+    /// response. A plugin that replied locally meanwhile replaces the response with its reply.
+    async fn respond_through(
+        self: &Rc<Self>,
+        watched: &[(usize, u32)],
+        from: usize,
+        response: Option<Message>,
+    ) -> Result<Response<Full<Bytes>>, Abort> {
+        let mut response = response.unwrap_or_default();
+        for &(index, context_id) in watched[..=from].iter().rev() {
+            if !self.replied(index, context_id)? {
+                let (headers, body) = &response;
+                let pairs: Vec<(&str, &str)> = headers
+                    .iter()
+                    .map(|(name, value)| (name.as_str(), value.as_str()))
+                    .collect();
+                self.drive(index, "on_response_headers", |proxy| {
+                    proxy.send_headers(context_id, Side::Response, &pairs, body.is_empty());
+                })?;
+                let one = [(index, context_id)];
+                if self.wait(&one, Side::Response).await?.is_none() && !body.is_empty() {
+                    self.drive(index, "on_response_body", |proxy| {
+                        proxy.send_body(context_id, Side::Response, body, true);
+                    })?;
+                    self.wait(&one, Side::Response).await?;
+                }
+            }
+            response = self.peek(index, |proxy| {
+                (
+                    proxy.headers(context_id, Side::Response),
+                    Bytes::from(proxy.body(context_id, Side::Response)),
+                )
+            })?;
+        }
+        self.respond(response)
+    }
+
+    /// The client's response, from the headers and body the first plugin left.
+    fn respond(&self, (headers, body): Message) -> Result<Response<Full<Bytes>>, Abort> {
         let mut status = None;
         let mut map = HeaderMap::new();
         for (name, value) in &headers {
@@ -849,7 +1060,7 @@ impl Shared {
             .ok_or_else(|| {
                 Abort::new(StatusCode::BAD_GATEWAY, "the response has no valid :status")
             })?;
-        let mut response = Response::new(Full::new(Bytes::from(body)));
+        let mut response = Response::new(Full::new(body));
         *response.status_mut() = status;
         *response.headers_mut() = map;
         Ok(response)

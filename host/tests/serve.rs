@@ -622,3 +622,140 @@ async fn a_client_that_goes_away_mid_call_ends_its_stream_only() {
     assert_eq!(paths, ["/after"]);
     demo.server.shutdown();
 }
+
+/// hello (`hello: world`) then auth-flow, in front of the demo services.
+async fn hello_then_auth_flow(
+    hello_config: &str,
+) -> (
+    proxy_async_host::serve::Server,
+    support::Service,
+    support::Service,
+) {
+    let auth = support::auth_service(Duration::ZERO).await;
+    let users = support::users_service().await;
+    let upstream = support::upstream().await;
+    let config = ServeConfig::new(support::module("hello"), upstream.addr.to_string())
+        .plugin_config(hello_config.to_string())
+        .then(
+            support::module("auth_flow"),
+            r#"{"auth": {"cluster": "auth"}, "users": {"cluster": "users"}}"#,
+        )
+        .cluster("auth", auth.addr.to_string())
+        .cluster("users", users.addr.to_string());
+    assert_eq!(config.plugin_count(), 2);
+    let (server, _) = support::start(config);
+    (server, auth, upstream)
+}
+
+#[tokio::test]
+async fn a_chain_of_hello_then_auth_flow_reaches_the_upstream_with_both_changes() {
+    let (server, auth, upstream) = hello_then_auth_flow(r#"{"mockEnable": false}"#).await;
+    let got = send(
+        server.addr(),
+        "POST",
+        "/orders",
+        &[GOOD, ("x-user-id", "forged")],
+        r#"{"item": 42}"#,
+    )
+    .await;
+    assert_eq!(
+        (got.status, got.body.as_str()),
+        (StatusCode::OK, "upstream saw /orders"),
+        "{got:?}"
+    );
+    assert_eq!(auth.seen().len(), 1);
+    let seen = upstream.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].header("hello"), Some("world"));
+    assert_eq!(seen[0].header("x-user-id"), Some("u-1"));
+    assert_eq!(seen[0].header("x-user-name"), Some("alice"));
+    assert_eq!(seen[0].body, r#"{"item": 42}"#);
+    server.shutdown();
+}
+
+#[tokio::test]
+async fn a_chain_of_hello_then_auth_flow_still_answers_401_without_a_credential() {
+    // hello ran (it never replies), auth-flow replied: the upstream never sees the request.
+    let (server, auth, upstream) = hello_then_auth_flow(r#"{"mockEnable": false}"#).await;
+    let got = send(server.addr(), "GET", "/orders", &[], "").await;
+    assert_eq!(got.status, StatusCode::UNAUTHORIZED, "{got:?}");
+    assert!(auth.seen().is_empty());
+    assert!(upstream.seen().is_empty());
+    server.shutdown();
+}
+
+/// auth-flow then hello (with `hello_config`), in front of the demo services.
+async fn auth_flow_then_hello(hello_config: &str) -> (AuthDemo, proxy_async_host::serve::Server) {
+    let demo = AuthDemo::start(Duration::ZERO).await;
+    let config = ServeConfig::new(support::module("auth_flow"), demo.upstream.addr.to_string())
+        .plugin_config(r#"{"auth": {"cluster": "auth"}, "users": {"cluster": "users"}}"#)
+        .then(support::module("hello"), hello_config.to_string())
+        .cluster("auth", demo.auth.addr.to_string())
+        .cluster("users", demo.users.addr.to_string());
+    let (server, _) = support::start(config);
+    (demo, server)
+}
+
+#[tokio::test]
+async fn a_chain_of_auth_flow_then_hello_answers_401_before_hello_runs() {
+    let (demo, server) = auth_flow_then_hello(r#"{"mockEnable": false}"#).await;
+    let got = send(server.addr(), "GET", "/orders", &[], "").await;
+    assert_eq!(got.status, StatusCode::UNAUTHORIZED, "{got:?}");
+    assert!(demo.auth.seen().is_empty());
+    assert!(demo.users.seen().is_empty());
+    assert!(
+        demo.upstream.seen().is_empty(),
+        "the local reply of plugin 1 ends the chain"
+    );
+
+    // The same chain lets a good request through both plugins.
+    let got = send(server.addr(), "GET", "/orders", &[GOOD], "").await;
+    assert_eq!(got.status, StatusCode::OK, "{got:?}");
+    let seen = demo.upstream.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].header("x-user-id"), Some("u-1"));
+    assert_eq!(seen[0].header("hello"), Some("world"));
+    server.shutdown();
+    demo.server.shutdown();
+}
+
+#[tokio::test]
+async fn a_local_reply_of_the_second_plugin_answers_after_the_first_plugins_calls() {
+    // hello replies itself: the request got through auth-flow (both calls), never upstream.
+    let (demo, server) = auth_flow_then_hello(r#"{"mockEnable": true}"#).await;
+    let got = send(server.addr(), "GET", "/orders", &[GOOD], "").await;
+    assert_eq!(
+        (got.status, got.body.as_str()),
+        (StatusCode::OK, "hello world"),
+        "{got:?}"
+    );
+    assert_eq!(demo.auth.seen().len(), 1);
+    assert_eq!(demo.users.seen().len(), 1);
+    assert!(demo.upstream.seen().is_empty());
+
+    // Without a credential, auth-flow replies first: hello's reply never comes.
+    let got = send(server.addr(), "GET", "/orders", &[], "").await;
+    assert_eq!(got.status, StatusCode::UNAUTHORIZED, "{got:?}");
+    server.shutdown();
+    demo.server.shutdown();
+}
+
+#[test]
+fn a_rejected_configuration_of_a_chained_plugin_fails_the_start() {
+    let config = ServeConfig::new(support::module("hello"), "127.0.0.1:9")
+        .then(support::module("auth_flow"), r#"{"auth": {"cluster": ""}}"#);
+    let error = proxy_async_host::serve::Server::start(
+        config.log_sink(|_| {}),
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            proxy_async_host::serve::ServeError::ChainedPlugin { position: 2, .. }
+        ),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("plugin 2"), "{error}");
+    assert!(error.to_string().contains("auth.cluster"), "{error}");
+}

@@ -3,14 +3,17 @@
 //! ```text
 //! proxy-async-serve --wasm PLUGIN.wasm [--demo EXAMPLE] [--config JSON] [--port N]
 //!                   [--upstream HOST:PORT] [--cluster NAME=HOST:PORT]... [--log-level LEVEL]
+//!                   [--plugin MORE.wasm [--config JSON]]...
 //! ```
 //!
 //! `--demo auth-flow` starts, on free loopback ports in this process, the services the
 //! auth-flow example calls (an auth service and a users service) and an echo upstream, maps the
 //! clusters `auth` and `users` to them, and prints curl lines that show each outcome.
 //! `--demo hello` and `--demo hello-no-config` start the echo upstream. Without `--demo`,
-//! `--upstream` is required and the clusters are the `--cluster` ones. Stops on Ctrl-C (or
-//! SIGTERM).
+//! `--upstream` is required and the clusters are the `--cluster` ones. Each `--plugin` adds a
+//! plugin after the `--wasm` one (a chain, run in order on requests and in reverse order on
+//! responses); a `--config` after a `--plugin` is that plugin's configuration (default empty).
+//! Stops on Ctrl-C (or SIGTERM).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -34,6 +37,7 @@ use tokio::task::LocalSet;
 const USAGE: &str =
     "usage: proxy-async-serve --wasm PLUGIN.wasm [--demo EXAMPLE] [--config JSON] [--port N]
                          [--upstream HOST:PORT] [--cluster NAME=HOST:PORT]... [--log-level LEVEL]
+                         [--plugin MORE.wasm [--config JSON]]...
 
   --wasm PATH            the compiled plugin
   --demo EXAMPLE         start the demo services of an example (auth-flow, hello, hello-no-config)
@@ -42,7 +46,9 @@ const USAGE: &str =
   --upstream HOST:PORT   where requests go on to (default with --demo: an echo service)
   --cluster NAME=ADDR    a cluster the plugin may call (repeatable)
   --log-level LEVEL      trace, debug, info, warn, error, critical (default: debug with --demo,
-                         else info)";
+                         else info)
+  --plugin PATH          another plugin after the ones before it, in a chain (repeatable); a
+                         --config after it is its configuration (default: empty)";
 
 /// The demos this binary knows.
 const DEMOS: [&str; 3] = ["auth-flow", "hello", "hello-no-config"];
@@ -57,6 +63,8 @@ struct Args {
     upstream: Option<String>,
     clusters: BTreeMap<String, String>,
     log_level: Option<LogLevel>,
+    /// The `--plugin`s, in chain order after `--wasm`, each with its `--config`.
+    more_plugins: Vec<(String, Option<String>)>,
 }
 
 fn parse_level(text: &str) -> Option<LogLevel> {
@@ -89,7 +97,14 @@ impl Args {
                     }
                     parsed.demo = Some(demo);
                 }
-                "--config" => parsed.config = Some(value()?),
+                "--config" => {
+                    let config = Some(value()?);
+                    match parsed.more_plugins.last_mut() {
+                        Some((_, plugin_config)) => *plugin_config = config,
+                        None => parsed.config = config,
+                    }
+                }
+                "--plugin" => parsed.more_plugins.push((value()?, None)),
                 "--port" => {
                     let port = value()?;
                     parsed.port = port
@@ -186,6 +201,11 @@ async fn run(args: Args) -> Result<(), String> {
 
     let mut config =
         ServeConfig::new(module, upstream.clone()).plugin_config(plugin_config.clone());
+    for (path, plugin_config) in &args.more_plugins {
+        let wasm = std::fs::read(path).map_err(|error| format!("{path}: {error}"))?;
+        let module = PluginModule::new(&wasm).map_err(|error| format!("{path}: {error}"))?;
+        config = config.then(module, plugin_config.clone().unwrap_or_default());
+    }
     config.clusters = clusters.clone();
     // A demo is for watching what the plugin does: its debug lines are shown too.
     config.log_level = args.log_level.unwrap_or(if args.demo.is_some() {
@@ -204,6 +224,13 @@ async fn run(args: Args) -> Result<(), String> {
 
     println!("Serving {} on http://{addr}", args.wasm);
     println!("  plugin config: {plugin_config}");
+    for (path, plugin_config) in &args.more_plugins {
+        println!("  then plugin:   {path}");
+        println!(
+            "    its config:  {}",
+            plugin_config.as_deref().unwrap_or("")
+        );
+    }
     println!("  upstream:      {upstream}");
     for (name, address) in &clusters {
         println!("  cluster {name:<6} -> {address}");
