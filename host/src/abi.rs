@@ -29,58 +29,9 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 /// A decoded header (or metadata) map: `(name, value)` pairs in order, as bytes.
 pub type HeaderPairs = Vec<(Vec<u8>, Vec<u8>)>;
 
-/// `proxy_status_t`: what a hostcall returns to the guest.
-///
-/// The [`Abi`] methods return `Err(status)` for failures; `Ok` is written for `Ok(_)`.
-#[repr(u32)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Status {
-    /// The call succeeded.
-    Ok = 0,
-    /// The key, map, buffer or call does not exist (e.g. a missing header).
-    NotFound = 1,
-    /// An argument is invalid (e.g. an unknown map type, an unknown upstream).
-    BadArgument = 2,
-    /// Serializing a result failed.
-    SerializationFailure = 3,
-    /// Parsing an argument failed.
-    ParseFailure = 4,
-    /// A pointer/length pair passed by the guest is outside its linear memory, or the guest
-    /// allocator failed.
-    InvalidMemoryAccess = 6,
-    /// A queue is empty.
-    Empty = 7,
-    /// `proxy_set_shared_data` was called with a stale CAS value.
-    CasMismatch = 8,
-    /// The host failed for reasons of its own.
-    InternalFailure = 10,
-    /// The host does not implement this call.
-    Unimplemented = 12,
-}
-
-impl Status {
-    /// The status code written to the guest.
-    pub fn code(self) -> u32 {
-        self as u32
-    }
-
-    /// The status for a code, if `proxy_status_t` defines it.
-    pub fn from_code(code: u32) -> Option<Status> {
-        Some(match code {
-            0 => Status::Ok,
-            1 => Status::NotFound,
-            2 => Status::BadArgument,
-            3 => Status::SerializationFailure,
-            4 => Status::ParseFailure,
-            6 => Status::InvalidMemoryAccess,
-            7 => Status::Empty,
-            8 => Status::CasMismatch,
-            10 => Status::InternalFailure,
-            12 => Status::Unimplemented,
-            _ => return None,
-        })
-    }
-}
+/// `proxy_status_t`: what a hostcall returns to the guest. The [`Abi`] methods return
+/// `Err(status)` for failures; `Ok` is written for `Ok(_)`. One type with the emulated proxy's.
+pub use proxy_emulator::Status;
 
 /// Declares a guest-to-host enum: named variants for the spec's values, `Unknown(u32)` for the
 /// rest, and lossless conversions from and to `u32`.

@@ -96,10 +96,6 @@ fn byte_pairs(pairs: Pairs) -> HeaderPairs {
         .collect()
 }
 
-fn status(status: proxy_emulator::Status) -> Status {
-    Status::from_code(status as u32).unwrap_or(Status::InternalFailure)
-}
-
 fn map(map: MapType) -> Result<proxy_emulator::MapType, Status> {
     proxy_emulator::MapType::from_code(u32::from(map)).ok_or(Status::BadArgument)
 }
@@ -135,10 +131,7 @@ impl Abi for EmulatedAbi {
     }
 
     fn set_effective_context(&mut self, context_id: u32) -> Result<(), Status> {
-        self.state
-            .borrow_mut()
-            .set_effective_context(context_id)
-            .map_err(status)
+        self.state.borrow_mut().set_effective_context(context_id)
     }
 
     fn done(&mut self) -> Result<(), Status> {
@@ -155,7 +148,6 @@ impl Abi for EmulatedAbi {
         self.state
             .borrow_mut()
             .get_buffer(buffer(kind)?, usize_of(start), usize_of(max_size))
-            .map_err(status)
     }
 
     fn set_buffer_bytes(
@@ -168,24 +160,18 @@ impl Abi for EmulatedAbi {
         self.state
             .borrow_mut()
             .set_buffer(buffer(kind)?, usize_of(start), usize_of(size), value)
-            .map_err(status)
     }
 
     fn get_buffer_status(&mut self, kind: BufferType) -> Result<(u32, u32), Status> {
         let bytes = self
             .state
             .borrow_mut()
-            .get_buffer(buffer(kind)?, 0, usize::MAX)
-            .map_err(status)?;
+            .get_buffer(buffer(kind)?, 0, usize::MAX)?;
         Ok((u32::try_from(bytes.len()).unwrap_or(u32::MAX), 0))
     }
 
     fn get_header_map_pairs(&mut self, kind: MapType) -> Result<HeaderPairs, Status> {
-        self.state
-            .borrow_mut()
-            .get_map(map(kind)?)
-            .map(byte_pairs)
-            .map_err(status)
+        self.state.borrow_mut().get_map(map(kind)?).map(byte_pairs)
     }
 
     fn set_header_map_pairs(
@@ -196,14 +182,12 @@ impl Abi for EmulatedAbi {
         self.state
             .borrow_mut()
             .set_map(map(kind)?, owned_pairs(pairs))
-            .map_err(status)
     }
 
     fn get_header_map_value(&mut self, kind: MapType, key: &[u8]) -> Result<Vec<u8>, Status> {
         self.state
             .borrow_mut()
             .get_map_value(map(kind)?, &text(key))
-            .map_err(status)
     }
 
     fn add_header_map_value(
@@ -215,7 +199,6 @@ impl Abi for EmulatedAbi {
         self.state
             .borrow_mut()
             .add_map_value(map(kind)?, &text(key), value)
-            .map_err(status)
     }
 
     fn replace_header_map_value(
@@ -227,28 +210,23 @@ impl Abi for EmulatedAbi {
         self.state
             .borrow_mut()
             .replace_map_value(map(kind)?, &text(key), value)
-            .map_err(status)
     }
 
     fn remove_header_map_value(&mut self, kind: MapType, key: &[u8]) -> Result<(), Status> {
         self.state
             .borrow_mut()
             .remove_map_value(map(kind)?, &text(key))
-            .map_err(status)
     }
 
     fn continue_stream(&mut self, stream: StreamType) -> Result<(), Status> {
         let side = proxy_emulator::Side::from_code(u32::from(stream)).ok_or(Status::BadArgument)?;
-        self.state
-            .borrow_mut()
-            .continue_stream(side)
-            .map_err(status)
+        self.state.borrow_mut().continue_stream(side)
     }
 
     fn close_stream(&mut self, stream: StreamType) -> Result<(), Status> {
         // Either side closes the whole HTTP stream; TCP streams are not emulated.
         proxy_emulator::Side::from_code(u32::from(stream)).ok_or(Status::BadArgument)?;
-        self.state.borrow_mut().close_stream().map_err(status)
+        self.state.borrow_mut().close_stream()
     }
 
     fn grpc_call(
@@ -260,17 +238,14 @@ impl Abi for EmulatedAbi {
         message: &[u8],
         timeout_ms: u32,
     ) -> Result<u32, Status> {
-        self.state
-            .borrow_mut()
-            .grpc_call(
-                &text(upstream),
-                &text(service),
-                &text(method),
-                owned_pairs(initial_metadata),
-                message,
-                Duration::from_millis(u64::from(timeout_ms)),
-            )
-            .map_err(status)
+        self.state.borrow_mut().grpc_call(
+            &text(upstream),
+            &text(service),
+            &text(method),
+            owned_pairs(initial_metadata),
+            message,
+            Duration::from_millis(u64::from(timeout_ms)),
+        )
     }
 
     fn grpc_stream(
@@ -280,15 +255,12 @@ impl Abi for EmulatedAbi {
         method: &[u8],
         initial_metadata: &[(&[u8], &[u8])],
     ) -> Result<u32, Status> {
-        self.state
-            .borrow_mut()
-            .grpc_stream(
-                &text(upstream),
-                &text(service),
-                &text(method),
-                owned_pairs(initial_metadata),
-            )
-            .map_err(status)
+        self.state.borrow_mut().grpc_stream(
+            &text(upstream),
+            &text(service),
+            &text(method),
+            owned_pairs(initial_metadata),
+        )
     }
 
     fn grpc_send(
@@ -300,26 +272,24 @@ impl Abi for EmulatedAbi {
         self.state
             .borrow_mut()
             .grpc_send(stream_id, message, end_stream)
-            .map_err(status)
     }
 
     fn grpc_cancel(&mut self, id: u32) -> Result<(), Status> {
-        self.state.borrow_mut().grpc_cancel(id).map_err(status)
+        self.state.borrow_mut().grpc_cancel(id)
     }
 
     fn grpc_close(&mut self, id: u32) -> Result<(), Status> {
-        self.state.borrow_mut().grpc_close(id).map_err(status)
+        self.state.borrow_mut().grpc_close(id)
     }
 
     fn get_status(&mut self) -> Result<(u32, Vec<u8>), Status> {
-        self.state.borrow().get_status().map_err(status)
+        self.state.borrow().get_status()
     }
 
     fn call_foreign_function(&mut self, name: &[u8], arguments: &[u8]) -> Result<Vec<u8>, Status> {
         self.state
             .borrow()
             .call_foreign_function(&text(name), arguments)
-            .map_err(status)
     }
 
     fn send_local_response(
@@ -331,10 +301,12 @@ impl Abi for EmulatedAbi {
         _grpc_status: i32,
     ) -> Result<(), Status> {
         let code = u16::try_from(status_code).map_err(|_| Status::BadArgument)?;
-        self.state
-            .borrow_mut()
-            .send_local_response(code, &text(details), body, owned_pairs(headers))
-            .map_err(status)
+        self.state.borrow_mut().send_local_response(
+            code,
+            &text(details),
+            body,
+            owned_pairs(headers),
+        )
     }
 
     fn http_call(
@@ -345,26 +317,20 @@ impl Abi for EmulatedAbi {
         _trailers: &[(&[u8], &[u8])],
         timeout_ms: u32,
     ) -> Result<u32, Status> {
-        self.state
-            .borrow_mut()
-            .http_call(
-                &text(upstream),
-                owned_pairs(headers),
-                body,
-                Duration::from_millis(u64::from(timeout_ms)),
-            )
-            .map_err(status)
+        self.state.borrow_mut().http_call(
+            &text(upstream),
+            owned_pairs(headers),
+            body,
+            Duration::from_millis(u64::from(timeout_ms)),
+        )
     }
 
     fn get_shared_data(&mut self, key: &[u8]) -> Result<(Vec<u8>, u32), Status> {
-        self.state.borrow().get_shared_data(key).map_err(status)
+        self.state.borrow().get_shared_data(key)
     }
 
     fn set_shared_data(&mut self, key: &[u8], value: &[u8], cas: u32) -> Result<(), Status> {
-        self.state
-            .borrow_mut()
-            .set_shared_data(key, value, cas)
-            .map_err(status)
+        self.state.borrow_mut().set_shared_data(key, value, cas)
     }
 
     fn register_shared_queue(&mut self, name: &[u8]) -> Result<u32, Status> {
@@ -375,21 +341,16 @@ impl Abi for EmulatedAbi {
         self.state
             .borrow()
             .resolve_shared_queue(&text(vm_id), &text(name))
-            .map_err(status)
     }
 
     fn enqueue_shared_queue(&mut self, queue_id: u32, value: &[u8]) -> Result<(), Status> {
         self.state
             .borrow_mut()
             .enqueue_shared_queue(queue_id, value)
-            .map_err(status)
     }
 
     fn dequeue_shared_queue(&mut self, queue_id: u32) -> Result<Vec<u8>, Status> {
-        self.state
-            .borrow_mut()
-            .dequeue_shared_queue(queue_id)
-            .map_err(status)
+        self.state.borrow_mut().dequeue_shared_queue(queue_id)
     }
 
     fn define_metric(&mut self, metric_type: MetricType, name: &[u8]) -> Result<u32, Status> {
@@ -399,26 +360,20 @@ impl Abi for EmulatedAbi {
     }
 
     fn record_metric(&mut self, metric_id: u32, value: i64) -> Result<(), Status> {
-        self.state
-            .borrow_mut()
-            .record_metric(metric_id, value)
-            .map_err(status)
+        self.state.borrow_mut().record_metric(metric_id, value)
     }
 
     fn increment_metric(&mut self, metric_id: u32, delta: i64) -> Result<(), Status> {
-        self.state
-            .borrow_mut()
-            .increment_metric(metric_id, delta)
-            .map_err(status)
+        self.state.borrow_mut().increment_metric(metric_id, delta)
     }
 
     fn get_metric(&mut self, metric_id: u32) -> Result<u64, Status> {
-        let value = self.state.borrow().get_metric(metric_id).map_err(status)?;
+        let value = self.state.borrow().get_metric(metric_id)?;
         Ok(u64::try_from(value).unwrap_or(0))
     }
 
     fn get_property(&mut self, path: &[u8]) -> Result<Vec<u8>, Status> {
-        self.state.borrow().get_property(path).map_err(status)
+        self.state.borrow().get_property(path)
     }
 
     fn set_property(&mut self, path: &[u8], value: &[u8]) -> Result<(), Status> {

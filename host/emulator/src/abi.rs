@@ -28,6 +28,30 @@ pub enum Status {
     Unimplemented = 12,
 }
 
+impl Status {
+    /// The status code written to the guest.
+    pub fn code(self) -> u32 {
+        self as u32
+    }
+
+    /// The status for a code, if `proxy_status_t` defines it.
+    pub fn from_code(code: u32) -> Option<Status> {
+        Some(match code {
+            0 => Status::Ok,
+            1 => Status::NotFound,
+            2 => Status::BadArgument,
+            3 => Status::SerializationFailure,
+            4 => Status::ParseFailure,
+            6 => Status::InvalidMemoryAccess,
+            7 => Status::Empty,
+            8 => Status::CasMismatch,
+            10 => Status::InternalFailure,
+            12 => Status::Unimplemented,
+            _ => return None,
+        })
+    }
+}
+
 impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let name = match self {
