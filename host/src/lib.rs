@@ -98,6 +98,8 @@
 #![forbid(unsafe_code)]
 
 pub mod abi;
+#[cfg(feature = "serve")]
+pub mod demo;
 mod emulated;
 mod guest;
 mod hostcalls;

@@ -11,8 +11,9 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper::{HeaderMap, Method, Request, StatusCode};
+use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
+use proxy_async_host::demo::{DemoRequest, auth_service, json, users_service};
 use tokio::sync::oneshot;
 
 type HttpResponse = hyper::Response<Full<Bytes>>;
@@ -157,7 +158,7 @@ async fn serve(
                             match service {
                                 Service::Echo => echo_service(request, &recorded),
                                 Service::Auth => auth_service(request).await,
-                                Service::Users => users_service(request),
+                                Service::Users => users_service(request).await,
                             }
                         }
                         Err(_) => json(StatusCode::BAD_REQUEST, &serde_json::json!({})),
@@ -169,74 +170,6 @@ async fn serve(
                 .serve_connection(TokioIo::new(stream), handler)
                 .await;
         });
-    }
-}
-
-/// One request to a test service, read whole.
-struct DemoRequest {
-    method: Method,
-    /// The path, without the query.
-    path: String,
-    /// The path with the query.
-    target: String,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-fn json(status: StatusCode, value: &serde_json::Value) -> HttpResponse {
-    let mut response = hyper::Response::new(Full::new(Bytes::from(format!("{value}\n"))));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("application/json"),
-    );
-    response
-}
-
-async fn auth_service(request: DemoRequest) -> HttpResponse {
-    if request.method != Method::POST || request.path != "/token" {
-        return json(
-            StatusCode::NOT_FOUND,
-            &serde_json::json!({"error": "not found"}),
-        );
-    }
-    let credential = serde_json::from_slice::<serde_json::Value>(&request.body)
-        .ok()
-        .and_then(|body| body.get("credential")?.as_str().map(str::to_string));
-    match credential.as_deref() {
-        Some("Bearer demo-token") => json(StatusCode::OK, &serde_json::json!({"token": "t-alice"})),
-        Some("Bearer slow") => {
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            json(StatusCode::OK, &serde_json::json!({"token": "t-alice"}))
-        }
-        _ => json(
-            StatusCode::UNAUTHORIZED,
-            &serde_json::json!({"error": "unknown credential"}),
-        ),
-    }
-}
-
-fn users_service(request: DemoRequest) -> HttpResponse {
-    if request.method != Method::GET || request.path != "/me" {
-        return json(
-            StatusCode::NOT_FOUND,
-            &serde_json::json!({"error": "not found"}),
-        );
-    }
-    let authorized = request
-        .headers
-        .get(hyper::header::AUTHORIZATION)
-        .is_some_and(|value| value.as_bytes() == b"Bearer t-alice");
-    if authorized {
-        json(
-            StatusCode::OK,
-            &serde_json::json!({"id": "u-1", "name": "alice"}),
-        )
-    } else {
-        json(
-            StatusCode::FORBIDDEN,
-            &serde_json::json!({"error": "unknown token"}),
-        )
     }
 }
 

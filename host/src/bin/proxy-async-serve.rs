@@ -26,9 +26,10 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper::{HeaderMap, Method, Request, Response, StatusCode};
+use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use proxy_async_host::PluginModule;
+use proxy_async_host::demo::{DemoRequest, auth_service, json, users_service};
 use proxy_async_host::proxy_emulator::LogLevel;
 use proxy_async_host::serve::{Gateway, ServeConfig};
 use tokio::net::TcpListener;
@@ -309,17 +310,6 @@ async fn stop_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-/// One request to a demo service, read whole.
-struct DemoRequest {
-    method: Method,
-    /// The path, without the query.
-    path: String,
-    /// The path with the query.
-    target: String,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
 /// Starts a demo HTTP service on a free loopback port, as a task of the current `LocalSet`.
 async fn spawn_service<F, Fut>(handler: F) -> Result<SocketAddr, String>
 where
@@ -367,66 +357,6 @@ where
         }
     });
     Ok(addr)
-}
-
-fn json(status: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(format!("{value}\n"))));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("application/json"),
-    );
-    response
-}
-
-/// `POST /token` with `{"credential": "..."}`: `Bearer demo-token` gets the token `t-alice`,
-/// `Bearer slow` gets it after 2 s, anything else a 401.
-async fn auth_service(request: DemoRequest) -> Response<Full<Bytes>> {
-    if request.method != Method::POST || request.path != "/token" {
-        return json(
-            StatusCode::NOT_FOUND,
-            &serde_json::json!({"error": "not found"}),
-        );
-    }
-    let credential = serde_json::from_slice::<serde_json::Value>(&request.body)
-        .ok()
-        .and_then(|body| body.get("credential")?.as_str().map(str::to_string));
-    match credential.as_deref() {
-        Some("Bearer demo-token") => json(StatusCode::OK, &serde_json::json!({"token": "t-alice"})),
-        Some("Bearer slow") => {
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            json(StatusCode::OK, &serde_json::json!({"token": "t-alice"}))
-        }
-        _ => json(
-            StatusCode::UNAUTHORIZED,
-            &serde_json::json!({"error": "unknown credential"}),
-        ),
-    }
-}
-
-/// `GET /me` with `authorization: Bearer t-alice`: user u-1, alice; anything else a 403.
-async fn users_service(request: DemoRequest) -> Response<Full<Bytes>> {
-    if request.method != Method::GET || request.path != "/me" {
-        return json(
-            StatusCode::NOT_FOUND,
-            &serde_json::json!({"error": "not found"}),
-        );
-    }
-    let authorized = request
-        .headers
-        .get(hyper::header::AUTHORIZATION)
-        .is_some_and(|value| value.as_bytes() == b"Bearer t-alice");
-    if authorized {
-        json(
-            StatusCode::OK,
-            &serde_json::json!({"id": "u-1", "name": "alice"}),
-        )
-    } else {
-        json(
-            StatusCode::FORBIDDEN,
-            &serde_json::json!({"error": "unknown token"}),
-        )
-    }
 }
 
 /// Answers 200 with the request it got: method, path, headers (repeated ones joined with
