@@ -104,6 +104,7 @@ mod emulated;
 mod guest;
 mod hostcalls;
 mod plugin;
+pub mod plugin_build;
 #[cfg(feature = "serve")]
 pub mod serve;
 pub mod wasi;

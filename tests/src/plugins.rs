@@ -1,9 +1,10 @@
 //! Building the example plugins to wasm, once per test process.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Instant;
+
+use proxy_async_host::plugin_build::build_plugins;
 
 /// The workspace root.
 pub fn workspace() -> &'static Path {
@@ -14,31 +15,22 @@ pub fn workspace() -> &'static Path {
 
 /// Builds the example plugins (release, wasm32-wasip1) once per test process and returns the
 /// directory holding the `.wasm` files.
-///
-/// The build uses its own target directory, so it never waits for the build-directory lock
-/// of the `cargo test` that runs this process.
 fn plugin_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let target_dir = workspace().join("target").join("plugin-wasm");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let started = Instant::now();
-        let output = Command::new(cargo)
-            .current_dir(workspace())
-            .args(["build", "--release", "--target", "wasm32-wasip1"])
-            .args(["-p", "hello", "-p", "hello-no-config", "-p", "http-call"])
-            .args(["-p", "auth-flow", "-p", "fan-out"])
-            .arg("--target-dir")
-            .arg(&target_dir)
-            .output()
-            .expect("cannot run cargo");
-        assert!(
-            output.status.success(),
-            "building the example plugins failed:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let examples = [
+            "hello",
+            "hello-no-config",
+            "http-call",
+            "auth-flow",
+            "fan-out",
+        ];
+        let args = examples.iter().flat_map(|example| ["-p", example]);
+        let dir = build_plugins(workspace(), args)
+            .unwrap_or_else(|error| panic!("building the example plugins failed:\n{error}"));
         eprintln!("example plugins built in {:.1?}", started.elapsed());
-        target_dir.join("wasm32-wasip1").join("release")
+        dir
     })
 }
 

@@ -4,10 +4,10 @@
 #![allow(clippy::unwrap_used, clippy::panic, reason = "test support")]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Instant;
 
+use proxy_async_host::plugin_build::build_plugins;
 use proxy_async_host::{Abi, BufferType, HeaderPairs, LogLevel, MapType, Status, StreamType};
 
 /// The workspace root.
@@ -19,31 +19,22 @@ fn workspace() -> &'static Path {
 
 /// Builds the example plugins (release, wasm32-wasip1) once per test process and returns the
 /// directory holding the `.wasm` files.
-///
-/// The build uses its own target directory, so it never waits for the build-directory lock
-/// of the `cargo test` that runs this process.
 fn plugin_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let target_dir = workspace().join("target").join("plugin-wasm");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let started = Instant::now();
-        let output = Command::new(cargo)
-            .current_dir(workspace())
-            .args(["build", "--release", "--target", "wasm32-wasip1"])
-            .args(["-p", "hello", "-p", "hello-no-config", "-p", "http-call"])
-            .args(["-p", "auth-flow", "-p", "fan-out"])
-            .arg("--target-dir")
-            .arg(&target_dir)
-            .output()
-            .expect("cannot run cargo");
-        assert!(
-            output.status.success(),
-            "building the example plugins failed:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let examples = [
+            "hello",
+            "hello-no-config",
+            "http-call",
+            "auth-flow",
+            "fan-out",
+        ];
+        let args = examples.iter().flat_map(|example| ["-p", example]);
+        let dir = build_plugins(workspace(), args)
+            .unwrap_or_else(|error| panic!("building the example plugins failed:\n{error}"));
         eprintln!("example plugins built in {:.1?}", started.elapsed());
-        target_dir.join("wasm32-wasip1").join("release")
+        dir
     })
 }
 
@@ -61,35 +52,23 @@ pub(crate) fn fixture_wasm(fixture: &str, module: &str) -> Vec<u8> {
         .join("fixtures")
         .join(fixture)
         .join("Cargo.toml");
-    let target_dir = workspace().join("target").join("plugin-wasm");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let started = Instant::now();
-    let output = Command::new(cargo)
-        .current_dir(workspace())
-        .args([
-            "build",
-            "--release",
-            "--target",
-            "wasm32-wasip1",
-            "--locked",
-        ])
-        .arg("--manifest-path")
-        .arg(&manifest)
-        .arg("--target-dir")
-        .arg(&target_dir)
-        .output()
-        .expect("cannot run cargo");
-    assert!(
-        output.status.success(),
-        "building the fixture {} failed:\n{}",
-        manifest.display(),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let dir = build_plugins(
+        workspace(),
+        [
+            "--locked".as_ref(),
+            "--manifest-path".as_ref(),
+            manifest.as_os_str(),
+        ],
+    )
+    .unwrap_or_else(|error| {
+        panic!(
+            "building the fixture {} failed:\n{error}",
+            manifest.display()
+        )
+    });
     eprintln!("fixture {fixture} built in {:.1?}", started.elapsed());
-    let path = target_dir
-        .join("wasm32-wasip1")
-        .join("release")
-        .join(format!("{module}.wasm"));
+    let path = dir.join(format!("{module}.wasm"));
     std::fs::read(&path).unwrap_or_else(|error| panic!("cannot read {}: {error}", path.display()))
 }
 

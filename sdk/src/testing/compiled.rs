@@ -10,9 +10,9 @@
 
 use std::fmt::Debug;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 
+use proxy_async_host::plugin_build::build_plugins;
 use proxy_async_host::{
     EmulatedAbi, Plugin as WasmPlugin, PluginModule, PluginStartError, start_emulated_module,
 };
@@ -91,36 +91,9 @@ fn build() -> Option<Vec<u8>> {
         return None;
     }
     let root = workspace_root(&manifest_dir);
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| root.join("target"), PathBuf::from)
-        .join("plugin-wasm");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    // Its own target directory: the `cargo test` running this process holds the lock of the
-    // normal one.
-    let output = Command::new(cargo)
-        .current_dir(&root)
-        .args([
-            "build",
-            "--release",
-            "--target",
-            "wasm32-wasip1",
-            "-p",
-            &package,
-        ])
-        .arg("--target-dir")
-        .arg(&target_dir)
-        .output()
-        .unwrap_or_else(|error| panic!("cannot run cargo to build {package} to wasm: {error}"));
-    if !output.status.success() {
-        panic!(
-            "building {package} to wasm32-wasip1 failed:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    let path = target_dir
-        .join("wasm32-wasip1")
-        .join("release")
-        .join(format!("{}.wasm", package.replace('-', "_")));
+    let dir = build_plugins(&root, ["-p", package.as_str()])
+        .unwrap_or_else(|error| panic!("building {package} to wasm32-wasip1 failed:\n{error}"));
+    let path = dir.join(format!("{}.wasm", package.replace('-', "_")));
     Some(
         std::fs::read(&path)
             .unwrap_or_else(|error| panic!("cannot read {}: {error}", path.display())),
