@@ -1,5 +1,6 @@
 //! Envoy: its configuration for one plugin, starting it, and stopping it.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -153,33 +154,53 @@ pub struct Envoy {
     dir: PathBuf,
 }
 
+/// Envoy exited before it was ready (for example because it rejected the plugin).
+#[derive(Debug)]
+pub struct Exited {
+    /// How it exited.
+    pub status: std::process::ExitStatus,
+    /// Its whole log.
+    pub log: String,
+}
+
 impl Envoy {
-    /// Writes the configuration into a fresh directory under `target/e2e/`, starts Envoy
-    /// (`--concurrency 1`, a dynamic base id so that tests run in parallel) on free loopback
-    /// ports, and waits until its admin `/ready` answers `LIVE`. Panics with Envoy's log when
-    /// Envoy exits or is not ready within 20 s.
+    /// Starts Envoy with `config` and waits until it is ready; panics with Envoy's log when it
+    /// exits or is not ready within 20 s. See [`Envoy::try_start`].
     pub fn start(config: &EnvoyConfig) -> Envoy {
-        static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let bin = envoy_bin();
-        let dir = workspace().join("target").join("e2e").join(format!(
-            "envoy-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir)
-            .unwrap_or_else(|error| panic!("cannot create {}: {error}", dir.display()));
-        let port = crate::free_port();
-        let admin_port = crate::free_port();
+        Envoy::try_start(config).unwrap_or_else(|exited| {
+            panic!(
+                "Envoy exited ({}) before it was ready:\n{}",
+                exited.status, exited.log
+            )
+        })
+    }
+
+    /// Writes the configuration into a fresh directory under `target/e2e/`, starts Envoy
+    /// (`--concurrency 1`, a dynamic base id so that tests run in parallel) with its listener
+    /// and admin on ports the kernel picks (read back from the admin, so parallel tests cannot
+    /// race for a port), and waits until its admin `/ready` answers `LIVE`. `Err` when Envoy
+    /// exits first; panics when it is not ready within 20 s.
+    pub fn try_start(config: &EnvoyConfig) -> Result<Envoy, Exited> {
+        let dir = fresh_dir("envoy");
         let config_path = dir.join("envoy.yaml");
-        let bootstrap = serde_json::to_string_pretty(&config.bootstrap(port, admin_port)).unwrap();
+        let bootstrap = serde_json::to_string_pretty(&config.bootstrap(0, 0)).unwrap();
         std::fs::write(&config_path, bootstrap)
             .unwrap_or_else(|error| panic!("cannot write {}: {error}", config_path.display()));
+        Envoy::spawn(&config_path, dir)
+    }
+
+    /// Starts Envoy with the configuration file `config_path`, which must give the admin port
+    /// 0 and have exactly one listener, writing its log into `dir`. See [`Envoy::try_start`].
+    pub fn spawn(config_path: &Path, dir: PathBuf) -> Result<Envoy, Exited> {
+        let bin = envoy_bin();
         let log_path = dir.join("envoy.log");
+        let admin_path = dir.join("admin-address");
         let log = File::create(&log_path).unwrap();
         let child = Command::new(&bin)
             .arg("-c")
-            .arg(&config_path)
+            .arg(config_path)
+            .arg("--admin-address-path")
+            .arg(&admin_path)
             .args(["--concurrency", "1", "--use-dynamic-base-id", "-l", "info"])
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -188,28 +209,36 @@ impl Envoy {
             .unwrap_or_else(|error| panic!("cannot start {}: {error}", bin.display()));
         let mut envoy = Envoy {
             child,
-            port,
-            admin_port,
+            port: 0,
+            admin_port: 0,
             dir,
         };
-        envoy.wait_ready();
-        envoy
+        envoy.wait_ready(&admin_path)?;
+        Ok(envoy)
     }
 
-    fn wait_ready(&mut self) {
+    fn wait_ready(&mut self, admin_path: &Path) -> Result<(), Exited> {
         let started = Instant::now();
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "Envoy exited ({status}) before it was ready:\n{}",
-                    self.log()
-                );
+                return Err(Exited {
+                    status,
+                    log: self.log(),
+                });
             }
-            if let Ok(response) = send(self.admin_port, "GET", "/ready", &[], b"")
+            if self.admin_port == 0 {
+                self.admin_port = std::fs::read_to_string(admin_path)
+                    .ok()
+                    .and_then(|addr| addr.trim().parse::<SocketAddr>().ok())
+                    .map_or(0, |addr| addr.port());
+            }
+            if self.admin_port != 0
+                && let Ok(response) = send(self.admin_port, "GET", "/ready", &[], b"")
                 && response.status == 200
                 && response.text().trim() == "LIVE"
             {
-                return;
+                self.port = self.listener_port();
+                return Ok(());
             }
             if started.elapsed() > READY_TIMEOUT {
                 panic!(
@@ -219,6 +248,33 @@ impl Envoy {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The port the kernel gave the (only) listener.
+    fn listener_port(&self) -> u16 {
+        let listeners = self.admin("/listeners?format=json").json();
+        listeners["listener_statuses"][0]["local_address"]["socket_address"]["port_value"]
+            .as_u64()
+            .and_then(|port| u16::try_from(port).ok())
+            .unwrap_or_else(|| panic!("no listener port in {listeners}"))
+    }
+
+    /// `GET path` on the admin interface; panics when it fails.
+    pub fn admin(&self, path: &str) -> Response {
+        send(self.admin_port, "GET", path, &[], b"")
+            .unwrap_or_else(|error| panic!("admin {path} failed: {error}\n{}", self.log()))
+    }
+
+    /// Envoy's counters and gauges (admin `/stats`), by name.
+    pub fn stats(&self) -> BTreeMap<String, u64> {
+        self.admin("/stats")
+            .text()
+            .lines()
+            .filter_map(|line| {
+                let (name, value) = line.split_once(": ")?;
+                Some((name.to_string(), value.trim().parse().ok()?))
+            })
+            .collect()
     }
 
     /// The listener's port on 127.0.0.1.
@@ -267,4 +323,18 @@ impl Drop for Envoy {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// A fresh, empty directory `target/e2e/<prefix>-<pid>-<n>`.
+pub fn fresh_dir(prefix: &str) -> PathBuf {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let dir = workspace().join("target").join("e2e").join(format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)
+        .unwrap_or_else(|error| panic!("cannot create {}: {error}", dir.display()));
+    dir
 }

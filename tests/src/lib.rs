@@ -1,10 +1,11 @@
 //! End-to-end test support: the example plugins in a real Envoy (1.40, V8 runtime).
 //!
 //! - [`Envoy`] writes an Envoy configuration for one plugin into a fresh directory under
-//!   `target/e2e/`, starts Envoy on free loopback ports, waits until it is ready, and stops it
+//!   `target/e2e/`, starts Envoy on loopback ports the kernel picks, waits until it is ready, and stops it
 //!   when dropped.
 //! - [`Upstreams`] starts, in this process, the services the requests and the plugins' calls
-//!   go to: an echo upstream that records what it saw, and the demo auth and users services.
+//!   go to: an echo upstream that records what it saw, and the demo auth and users services;
+//!   [`Server`] starts one more with the behaviour a test needs.
 //! - [`send`] is a plain HTTP/1.1 client (one request per connection).
 //!
 //! Envoy is `$ENVOY_BIN`, or `build/venv/bin/envoy` in the workspace, which `cargo xtask test`
@@ -26,14 +27,6 @@ mod plugins;
 mod upstream;
 
 pub use client::{Response, send};
-pub use envoy::{Envoy, EnvoyConfig, envoy_bin};
+pub use envoy::{Envoy, EnvoyConfig, Exited, envoy_bin, fresh_dir};
 pub use plugins::{plugin_wasm, workspace};
-pub use upstream::{Recorded, Upstreams};
-
-/// A free TCP port on 127.0.0.1 (bound once, then released).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind(("127.0.0.1", 0))
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .unwrap_or_else(|error| panic!("cannot find a free loopback port: {error}"))
-}
+pub use upstream::{DemoRequest, HttpResponse, Recorded, Server, Upstreams, json};

@@ -1,7 +1,9 @@
-//! The test upstreams, in this process: an echo upstream and the demo auth and users services
-//! (the same behaviour as the host's `proxy-async-serve --demo auth-flow`).
+//! The test upstreams, in this process: HTTP/1.1 servers whose behaviour each test chooses, and
+//! the usual set of an echo upstream and the demo auth and users services (the same behaviour
+//! as the host's `proxy-async-serve --demo auth-flow`).
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -13,10 +15,12 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
-use proxy_async_host::demo::{DemoRequest, auth_service, json, users_service};
+pub use proxy_async_host::demo::{DemoRequest, json};
+use proxy_async_host::demo::{auth_service, users_service};
 use tokio::sync::oneshot;
 
-type HttpResponse = hyper::Response<Full<Bytes>>;
+/// What a test upstream answers.
+pub type HttpResponse = hyper::Response<Full<Bytes>>;
 
 /// A request the echo upstream received.
 #[derive(Debug, Clone)]
@@ -41,8 +45,110 @@ impl Recorded {
     }
 }
 
-/// The echo upstream, the auth service and the users service, each on a free loopback port,
-/// served by one thread; dropping this stops them.
+/// One HTTP/1.1 server on a free loopback port, answering every request with a handler, on
+/// its own thread; dropping it stops the server.
+#[derive(Debug)]
+pub struct Server {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Starts a server answering each request (read whole, at most 1 MiB) with `handler`.
+    pub fn start<H, F>(handler: H) -> Server
+    where
+        H: Fn(DemoRequest) -> F + Send + Sync + 'static,
+        F: Future<Output = HttpResponse> + Send + 'static,
+    {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", 0))
+            .unwrap_or_else(|error| panic!("cannot start a test upstream: {error}"));
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let handler = Arc::new(handler);
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("cannot start a test upstream's runtime");
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                tokio::select! {
+                    () = accept_loop(listener, handler) => {}
+                    _ = stopped => {}
+                }
+            });
+        });
+        Server {
+            addr,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    /// Where the server listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+async fn accept_loop<H, F>(listener: tokio::net::TcpListener, handler: Arc<H>)
+where
+    H: Fn(DemoRequest) -> F + Send + Sync + 'static,
+    F: Future<Output = HttpResponse> + Send + 'static,
+{
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        };
+        let handler = Arc::clone(&handler);
+        tokio::spawn(async move {
+            let service = service_fn(move |request: Request<Incoming>| {
+                let handler = Arc::clone(&handler);
+                async move {
+                    let (parts, body) = request.into_parts();
+                    let response = match Limited::new(body, 1 << 20).collect().await {
+                        Ok(body) => {
+                            handler(DemoRequest {
+                                method: parts.method,
+                                path: parts.uri.path().to_string(),
+                                target: parts
+                                    .uri
+                                    .path_and_query()
+                                    .map_or("/", |target| target.as_str())
+                                    .to_string(),
+                                headers: parts.headers,
+                                body: body.to_bytes(),
+                            })
+                            .await
+                        }
+                        Err(_) => json(StatusCode::BAD_REQUEST, &serde_json::json!({})),
+                    };
+                    Ok::<_, Infallible>(response)
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+/// The echo upstream, the auth service and the users service, each on a free loopback port;
+/// dropping this stops them.
 #[derive(Debug)]
 pub struct Upstreams {
     /// The echo upstream: answers 200 with the request (method, path, headers, body) as JSON,
@@ -55,121 +161,32 @@ pub struct Upstreams {
     /// anything else a 403.
     pub users: SocketAddr,
     recorded: Arc<Mutex<Vec<Recorded>>>,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-/// Which demo service a listener serves.
-#[derive(Debug, Clone, Copy)]
-enum Service {
-    Echo,
-    Auth,
-    Users,
+    _servers: [Server; 3],
 }
 
 impl Upstreams {
     /// Starts the three services.
     pub fn start() -> Upstreams {
-        let bind = || {
-            let listener = std::net::TcpListener::bind(("127.0.0.1", 0))
-                .unwrap_or_else(|error| panic!("cannot start a test upstream: {error}"));
-            listener.set_nonblocking(true).unwrap();
-            listener
-        };
-        let listeners = [
-            (Service::Echo, bind()),
-            (Service::Auth, bind()),
-            (Service::Users, bind()),
-        ];
-        let addr = |index: usize| listeners[index].1.local_addr().unwrap();
-        let (echo, auth, users) = (addr(0), addr(1), addr(2));
         let recorded = Arc::new(Mutex::new(Vec::new()));
-        let (stop, stopped) = oneshot::channel::<()>();
-        let thread_recorded = Arc::clone(&recorded);
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("cannot start the upstreams' runtime");
-            runtime.block_on(async move {
-                for (service, listener) in listeners {
-                    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                    tokio::spawn(serve(service, listener, Arc::clone(&thread_recorded)));
-                }
-                let _ = stopped.await;
-            });
+        let echo_recorded = Arc::clone(&recorded);
+        let echo = Server::start(move |request| {
+            let response = echo_service(request, &echo_recorded);
+            async move { response }
         });
+        let auth = Server::start(auth_service);
+        let users = Server::start(users_service);
         Upstreams {
-            echo,
-            auth,
-            users,
+            echo: echo.addr(),
+            auth: auth.addr(),
+            users: users.addr(),
             recorded,
-            stop: Some(stop),
-            thread: Some(thread),
+            _servers: [echo, auth, users],
         }
     }
 
     /// Every request the echo upstream received so far, in order.
     pub fn recorded(&self) -> Vec<Recorded> {
         self.recorded.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Upstreams {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-async fn serve(
-    service: Service,
-    listener: tokio::net::TcpListener,
-    recorded: Arc<Mutex<Vec<Recorded>>>,
-) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            continue;
-        };
-        let recorded = Arc::clone(&recorded);
-        tokio::spawn(async move {
-            let handler = service_fn(move |request: Request<Incoming>| {
-                let recorded = Arc::clone(&recorded);
-                async move {
-                    let (parts, body) = request.into_parts();
-                    let response = match Limited::new(body, 1 << 20).collect().await {
-                        Ok(body) => {
-                            let request = DemoRequest {
-                                method: parts.method,
-                                path: parts.uri.path().to_string(),
-                                target: parts
-                                    .uri
-                                    .path_and_query()
-                                    .map_or("/", |target| target.as_str())
-                                    .to_string(),
-                                headers: parts.headers,
-                                body: body.to_bytes(),
-                            };
-                            match service {
-                                Service::Echo => echo_service(request, &recorded),
-                                Service::Auth => auth_service(request).await,
-                                Service::Users => users_service(request).await,
-                            }
-                        }
-                        Err(_) => json(StatusCode::BAD_REQUEST, &serde_json::json!({})),
-                    };
-                    Ok::<_, Infallible>(response)
-                }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), handler)
-                .await;
-        });
     }
 }
 
