@@ -7,8 +7,15 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 
 use crate::error::CallError;
-use crate::host::Pairs;
+use crate::host::{AwaitedCall, HostError, Pairs};
 use crate::runtime::{CallReply, Runtime};
+use proxy_async_executor::Pending;
+
+/// A call in flight, by how the host delivers its response.
+enum Call {
+    Awaited(AwaitedCall),
+    Callback(Pending<CallReply>),
+}
 
 /// A client for one upstream cluster of the proxy.
 ///
@@ -219,7 +226,7 @@ impl CallBuilder {
         if let Some(reason) = self.invalid {
             return Err(CallError::InvalidRequest { cluster, reason });
         }
-        let pending = {
+        let call = {
             let runtime = Runtime::current().ok_or(CallError::NoHost)?;
             let mut headers: Vec<(&str, &str)> = Vec::with_capacity(self.headers.len() + 3);
             headers.push((":method", &self.method));
@@ -230,22 +237,39 @@ impl CallBuilder {
                     .iter()
                     .map(|(name, value)| (name.as_str(), value.as_str())),
             );
-            let token = runtime
+            let refused = |error: HostError| CallError::Refused {
+                cluster: cluster.clone(),
+                status: error.status,
+            };
+            match runtime
                 .host
-                .http_call(&self.cluster, &headers, &self.body, self.timeout)
-                .map_err(|error| CallError::Refused {
-                    cluster: cluster.clone(),
-                    status: error.status,
-                })?;
-            runtime.calls.register(token).map_err(|duplicate| {
-                log::error!("{duplicate}");
-                CallError::InvalidResponse {
-                    cluster: cluster.clone(),
-                    reason: duplicate.to_string(),
+                .send_awaited(&self.cluster, &headers, &self.body, self.timeout)
+            {
+                // A component host: the response is the value of the host's async call.
+                Some(awaited) => Call::Awaited(awaited),
+                // proxy-wasm: the response arrives by callback, routed here by its token.
+                None => {
+                    let token = runtime
+                        .host
+                        .http_call(&self.cluster, &headers, &self.body, self.timeout)
+                        .map_err(refused)?;
+                    Call::Callback(runtime.calls.register(token).map_err(|duplicate| {
+                        log::error!("{duplicate}");
+                        CallError::InvalidResponse {
+                            cluster: cluster.clone(),
+                            reason: duplicate.to_string(),
+                        }
+                    })?)
                 }
-            })?
+            }
         };
-        let reply: CallReply = pending.await;
+        let reply: CallReply = match call {
+            Call::Awaited(awaited) => awaited.await.map_err(|error| CallError::Refused {
+                cluster: cluster.clone(),
+                status: error.status,
+            })?,
+            Call::Callback(pending) => pending.await,
+        };
         let Some(parts) = reply else {
             return Err(CallError::NoResponse {
                 cluster,

@@ -4,6 +4,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::runtime::ReplyParts;
+
 /// Header maps the SDK reads and writes (`proxy_map_type_t`).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub(crate) enum MapKind {
@@ -134,6 +136,10 @@ pub(crate) fn check(call: &'static str, code: u32) -> Result<(), HostError> {
     }
 }
 
+/// A call in flight on a host that answers calls as awaited values.
+pub(crate) type AwaitedCall =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Option<ReplyParts>, HostError>>>>;
+
 /// Header pairs as the host holds them: names are text, values are bytes.
 pub(crate) type Pairs = Vec<(String, Vec<u8>)>;
 
@@ -175,6 +181,19 @@ pub(crate) trait Host {
         body: &[u8],
         timeout: Duration,
     ) -> Result<u32, HostError>;
+    /// Sends an HTTP call whose response the host hands back as an awaited value (component
+    /// hosts): `Ok(None)` is no response (timeout, reset), `Err` the host's refusal. `None`
+    /// when the host answers calls by callback instead (proxy-wasm): then `http_call` it is.
+    fn send_awaited(
+        &self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        timeout: Duration,
+    ) -> Option<AwaitedCall> {
+        let _ = (cluster, headers, body, timeout);
+        None
+    }
     fn continue_stream(&self, direction: Direction) -> Result<(), HostError>;
     fn send_local_response(
         &self,

@@ -68,6 +68,14 @@
 //! - **Streams that end drop their futures.** When the client goes away mid-call, the stream's
 //!   task is dropped at `on_done`; the call's late response is ignored.
 
+#![cfg_attr(
+    all(target_arch = "wasm32", target_env = "p2"),
+    allow(
+        dead_code,
+        reason = "the component build drives hooks itself and leaves the callback driver unused"
+    )
+)]
+
 mod client;
 mod config;
 mod driver;
@@ -77,12 +85,16 @@ mod logging;
 mod message;
 mod plugin;
 mod runtime;
-// The wire format is what the ABI speaks; natively it is only unit-tested.
-#[cfg(any(target_arch = "wasm32", test))]
+// The wire format is what the proxy-wasm ABI speaks; natively it is only unit-tested.
+#[cfg(any(all(target_arch = "wasm32", not(target_env = "p2")), test))]
 mod wire;
 
-#[cfg(target_arch = "wasm32")]
+// The proxy-wasm build (wasm32-wasip1, wasm32-unknown-unknown) and the component build
+// (wasm32-wasip2) of the same plugin source.
+#[cfg(all(target_arch = "wasm32", not(target_env = "p2")))]
 mod abi;
+#[cfg(all(target_arch = "wasm32", target_env = "p2"))]
+mod component;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
@@ -95,17 +107,63 @@ pub use message::{Done, HeaderValue, HeadersMut, Message, Request, Response};
 pub use plugin::{Flow, LocalReply, Plugin};
 
 /// Registers the plugin type with the proxy: `proxy_async::main!(MyPlugin);` once, at the top
-/// level of a `cdylib` crate. In native builds (tests) it expands to nothing.
+/// level of a `cdylib` crate. Built for `wasm32-wasip1` it exports the proxy-wasm ABI; built
+/// for `wasm32-wasip2` it exports the `plugin` world of `wit/` (a component). In native builds
+/// (tests) it expands to nothing.
 #[macro_export]
 macro_rules! main {
     ($plugin:ty) => {
-        // Inside an anonymous const: the exported `_initialize` stays out of the crate's
-        // public items (and its `missing_docs` lint).
-        #[cfg(target_arch = "wasm32")]
+        // Inside an anonymous const: the exported functions stay out of the crate's public
+        // items (and its `missing_docs` lint).
+        #[cfg(all(target_arch = "wasm32", not(target_env = "p2")))]
         const _: () = {
             $crate::__private::proxy_wasm::main! {{
                 $crate::__private::register::<$plugin>();
             }}
+        };
+        #[cfg(all(target_arch = "wasm32", target_env = "p2"))]
+        const _: () = {
+            use $crate::__private::component as glue;
+
+            struct Component;
+
+            impl glue::Guest for Component {
+                fn configure(
+                    configuration: ::std::vec::Vec<u8>,
+                ) -> ::std::result::Result<glue::Settings, ::std::string::String> {
+                    glue::configure::<$plugin>(&configuration)
+                }
+                async fn on_request_headers(stream: u32, end_of_stream: bool) -> glue::Flow {
+                    glue::request_headers::<$plugin>(stream, end_of_stream).await
+                }
+                async fn on_request_body(
+                    stream: u32,
+                    body_size: u64,
+                    end_of_stream: bool,
+                ) -> glue::Flow {
+                    glue::request_body::<$plugin>(stream, body_size, end_of_stream).await
+                }
+                async fn on_response_headers(stream: u32, end_of_stream: bool) -> glue::Flow {
+                    glue::response_headers::<$plugin>(stream, end_of_stream).await
+                }
+                async fn on_response_body(
+                    stream: u32,
+                    body_size: u64,
+                    end_of_stream: bool,
+                ) -> glue::Flow {
+                    glue::response_body::<$plugin>(stream, body_size, end_of_stream).await
+                }
+                async fn on_log(stream: u32) {
+                    glue::log::<$plugin>(stream).await;
+                }
+                fn on_stream_end(stream: u32) {
+                    glue::stream_end::<$plugin>(stream);
+                }
+            }
+
+            $crate::__private::component::bindings::export_plugin!(
+                Component with_types_in $crate::__private::component::bindings
+            );
         };
     };
 }
@@ -113,8 +171,21 @@ macro_rules! main {
 /// What [`main!`] expands to; not part of the API.
 #[doc(hidden)]
 pub mod __private {
-    #[cfg(target_arch = "wasm32")]
+    #[cfg(all(target_arch = "wasm32", not(target_env = "p2")))]
     pub use crate::abi::register;
-    #[cfg(target_arch = "wasm32")]
+    #[cfg(all(target_arch = "wasm32", not(target_env = "p2")))]
     pub use proxy_wasm;
+
+    /// The component build's glue.
+    #[cfg(all(target_arch = "wasm32", target_env = "p2"))]
+    pub mod component {
+        pub use crate::component::bindings;
+        pub use crate::component::bindings::exports::proxy_async::plugin::hooks::{
+            Flow, Guest, Settings,
+        };
+        pub use crate::component::{
+            configure, log, request_body, request_headers, response_body, response_headers,
+            stream_end,
+        };
+    }
 }

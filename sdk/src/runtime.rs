@@ -44,7 +44,7 @@ impl Phase {
         }
     }
 
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Phase::RequestHeaders => "on_request_headers",
             Phase::RequestBody => "on_request_body",
@@ -94,6 +94,30 @@ pub(crate) struct StreamShared {
 }
 
 impl StreamShared {
+    /// A stream without a task or driver mailbox: the component driver runs each hook itself
+    /// and only needs what [`Message`](crate::Message) reads.
+    #[cfg_attr(
+        not(all(target_arch = "wasm32", target_env = "p2")),
+        allow(
+            dead_code,
+            reason = "only the component driver makes standalone streams"
+        )
+    )]
+    pub(crate) fn standalone(context_id: u32, host: Rc<dyn Host>) -> StreamShared {
+        StreamShared {
+            context_id,
+            host,
+            event: Cell::new(None),
+            outcome: RefCell::new(None),
+            paused: Cell::new(None),
+            busy: Cell::new(false),
+            waiting: RefCell::new(VecDeque::new()),
+            replied: Cell::new(false),
+            ended: Cell::new(false),
+            finished: Rc::new(RefCell::new(Vec::new())),
+        }
+    }
+
     /// Waits for the next event delivered to this stream.
     pub(crate) fn next_event(&self) -> impl Future<Output = Event> + '_ {
         std::future::poll_fn(move |_| match self.event.take() {
@@ -192,6 +216,15 @@ impl Runtime {
             effective: Cell::new(0),
             settings,
         })
+    }
+
+    /// The status of the local reply for a hook's `Err` without a status of its own.
+    #[cfg_attr(
+        not(all(target_arch = "wasm32", target_env = "p2")),
+        allow(dead_code, reason = "only the component driver reads it from here")
+    )]
+    pub(crate) fn error_status(&self) -> u16 {
+        self.settings.error_status
     }
 
     /// The runtime of the callback running now.
@@ -311,7 +344,7 @@ impl Runtime {
     }
 
     /// Whether the headers of `phase` are followed by a body the plugin buffers.
-    fn buffers_body_after(&self, phase: Phase) -> bool {
+    pub(crate) fn buffers_body_after(&self, phase: Phase) -> bool {
         match phase {
             Phase::RequestHeaders => self.settings.buffer_request_body,
             Phase::ResponseHeaders => self.settings.buffer_response_body,

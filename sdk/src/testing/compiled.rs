@@ -1,5 +1,6 @@
-//! The compiled twin: the test's plugin crate built to wasm32-wasip1 and run in our wasmtime
-//! host, in lockstep with the native plugin.
+//! The compiled twins: the test's plugin crate built to wasm32-wasip1 (a proxy-wasm module)
+//! and to wasm32-wasip2 (a component of the `plugin` world), each run in our wasmtime host in
+//! lockstep with the native plugin.
 
 // Test support: a difference between the backends, or a plugin that cannot be built, must
 // fail the test loudly.
@@ -12,14 +13,27 @@ use std::fmt::Debug;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use proxy_async_host::plugin_build::build_plugins;
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use proxy_async_host::component::{ComponentModule, ComponentPlugin};
+use proxy_async_host::plugin_build::{build_components, build_plugins};
 use proxy_async_host::{
     EmulatedAbi, Plugin as WasmPlugin, PluginModule, PluginStartError, start_emulated_module,
 };
-use proxy_emulator::{ConfigRejected, Proxy, ProxyConfig};
+use proxy_emulator::{Callbacks, ConfigRejected, Proxy, ProxyConfig, ProxyState};
 
 /// The compiled plugin in the emulated proxy.
 pub(super) type CompiledProxy = Proxy<WasmPlugin<EmulatedAbi>>;
+
+/// The plugin's component in the emulated proxy.
+pub(super) type ComponentProxy = Proxy<ComponentPlugin>;
+
+/// The name of the proxy-wasm twin in failure messages.
+pub(super) const MODULE: &str = "compiled (wasm32-wasip1 module)";
+
+/// The name of the component twin in failure messages.
+pub(super) const COMPONENT: &str = "component (wasm32-wasip2)";
 
 /// Starts the compiled twin of the plugin under test, or `None` when the test does not run in
 /// a plugin crate (a `cdylib`), or `PROXY_ASYNC_TEST_NATIVE_ONLY` is set.
@@ -34,13 +48,26 @@ pub(super) fn start(config: &ProxyConfig) -> Option<Result<CompiledProxy, Config
     }
 }
 
-/// Fails the test when the native and the compiled plugin disagree, with what the compiled
-/// plugin logged and whether it trapped.
-pub(super) fn agree<T: PartialEq + Debug>(
+/// Starts the component twin of the plugin under test; `None` as for [`start`].
+pub(super) fn start_component(
+    config: &ProxyConfig,
+) -> Option<Result<ComponentProxy, ConfigRejected>> {
+    let module = component_module()?;
+    let state = Rc::new(RefCell::new(ProxyState::default()));
+    let plugin = module
+        .instantiate(Rc::clone(&state))
+        .unwrap_or_else(|error| panic!("the plugin's component does not instantiate: {error}"));
+    Some(Proxy::start(state, plugin, config.clone()))
+}
+
+/// Fails the test when the native and a compiled plugin (`twin`) disagree, with what the
+/// compiled plugin logged and whether it trapped.
+pub(super) fn agree<T: PartialEq + Debug, B: Callbacks>(
+    twin: &str,
     what: &str,
     native: &T,
     compiled: &T,
-    proxy: &CompiledProxy,
+    proxy: &Proxy<B>,
 ) {
     if native != compiled {
         let logs: Vec<String> = proxy
@@ -49,7 +76,7 @@ pub(super) fn agree<T: PartialEq + Debug>(
             .map(|record| format!("    {:?} {}", record.level, record.message))
             .collect();
         panic!(
-            "the native and the compiled (wasm) plugin disagree on {what}:\n  native:   {native:?}\n  compiled: {compiled:?}\n  compiled plugin failure: {:?}\n  compiled plugin logs:\n{}",
+            "the native and the {twin} plugin disagree on {what}:\n  native:   {native:?}\n  {twin}: {compiled:?}\n  {twin} failure: {:?}\n  {twin} logs:\n{}",
             proxy.failure(),
             logs.join("\n")
         );
@@ -57,10 +84,14 @@ pub(super) fn agree<T: PartialEq + Debug>(
 }
 
 /// Fails the test when only one of the two plugins accepted the configuration.
-pub(super) fn agree_on_start(native: &Option<&ConfigRejected>, compiled: &Option<&ConfigRejected>) {
+pub(super) fn agree_on_start(
+    twin: &str,
+    native: &Option<&ConfigRejected>,
+    compiled: &Option<&ConfigRejected>,
+) {
     if native != compiled {
         panic!(
-            "the native and the compiled (wasm) plugin disagree on the configuration:\n  native:   {native:?}\n  compiled: {compiled:?}"
+            "the native and the {twin} plugin disagree on the configuration:\n  native:   {native:?}\n  {twin}: {compiled:?}"
         );
     }
 }
@@ -79,7 +110,44 @@ fn plugin_module() -> Option<&'static PluginModule> {
         .as_ref()
 }
 
+/// The crate under test, built as a component and compiled once per test process.
+fn component_module() -> Option<&'static ComponentModule> {
+    static MODULE: OnceLock<Option<ComponentModule>> = OnceLock::new();
+    MODULE
+        .get_or_init(|| {
+            let wasm = build_component()?;
+            match ComponentModule::new(&wasm) {
+                Ok(module) => Some(module),
+                Err(error) => {
+                    panic!("the plugin's component does not compile in the host: {error}")
+                }
+            }
+        })
+        .as_ref()
+}
+
 fn build() -> Option<Vec<u8>> {
+    let (root, package) = plugin_crate()?;
+    let dir = build_plugins(&root, ["-p", package.as_str()])
+        .unwrap_or_else(|error| panic!("building {package} to wasm32-wasip1 failed:\n{error}"));
+    Some(read_wasm(&dir, &package))
+}
+
+fn build_component() -> Option<Vec<u8>> {
+    let (root, package) = plugin_crate()?;
+    let dir = build_components(&root, ["-p", package.as_str()])
+        .unwrap_or_else(|error| panic!("building {package} to wasm32-wasip2 failed:\n{error}"));
+    Some(read_wasm(&dir, &package))
+}
+
+fn read_wasm(dir: &Path, package: &str) -> Vec<u8> {
+    let path = dir.join(format!("{}.wasm", package.replace('-', "_")));
+    std::fs::read(&path).unwrap_or_else(|error| panic!("cannot read {}: {error}", path.display()))
+}
+
+/// The workspace and package of the plugin crate under test; `None` when the test does not
+/// run in a plugin crate (a `cdylib`), or `PROXY_ASYNC_TEST_NATIVE_ONLY` is set.
+fn plugin_crate() -> Option<(PathBuf, String)> {
     if std::env::var_os("PROXY_ASYNC_TEST_NATIVE_ONLY").is_some_and(|value| value != "0") {
         return None;
     }
@@ -90,14 +158,7 @@ fn build() -> Option<Vec<u8>> {
     if !manifest.contains("cdylib") {
         return None;
     }
-    let root = workspace_root(&manifest_dir);
-    let dir = build_plugins(&root, ["-p", package.as_str()])
-        .unwrap_or_else(|error| panic!("building {package} to wasm32-wasip1 failed:\n{error}"));
-    let path = dir.join(format!("{}.wasm", package.replace('-', "_")));
-    Some(
-        std::fs::read(&path)
-            .unwrap_or_else(|error| panic!("cannot read {}: {error}", path.display())),
-    )
+    Some((workspace_root(&manifest_dir), package))
 }
 
 fn workspace_root(manifest_dir: &Path) -> PathBuf {

@@ -54,8 +54,9 @@ pub use crate::host::Action;
 use crate::host::Pairs;
 use crate::plugin::Plugin;
 
-/// Runs `$op` on the native proxy and, when the plugin also runs compiled to wasm, on the
-/// compiled one too, and fails the test if the two disagree; evaluates to the native result.
+/// Runs `$op` on the native proxy and, when the plugin also runs compiled, on its proxy-wasm
+/// module and its component too, and fails the test if they disagree; evaluates to the native
+/// result.
 macro_rules! lockstep {
     ($test:expr, $what:expr, |$proxy:ident| $op:expr) => {{
         let native = {
@@ -65,7 +66,12 @@ macro_rules! lockstep {
         #[cfg(feature = "wasm")]
         if let Some($proxy) = &$test.compiled {
             let compiled = $op;
-            compiled::agree($what, &native, &compiled, $proxy);
+            compiled::agree(compiled::MODULE, $what, &native, &compiled, $proxy);
+        }
+        #[cfg(feature = "wasm")]
+        if let Some($proxy) = &$test.component {
+            let compiled = $op;
+            compiled::agree(compiled::COMPONENT, $what, &native, &compiled, $proxy);
         }
         native
     }};
@@ -127,6 +133,8 @@ impl<P: Plugin> PluginTestBuilder<P> {
         let driver = Driver::<P>::new(host);
         #[cfg(feature = "wasm")]
         let compiled = compiled::start(&self.config);
+        #[cfg(feature = "wasm")]
+        let component = compiled::start_component(&self.config);
         let native = Proxy::start(
             state,
             NativePlugin {
@@ -135,18 +143,30 @@ impl<P: Plugin> PluginTestBuilder<P> {
             self.config,
         );
         #[cfg(feature = "wasm")]
-        let compiled = match compiled {
-            None => None,
-            Some(compiled) => {
-                compiled::agree_on_start(&native.as_ref().err(), &compiled.as_ref().err());
-                compiled.ok()
-            }
-        };
+        let compiled = compiled.and_then(|compiled| {
+            compiled::agree_on_start(
+                compiled::MODULE,
+                &native.as_ref().err(),
+                &compiled.as_ref().err(),
+            );
+            compiled.ok()
+        });
+        #[cfg(feature = "wasm")]
+        let component = component.and_then(|component| {
+            compiled::agree_on_start(
+                compiled::COMPONENT,
+                &native.as_ref().err(),
+                &component.as_ref().err(),
+            );
+            component.ok()
+        });
         Ok(PluginTest {
             proxy: native?,
             driver,
             #[cfg(feature = "wasm")]
             compiled,
+            #[cfg(feature = "wasm")]
+            component,
         })
     }
 }
@@ -154,14 +174,17 @@ impl<P: Plugin> PluginTestBuilder<P> {
 /// A plugin under test, with the proxy it runs in emulated.
 ///
 /// With the SDK's `wasm` feature, a test in a plugin crate (a `cdylib`) also builds that crate
-/// to wasm32-wasip1, runs the compiled module in the host (`proxy-async-host`) in lockstep
-/// with the native plugin, and fails on the first difference: every scenario runs on both
-/// backends. `PROXY_ASYNC_TEST_NATIVE_ONLY=1` runs the native backend alone.
+/// to wasm32-wasip1 (a proxy-wasm module) and to wasm32-wasip2 (a component of the `plugin`
+/// world in `wit/`), runs both in the host (`proxy-async-host`) in lockstep with the native
+/// plugin, and fails on the first difference: every scenario runs on all three backends.
+/// `PROXY_ASYNC_TEST_NATIVE_ONLY=1` runs the native backend alone.
 pub struct PluginTest<P: Plugin> {
     proxy: Proxy<NativePlugin<P>>,
     driver: Rc<Driver<P>>,
     #[cfg(feature = "wasm")]
     compiled: Option<compiled::CompiledProxy>,
+    #[cfg(feature = "wasm")]
+    component: Option<compiled::ComponentProxy>,
 }
 
 impl<P: Plugin> PluginTest<P> {
@@ -259,6 +282,15 @@ impl<P: Plugin> PluginTest<P> {
     pub fn runs_compiled(&self) -> bool {
         #[cfg(feature = "wasm")]
         return self.compiled.is_some();
+        #[cfg(not(feature = "wasm"))]
+        return false;
+    }
+
+    /// Whether the scenario also runs against the plugin's component build (see
+    /// [`PluginTest`]).
+    pub fn runs_component(&self) -> bool {
+        #[cfg(feature = "wasm")]
+        return self.component.is_some();
         #[cfg(not(feature = "wasm"))]
         return false;
     }
