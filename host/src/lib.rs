@@ -98,6 +98,7 @@
 #![forbid(unsafe_code)]
 
 pub mod abi;
+pub mod component;
 #[cfg(feature = "serve")]
 pub mod demo;
 mod emulated;

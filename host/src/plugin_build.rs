@@ -5,8 +5,11 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The wasm target plugins are built for.
+/// The wasm target plugins are built for (proxy-wasm modules).
 pub const PLUGIN_TARGET: &str = "wasm32-wasip1";
+
+/// The wasm target the component build of a plugin is built for (the `plugin` world).
+pub const COMPONENT_TARGET: &str = "wasm32-wasip2";
 
 /// Where test processes build plugins: `<target dir>/plugin-wasm` (honouring
 /// `CARGO_TARGET_DIR`). It is its own target directory because the `cargo test` running the
@@ -26,11 +29,28 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
+    build_for(PLUGIN_TARGET, workspace, args)
+}
+
+/// Like [`build_plugins`], for [`COMPONENT_TARGET`]: the same plugin crates as components.
+pub fn build_components<I, S>(workspace: &Path, args: I) -> Result<PathBuf, String>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    build_for(COMPONENT_TARGET, workspace, args)
+}
+
+fn build_for<I, S>(target: &str, workspace: &Path, args: I) -> Result<PathBuf, String>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
     let target_dir = plugin_target_dir(workspace);
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let output = Command::new(cargo)
         .current_dir(workspace)
-        .args(["build", "--release", "--target", PLUGIN_TARGET])
+        .args(["build", "--release", "--target", target])
         .args(args)
         .arg("--target-dir")
         .arg(&target_dir)
@@ -39,5 +59,5 @@ where
     if !output.status.success() {
         return Err(String::from_utf8_lossy(&output.stderr).into_owned());
     }
-    Ok(target_dir.join(PLUGIN_TARGET).join("release"))
+    Ok(target_dir.join(target).join("release"))
 }

@@ -93,10 +93,11 @@ use tokio::sync::{Notify, oneshot};
 use tokio::task::{AbortHandle, JoinSet, LocalSet};
 use tokio::time::Instant;
 
-use proxy_emulator::{Call, LogLevel, Proxy, ProxyConfig, ProxyState, Side};
+use proxy_emulator::{Call, Callbacks, LogLevel, Proxy, ProxyConfig, ProxyState, Side};
 
+use crate::component::ComponentModule;
 use crate::emulated::{EmulatedAbi, PluginStartError};
-use crate::plugin::{Plugin, PluginModule};
+use crate::plugin::{PluginError, PluginModule};
 
 /// Where log lines go: the plugin's (`[plugin <level>] <message>`) and the server's own
 /// (`[serve] <message>`), one line per call.
@@ -112,7 +113,7 @@ pub type LogSink = Arc<dyn Fn(&str) + Send + Sync>;
 #[derive(Clone)]
 pub struct ServeConfig {
     /// The compiled plugin (the first of the chain).
-    pub module: PluginModule,
+    pub module: PluginCode,
     /// The plugin configuration (`proxy_on_configure`'s buffer) of the first plugin, usually
     /// JSON.
     pub plugin_config: Vec<u8>,
@@ -140,11 +141,57 @@ pub struct ServeConfig {
     pub log: LogSink,
 }
 
+/// A compiled plugin of either kind the host runs.
+#[derive(Clone, Debug)]
+pub enum PluginCode {
+    /// A proxy-wasm module (the SDK's `wasm32-wasip1` build).
+    Module(PluginModule),
+    /// A component of the `plugin` world (the SDK's `wasm32-wasip2` build).
+    Component(ComponentModule),
+}
+
+impl From<PluginModule> for PluginCode {
+    fn from(module: PluginModule) -> Self {
+        PluginCode::Module(module)
+    }
+}
+
+impl From<ComponentModule> for PluginCode {
+    fn from(module: ComponentModule) -> Self {
+        PluginCode::Component(module)
+    }
+}
+
+impl PluginCode {
+    /// Compiles `wasm`: a component when it is one, else a proxy-wasm module.
+    pub fn new(wasm: &[u8]) -> Result<PluginCode, PluginError> {
+        // A component's preamble has layer 1 (bytes 6..8); a core module's has layer 0.
+        if wasm.len() >= 8 && wasm[..4] == *b"\0asm" && wasm[6..8] == [1, 0] {
+            ComponentModule::new(wasm).map(PluginCode::Component)
+        } else {
+            PluginModule::new(wasm).map(PluginCode::Module)
+        }
+    }
+
+    /// A new instance acting on `state`.
+    fn instantiate(
+        &self,
+        state: &Rc<RefCell<ProxyState>>,
+    ) -> Result<Box<dyn Callbacks>, PluginError> {
+        Ok(match self {
+            PluginCode::Module(module) => {
+                Box::new(module.instantiate(EmulatedAbi::new(Rc::clone(state)))?)
+            }
+            PluginCode::Component(module) => Box::new(module.instantiate(Rc::clone(state))?),
+        })
+    }
+}
+
 /// A plugin of a chain after the first (see [`ServeConfig::then`]).
 #[derive(Clone)]
 pub struct ChainedPlugin {
     /// The compiled plugin.
-    pub module: PluginModule,
+    pub module: PluginCode,
     /// Its configuration (`proxy_on_configure`'s buffer), usually JSON.
     pub plugin_config: Vec<u8>,
 }
@@ -183,9 +230,9 @@ impl fmt::Debug for ServeConfig {
 impl ServeConfig {
     /// Serves `module` in front of `upstream` (`host:port`), with an empty plugin
     /// configuration, no clusters, and the defaults documented on each field.
-    pub fn new(module: PluginModule, upstream: impl Into<String>) -> Self {
+    pub fn new(module: impl Into<PluginCode>, upstream: impl Into<String>) -> Self {
         ServeConfig {
-            module,
+            module: module.into(),
             plugin_config: Vec::new(),
             more_plugins: Vec::new(),
             upstream: upstream.into(),
@@ -206,9 +253,9 @@ impl ServeConfig {
 
     /// Adds `module`, with its configuration `config`, at the end of the chain: requests reach
     /// it after the plugins before it let them go on, responses reach it first.
-    pub fn then(mut self, module: PluginModule, config: impl Into<Vec<u8>>) -> Self {
+    pub fn then(mut self, module: impl Into<PluginCode>, config: impl Into<Vec<u8>>) -> Self {
         self.more_plugins.push(ChainedPlugin {
-            module,
+            module: module.into(),
             plugin_config: config.into(),
         });
         self
@@ -423,7 +470,7 @@ impl Gateway {
             };
             let state = Rc::new(RefCell::new(ProxyState::default()));
             let plugin = module
-                .instantiate(EmulatedAbi::new(Rc::clone(&state)))
+                .instantiate(&state)
                 .map_err(|error| failed(PluginStartError::Load(error)))?;
             let started = Proxy::start(
                 state,
@@ -533,7 +580,7 @@ struct Shared {
 
 /// One plugin of the chain: its own VM in its own emulated proxy.
 struct Filter {
-    proxy: Proxy<Plugin<EmulatedAbi>>,
+    proxy: Proxy<Box<dyn Callbacks>>,
     /// How log lines name it: `plugin` alone, `plugin <n>` (from 1) in a chain.
     name: String,
     reported_trap: Cell<bool>,
@@ -663,7 +710,7 @@ impl Shared {
         self: &Rc<Self>,
         index: usize,
         what: &str,
-        drive: impl FnOnce(&Proxy<Plugin<EmulatedAbi>>) -> T,
+        drive: impl FnOnce(&Proxy<Box<dyn Callbacks>>) -> T,
     ) -> Result<T, Abort> {
         let result = catch_unwind(AssertUnwindSafe(|| drive(&self.filters[index].proxy)));
         self.dispatch_calls(index);
@@ -689,7 +736,7 @@ impl Shared {
     fn peek<T>(
         &self,
         index: usize,
-        read: impl FnOnce(&Proxy<Plugin<EmulatedAbi>>) -> T,
+        read: impl FnOnce(&Proxy<Box<dyn Callbacks>>) -> T,
     ) -> Result<T, Abort> {
         catch_unwind(AssertUnwindSafe(|| read(&self.filters[index].proxy))).map_err(|payload| {
             Abort::new(

@@ -21,7 +21,8 @@ mod support {
     use hyper::{Request, Response, StatusCode};
     use hyper_util::rt::TokioIo;
     use proxy_async_host::PluginModule;
-    use proxy_async_host::serve::{ServeConfig, Server};
+    use proxy_async_host::component::ComponentModule;
+    use proxy_async_host::serve::{PluginCode, ServeConfig, Server};
     use tokio::net::{TcpListener, TcpStream};
 
     use crate::common;
@@ -47,6 +48,17 @@ mod support {
         pub(crate) status: StatusCode,
         pub(crate) headers: BTreeMap<String, String>,
         pub(crate) body: String,
+    }
+
+    /// The component build of the example `name`, compiled once per test process.
+    pub(crate) fn component(name: &str) -> ComponentModule {
+        static MODULES: OnceLock<Mutex<BTreeMap<String, ComponentModule>>> = OnceLock::new();
+        let modules = MODULES.get_or_init(Mutex::default);
+        let mut modules = modules.lock().unwrap();
+        modules
+            .entry(name.to_string())
+            .or_insert_with(|| ComponentModule::new(&common::component_wasm(name)).unwrap())
+            .clone()
     }
 
     pub(crate) fn module(name: &str) -> PluginModule {
@@ -197,10 +209,19 @@ mod support {
 
     impl AuthDemo {
         pub(crate) async fn start(auth_delay: Duration) -> AuthDemo {
+            AuthDemo::start_with(module("auth_flow").into(), auth_delay).await
+        }
+
+        /// The same demo with the plugin's component build.
+        pub(crate) async fn start_component(auth_delay: Duration) -> AuthDemo {
+            AuthDemo::start_with(component("auth_flow").into(), auth_delay).await
+        }
+
+        async fn start_with(code: PluginCode, auth_delay: Duration) -> AuthDemo {
             let auth = auth_service(auth_delay).await;
             let users = users_service().await;
             let upstream = upstream().await;
-            let config = ServeConfig::new(module("auth_flow"), upstream.addr.to_string())
+            let config = ServeConfig::new(code, upstream.addr.to_string())
                 .plugin_config(r#"{"auth": {"cluster": "auth"}, "users": {"cluster": "users"}}"#)
                 .cluster("auth", auth.addr.to_string())
                 .cluster("users", users.addr.to_string());
@@ -758,4 +779,69 @@ fn a_rejected_configuration_of_a_chained_plugin_fails_the_start() {
     );
     assert!(error.to_string().contains("plugin 2"), "{error}");
     assert!(error.to_string().contains("auth.cluster"), "{error}");
+}
+
+#[tokio::test]
+async fn the_auth_flow_component_calls_the_real_services() {
+    let demo = AuthDemo::start_component(Duration::ZERO).await;
+    let addr = demo.server.addr();
+    let got = send(addr, "GET", "/orders", &[GOOD, ("x-user-admin", "1")], "").await;
+    assert_eq!(got.status, StatusCode::OK, "{got:?}");
+    assert_eq!(got.body, "upstream saw /orders");
+    let seen = demo.upstream.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].header("x-user-id"), Some("u-1"));
+    assert_eq!(seen[0].header("x-user-admin"), None);
+    assert_eq!(demo.auth.seen().len(), 1);
+    assert_eq!(demo.users.seen().len(), 1);
+
+    let denied = send(
+        addr,
+        "GET",
+        "/orders",
+        &[("authorization", "Bearer wrong")],
+        "",
+    )
+    .await;
+    assert_eq!(denied.status, StatusCode::FORBIDDEN, "{denied:?}");
+    let missing = send(addr, "GET", "/orders", &[], "").await;
+    assert_eq!(missing.status, StatusCode::UNAUTHORIZED, "{missing:?}");
+    assert_eq!(demo.upstream.seen().len(), 1);
+    demo.server.shutdown();
+}
+
+#[tokio::test]
+async fn the_auth_flow_component_holds_concurrent_requests_and_times_out_a_slow_auth() {
+    let demo = AuthDemo::start_component(Duration::from_millis(300)).await;
+    let addr = demo.server.addr();
+    let started = Instant::now();
+    let (first, second, slow) = tokio::join!(
+        send(addr, "GET", "/first", &[GOOD], ""),
+        send(addr, "POST", "/second", &[GOOD], "two"),
+        send(
+            addr,
+            "GET",
+            "/slow",
+            &[("authorization", "Bearer slow")],
+            ""
+        ),
+    );
+    assert_eq!(first.status, StatusCode::OK, "{first:?}");
+    assert_eq!(second.status, StatusCode::OK, "{second:?}");
+    assert_eq!(slow.status, StatusCode::SERVICE_UNAVAILABLE, "{slow:?}");
+    assert_eq!(demo.auth.peak.load(std::sync::atomic::Ordering::SeqCst), 3);
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+    let mut paths: Vec<String> = demo
+        .upstream
+        .seen()
+        .into_iter()
+        .map(|seen| seen.path)
+        .collect();
+    paths.sort();
+    assert_eq!(paths, ["/first", "/second"]);
+    demo.server.shutdown();
 }

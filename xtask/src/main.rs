@@ -7,16 +7,20 @@
 //! the SDK (its stream driver) and the emulated proxy. It stops at the first failure and says
 //! which step failed.
 //!
-//! `cargo xtask run <example> [--port N] [--config JSON]` builds that example to wasm (release,
-//! wasm32-wasip1), then serves it on 127.0.0.1:8080 (or `--port`) with the demo services it needs
-//! (the host's `proxy-async-serve` binary, `--demo <example>`), prints curl lines to try, and runs
-//! until Ctrl-C.
+//! `cargo xtask run <example> [--port N] [--config JSON] [--component]` builds that example to
+//! wasm (release; wasm32-wasip1, or wasm32-wasip2 for its component build with `--component`),
+//! then serves it on 127.0.0.1:8080 (or `--port`) with the demo services it needs (the host's
+//! `proxy-async-serve` binary, `--demo <example>`), prints curl lines to try, and runs until
+//! Ctrl-C.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 /// The wasm target plugins are built for.
 const PLUGIN_TARGET: &str = "wasm32-wasip1";
+
+/// The wasm target of a plugin's component build.
+const COMPONENT_TARGET: &str = "wasm32-wasip2";
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
@@ -55,11 +59,12 @@ fn main() -> ExitCode {
 }
 
 const USAGE: &str = "usage: cargo xtask test
-       cargo xtask run <example> [--port N] [--config JSON]
+       cargo xtask run <example> [--port N] [--config JSON] [--component]
 
   test   install what the tests need, then run every check CI runs
   run    build an example to wasm and serve it on 127.0.0.1:8080 (or --port) with the demo
-         services it needs; prints curl lines to try; Ctrl-C stops it";
+         services it needs; prints curl lines to try; Ctrl-C stops it. --component serves
+         its component build (wasm32-wasip2) instead of the proxy-wasm module";
 
 /// The examples `run` has demo services for.
 const DEMOS: [&str; 3] = ["auth-flow", "hello", "hello-no-config"];
@@ -70,6 +75,7 @@ struct RunArgs {
     example: String,
     port: u16,
     config: Option<String>,
+    component: bool,
 }
 
 impl RunArgs {
@@ -77,6 +83,7 @@ impl RunArgs {
         let mut example = None;
         let mut port = 8080;
         let mut config = None;
+        let mut component = false;
         while let Some(arg) = args.next() {
             match arg.as_str() {
                 "--port" => {
@@ -86,6 +93,7 @@ impl RunArgs {
                         .map_err(|_| format!("--port {value}: not a port number"))?;
                 }
                 "--config" => config = Some(args.next().ok_or("--config needs a value")?),
+                "--component" => component = true,
                 flag if flag.starts_with('-') => return Err(format!("unknown flag {flag}")),
                 name if example.is_none() => example = Some(name.to_string()),
                 extra => return Err(format!("unexpected argument {extra}")),
@@ -95,7 +103,17 @@ impl RunArgs {
             example: example.ok_or("run: which example? e.g. `cargo xtask run auth-flow`")?,
             port,
             config,
+            component,
         })
+    }
+
+    /// The wasm target to build for.
+    fn target(&self) -> &'static str {
+        if self.component {
+            COMPONENT_TARGET
+        } else {
+            PLUGIN_TARGET
+        }
     }
 }
 
@@ -105,28 +123,29 @@ fn workspace() -> PathBuf {
     xtask.parent().unwrap_or(xtask).to_path_buf()
 }
 
-/// Where cargo puts the release wasm of `example`.
-fn wasm_path(example: &str) -> PathBuf {
-    let target = match std::env::var_os("CARGO_TARGET_DIR") {
+/// Where cargo puts the release wasm of `example` for `target`.
+fn wasm_path(example: &str, target: &str) -> PathBuf {
+    let target_dir = match std::env::var_os("CARGO_TARGET_DIR") {
         Some(dir) => std::path::absolute(&dir).unwrap_or_else(|_| PathBuf::from(dir)),
         None => workspace().join("target"),
     };
-    target
-        .join(PLUGIN_TARGET)
+    target_dir
+        .join(target)
         .join("release")
         .join(format!("{}.wasm", example.replace('-', "_")))
 }
 
 fn run_example(args: &RunArgs) -> Result<(), String> {
     let root = workspace();
+    let target = args.target();
     run(
-        &format!("build {} (release, {PLUGIN_TARGET})", args.example),
+        &format!("build {} (release, {target})", args.example),
         cargo()
             .current_dir(&root)
-            .args(["build", "--release", "--target", PLUGIN_TARGET, "-p"])
+            .args(["build", "--release", "--target", target, "-p"])
             .arg(&args.example),
     )?;
-    let wasm = wasm_path(&args.example);
+    let wasm = wasm_path(&args.example, target);
     if !wasm.is_file() {
         return Err(format!("the build left no {}", wasm.display()));
     }
@@ -213,6 +232,22 @@ fn test() -> Result<(), String> {
             "warnings",
         ]),
     )?;
+    run(
+        "clippy (component build, wasm32-wasip2)",
+        cargo().args([
+            "clippy",
+            "--workspace",
+            "--exclude",
+            "xtask",
+            "--exclude",
+            "proxy-async-host",
+            "--target",
+            COMPONENT_TARGET,
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )?;
     install_envoy()?;
     run("tests", cargo().args(["test", "--workspace"]))?;
     run(
@@ -227,6 +262,25 @@ fn test() -> Result<(), String> {
             "xtask",
             "--exclude",
             "proxy-async-host",
+        ]),
+    )?;
+    run(
+        "release component build of the examples",
+        cargo().args([
+            "build",
+            "--release",
+            "--target",
+            COMPONENT_TARGET,
+            "-p",
+            "hello",
+            "-p",
+            "hello-no-config",
+            "-p",
+            "http-call",
+            "-p",
+            "auth-flow",
+            "-p",
+            "fan-out",
         ]),
     )?;
     run(
@@ -305,7 +359,8 @@ mod tests {
             Ok(RunArgs {
                 example: "auth-flow".to_string(),
                 port: 8080,
-                config: None
+                config: None,
+                component: false,
             })
         );
         assert_eq!(
@@ -313,8 +368,13 @@ mod tests {
             Ok(RunArgs {
                 example: "hello".to_string(),
                 port: 18080,
-                config: Some("{}".to_string())
+                config: Some("{}".to_string()),
+                component: false,
             })
+        );
+        assert_eq!(
+            parse(&["auth-flow", "--component"]).map(|args| args.target()),
+            Ok(COMPONENT_TARGET)
         );
         assert!(parse(&[]).is_err());
         assert!(parse(&["hello", "--port", "x"]).is_err());
@@ -325,7 +385,9 @@ mod tests {
 
     #[test]
     fn wasm_file_names_use_underscores() {
-        assert!(wasm_path("auth-flow").ends_with("wasm32-wasip1/release/auth_flow.wasm"));
+        assert!(
+            wasm_path("auth-flow", PLUGIN_TARGET).ends_with("wasm32-wasip1/release/auth_flow.wasm")
+        );
     }
 
     #[test]

@@ -131,6 +131,109 @@ pub trait Callbacks {
     fn on_delete(&mut self, context_id: u32) -> Result<(), PluginFailure>;
 }
 
+/// A boxed plugin is a plugin: a proxy can hold plugins of different kinds (a proxy-wasm
+/// module, a component) behind `Box<dyn Callbacks>`.
+impl<C: Callbacks + ?Sized> Callbacks for Box<C> {
+    fn on_context_create(&mut self, context_id: u32, parent_id: u32) -> Result<(), PluginFailure> {
+        (**self).on_context_create(context_id, parent_id)
+    }
+    fn on_vm_start(&mut self, root_id: u32, vm_config_size: usize) -> Result<bool, PluginFailure> {
+        (**self).on_vm_start(root_id, vm_config_size)
+    }
+    fn on_configure(&mut self, root_id: u32, config_size: usize) -> Result<bool, PluginFailure> {
+        (**self).on_configure(root_id, config_size)
+    }
+    fn on_request_headers(
+        &mut self,
+        context_id: u32,
+        headers: usize,
+        end_of_stream: bool,
+    ) -> Result<Action, PluginFailure> {
+        (**self).on_request_headers(context_id, headers, end_of_stream)
+    }
+    fn on_request_body(
+        &mut self,
+        context_id: u32,
+        size: usize,
+        end_of_stream: bool,
+    ) -> Result<Action, PluginFailure> {
+        (**self).on_request_body(context_id, size, end_of_stream)
+    }
+    fn on_response_headers(
+        &mut self,
+        context_id: u32,
+        headers: usize,
+        end_of_stream: bool,
+    ) -> Result<Action, PluginFailure> {
+        (**self).on_response_headers(context_id, headers, end_of_stream)
+    }
+    fn on_response_body(
+        &mut self,
+        context_id: u32,
+        size: usize,
+        end_of_stream: bool,
+    ) -> Result<Action, PluginFailure> {
+        (**self).on_response_body(context_id, size, end_of_stream)
+    }
+    fn on_http_call_response(
+        &mut self,
+        context_id: u32,
+        token: u32,
+        headers: usize,
+        body_size: usize,
+        trailers: usize,
+    ) -> Result<(), PluginFailure> {
+        (**self).on_http_call_response(context_id, token, headers, body_size, trailers)
+    }
+    fn on_tick(&mut self, root_id: u32) -> Result<(), PluginFailure> {
+        (**self).on_tick(root_id)
+    }
+    fn on_queue_ready(&mut self, root_id: u32, queue_id: u32) -> Result<(), PluginFailure> {
+        (**self).on_queue_ready(root_id, queue_id)
+    }
+    fn on_grpc_receive_initial_metadata(
+        &mut self,
+        context_id: u32,
+        token: u32,
+        elements: usize,
+    ) -> Result<(), PluginFailure> {
+        (**self).on_grpc_receive_initial_metadata(context_id, token, elements)
+    }
+    fn on_grpc_receive(
+        &mut self,
+        context_id: u32,
+        token: u32,
+        size: usize,
+    ) -> Result<(), PluginFailure> {
+        (**self).on_grpc_receive(context_id, token, size)
+    }
+    fn on_grpc_receive_trailing_metadata(
+        &mut self,
+        context_id: u32,
+        token: u32,
+        elements: usize,
+    ) -> Result<(), PluginFailure> {
+        (**self).on_grpc_receive_trailing_metadata(context_id, token, elements)
+    }
+    fn on_grpc_close(
+        &mut self,
+        context_id: u32,
+        token: u32,
+        status_code: u32,
+    ) -> Result<(), PluginFailure> {
+        (**self).on_grpc_close(context_id, token, status_code)
+    }
+    fn on_log(&mut self, context_id: u32) -> Result<(), PluginFailure> {
+        (**self).on_log(context_id)
+    }
+    fn on_done(&mut self, context_id: u32) -> Result<bool, PluginFailure> {
+        (**self).on_done(context_id)
+    }
+    fn on_delete(&mut self, context_id: u32) -> Result<(), PluginFailure> {
+        (**self).on_delete(context_id)
+    }
+}
+
 /// The plugin's configuration was rejected; holds the error lines it logged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigRejected {

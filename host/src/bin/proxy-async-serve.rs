@@ -6,6 +6,9 @@
 //!                   [--plugin MORE.wasm [--config JSON]]...
 //! ```
 //!
+//! `--wasm` is a proxy-wasm module (the SDK's wasm32-wasip1 build) or a component of the
+//! `plugin` world (its wasm32-wasip2 build); the host tells them apart.
+//!
 //! `--demo auth-flow` starts, on free loopback ports in this process, the services the
 //! auth-flow example calls (an auth service and a users service) and an echo upstream, maps the
 //! clusters `auth` and `users` to them, and prints curl lines that show each outcome.
@@ -28,9 +31,9 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use proxy_async_host::PluginModule;
 use proxy_async_host::demo::{DemoRequest, auth_service, json, users_service};
 use proxy_async_host::proxy_emulator::LogLevel;
+use proxy_async_host::serve::PluginCode;
 use proxy_async_host::serve::{Gateway, ServeConfig};
 use tokio::net::TcpListener;
 use tokio::task::LocalSet;
@@ -40,7 +43,7 @@ const USAGE: &str =
                          [--upstream HOST:PORT] [--cluster NAME=HOST:PORT]... [--log-level LEVEL]
                          [--plugin MORE.wasm [--config JSON]]...
 
-  --wasm PATH            the compiled plugin
+  --wasm PATH            the compiled plugin (proxy-wasm module or component)
   --demo EXAMPLE         start the demo services of an example (auth-flow, hello, hello-no-config)
   --config JSON          the plugin configuration (default: the demo's)
   --port N               listen on 127.0.0.1:N (default 8080; 0 picks a free port)
@@ -173,7 +176,7 @@ fn main() -> ExitCode {
 
 async fn run(args: Args) -> Result<(), String> {
     let wasm = std::fs::read(&args.wasm).map_err(|error| format!("{}: {error}", args.wasm))?;
-    let module = PluginModule::new(&wasm).map_err(|error| format!("{}: {error}", args.wasm))?;
+    let module = PluginCode::new(&wasm).map_err(|error| format!("{}: {error}", args.wasm))?;
 
     let mut clusters = args.clusters.clone();
     let mut default_config = String::new();
@@ -204,7 +207,7 @@ async fn run(args: Args) -> Result<(), String> {
         ServeConfig::new(module, upstream.clone()).plugin_config(plugin_config.clone());
     for (path, plugin_config) in &args.more_plugins {
         let wasm = std::fs::read(path).map_err(|error| format!("{path}: {error}"))?;
-        let module = PluginModule::new(&wasm).map_err(|error| format!("{path}: {error}"))?;
+        let module = PluginCode::new(&wasm).map_err(|error| format!("{path}: {error}"))?;
         config = config.then(module, plugin_config.clone().unwrap_or_default());
     }
     config.clusters = clusters.clone();

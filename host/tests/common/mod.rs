@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use proxy_async_host::plugin_build::build_plugins;
+use proxy_async_host::plugin_build::{build_components, build_plugins};
 use proxy_async_host::{Abi, BufferType, HeaderPairs, LogLevel, MapType, Status, StreamType};
 
 /// The workspace root.
@@ -36,6 +36,26 @@ fn plugin_dir() -> &'static Path {
         eprintln!("example plugins built in {:.1?}", started.elapsed());
         dir
     })
+}
+
+/// Builds the example plugins as components (release, wasm32-wasip2) once per test process.
+fn component_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let started = Instant::now();
+        let examples = ["hello", "auth-flow"];
+        let args = examples.iter().flat_map(|example| ["-p", example]);
+        let dir = build_components(workspace(), args)
+            .unwrap_or_else(|error| panic!("building the example components failed:\n{error}"));
+        eprintln!("example components built in {:.1?}", started.elapsed());
+        dir
+    })
+}
+
+/// The component build of the example plugin `name` (`hello` or `auth_flow`).
+pub(crate) fn component_wasm(name: &str) -> Vec<u8> {
+    let path = component_dir().join(format!("{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|error| panic!("cannot read {}: {error}", path.display()))
 }
 
 /// The compiled example plugin `name` (e.g. `hello`, `auth_flow`).

@@ -1,0 +1,1043 @@
+//! Components of the `plugin` world (`wit/`) in the emulated proxy: the SDK's component build
+//! (`wasm32-wasip2`) run by wasmtime with component-model async.
+//!
+//! [`ComponentPlugin`] implements the proxy's [`Callbacks`], so a component runs against the
+//! same [`ProxyState`] and the same traffic as a proxy-wasm module: the SDK's testing API runs
+//! one scenario against the native plugin, its module and its component in lockstep, and
+//! serve mode serves either.
+//!
+//! A hook is an `async func` export. Each proxy callback starts the hook's export call as a
+//! task inside the store and runs the store until nothing can progress; the call either
+//! finished (the callback answers `Continue`, or sends the local reply) or waits on an HTTP
+//! call (the callback answers `Pause`). An `http-client.send` import dispatches the call into
+//! the proxy state and parks the guest on a channel; the proxy's `on_http_call_response`
+//! fills the channel in and runs the store again, and the hook goes on from its `.await`. When
+//! a paused hook finishes, the stream is resumed (or answered) from that later callback, once.
+//!
+//! The store's data must be `Send` (wasmtime requires it for concurrent calls), and the proxy
+//! state is an `Rc<RefCell<_>>` shared with the [`Proxy`](proxy_emulator::Proxy): the imports
+//! reach it through a thread-local set for the length of each run of the store, on the thread
+//! that runs it.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::future::Future;
+use std::pin::pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::Duration;
+
+use futures::channel::oneshot;
+use proxy_emulator::{
+    Action as ProxyAction, BufferType, Callbacks, LogLevel, MapType, MetricType, PluginFailure,
+    ProxyState, Side, Status,
+};
+use wasmtime::component::{
+    Accessor, AccessorTask, Component, ComponentNamedList, GuestTaskId, HasSelf, Lift, Linker,
+    Lower, ResourceTable, TypedFunc,
+};
+use wasmtime::{AsContextMut, Config, Engine, Store};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::plugin::PluginError;
+
+/// The generated bindings of the `plugin` world.
+#[allow(missing_docs, unreachable_pub, reason = "generated code")]
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "plugin",
+        // The store is async (it has concurrent imports), so even sync exports are called
+        // with `call_async`.
+        exports: { default: async },
+    });
+}
+
+use bindings::exports::proxy_async::plugin::hooks::{Flow, Settings};
+use bindings::proxy_async::plugin::{
+    http_client, http_stream, logging, metrics, properties, shared_data, types,
+};
+
+/// The fuel each run of the store may burn: about a billion wasm instructions, as for modules.
+const FUEL_PER_RUN: u64 = 1_000_000_000;
+
+thread_local! {
+    // The proxy state of the component running on this thread now (see the module docs).
+    static PROXY: RefCell<Option<Rc<RefCell<ProxyState>>>> = const { RefCell::new(None) };
+}
+
+/// Makes `state` the one the imports act on, until dropped.
+struct ProxyScope {
+    previous: Option<Rc<RefCell<ProxyState>>>,
+}
+
+impl ProxyScope {
+    fn enter(state: &Rc<RefCell<ProxyState>>) -> ProxyScope {
+        let previous = PROXY.with(|slot| slot.replace(Some(Rc::clone(state))));
+        ProxyScope { previous }
+    }
+}
+
+impl Drop for ProxyScope {
+    fn drop(&mut self) {
+        let previous = self.previous.take();
+        PROXY.with(|slot| *slot.borrow_mut() = previous);
+    }
+}
+
+/// Runs `f` on the proxy state of the running component; `internal-failure` outside a run.
+fn with_state<R>(f: impl FnOnce(&mut ProxyState) -> R) -> Result<R, types::HostError> {
+    let state = PROXY
+        .with(|slot| slot.borrow().clone())
+        .ok_or(types::HostError::InternalFailure)?;
+    let mut state = state.borrow_mut();
+    Ok(f(&mut state))
+}
+
+fn wit_error(status: Status) -> types::HostError {
+    match status {
+        Status::NotFound => types::HostError::NotFound,
+        Status::BadArgument => types::HostError::BadArgument,
+        Status::CasMismatch => types::HostError::CasMismatch,
+        Status::Unimplemented => types::HostError::Unimplemented,
+        _ => types::HostError::InternalFailure,
+    }
+}
+
+/// Runs a stream operation on `stream` of the proxy state.
+fn on_stream<R>(
+    stream: u32,
+    f: impl FnOnce(&mut ProxyState) -> Result<R, Status>,
+) -> Result<R, types::HostError> {
+    with_state(|state| {
+        state.set_effective_context(stream)?;
+        f(state)
+    })?
+    .map_err(wit_error)
+}
+
+fn map_type(message: http_stream::Message, section: http_stream::Section) -> MapType {
+    use http_stream::{Message, Section};
+    match (message, section) {
+        (Message::Request, Section::Headers) => MapType::RequestHeaders,
+        (Message::Request, Section::Trailers) => MapType::RequestTrailers,
+        (Message::Response, Section::Headers) => MapType::ResponseHeaders,
+        (Message::Response, Section::Trailers) => MapType::ResponseTrailers,
+    }
+}
+
+fn body_type(message: http_stream::Message) -> BufferType {
+    match message {
+        http_stream::Message::Request => BufferType::RequestBody,
+        http_stream::Message::Response => BufferType::ResponseBody,
+    }
+}
+
+fn usize_of(value: u64) -> usize {
+    usize::try_from(value).unwrap_or(usize::MAX)
+}
+
+/// A call the guest awaits, by token.
+struct PendingCall {
+    stream: Option<u32>,
+    reply: oneshot::Sender<Result<http_client::Response, http_client::CallError>>,
+}
+
+/// A hook export that returned (or trapped).
+struct Finished {
+    stream: u32,
+    result: Result<Option<Flow>, String>,
+}
+
+/// The store's data: WASI, and what the running export calls and HTTP calls need.
+pub struct StoreState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    /// The root task of each running hook export, to attribute its HTTP calls to its stream.
+    task_streams: HashMap<GuestTaskId, u32>,
+    calls: BTreeMap<u32, PendingCall>,
+    finished: Vec<Finished>,
+}
+
+impl WasiView for StoreState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl types::Host for StoreState {}
+
+impl http_stream::Host for StoreState {
+    fn get_fields(
+        &mut self,
+        stream: u32,
+        message: http_stream::Message,
+        section: http_stream::Section,
+    ) -> Result<types::Fields, types::HostError> {
+        on_stream(stream, |state| state.get_map(map_type(message, section)))
+    }
+
+    fn get_field(
+        &mut self,
+        stream: u32,
+        message: http_stream::Message,
+        section: http_stream::Section,
+        name: String,
+    ) -> Result<Option<types::FieldValue>, types::HostError> {
+        on_stream(stream, |state| {
+            match state.get_map_value(map_type(message, section), &name) {
+                Ok(value) => Ok(Some(value)),
+                Err(Status::NotFound) => Ok(None),
+                Err(status) => Err(status),
+            }
+        })
+    }
+
+    fn set_fields(
+        &mut self,
+        stream: u32,
+        message: http_stream::Message,
+        section: http_stream::Section,
+        fields: types::Fields,
+    ) -> Result<(), types::HostError> {
+        on_stream(stream, |state| {
+            state.set_map(map_type(message, section), fields)
+        })
+    }
+
+    fn add_field(
+        &mut self,
+        stream: u32,
+        message: http_stream::Message,
+        section: http_stream::Section,
+        name: String,
+        value: types::FieldValue,
+    ) -> Result<(), types::HostError> {
+        on_stream(stream, |state| {
+            state.add_map_value(map_type(message, section), &name, &value)
+        })
+    }
+
+    fn replace_field(
+        &mut self,
+        stream: u32,
+        message: http_stream::Message,
+        section: http_stream::Section,
+        name: String,
+        value: types::FieldValue,
+    ) -> Result<(), types::HostError> {
+        on_stream(stream, |state| {
+            state.replace_map_value(map_type(message, section), &name, &value)
+        })
+    }
+
+    fn remove_field(
+        &mut self,
+        stream: u32,
+        message: http_stream::Message,
+        section: http_stream::Section,
+        name: String,
+    ) -> Result<(), types::HostError> {
+        on_stream(stream, |state| {
+            state.remove_map_value(map_type(message, section), &name)
+        })
+    }
+
+    fn get_body(
+        &mut self,
+        stream: u32,
+        message: http_stream::Message,
+        start: u64,
+        max: u64,
+    ) -> Result<Vec<u8>, types::HostError> {
+        on_stream(stream, |state| {
+            state.get_buffer(body_type(message), usize_of(start), usize_of(max))
+        })
+    }
+
+    fn set_body(
+        &mut self,
+        stream: u32,
+        message: http_stream::Message,
+        start: u64,
+        size: u64,
+        data: Vec<u8>,
+    ) -> Result<(), types::HostError> {
+        on_stream(stream, |state| {
+            state.set_buffer(body_type(message), usize_of(start), usize_of(size), &data)
+        })
+    }
+}
+
+impl http_client::Host for StoreState {}
+
+impl http_client::HostWithStore<StoreState> for HasSelf<StoreState> {
+    async fn send(
+        accessor: &Accessor<StoreState, Self>,
+        request: http_client::Request,
+    ) -> Result<http_client::Response, http_client::CallError> {
+        let receiver = accessor.with(|mut access| {
+            // The root of the task stack is the hook export that (indirectly) made the call.
+            let root = access
+                .as_context_mut()
+                .async_call_stack()
+                .ok()
+                .and_then(Iterator::last);
+            let stream = root.and_then(|task| access.get().task_streams.get(&task).copied());
+            let mut headers: Vec<(String, Vec<u8>)> = vec![
+                (":method".to_string(), request.method.into_bytes()),
+                (":path".to_string(), request.path.into_bytes()),
+                (":authority".to_string(), request.authority.into_bytes()),
+            ];
+            headers.extend(request.headers);
+            let dispatched = with_state(|state| {
+                if let Some(stream) = stream {
+                    // The call is the stream's, as in proxy-wasm where the effective context
+                    // makes it.
+                    let _ = state.set_effective_context(stream);
+                }
+                state.http_call(
+                    &request.cluster,
+                    headers,
+                    &request.body,
+                    Duration::from_millis(u64::from(request.timeout_ms)),
+                )
+            });
+            match dispatched {
+                Ok(Ok(token)) => {
+                    let (reply, receiver) = oneshot::channel();
+                    access
+                        .get()
+                        .calls
+                        .insert(token, PendingCall { stream, reply });
+                    Ok(receiver)
+                }
+                Ok(Err(status)) => Err(http_client::CallError::Refused(wit_error(status))),
+                Err(error) => Err(http_client::CallError::Refused(error)),
+            }
+        })?;
+        // Dropped without an answer: the host forgot the call (its stream ended).
+        receiver
+            .await
+            .unwrap_or(Err(http_client::CallError::Cancelled))
+    }
+}
+
+fn log_level(level: types::LogLevel) -> LogLevel {
+    match level {
+        types::LogLevel::Trace => LogLevel::Trace,
+        types::LogLevel::Debug => LogLevel::Debug,
+        types::LogLevel::Info => LogLevel::Info,
+        types::LogLevel::Warn => LogLevel::Warn,
+        types::LogLevel::Error => LogLevel::Error,
+        types::LogLevel::Critical => LogLevel::Critical,
+    }
+}
+
+impl logging::Host for StoreState {
+    fn log(&mut self, level: types::LogLevel, message: String) {
+        let _ = with_state(|state| state.log(log_level(level), &message));
+    }
+
+    fn get_log_level(&mut self) -> types::LogLevel {
+        match with_state(|state| state.log_level()) {
+            Ok(LogLevel::Trace) => types::LogLevel::Trace,
+            Ok(LogLevel::Debug) => types::LogLevel::Debug,
+            Ok(LogLevel::Info) => types::LogLevel::Info,
+            Ok(LogLevel::Warn) => types::LogLevel::Warn,
+            Ok(LogLevel::Error) => types::LogLevel::Error,
+            Ok(LogLevel::Critical) | Err(_) => types::LogLevel::Critical,
+        }
+    }
+}
+
+/// A property path as proxy-wasm encodes it: segments separated by NUL.
+fn property_path(path: &[String]) -> Vec<u8> {
+    path.join("\0").into_bytes()
+}
+
+impl properties::Host for StoreState {
+    fn get_property(&mut self, path: Vec<String>) -> Result<Option<Vec<u8>>, types::HostError> {
+        match with_state(|state| state.get_property(&property_path(&path)))? {
+            Ok(value) => Ok(Some(value)),
+            Err(Status::NotFound) => Ok(None),
+            Err(status) => Err(wit_error(status)),
+        }
+    }
+
+    fn set_property(&mut self, path: Vec<String>, value: Vec<u8>) -> Result<(), types::HostError> {
+        with_state(|state| state.set_property(&property_path(&path), &value))
+    }
+}
+
+impl metrics::Host for StoreState {
+    fn define_metric(
+        &mut self,
+        kind: metrics::MetricKind,
+        name: String,
+    ) -> Result<u32, types::HostError> {
+        let kind = match kind {
+            metrics::MetricKind::Counter => MetricType::Counter,
+            metrics::MetricKind::Gauge => MetricType::Gauge,
+            metrics::MetricKind::Histogram => MetricType::Histogram,
+        };
+        with_state(|state| state.define_metric(kind, &name))
+    }
+
+    fn increment_metric(&mut self, id: u32, delta: i64) -> Result<(), types::HostError> {
+        with_state(|state| state.increment_metric(id, delta))?.map_err(wit_error)
+    }
+
+    fn record_metric(&mut self, id: u32, value: u64) -> Result<(), types::HostError> {
+        let value = i64::try_from(value).unwrap_or(i64::MAX);
+        with_state(|state| state.record_metric(id, value))?.map_err(wit_error)
+    }
+
+    fn get_metric(&mut self, id: u32) -> Result<u64, types::HostError> {
+        let value = with_state(|state| state.get_metric(id))?.map_err(wit_error)?;
+        Ok(u64::try_from(value).unwrap_or(0))
+    }
+}
+
+impl shared_data::Host for StoreState {
+    fn get(&mut self, key: String) -> Result<Option<(Vec<u8>, u32)>, types::HostError> {
+        match with_state(|state| state.get_shared_data(key.as_bytes()))? {
+            Ok(entry) => Ok(Some(entry)),
+            Err(Status::NotFound) => Ok(None),
+            Err(status) => Err(wit_error(status)),
+        }
+    }
+
+    fn set(&mut self, key: String, value: Vec<u8>, cas: u32) -> Result<(), types::HostError> {
+        with_state(|state| state.set_shared_data(key.as_bytes(), &value, cas))?.map_err(wit_error)
+    }
+}
+
+fn load_error(error: wasmtime::Error) -> PluginError {
+    PluginError::Load(format!("{error:#}"))
+}
+
+/// A compiled component of the `plugin` world; instantiate it once per test or server.
+#[derive(Clone)]
+pub struct ComponentModule {
+    engine: Engine,
+    component: Component,
+    linker: Arc<Linker<StoreState>>,
+}
+
+impl std::fmt::Debug for ComponentModule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ComponentModule").finish_non_exhaustive()
+    }
+}
+
+impl ComponentModule {
+    /// Compiles `wasm` (a component) and links the world's imports and WASI preview 2.
+    pub fn new(wasm: &[u8]) -> Result<ComponentModule, PluginError> {
+        let mut config = Config::new();
+        config.wasm_component_model_async(true);
+        config.consume_fuel(true);
+        let compile = |error: wasmtime::Error| PluginError::Compile(format!("{error:#}"));
+        let engine = Engine::new(&config).map_err(compile)?;
+        let component = Component::new(&engine, wasm).map_err(compile)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(load_error)?;
+        bindings::Plugin::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |state| {
+            state
+        })
+        .map_err(load_error)?;
+        Ok(ComponentModule {
+            engine,
+            component,
+            linker: Arc::new(linker),
+        })
+    }
+
+    /// A new instance acting on `state` (shared with the [`Proxy`](proxy_emulator::Proxy)
+    /// that drives it).
+    pub fn instantiate(
+        &self,
+        state: Rc<RefCell<ProxyState>>,
+    ) -> Result<ComponentPlugin, PluginError> {
+        let data = StoreState {
+            wasi: WasiCtx::builder().build(),
+            table: ResourceTable::new(),
+            task_streams: HashMap::new(),
+            calls: BTreeMap::new(),
+            finished: Vec::new(),
+        };
+        let mut store = Store::new(&self.engine, data);
+        store.set_fuel(FUEL_PER_RUN).map_err(load_error)?;
+        let _scope = ProxyScope::enter(&state);
+        let instance = run_to_completion(bindings::Plugin::instantiate_async(
+            &mut store,
+            &self.component,
+            &self.linker,
+        ))
+        .ok_or_else(|| PluginError::Load("instantiation did not complete".to_string()))?
+        .map_err(load_error)?;
+        Ok(ComponentPlugin {
+            store,
+            instance,
+            state,
+            settings: Settings {
+                buffer_request_body: false,
+                buffer_response_body: false,
+            },
+            streams: BTreeMap::new(),
+            last_run_fuel: 0,
+            total_fuel: 0,
+        })
+    }
+}
+
+/// What the host knows of one stream's hooks.
+#[derive(Default)]
+struct StreamHooks {
+    /// The phase whose hook export is running.
+    running: Option<Phase>,
+    /// The running hook's callback answered `Pause`: resume (or reply) when it finishes.
+    paused: bool,
+    /// Callbacks that came while a hook ran; each answered `Pause` and runs in turn.
+    queued: VecDeque<(Phase, u64, bool)>,
+    /// The plugin replied locally: its later hooks do not run.
+    replied: bool,
+    /// The stream ended while a hook ran: that hook's result is dropped, and `on-log` skipped.
+    abandoned: bool,
+}
+
+/// The hooks of the world, as the proxy's callbacks name them.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Phase {
+    RequestHeaders,
+    RequestBody,
+    ResponseHeaders,
+    ResponseBody,
+    Log,
+}
+
+impl Phase {
+    fn side(self) -> Side {
+        match self {
+            Phase::RequestHeaders | Phase::RequestBody => Side::Request,
+            Phase::ResponseHeaders | Phase::ResponseBody | Phase::Log => Side::Response,
+        }
+    }
+}
+
+/// A component instance of the `plugin` world, as the proxy sees it: the [`Callbacks`] of a
+/// plugin, on the same [`ProxyState`] as the proxy driving it.
+pub struct ComponentPlugin {
+    store: Store<StoreState>,
+    instance: bindings::Plugin,
+    state: Rc<RefCell<ProxyState>>,
+    settings: Settings,
+    streams: BTreeMap<u32, StreamHooks>,
+    last_run_fuel: u64,
+    total_fuel: u64,
+}
+
+impl std::fmt::Debug for ComponentPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ComponentPlugin")
+            .field("running_hooks", &self.running_hooks())
+            .field("pending_calls", &self.pending_calls())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Polls a future until it is ready or can make no progress without outside input (it is
+/// pending and woke nothing); `None` in the second case.
+fn poll_until_stalled<F: Future>(future: F) -> Option<F::Output> {
+    struct Flag(AtomicBool);
+    impl Wake for Flag {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+    let flag = Arc::new(Flag(AtomicBool::new(false)));
+    let waker = Waker::from(Arc::clone(&flag));
+    let mut cx = Context::from_waker(&waker);
+    let mut future = pin!(future);
+    loop {
+        flag.0.store(false, Ordering::SeqCst);
+        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+            return Some(output);
+        }
+        if !flag.0.load(Ordering::SeqCst) {
+            return None;
+        }
+    }
+}
+
+/// Runs a future that needs nothing from outside (instantiation, a sync export).
+fn run_to_completion<F: Future>(future: F) -> Option<F::Output> {
+    poll_until_stalled(future)
+}
+
+/// One hook export call, run as a task inside the store.
+struct HookTask<P, R> {
+    stream: u32,
+    func: TypedFunc<P, R>,
+    params: P,
+    result: fn(R) -> Option<Flow>,
+}
+
+impl<P, R> AccessorTask<StoreState, HasSelf<StoreState>> for HookTask<P, R>
+where
+    P: ComponentNamedList + Lower + Send + Sync + 'static,
+    R: ComponentNamedList + Lift + Send + Sync + 'static,
+{
+    async fn run(self, accessor: &Accessor<StoreState>) -> wasmtime::Result<()> {
+        let stream = self.stream;
+        let started = accessor.with(|mut access| {
+            let call = self
+                .func
+                .start_call_concurrent(access.as_context_mut(), self.params)?;
+            access.get().task_streams.insert(call.task(), stream);
+            wasmtime::Result::Ok(call)
+        });
+        let outcome = match started {
+            Ok(call) => self.func.finish_call_concurrent(accessor, call).await,
+            Err(error) => Err(error),
+        };
+        let result = outcome
+            .map(self.result)
+            .map_err(|error| format!("{error:#}"));
+        accessor.with(|mut access| {
+            let data = access.get();
+            data.task_streams.retain(|_, owner| *owner != stream);
+            data.finished.push(Finished { stream, result });
+        });
+        // A trap is recorded per stream above; an `Err` here would fail every stream's call.
+        Ok(())
+    }
+}
+
+fn failure(message: impl Into<String>) -> PluginFailure {
+    PluginFailure {
+        message: message.into(),
+    }
+}
+
+impl ComponentPlugin {
+    /// Hook exports running now (started, not returned: typically awaiting a call).
+    pub fn running_hooks(&self) -> usize {
+        self.streams
+            .values()
+            .filter(|hooks| hooks.running.is_some())
+            .count()
+    }
+
+    /// HTTP calls the guest is awaiting (`http-client.send` imports not yet answered).
+    pub fn pending_calls(&self) -> usize {
+        self.store.data().calls.len()
+    }
+
+    /// The fuel (wasm instructions) the last callback burned.
+    pub fn last_call_fuel(&self) -> u64 {
+        self.last_run_fuel
+    }
+
+    /// The fuel burned since instantiation.
+    pub fn total_fuel(&self) -> u64 {
+        self.total_fuel
+    }
+
+    /// Runs the store until every task waits on something from outside; a trap fails the
+    /// plugin (as in the proxy, the instance cannot be entered again).
+    fn run(&mut self) -> Result<(), PluginFailure> {
+        let _scope = ProxyScope::enter(&self.state);
+        self.store
+            .set_fuel(FUEL_PER_RUN)
+            .map_err(|error| failure(format!("{error:#}")))?;
+        let outcome = poll_until_stalled(
+            self.store
+                .run_concurrent(async |_| std::future::pending::<()>().await),
+        );
+        let left = self.store.get_fuel().unwrap_or(0);
+        let burned = FUEL_PER_RUN.saturating_sub(left);
+        self.last_run_fuel = self.last_run_fuel.saturating_add(burned);
+        self.total_fuel = self.total_fuel.saturating_add(burned);
+        match outcome {
+            // Stalled: the running tasks stay parked in the store until the next run.
+            None => Ok(()),
+            Some(Ok(())) => Ok(()),
+            Some(Err(error)) => Err(failure(format!("{error:#}"))),
+        }
+    }
+
+    /// Starts the export of `phase` for `stream` as a task of the store.
+    fn start_hook(
+        &mut self,
+        phase: Phase,
+        stream: u32,
+        size: u64,
+        end_of_stream: bool,
+    ) -> Result<(), PluginFailure> {
+        let hooks = self.instance.proxy_async_plugin_hooks();
+        let spawned = match phase {
+            Phase::RequestHeaders => self.store.spawn(HookTask {
+                stream,
+                func: hooks.func_on_request_headers(),
+                params: (stream, end_of_stream),
+                result: |(flow,)| Some(flow),
+            }),
+            Phase::ResponseHeaders => self.store.spawn(HookTask {
+                stream,
+                func: hooks.func_on_response_headers(),
+                params: (stream, end_of_stream),
+                result: |(flow,)| Some(flow),
+            }),
+            Phase::RequestBody => self.store.spawn(HookTask {
+                stream,
+                func: hooks.func_on_request_body(),
+                params: (stream, size, end_of_stream),
+                result: |(flow,)| Some(flow),
+            }),
+            Phase::ResponseBody => self.store.spawn(HookTask {
+                stream,
+                func: hooks.func_on_response_body(),
+                params: (stream, size, end_of_stream),
+                result: |(flow,)| Some(flow),
+            }),
+            Phase::Log => self.store.spawn(HookTask {
+                stream,
+                func: hooks.func_on_log(),
+                params: (stream,),
+                result: |()| None,
+            }),
+        };
+        spawned.map_err(|error| failure(format!("{error:#}")))?;
+        if let Some(hooks) = self.streams.get_mut(&stream) {
+            hooks.running = Some(phase);
+        }
+        Ok(())
+    }
+
+    /// A hook callback: runs the hook, or holds the event while another hook of the stream
+    /// runs.
+    fn hook(
+        &mut self,
+        phase: Phase,
+        stream: u32,
+        size: u64,
+        end_of_stream: bool,
+    ) -> Result<ProxyAction, PluginFailure> {
+        self.last_run_fuel = 0;
+        let Some(hooks) = self.streams.get_mut(&stream) else {
+            return Ok(ProxyAction::Continue);
+        };
+        if hooks.replied || hooks.abandoned {
+            return Ok(ProxyAction::Continue);
+        }
+        if hooks.running.is_some() {
+            hooks.queued.push_back((phase, size, end_of_stream));
+            return Ok(ProxyAction::Pause);
+        }
+        self.start_hook(phase, stream, size, end_of_stream)?;
+        self.run()?;
+        // The hook of this callback, if it returned, is answered in place; any other finished
+        // hook resumes its stream.
+        let mut action = None;
+        let finished = std::mem::take(&mut self.store.data_mut().finished);
+        for done in finished {
+            if done.stream == stream && action.is_none() {
+                action = Some(self.apply(done, false)?);
+            } else {
+                self.apply(done, true)?;
+            }
+        }
+        self.start_queued()?;
+        match action {
+            Some(action) => Ok(action),
+            None => {
+                if let Some(hooks) = self.streams.get_mut(&stream) {
+                    hooks.paused = true;
+                }
+                Ok(ProxyAction::Pause)
+            }
+        }
+    }
+
+    /// Applies a finished hook: nothing more for `Continue` inside its own callback, a resume
+    /// for a paused one, the local reply for `reply`.
+    fn apply(&mut self, done: Finished, resume: bool) -> Result<ProxyAction, PluginFailure> {
+        let flow = done.result.map_err(failure)?;
+        let Some(hooks) = self.streams.get_mut(&done.stream) else {
+            return Ok(ProxyAction::Continue);
+        };
+        let phase = hooks.running.take();
+        let resume = resume && std::mem::take(&mut hooks.paused);
+        if hooks.abandoned {
+            return Ok(ProxyAction::Continue);
+        }
+        let Some(phase) = phase else {
+            return Ok(ProxyAction::Continue);
+        };
+        let mut state = self.state.borrow_mut();
+        match flow {
+            None | Some(Flow::Continue) => {
+                if resume && phase != Phase::Log {
+                    let _ = state.set_effective_context(done.stream);
+                    if let Err(status) = state.continue_stream(phase.side()) {
+                        state.log(
+                            LogLevel::Warn,
+                            &format!("resuming stream {}: {status:?}", done.stream),
+                        );
+                    }
+                }
+                Ok(ProxyAction::Continue)
+            }
+            Some(Flow::Reply(reply)) => {
+                hooks.replied = true;
+                hooks.queued.clear();
+                let _ = state.set_effective_context(done.stream);
+                if let Err(status) = state.send_local_response(
+                    reply.status,
+                    &reply.details,
+                    &reply.body,
+                    reply.headers,
+                ) {
+                    state.log(
+                        LogLevel::Warn,
+                        &format!("local reply on stream {}: {status:?}", done.stream),
+                    );
+                }
+                Ok(ProxyAction::Pause)
+            }
+        }
+    }
+
+    /// Starts the next held event of each stream whose hook finished, and applies what
+    /// finishes, until nothing more does.
+    fn start_queued(&mut self) -> Result<(), PluginFailure> {
+        loop {
+            let next = self.streams.iter_mut().find_map(|(stream, hooks)| {
+                if hooks.running.is_some() || hooks.replied || hooks.abandoned {
+                    return None;
+                }
+                hooks.queued.pop_front().map(|event| (*stream, event))
+            });
+            let Some((stream, (phase, size, end_of_stream))) = next else {
+                return Ok(());
+            };
+            // Its callback answered `Pause`, so it is resumed when it finishes.
+            self.start_hook(phase, stream, size, end_of_stream)?;
+            if let Some(hooks) = self.streams.get_mut(&stream) {
+                hooks.paused = true;
+            }
+            self.run()?;
+            let finished = std::mem::take(&mut self.store.data_mut().finished);
+            for done in finished {
+                self.apply(done, true)?;
+            }
+        }
+    }
+
+    /// Fails the calls `stream`'s running hook awaits with `cancelled`, lets the hook return,
+    /// and drops its result.
+    fn abandon(&mut self, stream: u32) -> Result<(), PluginFailure> {
+        let Some(hooks) = self.streams.get_mut(&stream) else {
+            return Ok(());
+        };
+        if hooks.running.is_none() {
+            return Ok(());
+        }
+        hooks.abandoned = true;
+        hooks.queued.clear();
+        let calls = &mut self.store.data_mut().calls;
+        let tokens: Vec<u32> = calls
+            .iter()
+            .filter(|(_, call)| call.stream == Some(stream))
+            .map(|(token, _)| *token)
+            .collect();
+        for token in tokens {
+            if let Some(call) = calls.remove(&token) {
+                let _ = call.reply.send(Err(http_client::CallError::Cancelled));
+            }
+        }
+        self.run()?;
+        let finished = std::mem::take(&mut self.store.data_mut().finished);
+        for done in finished {
+            self.apply(done, true)?;
+        }
+        self.start_queued()
+    }
+}
+
+impl Callbacks for ComponentPlugin {
+    fn on_context_create(&mut self, context_id: u32, parent_id: u32) -> Result<(), PluginFailure> {
+        if parent_id != 0 {
+            self.streams.insert(context_id, StreamHooks::default());
+        }
+        Ok(())
+    }
+
+    fn on_vm_start(
+        &mut self,
+        _root_id: u32,
+        _vm_config_size: usize,
+    ) -> Result<bool, PluginFailure> {
+        Ok(true)
+    }
+
+    fn on_configure(&mut self, _root_id: u32, config_size: usize) -> Result<bool, PluginFailure> {
+        self.last_run_fuel = 0;
+        let configuration = self
+            .state
+            .borrow_mut()
+            .get_buffer(BufferType::PluginConfiguration, 0, config_size)
+            .unwrap_or_default();
+        let _scope = ProxyScope::enter(&self.state);
+        self.store
+            .set_fuel(FUEL_PER_RUN)
+            .map_err(|error| failure(format!("{error:#}")))?;
+        let hooks = self.instance.proxy_async_plugin_hooks();
+        let outcome = run_to_completion(hooks.call_configure(&mut self.store, &configuration))
+            .ok_or_else(|| failure("configure did not complete"))?
+            .map_err(|error| failure(format!("{error:#}")))?;
+        self.last_run_fuel = FUEL_PER_RUN.saturating_sub(self.store.get_fuel().unwrap_or(0));
+        self.total_fuel = self.total_fuel.saturating_add(self.last_run_fuel);
+        match outcome {
+            Ok(settings) => {
+                self.settings = settings;
+                Ok(true)
+            }
+            // The plugin logged the message naming the field.
+            Err(_message) => Ok(false),
+        }
+    }
+
+    fn on_request_headers(
+        &mut self,
+        context_id: u32,
+        _headers: usize,
+        end_of_stream: bool,
+    ) -> Result<ProxyAction, PluginFailure> {
+        self.hook(Phase::RequestHeaders, context_id, 0, end_of_stream)
+    }
+
+    fn on_request_body(
+        &mut self,
+        context_id: u32,
+        size: usize,
+        end_of_stream: bool,
+    ) -> Result<ProxyAction, PluginFailure> {
+        // The plugin wants the whole body: the proxy buffers the chunks meanwhile.
+        if self.settings.buffer_request_body && !end_of_stream {
+            return Ok(ProxyAction::Pause);
+        }
+        let size = u64::try_from(size).unwrap_or(u64::MAX);
+        self.hook(Phase::RequestBody, context_id, size, end_of_stream)
+    }
+
+    fn on_response_headers(
+        &mut self,
+        context_id: u32,
+        _headers: usize,
+        end_of_stream: bool,
+    ) -> Result<ProxyAction, PluginFailure> {
+        self.hook(Phase::ResponseHeaders, context_id, 0, end_of_stream)
+    }
+
+    fn on_response_body(
+        &mut self,
+        context_id: u32,
+        size: usize,
+        end_of_stream: bool,
+    ) -> Result<ProxyAction, PluginFailure> {
+        if self.settings.buffer_response_body && !end_of_stream {
+            return Ok(ProxyAction::Pause);
+        }
+        let size = u64::try_from(size).unwrap_or(u64::MAX);
+        self.hook(Phase::ResponseBody, context_id, size, end_of_stream)
+    }
+
+    fn on_http_call_response(
+        &mut self,
+        _context_id: u32,
+        token: u32,
+        headers: usize,
+        body_size: usize,
+        _trailers: usize,
+    ) -> Result<(), PluginFailure> {
+        self.last_run_fuel = 0;
+        // A late answer (its stream ended, and the call was cancelled) is ignored.
+        let Some(call) = self.store.data_mut().calls.remove(&token) else {
+            return Ok(());
+        };
+        let response = if headers == 0 {
+            Err(http_client::CallError::NoResponse)
+        } else {
+            let mut state = self.state.borrow_mut();
+            let headers = state
+                .get_map(MapType::CallResponseHeaders)
+                .unwrap_or_default();
+            let body = state
+                .get_buffer(BufferType::CallResponseBody, 0, body_size)
+                .unwrap_or_default();
+            let trailers = state
+                .get_map(MapType::CallResponseTrailers)
+                .unwrap_or_default();
+            let status = headers
+                .iter()
+                .find(|(name, _)| name == ":status")
+                .and_then(|(_, value)| std::str::from_utf8(value).ok())
+                .and_then(|value| value.parse::<u16>().ok());
+            match status {
+                Some(status) => Ok(http_client::Response {
+                    status,
+                    headers,
+                    body,
+                    trailers,
+                }),
+                None => Err(http_client::CallError::InvalidStatus),
+            }
+        };
+        // The guest may have given up on the call meanwhile; nothing to deliver then.
+        let _ = call.reply.send(response);
+        self.run()?;
+        let finished = std::mem::take(&mut self.store.data_mut().finished);
+        for done in finished {
+            self.apply(done, true)?;
+        }
+        self.start_queued()
+    }
+
+    fn on_log(&mut self, context_id: u32) -> Result<(), PluginFailure> {
+        let runnable = self
+            .streams
+            .get(&context_id)
+            .is_some_and(|hooks| hooks.running.is_none() && !hooks.abandoned);
+        if runnable {
+            self.hook(Phase::Log, context_id, 0, true)?;
+        }
+        Ok(())
+    }
+
+    fn on_done(&mut self, context_id: u32) -> Result<bool, PluginFailure> {
+        self.abandon(context_id)?;
+        Ok(true)
+    }
+
+    fn on_delete(&mut self, context_id: u32) -> Result<(), PluginFailure> {
+        self.abandon(context_id)?;
+        if self.streams.remove(&context_id).is_none() {
+            return Ok(());
+        }
+        let _scope = ProxyScope::enter(&self.state);
+        let hooks = self.instance.proxy_async_plugin_hooks();
+        run_to_completion(hooks.call_on_stream_end(&mut self.store, context_id))
+            .ok_or_else(|| failure("on-stream-end did not complete"))?
+            .map_err(|error| failure(format!("{error:#}")))
+    }
+}
