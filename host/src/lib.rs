@@ -1,6 +1,7 @@
 //! A proxy-wasm host on wasmtime: loads a compiled proxy-wasm plugin, exposes its `proxy_on_*`
 //! callbacks as Rust calls, routes every hostcall to an [`Abi`] implementation, and counts
-//! what each call costs.
+//! what each call costs. [`component`] runs the same plugins built as components of the
+//! `plugin` world (`wit/`) with component-model async.
 //!
 //! ```no_run
 //! use proxy_async_host::{Abi, Action, BufferType, LogLevel, MapType, Plugin, Status};
