@@ -7,6 +7,10 @@
 //! the SDK (its stream driver) and the emulated proxy. It stops at the first failure and says
 //! which step failed.
 //!
+//! `cargo xtask bench [--quick]` installs wrk and binaryen (Debian packages) and Envoy when
+//! missing, and runs `benches/` (the SDK against hand-written callback plugins), writing the
+//! table to `BENCHMARKS.md`; `cargo xtask test` ends with its quick mode.
+//!
 //! `cargo xtask run <example> [--port N] [--config JSON] [--component]` builds that example to
 //! wasm (release; wasm32-wasip1, or wasm32-wasip2 for its component build with `--component`),
 //! then serves it on 127.0.0.1:8080 (or `--port`) with the demo services it needs (the host's
@@ -27,6 +31,17 @@ fn main() -> ExitCode {
     let task = args.next();
     let result = match task.as_deref() {
         Some("test") => test(),
+        Some("bench") => {
+            let args: Vec<String> = args.collect();
+            match args.as_slice() {
+                [] => bench(false, None),
+                [flag] if flag == "--quick" => bench(true, None),
+                _ => {
+                    eprintln!("xtask: bench takes only --quick\n\n{USAGE}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
         Some("run") => match RunArgs::parse(args) {
             Ok(run_args) => {
                 if !DEMOS.contains(&run_args.example.as_str()) {
@@ -59,9 +74,12 @@ fn main() -> ExitCode {
 }
 
 const USAGE: &str = "usage: cargo xtask test
+       cargo xtask bench [--quick]
        cargo xtask run <example> [--port N] [--config JSON] [--component]
 
   test   install what the tests need, then run every check CI runs
+  bench  measure the SDK against hand-written callback plugins; writes BENCHMARKS.md
+         (--quick: short runs, written to target/BENCHMARKS.quick.md, as CI does)
   run    build an example to wasm and serve it on 127.0.0.1:8080 (or --port) with the demo
          services it needs; prints curl lines to try; Ctrl-C stops it. --component serves
          its component build (wasm32-wasip2) instead of the proxy-wasm module";
@@ -297,8 +315,86 @@ fn test() -> Result<(), String> {
             "proxy-emulator",
         ]),
     )?;
+    // CI runs the benchmarks' code (short runs, figures not kept) so that it cannot rot.
+    bench(true, None)?;
     println!("xtask: every check passed");
     Ok(())
+}
+
+/// `cargo xtask bench`: installs wrk, binaryen and Envoy when missing, then runs the benchmark
+/// binary (release) and writes its table to `out` (default: `BENCHMARKS.md`, or
+/// `target/BENCHMARKS.quick.md` with `quick`).
+fn bench(quick: bool, out: Option<PathBuf>) -> Result<(), String> {
+    install_debian_packages(&[("wrk", "wrk"), ("wasm-opt", "binaryen")])?;
+    install_envoy()?;
+    let out = out.unwrap_or_else(|| {
+        if quick {
+            workspace().join("target").join("BENCHMARKS.quick.md")
+        } else {
+            workspace().join("BENCHMARKS.md")
+        }
+    });
+    let mut command = cargo();
+    command
+        .current_dir(workspace())
+        .args(["run", "--release", "-p", "proxy-async-bench", "--"])
+        .arg("--out")
+        .arg(&out);
+    if quick {
+        command.arg("--quick");
+    }
+    run(
+        if quick {
+            "benchmarks (quick)"
+        } else {
+            "benchmarks"
+        },
+        &mut command,
+    )
+}
+
+/// Installs the Debian packages whose program is missing (`(program, package)` pairs) with
+/// apt-get, as root or through sudo; fails loudly when that is not possible.
+fn install_debian_packages(wanted: &[(&str, &str)]) -> Result<(), String> {
+    let missing: Vec<&str> = wanted
+        .iter()
+        .filter(|(program, _)| !on_path(program))
+        .map(|(_, package)| *package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let as_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).trim() == "0");
+    let apt = |args: &[&str]| {
+        let mut command = if as_root {
+            Command::new("apt-get")
+        } else {
+            let mut sudo = Command::new("sudo");
+            sudo.args(["-n", "apt-get"]);
+            sudo
+        };
+        command.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        command
+    };
+    run("apt-get update", &mut apt(&["update", "-q"]))?;
+    let mut install = apt(&["install", "-y", "-q"]);
+    install.args(&missing);
+    run(&format!("install {}", missing.join(", ")), &mut install)?;
+    for (program, package) in wanted {
+        if !on_path(program) {
+            return Err(format!("installing {package} left no `{program}` on PATH"));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `program` is on PATH.
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
 }
 
 /// The Envoy release the end-to-end tests (`tests/`) run against.

@@ -1,0 +1,535 @@
+//! Benchmark baseline: `examples/auth-flow` written by hand with raw callbacks on the plain
+//! `proxy-wasm` crate, as it would be written without `proxy-async`. It exists only to measure
+//! the SDK against (size, fuel per callback); it is not an example.
+//!
+//! The usual callback state machine: `on_http_request_headers` strips the client's `x-user-*`
+//! headers, dispatches the token call and returns `Pause`; the stream context remembers which
+//! call is out; `on_http_call_response` reads the answer, dispatches the users call (or
+//! replies), and finally sets the identity headers and resumes the request by hand.
+//!
+//! Behaviour, configuration, fail-closed rules, local replies and log lines are those of
+//! `examples/auth-flow` (see its crate documentation); `benches/identical` checks that they
+//! are the same, request by request.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType, LogLevel, Status};
+
+const USER_HEADER_PREFIX: &str = "x-user-";
+const USER_ID_HEADER: &str = "x-user-id";
+const USER_NAME_HEADER: &str = "x-user-name";
+/// Every failure that is not the caller's fault is a 503.
+const ERROR_STATUS: u32 = 503;
+
+// `proxy-wasm` 0.2.5's `send_http_response` cannot set the response code details (it passes
+// none), so the local replies go through the ABI directly.
+#[link(wasm_import_module = "env")]
+unsafe extern "C" {
+    fn proxy_send_local_response(
+        status_code: u32,
+        details_data: *const u8,
+        details_size: usize,
+        body_data: *const u8,
+        body_size: usize,
+        headers_data: *const u8,
+        headers_size: usize,
+        grpc_status: i32,
+    ) -> u32;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Configuration.
+
+struct Config {
+    auth: Upstream,
+    users: Upstream,
+    credential_header: String,
+}
+
+struct Upstream {
+    cluster: String,
+    authority: String,
+    path: String,
+    timeout: Duration,
+}
+
+/// The configuration as written. Named as in the SDK example: serde puts the names of these
+/// types in some errors (`expected struct RawUpstream`).
+#[derive(Default, serde::Deserialize)]
+#[serde(default)]
+struct RawConfig {
+    auth: RawUpstream,
+    users: RawUpstream,
+    credential_header: Option<String>,
+}
+
+#[derive(Default, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawUpstream {
+    cluster: String,
+    authority: Option<String>,
+    path: Option<String>,
+    timeout_ms: Option<u64>,
+}
+
+impl RawUpstream {
+    fn resolve(self, block: &str, default_path: &str) -> Result<Upstream, String> {
+        let upstream = Upstream {
+            authority: self.authority.unwrap_or_else(|| self.cluster.clone()),
+            cluster: self.cluster,
+            path: self.path.unwrap_or_else(|| default_path.to_string()),
+            timeout: self
+                .timeout_ms
+                .map_or(Duration::from_millis(500), Duration::from_millis),
+        };
+        if upstream.cluster.trim().is_empty() {
+            return Err(field_error(
+                &format!("{block}.cluster"),
+                "must name a cluster of the proxy",
+            ));
+        }
+        if upstream.authority.trim().is_empty() {
+            return Err(field_error(
+                &format!("{block}.authority"),
+                "must not be empty (leave it out to use the cluster name)",
+            ));
+        }
+        if !upstream.path.starts_with('/') {
+            return Err(field_error(&format!("{block}.path"), "must start with `/`"));
+        }
+        if upstream.timeout.is_zero() {
+            return Err(field_error(
+                &format!("{block}.timeout_ms"),
+                "must be at least 1",
+            ));
+        }
+        Ok(upstream)
+    }
+}
+
+fn field_error(field: &str, message: &str) -> String {
+    format!("invalid plugin configuration: field `{field}`: {message}")
+}
+
+/// Parses and checks the configuration: empty is the default, errors name the field.
+fn parse_config(bytes: &[u8]) -> Result<Config, String> {
+    let json = bytes.trim_ascii();
+    let raw = if json.is_empty() {
+        RawConfig::default()
+    } else {
+        let mut deserializer = serde_json::Deserializer::from_slice(json);
+        let raw = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+            let path = error.path().to_string();
+            let inner = error.into_inner();
+            if inner.is_syntax() || inner.is_eof() {
+                format!(
+                    "invalid plugin configuration: not valid JSON: {inner} (deliver the configuration as JSON, e.g. in a google.protobuf.StringValue)"
+                )
+            } else if path == "." {
+                format!("invalid plugin configuration: {inner}")
+            } else {
+                field_error(&path, &inner.to_string())
+            }
+        })?;
+        deserializer.end().map_err(|error| {
+            format!("invalid plugin configuration: {error} (text after the JSON value)")
+        })?;
+        raw
+    };
+    let config = Config {
+        auth: raw.auth.resolve("auth", "/token")?,
+        users: raw.users.resolve("users", "/me")?,
+        credential_header: raw
+            .credential_header
+            .unwrap_or_else(|| "authorization".to_string())
+            .to_ascii_lowercase(),
+    };
+    let header = &config.credential_header;
+    if header.is_empty() || !header.bytes().all(is_token_char) {
+        return Err(field_error(
+            "credential_header",
+            "must be a header name (letters, digits, `-`, ...)",
+        ));
+    }
+    if header.starts_with(USER_HEADER_PREFIX) {
+        return Err(field_error(
+            "credential_header",
+            &format!("must not start with `{USER_HEADER_PREFIX}`: those headers are removed"),
+        ));
+    }
+    Ok(config)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The root context: configuration, and one `AuthFlow` per stream.
+
+#[derive(Default)]
+struct Root {
+    config: Option<Rc<Config>>,
+}
+
+impl Context for Root {}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+        proxy_wasm::set_log_level(hostcalls::get_log_level().unwrap_or(LogLevel::Info));
+        let bytes = self.get_plugin_configuration().unwrap_or_default();
+        match parse_config(&bytes) {
+            Ok(config) => {
+                self.config = Some(Rc::new(config));
+                true
+            }
+            Err(message) => {
+                // A rejected reconfiguration keeps the previous configuration.
+                log::error!("{message}");
+                false
+            }
+        }
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(AuthFlow {
+            config: self.config.clone(),
+            waiting: Waiting::Nothing,
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The stream context: the state machine.
+
+/// Which call the paused request waits for.
+#[derive(Clone, Copy)]
+enum Waiting {
+    Nothing,
+    Token,
+    User,
+}
+
+struct AuthFlow {
+    /// `None` only if the proxy creates streams for a rejected configuration: fail closed.
+    config: Option<Rc<Config>>,
+    waiting: Waiting,
+}
+
+#[derive(serde::Serialize)]
+struct TokenRequest<'a> {
+    credential: &'a str,
+}
+
+#[derive(serde::Deserialize)]
+struct TokenReply {
+    token: String,
+}
+
+#[derive(serde::Deserialize)]
+struct UserReply {
+    id: String,
+    name: String,
+}
+
+impl Context for AuthFlow {
+    fn on_http_call_response(
+        &mut self,
+        _token_id: u32,
+        num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        let Some(config) = self.config.clone() else {
+            return;
+        };
+        let waiting = std::mem::replace(&mut self.waiting, Waiting::Nothing);
+        let result = match waiting {
+            Waiting::Nothing => return,
+            Waiting::Token => self.on_token(&config, num_headers, body_size),
+            Waiting::User => self.on_user(&config, num_headers, body_size),
+        };
+        if let Err(message) = result {
+            fail(&message);
+        }
+    }
+}
+
+impl HttpContext for AuthFlow {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let Some(config) = self.config.clone() else {
+            fail("the plugin has no valid configuration");
+            return Action::Pause;
+        };
+        // First, before any return: only this plugin may set identity headers.
+        for (name, _) in self.get_http_request_headers_bytes() {
+            let name = name.to_ascii_lowercase();
+            if name.starts_with(USER_HEADER_PREFIX) {
+                self.remove_http_request_header(&name);
+            }
+        }
+
+        let credential = self
+            .get_http_request_header_bytes(&config.credential_header)
+            .and_then(|value| String::from_utf8(value).ok())
+            .map(|value| value.trim().to_string())
+            .unwrap_or_default();
+        if credential.is_empty() {
+            send_reply(
+                401,
+                "auth_missing_credential",
+                "missing credential",
+                &[
+                    ("www-authenticate", "Bearer"),
+                    ("content-type", "text/plain"),
+                ],
+            );
+            return Action::Pause;
+        }
+
+        let auth = &config.auth;
+        let dispatched = match serde_json::to_vec(&TokenRequest {
+            credential: &credential,
+        }) {
+            Ok(body) => dispatch(
+                "auth",
+                auth,
+                "POST",
+                ("content-type", "application/json"),
+                Some(&body),
+            ),
+            Err(error) => Err(format!(
+                "auth: request to cluster `{}` could not be built: JSON body: {error}",
+                auth.cluster
+            )),
+        };
+        match dispatched {
+            Ok(()) => self.waiting = Waiting::Token,
+            Err(message) => fail(&message),
+        }
+        Action::Pause
+    }
+}
+
+impl AuthFlow {
+    /// The auth service answered: on to the users call, or a reply.
+    fn on_token(
+        &mut self,
+        config: &Config,
+        num_headers: usize,
+        body_size: usize,
+    ) -> Result<(), String> {
+        let auth = &config.auth;
+        let (status, body) = self.call_reply("auth", auth, num_headers, body_size)?;
+        if check_status("auth", auth, status)? {
+            log::debug!("the auth service denied the credential ({status})");
+            denied("auth_denied");
+            return Ok(());
+        }
+        let TokenReply { token } =
+            serde_json::from_slice(&body).map_err(|error| invalid_json("auth", auth, &error))?;
+        // RFC 6750 b64token characters are a subset of this; anything else cannot be sent on.
+        if token.is_empty() || !token.bytes().all(|byte| byte.is_ascii_graphic()) {
+            return Err(format!(
+                "auth: cluster `{}` returned an empty token or one that is not a bearer token",
+                auth.cluster
+            ));
+        }
+        let bearer = format!("Bearer {token}");
+        dispatch(
+            "users",
+            &config.users,
+            "GET",
+            ("authorization", &bearer),
+            None,
+        )?;
+        self.waiting = Waiting::User;
+        Ok(())
+    }
+
+    /// The users service answered: set the identity and resume, or a reply.
+    fn on_user(
+        &mut self,
+        config: &Config,
+        num_headers: usize,
+        body_size: usize,
+    ) -> Result<(), String> {
+        let users = &config.users;
+        let (status, body) = self.call_reply("users", users, num_headers, body_size)?;
+        if check_status("users", users, status)? {
+            log::debug!("the users service denied the token ({status})");
+            denied("user_denied");
+            return Ok(());
+        }
+        let user: UserReply =
+            serde_json::from_slice(&body).map_err(|error| invalid_json("users", users, &error))?;
+        if user.id.is_empty() || !is_header_value(&user.id) || !is_header_value(&user.name) {
+            return Err(format!(
+                "users: cluster `{}` returned an empty id, or an id or name that cannot be a header value",
+                users.cluster
+            ));
+        }
+        self.set_http_request_header(USER_ID_HEADER, Some(&user.id));
+        self.set_http_request_header(USER_NAME_HEADER, Some(&user.name));
+        self.resume_http_request();
+        Ok(())
+    }
+
+    /// The status and body of the call response being delivered.
+    fn call_reply(
+        &self,
+        block: &str,
+        upstream: &Upstream,
+        num_headers: usize,
+        body_size: usize,
+    ) -> Result<(u16, Vec<u8>), String> {
+        if num_headers == 0 {
+            return Err(format!(
+                "{block}: no response from cluster `{}` within {} ms (timeout or connection reset)",
+                upstream.cluster,
+                upstream.timeout.as_millis()
+            ));
+        }
+        let status = self
+            .get_http_call_response_header_bytes(":status")
+            .and_then(|value| std::str::from_utf8(&value).ok()?.parse::<u16>().ok())
+            .ok_or_else(|| {
+                format!(
+                    "{block}: response from cluster `{}` has no valid :status",
+                    upstream.cluster
+                )
+            })?;
+        let body = if body_size == 0 {
+            Vec::new()
+        } else {
+            self.get_http_call_response_body(0, body_size)
+                .unwrap_or_default()
+        };
+        Ok((status, body))
+    }
+}
+
+/// Dispatches a call; the dispatcher routes its response to the current stream context.
+fn dispatch(
+    block: &str,
+    upstream: &Upstream,
+    method: &str,
+    header: (&str, &str),
+    body: Option<&[u8]>,
+) -> Result<(), String> {
+    let headers = vec![
+        (":method", method),
+        (":path", upstream.path.as_str()),
+        (":authority", upstream.authority.as_str()),
+        header,
+    ];
+    hostcalls::dispatch_http_call(
+        &upstream.cluster,
+        headers,
+        body,
+        Vec::new(),
+        upstream.timeout,
+    )
+    .map(drop)
+    .map_err(|status| {
+        let status = match status {
+            Status::BadArgument => "BAD_ARGUMENT",
+            _ => "INTERNAL_FAILURE",
+        };
+        format!(
+            "{block}: the proxy refused a call to cluster `{}` ({status}): is the cluster configured in the proxy?",
+            upstream.cluster
+        )
+    })
+}
+
+/// `Ok(false)` for 200, `Ok(true)` for a denial (401, 403), `Err` for anything else.
+fn check_status(block: &str, upstream: &Upstream, status: u16) -> Result<bool, String> {
+    match status {
+        200 => Ok(false),
+        401 | 403 => Ok(true),
+        other => Err(format!(
+            "{block}: cluster `{}` answered {other} to {}, expected 200, 401 or 403",
+            upstream.cluster, upstream.path
+        )),
+    }
+}
+
+fn invalid_json(block: &str, upstream: &Upstream, error: &serde_json::Error) -> String {
+    format!(
+        "{block}: response from cluster `{}` is invalid: body is not the expected JSON: {error}",
+        upstream.cluster
+    )
+}
+
+fn denied(details: &str) {
+    send_reply(403, details, "forbidden", &[("content-type", "text/plain")]);
+}
+
+/// Fails closed: a 503 and an error log line saying why.
+fn fail(message: &str) {
+    log::error!("on_request_headers failed: {message}; replying {ERROR_STATUS}");
+    send_reply(
+        ERROR_STATUS,
+        "plugin_error",
+        "Service Unavailable",
+        &[("content-type", "text/plain")],
+    );
+}
+
+/// `proxy_send_local_response` with response code details; the request is never resumed after.
+fn send_reply(status: u32, details: &str, body: &str, headers: &[(&str, &str)]) {
+    // The proxy-wasm header map: count, then (name size, value size) pairs, then each name
+    // and value followed by a NUL.
+    let mut map = Vec::with_capacity(64);
+    map.extend_from_slice(&(headers.len() as u32).to_le_bytes());
+    for (name, value) in headers {
+        map.extend_from_slice(&(name.len() as u32).to_le_bytes());
+        map.extend_from_slice(&(value.len() as u32).to_le_bytes());
+    }
+    for (name, value) in headers {
+        map.extend_from_slice(name.as_bytes());
+        map.push(0);
+        map.extend_from_slice(value.as_bytes());
+        map.push(0);
+    }
+    // SAFETY: every pointer is valid for reads of its length for the duration of the call.
+    let code = unsafe {
+        proxy_send_local_response(
+            status,
+            details.as_ptr(),
+            details.len(),
+            body.as_ptr(),
+            body.len(),
+            map.as_ptr(),
+            map.len(),
+            -1,
+        )
+    };
+    if code != 0 {
+        log::warn!(
+            "local reply {status} from on_request_headers: proxy_send_local_response returned status {code}"
+        );
+    }
+}
+
+/// RFC 9110 `tchar`: what a header name may be made of.
+fn is_token_char(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
+}
+
+/// No control characters (tab aside): what a proxy accepts in a header value.
+fn is_header_value(text: &str) -> bool {
+    !text
+        .bytes()
+        .any(|byte| (byte < 0x20 && byte != b'\t') || byte == 0x7f)
+}
+
+const _: () = {
+    proxy_wasm::main! {{
+        proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
+    }}
+};

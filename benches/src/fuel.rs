@@ -1,0 +1,164 @@
+//! 2. Wasm instructions per request: our host's fuel, summed over every callback of a request
+//!    (context creation, headers, call responses, response, log, done, delete).
+
+use proxy_async_host::proxy_emulator::{Pairs, Proxy, ProxyConfig, Side};
+use proxy_async_host::{EmulatedAbi, Plugin, start_emulated};
+
+use crate::plugins::Built;
+use crate::report::{Row, Table, Target};
+
+type WasmProxy = Proxy<Plugin<EmulatedAbi>>;
+
+/// The auth-flow configuration of the measurements.
+pub(crate) const AUTH_CONFIG: &str =
+    r#"{"auth": {"cluster": "auth"}, "users": {"cluster": "users"}}"#;
+
+/// Requests run before measuring (lazy initialisation, first allocations).
+const WARMUP: u32 = 20;
+/// Requests averaged.
+const MEASURED: u32 = 200;
+
+pub(crate) fn start(wasm: &[u8], config: &str) -> Result<WasmProxy, String> {
+    start_emulated(
+        wasm,
+        ProxyConfig {
+            plugin_config: config.as_bytes().to_vec(),
+            ..ProxyConfig::default()
+        },
+    )
+    .map_err(|error| format!("starting a plugin: {error}"))
+}
+
+pub(crate) fn response(status: u16, body: &str) -> Option<(Pairs, Vec<u8>)> {
+    Some((
+        vec![(":status".to_string(), status.to_string().into_bytes())],
+        body.as_bytes().to_vec(),
+    ))
+}
+
+/// One request to `hello`: request headers, response headers, end.
+fn hello_request(proxy: &WasmProxy) {
+    let stream = proxy.open_stream();
+    proxy.send_headers(
+        stream,
+        Side::Request,
+        &[
+            (":method", "GET"),
+            (":path", "/"),
+            (":authority", "example.com"),
+        ],
+        true,
+    );
+    if proxy.local_reply(stream).is_none() {
+        proxy.send_headers(stream, Side::Response, &[(":status", "200")], true);
+    }
+    proxy.end_stream(stream);
+}
+
+/// One successful auth-flow request: both calls answered, the response goes back.
+pub(crate) fn auth_success(proxy: &WasmProxy) {
+    let stream = proxy.open_stream();
+    proxy.send_headers(
+        stream,
+        Side::Request,
+        &[
+            (":method", "GET"),
+            (":path", "/orders"),
+            (":authority", "example.com"),
+            ("authorization", "Bearer demo-token"),
+        ],
+        true,
+    );
+    answer_last(proxy, response(200, r#"{"token": "t-alice"}"#));
+    answer_last(proxy, response(200, r#"{"id": "u-1", "name": "alice"}"#));
+    proxy.send_headers(stream, Side::Response, &[(":status", "200")], true);
+    proxy.end_stream(stream);
+}
+
+/// One refused auth-flow request: the auth service answers 401, the plugin replies 403.
+fn auth_denied(proxy: &WasmProxy) {
+    let stream = proxy.open_stream();
+    proxy.send_headers(
+        stream,
+        Side::Request,
+        &[
+            (":method", "GET"),
+            (":path", "/orders"),
+            (":authority", "example.com"),
+            ("authorization", "Bearer wrong"),
+        ],
+        true,
+    );
+    answer_last(proxy, response(401, r#"{"error": "unknown credential"}"#));
+    proxy.end_stream(stream);
+}
+
+/// Answers the most recent pending call.
+pub(crate) fn answer_last(proxy: &WasmProxy, response: Option<(Pairs, Vec<u8>)>) {
+    if let Some(call) = proxy.calls().pop() {
+        proxy.answer(&call, response);
+    }
+}
+
+/// The mean fuel of `request` over [`MEASURED`] runs after [`WARMUP`].
+fn per_request(proxy: &WasmProxy, request: fn(&WasmProxy)) -> Result<f64, String> {
+    for _ in 0..WARMUP {
+        request(proxy);
+    }
+    let before = proxy.plugin().total_fuel();
+    for _ in 0..MEASURED {
+        request(proxy);
+    }
+    if let Some(failure) = proxy.failure() {
+        return Err(format!("the plugin failed: {failure}"));
+    }
+    Ok((proxy.plugin().total_fuel() - before) as f64 / f64::from(MEASURED))
+}
+
+/// A measured request: its label, the two plugins, their configuration, the traffic.
+type Scenario<'a> = (
+    &'static str,
+    &'a [u8],
+    &'a [u8],
+    &'static str,
+    fn(&WasmProxy),
+);
+
+pub(crate) fn measure(built: &Built, table: &mut Table) -> Result<(), String> {
+    let scenarios: [Scenario<'_>; 4] = [
+        (
+            "hello: instructions/request, header added",
+            &built.hello.sdk,
+            &built.hello.baseline,
+            r#"{"mockEnable": false}"#,
+            hello_request,
+        ),
+        (
+            "hello: instructions/request, local reply",
+            &built.hello.sdk,
+            &built.hello.baseline,
+            r#"{"mockEnable": true}"#,
+            hello_request,
+        ),
+        (
+            "auth-flow: instructions/request, success (2 calls)",
+            &built.auth_flow.sdk,
+            &built.auth_flow.baseline,
+            AUTH_CONFIG,
+            auth_success,
+        ),
+        (
+            "auth-flow: instructions/request, denied (1 call, 403)",
+            &built.auth_flow.sdk,
+            &built.auth_flow.baseline,
+            AUTH_CONFIG,
+            auth_denied,
+        ),
+    ];
+    for (label, sdk, baseline, config, request) in scenarios {
+        let sdk = per_request(&start(sdk, config)?, request)?;
+        let baseline = per_request(&start(baseline, config)?, request)?;
+        table.push(Row::new(label, sdk, baseline, Target::RatioAtMost(1.05)));
+    }
+    Ok(())
+}
