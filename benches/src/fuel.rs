@@ -162,3 +162,67 @@ pub(crate) fn measure(built: &Built, table: &mut Table) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Where the instructions of one request go, callback by callback: `(callback, SDK,
+/// baseline)` rows, for the success path of each plugin.
+pub(crate) fn breakdown(built: &Built) -> Result<Vec<(String, u64, u64)>, String> {
+    let mut rows = Vec::new();
+    for (name, pair, config) in [
+        ("hello", &built.hello, r#"{"mockEnable": false}"#),
+        ("auth-flow", &built.auth_flow, AUTH_CONFIG),
+    ] {
+        let sdk = steps(&start(&pair.sdk, config)?, name == "auth-flow");
+        let baseline = steps(&start(&pair.baseline, config)?, name == "auth-flow");
+        for ((step, sdk), (_, baseline)) in sdk.into_iter().zip(baseline) {
+            rows.push((format!("{name}: {step}"), sdk, baseline));
+        }
+    }
+    Ok(rows)
+}
+
+/// The fuel of each step of one request, after a warm-up.
+fn steps(proxy: &WasmProxy, auth: bool) -> Vec<(&'static str, u64)> {
+    let request = if auth { auth_success } else { hello_request };
+    for _ in 0..WARMUP {
+        request(proxy);
+    }
+    let fuel = |proxy: &WasmProxy| proxy.plugin().total_fuel();
+    let mut rows = Vec::new();
+    let mut step = |label: &'static str, action: &dyn Fn()| {
+        let before = fuel(proxy);
+        action();
+        rows.push((label, fuel(proxy) - before));
+    };
+    let stream = std::cell::Cell::new(0);
+    step("stream created (proxy_on_context_create)", &|| {
+        stream.set(proxy.open_stream());
+    });
+    step("proxy_on_request_headers", &|| {
+        proxy.send_headers(
+            stream.get(),
+            Side::Request,
+            &[
+                (":method", "GET"),
+                (":path", "/orders"),
+                (":authority", "example.com"),
+                ("authorization", "Bearer demo-token"),
+            ],
+            true,
+        );
+    });
+    if auth {
+        step("proxy_on_http_call_response (token)", &|| {
+            answer_last(proxy, response(200, r#"{"token": "t-alice"}"#));
+        });
+        step("proxy_on_http_call_response (user; resume)", &|| {
+            answer_last(proxy, response(200, r#"{"id": "u-1", "name": "alice"}"#));
+        });
+    }
+    step("proxy_on_response_headers", &|| {
+        proxy.send_headers(stream.get(), Side::Response, &[(":status", "200")], true);
+    });
+    step("proxy_on_log, proxy_on_done, proxy_on_delete", &|| {
+        proxy.end_stream(stream.get());
+    });
+    rows
+}

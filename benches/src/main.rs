@@ -89,6 +89,7 @@ fn run(mut args: impl Iterator<Item = String>) -> Result<(), String> {
     size::measure(&built, &mut table)?;
     println!("bench: wasm instructions per request");
     fuel::measure(&built, &mut table)?;
+    table.breakdown = fuel::breakdown(&built)?;
     println!("bench: linear memory");
     memory::measure(&built, &settings, &mut table)?;
     println!("bench: Envoy throughput (wrk)");

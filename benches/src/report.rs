@@ -109,6 +109,8 @@ fn number(value: f64) -> String {
 #[derive(Debug, Default)]
 pub(crate) struct Table {
     rows: Vec<Row>,
+    /// Instructions per callback of one successful request: `(callback, SDK, baseline)`.
+    pub(crate) breakdown: Vec<(String, u64, u64)>,
 }
 
 const HEADER: [&str; 7] = [
@@ -221,6 +223,22 @@ pub(crate) fn markdown(table: &Table, settings: &Settings, elapsed: Duration) ->
         );
     }
     out.push_str(&table.render());
+    let _ = writeln!(
+        out,
+        "\n## Where the instructions go\n\nOne successful request, callback by callback (wasm \
+         instructions, after warm-up):\n"
+    );
+    let _ = writeln!(
+        out,
+        "| callback | SDK | baseline | SDK − baseline |\n|---|---|---|---|"
+    );
+    for (step, sdk, baseline) in &table.breakdown {
+        let _ = writeln!(
+            out,
+            "| {step} | {sdk} | {baseline} | {} |",
+            i128::from(*sdk) - i128::from(*baseline)
+        );
+    }
     let _ = writeln!(out, "\n## How each figure is taken\n");
     let _ = writeln!(
         out,

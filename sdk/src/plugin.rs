@@ -5,7 +5,7 @@ use std::rc::Rc;
 use crate::config::PluginConfig;
 use crate::error::Error;
 use crate::message::{Done, Request, Response};
-use crate::runtime::{Phase, StreamShared};
+use crate::runtime::{Phase, Runtime, StreamShared};
 
 /// A proxy-wasm HTTP plugin with `async` hooks.
 ///
@@ -67,6 +67,7 @@ pub trait Plugin: Sized + 'static {
     /// The request headers arrived.
     async fn on_request_headers(&mut self, req: &mut Request<'_>) -> Result<Flow, Error> {
         let _ = req;
+        default_hook(Phase::RequestHeaders);
         Ok(Flow::Continue)
     }
 
@@ -74,18 +75,21 @@ pub trait Plugin: Sized + 'static {
     /// Not called for requests without a body.
     async fn on_request_body(&mut self, req: &mut Request<'_>) -> Result<Flow, Error> {
         let _ = req;
+        default_hook(Phase::RequestBody);
         Ok(Flow::Continue)
     }
 
     /// The response headers arrived from upstream.
     async fn on_response_headers(&mut self, resp: &mut Response<'_>) -> Result<Flow, Error> {
         let _ = resp;
+        default_hook(Phase::ResponseHeaders);
         Ok(Flow::Continue)
     }
 
     /// Response body data arrived (all of it, when [`BUFFER_RESPONSE_BODY`](Plugin::BUFFER_RESPONSE_BODY)).
     async fn on_response_body(&mut self, resp: &mut Response<'_>) -> Result<Flow, Error> {
         let _ = resp;
+        default_hook(Phase::ResponseBody);
         Ok(Flow::Continue)
     }
 
@@ -95,6 +99,14 @@ pub trait Plugin: Sized + 'static {
     /// stream ends right after is dropped, so `on_log` should not wait on calls.
     async fn on_log(&mut self, done: &Done<'_>) {
         let _ = done;
+        default_hook(Phase::Log);
+    }
+}
+
+/// Tells the running plugin instance that its hook for `phase` is the trait's default.
+fn default_hook(phase: Phase) {
+    if let Some(runtime) = Runtime::current() {
+        runtime.note_default_hook(phase);
     }
 }
 

@@ -44,6 +44,17 @@ impl Phase {
         }
     }
 
+    /// This phase's bit in [`Runtime`]'s set of hooks the plugin left at their default.
+    fn bit(self) -> u8 {
+        match self {
+            Phase::RequestHeaders => 1,
+            Phase::RequestBody => 2,
+            Phase::ResponseHeaders => 4,
+            Phase::ResponseBody => 8,
+            Phase::Log => 16,
+        }
+    }
+
     pub(crate) fn name(self) -> &'static str {
         match self {
             Phase::RequestHeaders => "on_request_headers",
@@ -178,6 +189,9 @@ pub(crate) struct Runtime {
     // The context the host applies hostcalls to; 0 when unknown.
     effective: Cell<u32>,
     settings: Settings,
+    // Phases whose hook the plugin type left at the trait's default (learnt when a default
+    // ran): they are answered `Continue` without waking the stream's task.
+    default_hooks: Cell<u8>,
 }
 
 thread_local! {
@@ -215,6 +229,7 @@ impl Runtime {
             finished: Rc::new(RefCell::new(Vec::new())),
             effective: Cell::new(0),
             settings,
+            default_hooks: Cell::new(0),
         })
     }
 
@@ -225,6 +240,17 @@ impl Runtime {
     )]
     pub(crate) fn error_status(&self) -> u16 {
         self.settings.error_status
+    }
+
+    /// Records that the plugin's hook for `phase` is the trait's default (it does nothing and
+    /// continues), so later callbacks of that phase need not run it.
+    pub(crate) fn note_default_hook(&self, phase: Phase) {
+        self.default_hooks
+            .set(self.default_hooks.get() | phase.bit());
+    }
+
+    fn is_default_hook(&self, phase: Phase) -> bool {
+        self.default_hooks.get() & phase.bit() != 0
     }
 
     /// The runtime of the callback running now.
@@ -302,6 +328,10 @@ impl Runtime {
         // Pause on a body chunk makes the proxy buffer it; the hook sees the whole body once.
         if buffered && !end_of_stream {
             return Action::Pause;
+        }
+        // The plugin does not implement this hook: the default would continue at once.
+        if !shared.busy.get() && self.is_default_hook(phase) {
+            return Action::Continue;
         }
         // Another hook of this stream is still awaiting (the response arrived while the
         // request body hook waits, or a streamed chunk while the previous chunk's hook waits):
@@ -418,6 +448,9 @@ impl Runtime {
         if shared.busy.get() {
             // A hook is still awaiting (the client went away mid-call): its future is dropped
             // at on_done, and the per-stream value with it, so there is no one to log.
+            return;
+        }
+        if self.is_default_hook(Phase::Log) {
             return;
         }
         shared.busy.set(true);

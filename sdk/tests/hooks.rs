@@ -670,3 +670,70 @@ fn the_test_proxy_holds_the_body_while_headers_are_paused() {
     stream.send_request_headers(&[(":path", "/")], false);
     stream.send_request_body("too early", true);
 }
+
+/// Implements only the request hook; counts its logs to show the default hooks are skipped
+/// without changing what the proxy sees.
+struct OnlyRequest;
+
+impl Plugin for OnlyRequest {
+    type Config = NoConfig;
+
+    fn new(_: &Rc<NoConfig>) -> Self {
+        OnlyRequest
+    }
+
+    async fn on_request_headers(&mut self, req: &mut Request<'_>) -> Result<Flow, Error> {
+        req.headers_mut().insert("x-seen", "1");
+        Ok(Flow::Continue)
+    }
+}
+
+/// Implements only the response hook, which must run on every stream.
+struct OnlyResponse;
+
+impl Plugin for OnlyResponse {
+    type Config = NoConfig;
+
+    fn new(_: &Rc<NoConfig>) -> Self {
+        OnlyResponse
+    }
+
+    async fn on_response_headers(&mut self, resp: &mut Response<'_>) -> Result<Flow, Error> {
+        resp.headers_mut().insert("x-response-seen", "1");
+        Ok(Flow::Continue)
+    }
+}
+
+#[test]
+fn hooks_left_at_their_default_continue_on_every_stream_and_implemented_ones_always_run() {
+    let only_request = PluginTest::<OnlyRequest>::new("").unwrap();
+    let only_response = PluginTest::<OnlyResponse>::new("").unwrap();
+    for _ in 0..3 {
+        let stream = only_request.stream();
+        assert_eq!(
+            stream.send_request_headers(&[(":path", "/")], true),
+            Action::Continue
+        );
+        assert_eq!(stream.request_header("x-seen").as_deref(), Some("1"));
+        assert_eq!(
+            stream.send_response_headers(&[(":status", "200")], true),
+            Action::Continue
+        );
+        assert_eq!(stream.response_header("x-response-seen"), None);
+
+        let stream = only_response.stream();
+        assert_eq!(
+            stream.send_request_headers(&[(":path", "/")], true),
+            Action::Continue
+        );
+        assert_eq!(
+            stream.send_response_headers(&[(":status", "200")], true),
+            Action::Continue
+        );
+        assert_eq!(
+            stream.response_header("x-response-seen").as_deref(),
+            Some("1"),
+            "an implemented hook was skipped"
+        );
+    }
+}
