@@ -186,24 +186,24 @@ impl Executor {
     /// now is dropped as soon as its poll returns. Replies the dropped futures were waiting for
     /// are forgotten (see [`Pending`](crate::Pending)).
     pub fn cancel(&self, owner: Owner) -> usize {
-        let indices: Vec<usize> = {
-            let mut by_owner = self.by_owner.borrow_mut();
-            let indices: Vec<usize> = by_owner
+        // One task per owner is the common case: no allocation unless there is a task, and
+        // none at all for an owner without tasks (the second cancel of a stream).
+        let mut removed: Vec<Task> = Vec::new();
+        loop {
+            let next = self
+                .by_owner
+                .borrow()
                 .range((owner, 0)..=(owner, usize::MAX))
-                .map(|&(_, index)| index)
-                .collect();
-            for index in &indices {
-                by_owner.remove(&(owner, *index));
+                .next()
+                .copied();
+            let Some(key) = next else {
+                break;
+            };
+            self.by_owner.borrow_mut().remove(&key);
+            if let Some(task) = self.tasks.borrow_mut().try_remove(key.1) {
+                removed.push(task);
             }
-            indices
-        };
-        let removed: Vec<Task> = {
-            let mut tasks = self.tasks.borrow_mut();
-            indices
-                .into_iter()
-                .filter_map(|index| tasks.try_remove(index))
-                .collect()
-        };
+        }
         let count = removed.len();
         // Futures are dropped after the borrows end: their destructors may call back in here.
         drop(removed);

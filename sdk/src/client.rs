@@ -222,58 +222,69 @@ impl CallBuilder {
     /// A response with any status is `Ok`; check [`CallResponse::status`]. Errors are the
     /// proxy's refusal to dispatch, no response (timeout, reset), or no valid `:status`.
     pub async fn send(self) -> Result<CallResponse, CallError> {
-        let cluster = self.cluster.to_string();
-        if let Some(reason) = self.invalid {
-            return Err(CallError::InvalidRequest { cluster, reason });
+        let CallBuilder {
+            cluster,
+            authority,
+            method,
+            path,
+            headers,
+            body,
+            timeout,
+            invalid,
+        } = self;
+        if let Some(reason) = invalid {
+            return Err(CallError::InvalidRequest {
+                cluster: cluster.to_string(),
+                reason,
+            });
         }
         let call = {
             let runtime = Runtime::current().ok_or(CallError::NoHost)?;
-            let mut headers: Vec<(&str, &str)> = Vec::with_capacity(self.headers.len() + 3);
-            headers.push((":method", &self.method));
-            headers.push((":path", &self.path));
-            headers.push((":authority", &self.authority));
-            headers.extend(
-                self.headers
+            let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(headers.len() + 3);
+            pairs.push((":method", &method));
+            pairs.push((":path", &path));
+            pairs.push((":authority", &authority));
+            pairs.extend(
+                headers
                     .iter()
                     .map(|(name, value)| (name.as_str(), value.as_str())),
             );
             let refused = |error: HostError| CallError::Refused {
-                cluster: cluster.clone(),
+                cluster: cluster.to_string(),
                 status: error.status,
             };
-            match runtime
-                .host
-                .send_awaited(&self.cluster, &headers, &self.body, self.timeout)
-            {
+            match runtime.host.send_awaited(&cluster, &pairs, &body, timeout) {
                 // A component host: the response is the value of the host's async call.
                 Some(awaited) => Call::Awaited(awaited),
                 // proxy-wasm: the response arrives by callback, routed here by its token.
                 None => {
                     let token = runtime
                         .host
-                        .http_call(&self.cluster, &headers, &self.body, self.timeout)
+                        .http_call(&cluster, &pairs, &body, timeout)
                         .map_err(refused)?;
                     Call::Callback(runtime.calls.register(token).map_err(|duplicate| {
                         log::error!("{duplicate}");
                         CallError::InvalidResponse {
-                            cluster: cluster.clone(),
+                            cluster: cluster.to_string(),
                             reason: duplicate.to_string(),
                         }
                     })?)
                 }
             }
         };
+        // The request went out: a stream paused on the call keeps only what the answer needs.
+        drop((authority, method, path, headers, body));
         let reply: CallReply = match call {
             Call::Awaited(awaited) => awaited.await.map_err(|error| CallError::Refused {
-                cluster: cluster.clone(),
+                cluster: cluster.to_string(),
                 status: error.status,
             })?,
             Call::Callback(pending) => pending.await,
         };
         let Some(parts) = reply else {
             return Err(CallError::NoResponse {
-                cluster,
-                timeout: self.timeout,
+                cluster: cluster.to_string(),
+                timeout,
             });
         };
         let status = parts
@@ -283,10 +294,10 @@ impl CallBuilder {
             .and_then(|(_, value)| std::str::from_utf8(value).ok())
             .and_then(|text| text.parse::<u16>().ok())
             .ok_or_else(|| CallError::InvalidStatus {
-                cluster: cluster.clone(),
+                cluster: cluster.to_string(),
             })?;
         Ok(CallResponse {
-            cluster: self.cluster,
+            cluster,
             status,
             headers: parts.headers,
             body: parts.body,
