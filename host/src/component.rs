@@ -768,6 +768,23 @@ impl ComponentPlugin {
         }
     }
 
+    /// A body callback: with `buffered` (the plugin wants the whole body) the proxy holds the
+    /// chunks until the last, and the hook runs once.
+    fn body_hook(
+        &mut self,
+        phase: Phase,
+        buffered: bool,
+        stream: u32,
+        size: usize,
+        end_of_stream: bool,
+    ) -> Result<ProxyAction, PluginFailure> {
+        if buffered && !end_of_stream {
+            return Ok(ProxyAction::Pause);
+        }
+        let size = u64::try_from(size).unwrap_or(u64::MAX);
+        self.hook(phase, stream, size, end_of_stream)
+    }
+
     /// Applies a finished hook: nothing more for `Continue` inside its own callback, a resume
     /// for a paused one, the local reply for `reply`.
     fn apply(&mut self, done: Finished, resume: bool) -> Result<ProxyAction, PluginFailure> {
@@ -932,12 +949,14 @@ impl Callbacks for ComponentPlugin {
         size: usize,
         end_of_stream: bool,
     ) -> Result<ProxyAction, PluginFailure> {
-        // The plugin wants the whole body: the proxy buffers the chunks meanwhile.
-        if self.settings.buffer_request_body && !end_of_stream {
-            return Ok(ProxyAction::Pause);
-        }
-        let size = u64::try_from(size).unwrap_or(u64::MAX);
-        self.hook(Phase::RequestBody, context_id, size, end_of_stream)
+        let buffered = self.settings.buffer_request_body;
+        self.body_hook(
+            Phase::RequestBody,
+            buffered,
+            context_id,
+            size,
+            end_of_stream,
+        )
     }
 
     fn on_response_headers(
@@ -955,11 +974,14 @@ impl Callbacks for ComponentPlugin {
         size: usize,
         end_of_stream: bool,
     ) -> Result<ProxyAction, PluginFailure> {
-        if self.settings.buffer_response_body && !end_of_stream {
-            return Ok(ProxyAction::Pause);
-        }
-        let size = u64::try_from(size).unwrap_or(u64::MAX);
-        self.hook(Phase::ResponseBody, context_id, size, end_of_stream)
+        let buffered = self.settings.buffer_response_body;
+        self.body_hook(
+            Phase::ResponseBody,
+            buffered,
+            context_id,
+            size,
+            end_of_stream,
+        )
     }
 
     fn on_http_call_response(

@@ -5,7 +5,7 @@ use std::rc::Rc;
 use crate::config::PluginConfig;
 use crate::error::Error;
 use crate::message::{Done, Request, Response};
-use crate::runtime::{Phase, Runtime, StreamShared};
+use crate::runtime::{Event, Phase, Runtime, StreamShared};
 
 /// A proxy-wasm HTTP plugin with `async` hooks.
 ///
@@ -217,33 +217,45 @@ fn reason_phrase(status: u16) -> &'static str {
 pub(crate) async fn stream_task<P: Plugin>(mut plugin: P, shared: Rc<StreamShared>) {
     loop {
         let event = shared.next_event().await;
-        let outcome = match event.phase {
-            Phase::RequestHeaders => {
-                plugin
-                    .on_request_headers(&mut Request::new(&shared, event))
-                    .await
-            }
-            Phase::RequestBody => {
-                plugin
-                    .on_request_body(&mut Request::new(&shared, event))
-                    .await
-            }
-            Phase::ResponseHeaders => {
-                plugin
-                    .on_response_headers(&mut Response::new(&shared, event))
-                    .await
-            }
-            Phase::ResponseBody => {
-                plugin
-                    .on_response_body(&mut Response::new(&shared, event))
-                    .await
-            }
-            Phase::Log => {
-                plugin.on_log(&Done::new(&shared)).await;
-                shared.finish(Ok(Flow::Continue));
-                return;
-            }
-        };
+        let outcome = run_hook(&mut plugin, &shared, event).await;
         shared.finish(outcome);
+        if event.phase == Phase::Log {
+            return;
+        }
+    }
+}
+
+/// Runs the plugin's hook for `event` on the stream's request or response; `on_log` has no
+/// decision and continues. Shared by the proxy-wasm driver and the component build.
+pub(crate) async fn run_hook<P: Plugin>(
+    plugin: &mut P,
+    shared: &StreamShared,
+    event: Event,
+) -> Result<Flow, Error> {
+    match event.phase {
+        Phase::RequestHeaders => {
+            plugin
+                .on_request_headers(&mut Request::new(shared, event))
+                .await
+        }
+        Phase::RequestBody => {
+            plugin
+                .on_request_body(&mut Request::new(shared, event))
+                .await
+        }
+        Phase::ResponseHeaders => {
+            plugin
+                .on_response_headers(&mut Response::new(shared, event))
+                .await
+        }
+        Phase::ResponseBody => {
+            plugin
+                .on_response_body(&mut Response::new(shared, event))
+                .await
+        }
+        Phase::Log => {
+            plugin.on_log(&Done::new(shared)).await;
+            Ok(Flow::Continue)
+        }
     }
 }
