@@ -834,6 +834,17 @@ impl ComponentPlugin {
         }
     }
 
+    /// Runs the store, then resumes (or answers) the stream of every hook that finished: their
+    /// callbacks answered `Pause` earlier.
+    fn run_and_resume(&mut self) -> Result<(), PluginFailure> {
+        self.run()?;
+        let finished = std::mem::take(&mut self.store.data_mut().finished);
+        for done in finished {
+            self.apply(done, true)?;
+        }
+        Ok(())
+    }
+
     /// Starts the next held event of each stream whose hook finished, and applies what
     /// finishes, until nothing more does.
     fn start_queued(&mut self) -> Result<(), PluginFailure> {
@@ -852,11 +863,7 @@ impl ComponentPlugin {
             if let Some(hooks) = self.streams.get_mut(&stream) {
                 hooks.paused = true;
             }
-            self.run()?;
-            let finished = std::mem::take(&mut self.store.data_mut().finished);
-            for done in finished {
-                self.apply(done, true)?;
-            }
+            self.run_and_resume()?;
         }
     }
 
@@ -882,11 +889,7 @@ impl ComponentPlugin {
                 let _ = call.reply.send(Err(http_client::CallError::Cancelled));
             }
         }
-        self.run()?;
-        let finished = std::mem::take(&mut self.store.data_mut().finished);
-        for done in finished {
-            self.apply(done, true)?;
-        }
+        self.run_and_resume()?;
         self.start_queued()
     }
 }
@@ -1027,11 +1030,7 @@ impl Callbacks for ComponentPlugin {
         };
         // The guest may have given up on the call meanwhile; nothing to deliver then.
         let _ = call.reply.send(response);
-        self.run()?;
-        let finished = std::mem::take(&mut self.store.data_mut().finished);
-        for done in finished {
-            self.apply(done, true)?;
-        }
+        self.run_and_resume()?;
         self.start_queued()
     }
 

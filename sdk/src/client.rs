@@ -238,6 +238,10 @@ impl CallBuilder {
                 reason,
             });
         }
+        let refused = |error: HostError| CallError::Refused {
+            cluster: cluster.to_string(),
+            status: error.status,
+        };
         let call = {
             let runtime = Runtime::current().ok_or(CallError::NoHost)?;
             let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(headers.len() + 3);
@@ -249,10 +253,6 @@ impl CallBuilder {
                     .iter()
                     .map(|(name, value)| (name.as_str(), value.as_str())),
             );
-            let refused = |error: HostError| CallError::Refused {
-                cluster: cluster.to_string(),
-                status: error.status,
-            };
             match runtime.host.send_awaited(&cluster, &pairs, &body, timeout) {
                 // A component host: the response is the value of the host's async call.
                 Some(awaited) => Call::Awaited(awaited),
@@ -275,10 +275,7 @@ impl CallBuilder {
         // The request went out: a stream paused on the call keeps only what the answer needs.
         drop((authority, method, path, headers, body));
         let reply: CallReply = match call {
-            Call::Awaited(awaited) => awaited.await.map_err(|error| CallError::Refused {
-                cluster: cluster.to_string(),
-                status: error.status,
-            })?,
+            Call::Awaited(awaited) => awaited.await.map_err(refused)?,
             Call::Callback(pending) => pending.await,
         };
         let Some(parts) = reply else {

@@ -34,8 +34,8 @@ fn main() -> ExitCode {
         Some("bench") => {
             let args: Vec<String> = args.collect();
             match args.as_slice() {
-                [] => bench(false, None),
-                [flag] if flag == "--quick" => bench(true, None),
+                [] => bench(false),
+                [flag] if flag == "--quick" => bench(true),
                 _ => {
                     eprintln!("xtask: bench takes only --quick\n\n{USAGE}");
                     return ExitCode::from(2);
@@ -316,24 +316,22 @@ fn test() -> Result<(), String> {
         ]),
     )?;
     // CI runs the benchmarks' code (short runs, figures not kept) so that it cannot rot.
-    bench(true, None)?;
+    bench(true)?;
     println!("xtask: every check passed");
     Ok(())
 }
 
 /// `cargo xtask bench`: installs wrk, binaryen and Envoy when missing, then runs the benchmark
-/// binary (release) and writes its table to `out` (default: `BENCHMARKS.md`, or
-/// `target/BENCHMARKS.quick.md` with `quick`).
-fn bench(quick: bool, out: Option<PathBuf>) -> Result<(), String> {
+/// binary (release) and writes its table to `BENCHMARKS.md`, or to
+/// `target/BENCHMARKS.quick.md` with `quick`.
+fn bench(quick: bool) -> Result<(), String> {
     install_debian_packages(&[("wrk", "wrk"), ("wasm-opt", "binaryen")])?;
     install_envoy()?;
-    let out = out.unwrap_or_else(|| {
-        if quick {
-            workspace().join("target").join("BENCHMARKS.quick.md")
-        } else {
-            workspace().join("BENCHMARKS.md")
-        }
-    });
+    let out = if quick {
+        workspace().join("target").join("BENCHMARKS.quick.md")
+    } else {
+        workspace().join("BENCHMARKS.md")
+    };
     let mut command = cargo();
     command
         .current_dir(workspace())
