@@ -488,6 +488,7 @@ impl ComponentModule {
             settings: Settings {
                 buffer_request_body: false,
                 buffer_response_body: false,
+                body_buffer_limit: u64::MAX,
             },
             streams: BTreeMap::new(),
             last_run_fuel: 0,
@@ -778,11 +779,48 @@ impl ComponentPlugin {
         size: usize,
         end_of_stream: bool,
     ) -> Result<ProxyAction, PluginFailure> {
+        let size = u64::try_from(size).unwrap_or(u64::MAX);
+        if buffered && size > self.settings.body_buffer_limit {
+            return Ok(self.refuse_oversized_body(phase, stream, size));
+        }
         if buffered && !end_of_stream {
             return Ok(ProxyAction::Pause);
         }
-        let size = u64::try_from(size).unwrap_or(u64::MAX);
         self.hook(phase, stream, size, end_of_stream)
+    }
+
+    /// Refuses a buffered body past the plugin's limit, as Envoy does at its buffer limit:
+    /// 413 for a request, 500 for a response. The hook does not run.
+    fn refuse_oversized_body(&mut self, phase: Phase, stream: u32, size: u64) -> ProxyAction {
+        let (status, body, details) = match phase.side() {
+            Side::Request => (413, "Payload Too Large", "request_payload_too_large"),
+            Side::Response => (500, "Internal Server Error", "response_payload_too_large"),
+        };
+        if let Some(hooks) = self.streams.get_mut(&stream) {
+            // The response of a local reply (the plugin's or ours) passes untouched.
+            if hooks.replied || hooks.abandoned {
+                return ProxyAction::Continue;
+            }
+            hooks.replied = true;
+            hooks.queued.clear();
+        }
+        let mut state = self.state.borrow_mut();
+        state.log(
+            LogLevel::Warn,
+            &format!(
+                "the buffered body has {size} bytes, over the limit of {} bytes; replying {status}",
+                self.settings.body_buffer_limit
+            ),
+        );
+        let _ = state.set_effective_context(stream);
+        let headers = vec![("content-type".to_string(), b"text/plain".to_vec())];
+        if let Err(status) = state.send_local_response(status, details, body.as_bytes(), headers) {
+            state.log(
+                LogLevel::Warn,
+                &format!("local reply on stream {stream}: {status:?}"),
+            );
+        }
+        ProxyAction::Pause
     }
 
     /// Applies a finished hook: nothing more for `Continue` inside its own callback, a resume
@@ -794,7 +832,9 @@ impl ComponentPlugin {
         };
         let phase = hooks.running.take();
         let resume = resume && std::mem::take(&mut hooks.paused);
-        if hooks.abandoned {
+        // Ended, or refused by the host (an oversized body) while this hook ran: nothing to
+        // act on.
+        if hooks.abandoned || hooks.replied {
             return Ok(ProxyAction::Continue);
         }
         let Some(phase) = phase else {
@@ -803,7 +843,14 @@ impl ComponentPlugin {
         let mut state = self.state.borrow_mut();
         match flow {
             None | Some(Flow::Continue) => {
-                if resume && phase != Phase::Log {
+                // A later event of the same side waits with its callback paused too: resuming
+                // now would pass its data on before its hook ran. The side is resumed once,
+                // when the last held hook is done.
+                let held_next = hooks
+                    .queued
+                    .front()
+                    .is_some_and(|(next, _, _)| next.side() == phase.side());
+                if resume && phase != Phase::Log && !held_next {
                     let _ = state.set_effective_context(done.stream);
                     if let Err(status) = state.continue_stream(phase.side()) {
                         state.log(

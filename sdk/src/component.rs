@@ -333,6 +333,7 @@ fn instance<P: Plugin>() -> Rc<Instance<P>> {
         error_status: P::ERROR_STATUS,
         buffer_request_body: P::BUFFER_REQUEST_BODY,
         buffer_response_body: P::BUFFER_RESPONSE_BODY,
+        body_buffer_limit: P::BODY_BUFFER_LIMIT,
     };
     let instance = Rc::new(Instance::<P> {
         runtime: Runtime::new(Rc::new(ComponentHost { stream: None }), settings),
@@ -376,6 +377,7 @@ pub fn configure<P: Plugin>(configuration: &[u8]) -> Result<hooks::Settings, Str
             Ok(hooks::Settings {
                 buffer_request_body: P::BUFFER_REQUEST_BODY,
                 buffer_response_body: P::BUFFER_RESPONSE_BODY,
+                body_buffer_limit: u64::try_from(P::BODY_BUFFER_LIMIT).unwrap_or(u64::MAX),
             })
         }
         Err(error) => {

@@ -22,6 +22,7 @@ impl<P: Plugin> Driver<P> {
             error_status: P::ERROR_STATUS,
             buffer_request_body: P::BUFFER_REQUEST_BODY,
             buffer_response_body: P::BUFFER_RESPONSE_BODY,
+            body_buffer_limit: P::BODY_BUFFER_LIMIT,
         };
         Rc::new(Driver {
             runtime: Runtime::new(host, settings),

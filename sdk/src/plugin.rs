@@ -51,8 +51,8 @@ pub trait Plugin: Sized + 'static {
     const ERROR_STATUS: u16 = 500;
 
     /// When true, [`on_request_body`](Plugin::on_request_body) runs once, with the whole body,
-    /// after the proxy has buffered it (bodies over the proxy's buffer limit get a 413 from the
-    /// proxy). When false, it runs once per chunk as the chunks arrive.
+    /// after the proxy has buffered it (bodies over [`BODY_BUFFER_LIMIT`](Plugin::BODY_BUFFER_LIMIT)
+    /// get a 413). When false, it runs once per chunk as the chunks arrive.
     ///
     /// When true, the SDK removes `content-length` from request headers that are followed by a
     /// body, so that the hook may change the body's size (the proxy then frames it itself).
@@ -60,6 +60,14 @@ pub trait Plugin: Sized + 'static {
 
     /// Like [`BUFFER_REQUEST_BODY`](Plugin::BUFFER_REQUEST_BODY), for the response body.
     const BUFFER_RESPONSE_BODY: bool = false;
+
+    /// The most bytes a buffered body may have. A longer request body is refused with a local
+    /// `413 Payload Too Large` (details `request_payload_too_large`), a longer response body
+    /// with a `500` (details `response_payload_too_large`), as soon as the proxy has buffered
+    /// more than this; the body hook does not run. The default matches Envoy's default
+    /// per-connection buffer limit (1 MiB), which refuses such bodies the same way when it is
+    /// the lower of the two.
+    const BODY_BUFFER_LIMIT: usize = 1024 * 1024;
 
     /// Creates the per-stream value at the start of an HTTP stream.
     fn new(config: &Rc<Self::Config>) -> Self;

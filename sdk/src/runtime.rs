@@ -177,6 +177,7 @@ pub(crate) struct Settings {
     pub(crate) error_status: u16,
     pub(crate) buffer_request_body: bool,
     pub(crate) buffer_response_body: bool,
+    pub(crate) body_buffer_limit: usize,
 }
 
 /// One plugin instance's executor, pending calls and streams.
@@ -325,6 +326,10 @@ impl Runtime {
             Phase::ResponseBody => self.settings.buffer_response_body,
             _ => false,
         };
+        if buffered && size > self.settings.body_buffer_limit {
+            self.enter(context_id);
+            return self.refuse_oversized_body(&shared, phase, size);
+        }
         // Pause on a body chunk makes the proxy buffer it; the hook sees the whole body once.
         if buffered && !end_of_stream {
             return Action::Pause;
@@ -371,6 +376,25 @@ impl Runtime {
                 Action::Pause
             }
         }
+    }
+
+    /// Answers a buffered body that grew past the limit, as Envoy does at its own buffer
+    /// limit: 413 for a request, 500 for a response.
+    fn refuse_oversized_body(&self, shared: &StreamShared, phase: Phase, size: usize) -> Action {
+        let (status, body, details) = match phase.direction() {
+            Direction::Request => (413, "Payload Too Large", "request_payload_too_large"),
+            Direction::Response => (500, "Internal Server Error", "response_payload_too_large"),
+        };
+        log::warn!(
+            "{}: the buffered body has {size} bytes, over the limit of {} bytes; replying {status}",
+            phase.name(),
+            self.settings.body_buffer_limit
+        );
+        let reply = LocalReply::new(status)
+            .header("content-type", "text/plain")
+            .body(body)
+            .details(details);
+        self.apply(shared, phase, Ok(Flow::Reply(reply)), false)
     }
 
     /// Whether the headers of `phase` are followed by a body the plugin buffers.
@@ -523,11 +547,24 @@ impl Runtime {
         let Some(outcome) = shared.outcome.borrow_mut().take() else {
             return false;
         };
-        if shared.ended.get() {
+        // The stream ended, or the SDK replied on it (an oversized body) while this hook ran:
+        // its outcome has nothing left to act on.
+        if shared.ended.get() || shared.replied.get() {
             return false;
         }
         self.enter(context_id);
-        self.apply(&shared, phase, outcome, true);
+        // A later chunk of the same direction arrived while this hook ran, and its callback
+        // answered Pause too: the proxy holds both. Resuming now would send that chunk on
+        // before its hook ran; the direction is resumed once, when the last held hook is done.
+        let hold = matches!(outcome, Ok(Flow::Continue))
+            && shared
+                .waiting
+                .borrow()
+                .front()
+                .is_some_and(|next| next.phase.direction() == phase.direction());
+        if !hold {
+            self.apply(&shared, phase, outcome, true);
+        }
         if shared.replied.get() {
             // The reply ends the exchange; held callbacks have nothing left to do.
             shared.waiting.borrow_mut().clear();

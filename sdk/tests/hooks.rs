@@ -387,6 +387,88 @@ fn a_buffered_body_hook_sees_the_whole_body_once_and_can_replace_it() {
     assert_eq!(stream.request_body(), b"clean:hello world");
 }
 
+/// Buffers both bodies, with a 16-byte limit; marks what its hooks saw.
+struct Small;
+
+impl Plugin for Small {
+    type Config = NoConfig;
+    const BUFFER_REQUEST_BODY: bool = true;
+    const BUFFER_RESPONSE_BODY: bool = true;
+    const BODY_BUFFER_LIMIT: usize = 16;
+
+    fn new(_: &Rc<NoConfig>) -> Self {
+        Small
+    }
+
+    async fn on_request_body(&mut self, req: &mut Request<'_>) -> Result<Flow, Error> {
+        req.headers_mut().insert("x-body-hook", "ran");
+        Ok(Flow::Continue)
+    }
+
+    async fn on_response_body(&mut self, resp: &mut Response<'_>) -> Result<Flow, Error> {
+        resp.headers_mut().insert("x-body-hook", "ran");
+        Ok(Flow::Continue)
+    }
+}
+
+#[test]
+fn a_buffered_request_body_over_the_limit_is_refused_with_413() {
+    let test = PluginTest::<Small>::new("").unwrap();
+    let stream = test.stream();
+    stream.send_request_headers(&[(":method", "POST")], false);
+    assert_eq!(stream.send_request_body("0123456789", false), Action::Pause);
+    // 20 bytes buffered: over the limit before the end of the body.
+    assert_eq!(stream.send_request_body("0123456789", false), Action::Pause);
+    let reply = stream.local_reply().expect("a 413 reply");
+    assert_eq!(reply.status, 413);
+    assert_eq!(reply.details, "request_payload_too_large");
+    assert_eq!(reply.body_str(), "Payload Too Large");
+    assert_eq!(
+        stream.request_header("x-body-hook"),
+        None,
+        "the hook never ran"
+    );
+    assert_eq!(stream.resumed_requests(), 0);
+    assert!(
+        test.logs_at(log::Level::Warn)
+            .iter()
+            .any(|line| line.contains("20 bytes, over the limit of 16 bytes")),
+        "{:?}",
+        test.logs()
+    );
+    stream.end();
+    assert_eq!(test.live_tasks(), 0);
+}
+
+#[test]
+fn a_buffered_body_at_the_limit_reaches_the_hook() {
+    let test = PluginTest::<Small>::new("").unwrap();
+    let stream = test.stream();
+    stream.send_request_headers(&[(":method", "POST")], false);
+    assert_eq!(stream.send_request_body("0123456789", false), Action::Pause);
+    assert_eq!(stream.send_request_body("012345", true), Action::Continue);
+    assert_eq!(stream.local_reply(), None);
+    assert_eq!(stream.request_header("x-body-hook").as_deref(), Some("ran"));
+    assert_eq!(stream.request_body(), b"0123456789012345");
+}
+
+#[test]
+fn a_buffered_response_body_over_the_limit_is_refused_with_500() {
+    let test = PluginTest::<Small>::new("").unwrap();
+    let stream = test.stream();
+    stream.send_request_headers(&[(":method", "GET")], true);
+    stream.send_response_headers(&[(":status", "200")], false);
+    assert_eq!(
+        stream.send_response_body("a response longer than sixteen bytes", true),
+        Action::Pause
+    );
+    let reply = stream.local_reply().expect("a 500 reply");
+    assert_eq!(reply.status, 500);
+    assert_eq!(reply.details, "response_payload_too_large");
+    assert_eq!(stream.response_header(":status").as_deref(), Some("500"));
+    assert_eq!(stream.response_body(), b"Internal Server Error");
+}
+
 #[test]
 fn a_response_that_arrives_while_the_body_hook_awaits_runs_its_hook_afterwards() {
     struct Both;
@@ -447,6 +529,45 @@ fn a_streaming_body_hook_runs_per_chunk() {
     assert_eq!(stream.send_response_body("a", false), Action::Continue);
     assert_eq!(stream.send_response_body("b", true), Action::Continue);
     assert_eq!(stream.response_body(), b"<a><b>");
+}
+
+#[test]
+fn a_chunk_that_arrives_while_the_previous_chunk_awaits_is_held_until_its_own_hook_ran() {
+    // Found by the random schedules (tests/schedules.rs): the request used to be resumed when
+    // the first chunk's hook finished, which let the proxy send the second chunk upstream
+    // before its hook ran, and the second hook's resume then hit a stream no longer paused.
+    struct Inspect;
+    impl Plugin for Inspect {
+        type Config = NoConfig;
+        fn new(_: &Rc<NoConfig>) -> Self {
+            Inspect
+        }
+        async fn on_request_body(&mut self, _req: &mut Request<'_>) -> Result<Flow, Error> {
+            HttpClient::new("scanner").get("/").send().await?;
+            Ok(Flow::Continue)
+        }
+    }
+
+    let test = PluginTest::<Inspect>::new("").unwrap();
+    let stream = test.stream();
+    stream.send_request_headers(&[(":method", "POST")], false);
+    assert_eq!(stream.send_request_body("a", false), Action::Pause);
+    assert_eq!(stream.send_request_body("b", true), Action::Pause);
+    assert_eq!(test.calls().len(), 1, "the second hook waits for the first");
+
+    test.respond(&test.calls()[0], 200, &[], "");
+    assert_eq!(
+        stream.resumed_requests(),
+        0,
+        "chunk b has not been inspected"
+    );
+    assert!(stream.is_request_paused());
+    assert_eq!(test.calls().len(), 1, "the second chunk's hook now runs");
+
+    test.respond(&test.calls()[0], 200, &[], "");
+    assert_eq!(stream.resumed_requests(), 1);
+    assert!(!stream.is_request_paused());
+    assert_eq!(stream.request_body(), b"ab");
 }
 
 #[test]

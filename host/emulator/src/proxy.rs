@@ -455,7 +455,7 @@ impl<B: Callbacks> Proxy<B> {
     /// callback names the root context, whichever stream made the call, and it still comes
     /// after that stream was deleted: calls belong to the plugin, not to the stream.
     pub fn answer(&self, call: &Call, response: Option<(Pairs, Vec<u8>)>) {
-        let (context_id, num_headers, body_size) = {
+        {
             let mut state = self.state.borrow_mut();
             let Some(record) = state
                 .calls
@@ -468,28 +468,38 @@ impl<B: Callbacks> Proxy<B> {
                 panic!("call {} was already answered", call.token);
             }
             record.answered = true;
-            let (num_headers, body_size) = response
-                .as_ref()
-                .map_or((0, 0), |(headers, body)| (headers.len(), body.len()));
-            state.call_response = response.map(|(headers, body)| (headers, body, Vec::new()));
-            (ROOT_CONTEXT, num_headers, body_size)
-        };
-        let result = self.callback(context_id, |plugin| {
-            plugin.on_http_call_response(context_id, call.token, num_headers, body_size, 0)
-        });
-        self.state.borrow_mut().call_response = None;
-        if let Err(failure) = result {
-            // Envoy fails the stream the call's context belongs to, if it still exists.
+        }
+        self.deliver_call_response(call.token, response);
+        // `deliver_call_response` records a trap as the plugin's failure; Envoy also fails the
+        // stream the call's context belongs to, if it still exists.
+        if let Some(failure) = self.failure() {
             let alive = self
                 .state
                 .borrow()
                 .stream(call.context_id)
-                .is_some_and(|stream| !stream.deleted);
+                .is_some_and(|stream| !stream.deleted && stream.local_reply.is_none());
             if alive {
                 self.fail_stream(call.context_id, failure);
-            } else {
-                self.record_failure(failure);
             }
+        }
+    }
+
+    /// Sends `proxy_on_http_call_response` for any token, without checking that the plugin
+    /// made that call or that it is still unanswered: what a confused host (or a reply racing
+    /// the end of its stream) presents to the plugin, which must ignore what it does not wait
+    /// for.
+    pub fn deliver_call_response(&self, token: u32, response: Option<(Pairs, Vec<u8>)>) {
+        let (num_headers, body_size) = response
+            .as_ref()
+            .map_or((0, 0), |(headers, body)| (headers.len(), body.len()));
+        self.state.borrow_mut().call_response =
+            response.map(|(headers, body)| (headers, body, Vec::new()));
+        let result = self.callback(ROOT_CONTEXT, |plugin| {
+            plugin.on_http_call_response(ROOT_CONTEXT, token, num_headers, body_size, 0)
+        });
+        self.state.borrow_mut().call_response = None;
+        if let Err(failure) = result {
+            self.record_failure(failure);
         }
     }
 
@@ -656,6 +666,15 @@ impl<B: Callbacks> Proxy<B> {
         self.read(context_id, |stream| match side {
             Side::Request => stream.request.paused,
             Side::Response => stream.response.paused,
+        })
+    }
+
+    /// Whether the plugin holds a side's headers now: the proxy sends none of that side's
+    /// body until the plugin resumes (a paused body chunk does not stop later chunks).
+    pub fn are_headers_held(&self, context_id: u32, side: Side) -> bool {
+        self.read(context_id, |stream| match side {
+            Side::Request => stream.request.headers_held,
+            Side::Response => stream.response.headers_held,
         })
     }
 

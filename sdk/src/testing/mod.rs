@@ -255,6 +255,16 @@ impl<P: Plugin> PluginTest<P> {
         lockstep!(self, "failing a call", |proxy| proxy.answer(call, None));
     }
 
+    /// Delivers a response (`status`, empty body) for `token` whether or not the plugin made
+    /// that call or already had its answer: what a confused host, or a reply racing the end of
+    /// its stream, presents. A plugin must ignore a reply nobody waits for.
+    pub fn respond_to_token(&self, token: u32, status: u16) {
+        let pairs: Pairs = vec![(":status".to_string(), status.to_string().into_bytes())];
+        let response = Some((pairs, Vec::new()));
+        lockstep!(self, "answering a token", |proxy| proxy
+            .deliver_call_response(token, response.clone()));
+    }
+
     /// Every log line, in order, of the native run. (The compiled run's may differ by design:
     /// the `proxy-wasm` crate's dispatcher drops some events, such as a late call response for
     /// an ended stream, before the SDK sees them.)
@@ -435,6 +445,13 @@ impl<P: Plugin> TestStream<'_, P> {
     pub fn is_request_paused(&self) -> bool {
         lockstep!(self.test, "is_paused", |proxy| proxy
             .is_paused(self.context_id, Side::Request))
+    }
+
+    /// Whether the plugin holds the request headers now: until it resumes, the proxy sends
+    /// no request body (a paused body chunk, by contrast, does not stop later chunks).
+    pub fn are_request_headers_held(&self) -> bool {
+        lockstep!(self.test, "are_headers_held", |proxy| proxy
+            .are_headers_held(self.context_id, Side::Request))
     }
 
     /// Whether the response is held by the plugin now.
