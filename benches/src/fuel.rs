@@ -30,10 +30,12 @@ pub(crate) fn start(wasm: &[u8], config: &str) -> Result<WasmProxy, String> {
 }
 
 pub(crate) fn response(status: u16, body: &str) -> Option<(Pairs, Vec<u8>)> {
-    Some((
-        vec![(":status".to_string(), status.to_string().into_bytes())],
-        body.as_bytes().to_vec(),
-    ))
+    // JSON answers say so: `auth-flow` refuses a 200 that is not `application/json`.
+    let mut headers = vec![(":status".to_string(), status.to_string().into_bytes())];
+    if body.starts_with('{') {
+        headers.push(("content-type".to_string(), b"application/json".to_vec()));
+    }
+    Some((headers, body.as_bytes().to_vec()))
 }
 
 /// One request to `hello`: request headers, response headers, end.

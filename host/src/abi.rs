@@ -131,6 +131,9 @@ abi_enum! {
         PluginConfiguration = 7,
         /// `FOREIGN_FUNCTION_ARGUMENTS` (8).
         ForeignFunctionArguments = 8,
+        /// `REDIS_CALL_RESPONSE` (9), Higress's extension: the reply in
+        /// `proxy_on_redis_call_response`.
+        RedisCallResponse = 9,
     }
 }
 
@@ -366,6 +369,29 @@ pub trait Abi {
         timeout_ms: u32,
     ) -> Result<u32, Status> {
         let _ = (upstream, headers, body, trailers, timeout_ms);
+        Err(Status::Unimplemented)
+    }
+
+    /// `proxy_redis_init(upstream_data, upstream_size, username_data, username_size,
+    /// password_data, password_size, timeout_ms)`, Higress's extension: sets up the Redis
+    /// client of the cluster in `upstream` (`cluster?db=N&buffer_flush_timeout=..&..`).
+    /// Empty `username`/`password`: none.
+    fn redis_init(
+        &mut self,
+        upstream: &[u8],
+        username: &[u8],
+        password: &[u8],
+        timeout_ms: u32,
+    ) -> Result<(), Status> {
+        let _ = (upstream, username, password, timeout_ms);
+        Err(Status::Unimplemented)
+    }
+
+    /// `proxy_redis_call(upstream_data, upstream_size, query_data, query_size,
+    /// return_call_id*)`, Higress's extension: sends a RESP `query` to the cluster
+    /// `upstream`; returns the id `proxy_on_redis_call_response` will carry.
+    fn redis_call(&mut self, upstream: &[u8], query: &[u8]) -> Result<u32, Status> {
+        let _ = (upstream, query);
         Err(Status::Unimplemented)
     }
 

@@ -20,7 +20,7 @@
 //! that runs it.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::pin::pin;
 use std::rc::Rc;
@@ -35,8 +35,8 @@ use proxy_emulator::{
     ProxyState, Side, Status,
 };
 use wasmtime::component::{
-    Accessor, AccessorTask, Component, ComponentNamedList, GuestTaskId, HasSelf, Lift, Linker,
-    Lower, ResourceTable, TypedFunc,
+    Access, Accessor, AccessorTask, Component, ComponentNamedList, GuestTaskId, HasSelf, Lift,
+    Linker, Lower, ResourceTable, TypedFunc,
 };
 use wasmtime::{AsContextMut, Config, Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -57,7 +57,7 @@ mod bindings {
 
 use bindings::exports::proxy_async::plugin::hooks::{Flow, Settings};
 use bindings::proxy_async::plugin::{
-    http_client, http_stream, logging, metrics, properties, shared_data, types,
+    http_client, http_stream, logging, metrics, properties, shared_data, timers, types,
 };
 
 /// The fuel each run of the store may burn: about a billion wasm instructions, as for modules.
@@ -158,6 +158,14 @@ pub struct StoreState {
     /// The root task of each running hook export, to attribute its HTTP calls to its stream.
     task_streams: HashMap<GuestTaskId, u32>,
     calls: BTreeMap<u32, PendingCall>,
+    /// Streams that ended while their hook ran: the hook's further calls and sleeps end at
+    /// once (`cancelled`), so it returns without doing more.
+    abandoned: HashSet<u32>,
+    /// `timers.sleep` imports waiting, by (deadline in ns, serial); ended on the proxy's tick.
+    sleeps: BTreeMap<(u64, u64), (Option<u32>, oneshot::Sender<()>)>,
+    next_sleep: u64,
+    /// The plugin's tick period (from its settings), started with the first sleep.
+    tick_period: Duration,
     finished: Vec<Finished>,
 }
 
@@ -282,13 +290,10 @@ impl http_client::HostWithStore<StoreState> for HasSelf<StoreState> {
         request: http_client::Request,
     ) -> Result<http_client::Response, http_client::CallError> {
         let receiver = accessor.with(|mut access| {
-            // The root of the task stack is the hook export that (indirectly) made the call.
-            let root = access
-                .as_context_mut()
-                .async_call_stack()
-                .ok()
-                .and_then(Iterator::last);
-            let stream = root.and_then(|task| access.get().task_streams.get(&task).copied());
+            let stream = calling_stream(&mut access);
+            if stream.is_some_and(|stream| access.get().abandoned.contains(&stream)) {
+                return Err(http_client::CallError::Cancelled);
+            }
             let mut headers: Vec<(String, Vec<u8>)> = vec![
                 (":method".to_string(), request.method.into_bytes()),
                 (":path".to_string(), request.path.into_bytes()),
@@ -325,6 +330,53 @@ impl http_client::HostWithStore<StoreState> for HasSelf<StoreState> {
         receiver
             .await
             .unwrap_or(Err(http_client::CallError::Cancelled))
+    }
+}
+
+/// The stream whose hook export (the root of the task stack) made the import call running now.
+fn calling_stream(access: &mut Access<'_, StoreState, HasSelf<StoreState>>) -> Option<u32> {
+    let root = access
+        .as_context_mut()
+        .async_call_stack()
+        .ok()
+        .and_then(Iterator::last);
+    root.and_then(|task| access.get().task_streams.get(&task).copied())
+}
+
+impl timers::Host for StoreState {
+    fn now(&mut self) -> u64 {
+        with_state(|state| state.now_nanos()).unwrap_or(0)
+    }
+}
+
+impl timers::HostWithStore<StoreState> for HasSelf<StoreState> {
+    async fn sleep(accessor: &Accessor<StoreState, Self>, nanoseconds: u64) {
+        let receiver = accessor.with(|mut access| {
+            let stream = calling_stream(&mut access);
+            let data = access.get();
+            if stream.is_some_and(|stream| data.abandoned.contains(&stream)) {
+                return None;
+            }
+            let now = with_state(|state| {
+                // Like the proxy-wasm build, this host keeps time in ticks of the plugin's
+                // period: start them with the first sleep.
+                if state.tick_period().is_none() {
+                    state.set_tick_period(data.tick_period);
+                }
+                state.now_nanos()
+            })
+            .unwrap_or(0);
+            let serial = data.next_sleep;
+            data.next_sleep = serial.wrapping_add(1);
+            let (wake, receiver) = oneshot::channel();
+            data.sleeps
+                .insert((now.saturating_add(nanoseconds), serial), (stream, wake));
+            Some(receiver)
+        });
+        // Dropped unsent: the host forgot the sleep (its stream ended); end it either way.
+        if let Some(receiver) = receiver {
+            let _ = receiver.await;
+        }
     }
 }
 
@@ -469,6 +521,10 @@ impl ComponentModule {
             table: ResourceTable::new(),
             task_streams: HashMap::new(),
             calls: BTreeMap::new(),
+            abandoned: HashSet::new(),
+            sleeps: BTreeMap::new(),
+            next_sleep: 0,
+            tick_period: Duration::from_millis(100),
             finished: Vec::new(),
         };
         let mut store = Store::new(&self.engine, data);
@@ -489,6 +545,8 @@ impl ComponentModule {
                 buffer_request_body: false,
                 buffer_response_body: false,
                 body_buffer_limit: u64::MAX,
+                tick_period_ms: 100,
+                tick_functions: false,
             },
             streams: BTreeMap::new(),
             last_run_fuel: 0,
@@ -925,6 +983,7 @@ impl ComponentPlugin {
         }
         hooks.abandoned = true;
         hooks.queued.clear();
+        self.store.data_mut().abandoned.insert(stream);
         let calls = &mut self.store.data_mut().calls;
         let tokens: Vec<u32> = calls
             .iter()
@@ -936,6 +995,11 @@ impl ComponentPlugin {
                 let _ = call.reply.send(Err(http_client::CallError::Cancelled));
             }
         }
+        // Its sleeps end at once (dropped unsent), so the hook can return.
+        self.store
+            .data_mut()
+            .sleeps
+            .retain(|_, (owner, _)| *owner != Some(stream));
         self.run_and_resume()?;
         self.start_queued()
     }
@@ -976,6 +1040,11 @@ impl Callbacks for ComponentPlugin {
         self.total_fuel = self.total_fuel.saturating_add(self.last_run_fuel);
         match outcome {
             Ok(settings) => {
+                let tick_period = Duration::from_millis(u64::from(settings.tick_period_ms));
+                self.store.data_mut().tick_period = tick_period;
+                if settings.tick_functions {
+                    self.state.borrow_mut().set_tick_period(tick_period);
+                }
                 self.settings = settings;
                 Ok(true)
             }
@@ -1081,6 +1150,31 @@ impl Callbacks for ComponentPlugin {
         self.start_queued()
     }
 
+    fn on_tick(&mut self, _root_id: u32) -> Result<(), PluginFailure> {
+        self.last_run_fuel = 0;
+        let now = self.state.borrow().now_nanos();
+        let due = {
+            let sleeps = &mut self.store.data_mut().sleeps;
+            let later = sleeps.split_off(&(now.saturating_add(1), 0));
+            std::mem::replace(sleeps, later)
+        };
+        for (_, wake) in due.into_values() {
+            let _ = wake.send(());
+        }
+        if self.settings.tick_functions {
+            let _scope = ProxyScope::enter(&self.state);
+            self.store
+                .set_fuel(FUEL_PER_RUN)
+                .map_err(|error| failure(format!("{error:#}")))?;
+            let hooks = self.instance.proxy_async_plugin_hooks();
+            run_to_completion(hooks.call_on_tick(&mut self.store))
+                .ok_or_else(|| failure("on-tick did not complete"))?
+                .map_err(|error| failure(format!("{error:#}")))?;
+        }
+        self.run_and_resume()?;
+        self.start_queued()
+    }
+
     fn on_log(&mut self, context_id: u32) -> Result<(), PluginFailure> {
         let runnable = self
             .streams
@@ -1099,6 +1193,8 @@ impl Callbacks for ComponentPlugin {
 
     fn on_delete(&mut self, context_id: u32) -> Result<(), PluginFailure> {
         self.abandon(context_id)?;
+        // Context ids are not reused; forgetting it keeps the set from growing.
+        self.store.data_mut().abandoned.remove(&context_id);
         if self.streams.remove(&context_id).is_none() {
             return Ok(());
         }

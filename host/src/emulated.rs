@@ -325,6 +325,25 @@ impl Abi for EmulatedAbi {
         )
     }
 
+    fn redis_init(
+        &mut self,
+        upstream: &[u8],
+        username: &[u8],
+        password: &[u8],
+        timeout_ms: u32,
+    ) -> Result<(), Status> {
+        self.state.borrow_mut().redis_init(
+            &text(upstream),
+            &text(username),
+            &text(password),
+            Duration::from_millis(u64::from(timeout_ms)),
+        )
+    }
+
+    fn redis_call(&mut self, upstream: &[u8], query: &[u8]) -> Result<u32, Status> {
+        self.state.borrow_mut().redis_call(&text(upstream), query)
+    }
+
     fn get_shared_data(&mut self, key: &[u8]) -> Result<(Vec<u8>, u32), Status> {
         self.state.borrow().get_shared_data(key)
     }
@@ -524,6 +543,17 @@ impl<A: Abi + 'static> Callbacks for Plugin<A> {
         status_code: u32,
     ) -> Result<(), PluginFailure> {
         Plugin::on_grpc_close(self, context_id, token, status_code).map_err(failure)
+    }
+
+    fn on_redis_call_response(
+        &mut self,
+        context_id: u32,
+        token: u32,
+        status: u32,
+        response_size: usize,
+    ) -> Result<(), PluginFailure> {
+        let size = u32::try_from(response_size).unwrap_or(u32::MAX);
+        Plugin::on_redis_call_response(self, context_id, token, status, size).map_err(failure)
     }
 
     fn on_log(&mut self, context_id: u32) -> Result<(), PluginFailure> {

@@ -275,6 +275,46 @@ pub(crate) fn add_to_linker<A: Abi + 'static>(
             }))
         },
     )?;
+    // Higress's Redis extension.
+    linker.func_wrap(
+        ENV,
+        "proxy_redis_init",
+        |mut c: Ctx<'_, A>,
+         upstream_ptr: u32,
+         upstream_len: u32,
+         username_ptr: u32,
+         username_len: u32,
+         password_ptr: u32,
+         password_len: u32,
+         timeout_ms: u32| {
+            code(with_memory(&mut c, |memory, state| {
+                let upstream = slice(memory, upstream_ptr, upstream_len)?;
+                let username = slice(memory, username_ptr, username_len)?;
+                let password = slice(memory, password_ptr, password_len)?;
+                state
+                    .abi
+                    .redis_init(upstream, username, password, timeout_ms)
+            }))
+        },
+    )?;
+    linker.func_wrap(
+        ENV,
+        "proxy_redis_call",
+        |mut c: Ctx<'_, A>,
+         upstream_ptr: u32,
+         upstream_len: u32,
+         query_ptr: u32,
+         query_len: u32,
+         ret_id: u32| {
+            code(with_memory(&mut c, |memory, state| {
+                check_out(memory, ret_id, 4)?;
+                let upstream = slice(memory, upstream_ptr, upstream_len)?;
+                let query = slice(memory, query_ptr, query_len)?;
+                let id = state.abi.redis_call(upstream, query)?;
+                write_u32(memory, ret_id, id)
+            }))
+        },
+    )?;
     linker.func_wrap(
         ENV,
         "proxy_grpc_call",

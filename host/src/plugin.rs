@@ -682,6 +682,22 @@ impl<A: Abi + 'static> Plugin<A> {
         )
     }
 
+    /// `proxy_on_redis_call_response(plugin_context_id, call_id, status, response_size)`,
+    /// Higress's extension: the reply to `proxy_redis_call` `call_id`, in buffer 9
+    /// (`REDIS_CALL_RESPONSE`) during the callback; `status != 0` means there is none.
+    pub fn on_redis_call_response(
+        &mut self,
+        context_id: u32,
+        call_id: u32,
+        status: u32,
+        response_size: u32,
+    ) -> Result<(), PluginError> {
+        self.call_void(
+            "proxy_on_redis_call_response",
+            (context_id, call_id, status, response_size),
+        )
+    }
+
     /// `proxy_on_grpc_receive_initial_metadata(context_id, call_id, num_elements)`: in map
     /// `GRPC_CALL_INITIAL_METADATA`.
     pub fn on_grpc_receive_initial_metadata(

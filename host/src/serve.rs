@@ -44,7 +44,10 @@
 //! restarted. The plugin's log lines are written as `[plugin <level>] <message>`, the server's
 //! own as `[serve] <message>`, to stderr unless [`ServeConfig::log`] says otherwise.
 //!
-//! Not served (yet): ticks (`proxy_on_tick`), shared-queue notifications, trailers, gRPC
+//! Ticks (`proxy_on_tick`) come at the period each plugin set, on the real clock, driving its
+//! sleeps, timeouts and tick functions.
+//!
+//! Not served (yet): shared-queue notifications, trailers, gRPC
 //! calls, streaming bodies (each body is delivered whole), HTTP/2.
 //!
 //! ```no_run
@@ -479,6 +482,7 @@ impl Gateway {
                     plugin_config: plugin_config.clone(),
                     clusters: Some(config.clusters.keys().cloned().collect()),
                     log_level: Some(config.log_level),
+                    clock: None,
                 },
             );
             let name = if chained {
@@ -524,6 +528,7 @@ impl Gateway {
         tasks
             .run_until(async move {
                 let mut connections = JoinSet::new();
+                let ticker = tokio::task::spawn_local(tick(Rc::clone(&shared)));
                 let mut shutdown = std::pin::pin!(shutdown);
                 loop {
                     tokio::select! {
@@ -542,10 +547,36 @@ impl Gateway {
                     }
                 }
                 drop(listener);
+                ticker.abort();
                 connections.shutdown().await;
                 shared.cancel_all_calls();
             })
             .await;
+    }
+}
+
+/// Sends each plugin its ticks, at the period it set, for as long as the server runs.
+async fn tick(shared: Rc<Shared>) {
+    // Resolution of the ticks: a plugin's tick comes at most this late.
+    const GRANULARITY: Duration = Duration::from_millis(5);
+    let mut due: Vec<Option<Instant>> = vec![None; shared.filters.len()];
+    loop {
+        tokio::time::sleep(GRANULARITY).await;
+        for (index, next) in due.iter_mut().enumerate() {
+            let Some(period) = shared.filters[index].proxy.tick_period() else {
+                *next = None;
+                continue;
+            };
+            let now = Instant::now();
+            let at = *next.get_or_insert(now + period);
+            if now >= at {
+                *next = Some(at + period);
+                // A trap is reported by `drive` (the VM is broken from then on).
+                let _ = shared.drive(index, "on_tick", |proxy| {
+                    proxy.tick();
+                });
+            }
+        }
     }
 }
 

@@ -131,8 +131,17 @@ mod support {
                                 let (status, body, delay) = handler(request);
                                 tokio::time::sleep(delay).await;
                                 active.fetch_sub(1, Ordering::SeqCst);
+                                // JSON answers say so: `auth-flow` refuses a 200 that is
+                                // not `application/json`.
+                                let json = body.starts_with('{');
                                 let mut response = Response::new(Full::new(Bytes::from(body)));
                                 *response.status_mut() = status;
+                                if json {
+                                    response.headers_mut().insert(
+                                        hyper::header::CONTENT_TYPE,
+                                        hyper::header::HeaderValue::from_static("application/json"),
+                                    );
+                                }
                                 Ok::<_, Infallible>(response)
                             }
                         });

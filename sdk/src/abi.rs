@@ -7,8 +7,9 @@
 //! `proxy_wasm::hostcalls::dispatch_http_call`, because the crate's dispatcher only routes a
 //! call's response to contexts for tokens it registered itself.
 
+use std::cell::RefCell;
 use std::ptr::null_mut;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -17,7 +18,7 @@ use proxy_wasm::types::{Action as AbiAction, ContextType};
 use crate::driver::Driver;
 use crate::host::{Action, BufferKind, Direction, Host, HostError, MapKind, Pairs, check};
 use crate::plugin::Plugin;
-use crate::runtime::Phase;
+use crate::runtime::{Phase, Runtime};
 use crate::wire::{decode_map, encode_map};
 
 #[link(wasm_import_module = "env")]
@@ -68,6 +69,14 @@ unsafe extern "C" {
         data_size: usize,
     ) -> u32;
     fn proxy_continue_stream(stream_type: u32) -> u32;
+    fn proxy_get_property(
+        path_data: *const u8,
+        path_size: usize,
+        return_data: *mut *mut u8,
+        return_size: *mut usize,
+    ) -> u32;
+    fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
+    fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
     fn proxy_send_local_response(
         status_code: u32,
         details_data: *const u8,
@@ -173,6 +182,21 @@ impl Host for AbiHost {
         }
     }
 
+    fn get_property(&self, path: &[&str]) -> Result<Option<Vec<u8>>, HostError> {
+        // The ABI's path: the segments, each followed by NUL but the last.
+        let path = path.join("\0");
+        let mut data = null_mut();
+        let mut size = 0;
+        // SAFETY: `path` is valid for reads and the out-pointers for writes during the call.
+        let code = unsafe { proxy_get_property(path.as_ptr(), path.len(), &mut data, &mut size) };
+        match code {
+            // SAFETY: on OK the host handed us an allocation of `size` bytes (see `take_host_bytes`).
+            0 => Ok(Some(unsafe { take_host_bytes(data, size) })),
+            1 => Ok(None),
+            other => check("proxy_get_property", other).map(|()| None),
+        }
+    }
+
     fn set_map(&self, map: MapKind, pairs: &[(&str, &[u8])]) -> Result<(), HostError> {
         let encoded = encode_map(pairs);
         // SAFETY: `encoded` is valid for reads of its length during the call.
@@ -257,6 +281,9 @@ impl Host for AbiHost {
         timeout: Duration,
     ) -> Result<u32, HostError> {
         let body = (!body.is_empty()).then_some(body);
+        // The crate casts the milliseconds to u32 with `as`: 2^32 ms would wrap to 0 (no
+        // timeout at all in Envoy). Saturate instead, as the component build does.
+        let timeout = timeout.min(Duration::from_millis(u64::from(u32::MAX)));
         proxy_wasm::hostcalls::dispatch_http_call(
             cluster,
             headers.to_vec(),
@@ -275,6 +302,23 @@ impl Host for AbiHost {
         // SAFETY: plain value argument.
         let code = unsafe { proxy_continue_stream(direction as u32) };
         check("proxy_continue_stream", code)
+    }
+
+    fn now_nanos(&self) -> u64 {
+        let mut now = 0u64;
+        // SAFETY: `now` is a valid, writable u64 for the call.
+        let code = unsafe { proxy_get_current_time_nanoseconds(&mut now) };
+        if code != 0 {
+            log::warn!("proxy_get_current_time_nanoseconds returned {code}");
+        }
+        now
+    }
+
+    fn set_tick_period(&self, period: Duration) -> Result<(), HostError> {
+        let millis = u32::try_from(period.as_millis()).unwrap_or(u32::MAX).max(1);
+        // SAFETY: plain value argument.
+        let code = unsafe { proxy_set_tick_period_milliseconds(millis) };
+        check("proxy_set_tick_period_milliseconds", code)
     }
 
     fn send_local_response(
@@ -312,16 +356,57 @@ pub fn register<P: Plugin>() {
         unsafe { proxy_log(5, message.as_ptr(), message.len()) };
     }));
     proxy_wasm::set_root_context(|context_id| -> Box<dyn RootContext> {
-        Box::new(Root::<P> {
-            context_id,
-            driver: Driver::new(Rc::new(AbiHost)),
-        })
+        let driver = Driver::<P>::new(Rc::new(AbiHost));
+        ROOTS.with(|roots| {
+            roots
+                .borrow_mut()
+                .push((context_id, Rc::downgrade(&driver.runtime)));
+        });
+        Box::new(Root::<P> { context_id, driver })
     });
+}
+
+thread_local! {
+    // The runtime of each root context, for callbacks the `proxy-wasm` crate's dispatcher does
+    // not route (Higress's `proxy_on_redis_call_response`).
+    static ROOTS: RefCell<Vec<(u32, Weak<Runtime>)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The runtime of root context `context_id`; if there is none, the first whose `claims`
+/// (e.g. "waits for this token") holds.
+pub(crate) fn runtime_for(
+    context_id: u32,
+    claims: impl Fn(&Runtime) -> bool,
+) -> Option<Rc<Runtime>> {
+    let runtimes: Vec<(u32, Rc<Runtime>)> = ROOTS.with(|roots| {
+        roots
+            .borrow()
+            .iter()
+            .filter_map(|(id, runtime)| Some((*id, runtime.upgrade()?)))
+            .collect()
+    });
+    let position = runtimes
+        .iter()
+        .position(|(id, _)| *id == context_id)
+        .or_else(|| runtimes.iter().position(|(_, runtime)| claims(runtime)))?;
+    runtimes
+        .into_iter()
+        .nth(position)
+        .map(|(_, runtime)| runtime)
 }
 
 struct Root<P: Plugin> {
     context_id: u32,
     driver: Rc<Driver<P>>,
+}
+
+impl<P: Plugin> Drop for Root<P> {
+    // The dispatcher drops a root context in its `proxy_on_delete`.
+    fn drop(&mut self) {
+        ROOTS.with(|roots| {
+            roots.borrow_mut().retain(|(id, _)| *id != self.context_id);
+        });
+    }
 }
 
 impl<P: Plugin> Context for Root<P> {
@@ -352,6 +437,10 @@ impl<P: Plugin> RootContext for Root<P> {
             .configure(self.context_id, plugin_configuration_size)
     }
 
+    fn on_tick(&mut self) {
+        self.driver.runtime.on_tick(self.context_id);
+    }
+
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         self.driver.create_stream(context_id);
         Some(Box::new(Stream {
@@ -374,7 +463,6 @@ impl<P: Plugin> Stream<P> {
     fn hook(&self, phase: Phase, size: usize, end_of_stream: bool) -> AbiAction {
         match self
             .driver
-            .runtime
             .on_hook(self.context_id, phase, size, end_of_stream)
         {
             Action::Continue => AbiAction::Continue,
@@ -430,6 +518,6 @@ impl<P: Plugin> HttpContext for Stream<P> {
 impl<P: Plugin> Drop for Stream<P> {
     // The dispatcher drops the context in `proxy_on_delete`.
     fn drop(&mut self) {
-        self.driver.runtime.on_delete(self.context_id);
+        self.driver.on_delete(self.context_id);
     }
 }

@@ -1,6 +1,6 @@
 //! HTTP calls to other clusters, awaited.
 
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -15,6 +15,74 @@ use proxy_async_executor::Pending;
 enum Call {
     Awaited(AwaitedCall),
     Callback(Pending<CallReply>),
+}
+
+/// Where an [`HttpClient`]'s calls go: the proxy's name for a cluster, and the `:authority`
+/// the calls carry unless the client or the call sets another (Higress's `Cluster`).
+///
+/// A plain name (`&str`, `String`) is a cluster whose calls carry the name itself as their
+/// `:authority`. [`higress`](crate::higress) has the cluster names Higress gives its services
+/// ([`K8sCluster`](crate::higress::K8sCluster), [`NacosCluster`](crate::higress::NacosCluster),
+/// ...), whose `:authority` is the service's host name.
+pub trait Cluster {
+    /// The proxy's name for the cluster, e.g. `outbound|8080||auth.default.svc.cluster.local`.
+    fn cluster_name(&self) -> String;
+
+    /// The `:authority` of calls to the cluster. Empty means none: the calls then carry
+    /// `unknownhost`, as in Higress (the proxy refuses a call without one).
+    fn host_name(&self) -> String;
+
+    /// For a cluster whose names depend on the request being served (Higress's
+    /// [`RouteCluster`](crate::higress::RouteCluster)): the cluster the client asks again at
+    /// each call. `None` (the default): the names are fixed and the client reads them once.
+    fn per_call(&self) -> Option<Rc<dyn Cluster>> {
+        None
+    }
+}
+
+impl Cluster for str {
+    fn cluster_name(&self) -> String {
+        self.to_string()
+    }
+
+    fn host_name(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl Cluster for String {
+    fn cluster_name(&self) -> String {
+        self.clone()
+    }
+
+    fn host_name(&self) -> String {
+        self.clone()
+    }
+}
+
+impl<T: Cluster + ?Sized> Cluster for &T {
+    fn cluster_name(&self) -> String {
+        (**self).cluster_name()
+    }
+
+    fn host_name(&self) -> String {
+        (**self).host_name()
+    }
+
+    fn per_call(&self) -> Option<Rc<dyn Cluster>> {
+        (**self).per_call()
+    }
+}
+
+/// The `:authority` Higress sends when the cluster has no host name.
+const UNKNOWN_HOST: &str = "unknownhost";
+
+fn authority_of(host_name: String) -> Rc<str> {
+    if host_name.is_empty() {
+        Rc::from(UNKNOWN_HOST)
+    } else {
+        Rc::from(host_name)
+    }
 }
 
 /// A client for one upstream cluster of the proxy.
@@ -40,27 +108,72 @@ pub struct HttpClient {
     cluster: Rc<str>,
     authority: Rc<str>,
     timeout: Duration,
+    per_call: Option<PerCall>,
+}
+
+/// A cluster named per request, asked again at each call.
+#[derive(Clone)]
+struct PerCall {
+    cluster: Rc<dyn Cluster>,
+    // `with_authority` was called: its authority wins over the cluster's host name.
+    authority_set: bool,
+}
+
+impl fmt::Debug for PerCall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PerCall")
+            .field("authority_set", &self.authority_set)
+            .finish_non_exhaustive()
+    }
 }
 
 impl HttpClient {
     /// The timeout of a call unless the client or the call sets another (as in Higress).
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(500);
 
-    /// A client for `cluster`, the name of a cluster in the proxy's configuration. The
-    /// `:authority` of its calls is the cluster name until [`with_authority`](HttpClient::with_authority)
-    /// sets another.
-    pub fn new(cluster: impl Into<String>) -> Self {
-        let cluster: Rc<str> = Rc::from(cluster.into());
+    /// A client for `cluster`: the name of a cluster in the proxy's configuration (the
+    /// `:authority` of the calls is then the name too), or a [`Cluster`] such as Higress's
+    /// [`K8sCluster`](crate::higress::K8sCluster) (the `:authority` is its host name), until
+    /// [`with_authority`](HttpClient::with_authority) sets another.
+    ///
+    /// ```
+    /// use proxy_async::HttpClient;
+    /// use proxy_async::higress::K8sCluster;
+    ///
+    /// let client = HttpClient::new(K8sCluster {
+    ///     service_name: "token".into(),
+    ///     namespace: "auth".into(),
+    ///     port: 8080,
+    ///     ..K8sCluster::default()
+    /// });
+    /// assert_eq!(client.cluster(), "outbound|8080||token.auth.svc.cluster.local");
+    /// assert_eq!(client.authority(), "token.auth.svc.cluster.local");
+    /// ```
+    pub fn new(cluster: impl Cluster) -> Self {
+        let name: Rc<str> = Rc::from(cluster.cluster_name());
+        let host_name = cluster.host_name();
+        let authority = if !host_name.is_empty() && *host_name == *name {
+            Rc::clone(&name)
+        } else {
+            authority_of(host_name)
+        };
         HttpClient {
-            authority: Rc::clone(&cluster),
-            cluster,
+            cluster: name,
+            authority,
             timeout: Self::DEFAULT_TIMEOUT,
+            per_call: cluster.per_call().map(|cluster| PerCall {
+                cluster,
+                authority_set: false,
+            }),
         }
     }
 
     /// Sets the `:authority` (host) of the calls.
     pub fn with_authority(mut self, authority: impl Into<String>) -> Self {
         self.authority = Rc::from(authority.into());
+        if let Some(per_call) = &mut self.per_call {
+            per_call.authority_set = true;
+        }
         self
     }
 
@@ -70,7 +183,9 @@ impl HttpClient {
         self
     }
 
-    /// The cluster this client calls.
+    /// The cluster this client calls. For a cluster named per request
+    /// ([`RouteCluster`](crate::higress::RouteCluster)), the name it had when the client was
+    /// made; each call asks again.
     pub fn cluster(&self) -> &str {
         &self.cluster
     }
@@ -80,7 +195,8 @@ impl HttpClient {
         self.timeout
     }
 
-    /// The `:authority` of the calls.
+    /// The `:authority` of the calls (for a cluster named per request, as for
+    /// [`cluster`](HttpClient::cluster)).
     pub fn authority(&self) -> &str {
         &self.authority
     }
@@ -119,9 +235,20 @@ impl HttpClient {
     /// (`http://auth.internal/v1/token`), whose host becomes the call's `:authority`, as in
     /// the Higress Go client; the call still goes to this client's cluster.
     pub fn request(&self, method: &str, path: &str) -> CallBuilder {
+        let (cluster, authority) = match &self.per_call {
+            None => (Rc::clone(&self.cluster), Rc::clone(&self.authority)),
+            Some(per_call) => (
+                Rc::from(per_call.cluster.cluster_name()),
+                if per_call.authority_set {
+                    Rc::clone(&self.authority)
+                } else {
+                    authority_of(per_call.cluster.host_name())
+                },
+            ),
+        };
         let (authority, path) = match split_absolute_url(path) {
             Some((host, rest)) => (Rc::from(host), rest.to_string()),
-            None => (Rc::clone(&self.authority), path.to_string()),
+            None => (authority, path.to_string()),
         };
         let path = if path.starts_with('/') {
             path
@@ -129,7 +256,7 @@ impl HttpClient {
             format!("/{path}")
         };
         CallBuilder {
-            cluster: Rc::clone(&self.cluster),
+            cluster,
             authority,
             method: method.to_string(),
             path,
@@ -288,8 +415,7 @@ impl CallBuilder {
             .headers
             .iter()
             .find(|(name, _)| name == ":status")
-            .and_then(|(_, value)| std::str::from_utf8(value).ok())
-            .and_then(|text| text.parse::<u16>().ok())
+            .and_then(|(_, value)| parse_status(value))
             .ok_or_else(|| CallError::InvalidStatus {
                 cluster: cluster.to_string(),
             })?;
@@ -300,6 +426,22 @@ impl CallBuilder {
             body: parts.body,
             trailers: parts.trailers,
         })
+    }
+}
+
+/// An HTTP status as the proxy hands it over: exactly three digits, 100 to 999 (RFC 9110
+/// `3DIGIT`). `str::parse` would also take `+200`, `0200` or `65535`, none of which an HTTP
+/// peer may send; a plugin comparing with 200 must not be handed one of them as a status.
+pub(crate) fn parse_status(value: &[u8]) -> Option<u16> {
+    match *value {
+        [
+            first @ b'1'..=b'9',
+            second @ b'0'..=b'9',
+            third @ b'0'..=b'9',
+        ] => Some(
+            u16::from(first - b'0') * 100 + u16::from(second - b'0') * 10 + u16::from(third - b'0'),
+        ),
+        _ => None,
     }
 }
 
@@ -422,5 +564,17 @@ mod tests {
         let call = client.get("relative/path");
         assert_eq!(call.path, "/relative/path");
         assert_eq!(split_absolute_url("http:///nohost"), None);
+    }
+
+    #[test]
+    fn a_status_is_three_digits() {
+        for (text, status) in [("200", 200), ("100", 100), ("418", 418), ("999", 999)] {
+            assert_eq!(parse_status(text.as_bytes()), Some(status), "{text}");
+        }
+        for text in [
+            "", "20", "2000", "+200", "0200", "099", "2 0", " 200", "20x", "65535",
+        ] {
+            assert_eq!(parse_status(text.as_bytes()), None, "{text:?}");
+        }
     }
 }

@@ -9,7 +9,7 @@
 //! or callback to route in the guest.
 
 use std::any::Any;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::collections::btree_map::Entry;
 use std::future::Future;
@@ -18,10 +18,11 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use crate::config;
 use crate::error::Error;
+use crate::higress::request;
+use crate::higress::rules::{self, RuleSet};
 use crate::host::{
-    AwaitedCall, BufferKind, Direction, Host, HostError, HostStatus, MapKind, Pairs,
+    AwaitedCall, AwaitedSleep, BufferKind, Direction, Host, HostError, HostStatus, MapKind, Pairs,
 };
 use crate::logging;
 use crate::plugin::{Flow, LocalReply, Plugin, run_hook};
@@ -45,7 +46,10 @@ pub mod bindings {
 }
 
 use bindings::exports::proxy_async::plugin::hooks;
-use bindings::proxy_async::plugin::{http_client, http_stream, logging as wit_logging, types};
+use bindings::proxy_async::plugin::{
+    http_client, http_stream, logging as wit_logging, properties as wit_properties,
+    timers as wit_timers, types,
+};
 
 /// A stream id of the world.
 pub(crate) type StreamId = types::StreamId;
@@ -95,7 +99,10 @@ impl ComponentHost {
         call: &'static str,
         message: http_stream::Message,
     ) -> Result<(StreamId, http_stream::Message), HostError> {
-        match self.stream {
+        // The plugin-level host acts on the stream whose hook runs, as proxy-wasm's hostcalls
+        // act on the effective context (Higress's `RouteCluster` reads the request's
+        // `:authority` through it).
+        match self.stream.or_else(|| POLLED.with(Cell::get)) {
             Some(stream) => Ok((stream, message)),
             None => Err(unsupported(call)),
         }
@@ -126,10 +133,11 @@ impl ComponentHost {
         match buffer {
             BufferKind::RequestBody => self.target(call, http_stream::Message::Request),
             BufferKind::ResponseBody => self.target(call, http_stream::Message::Response),
-            // The configuration is an argument of `configure`, call bodies are values.
-            BufferKind::CallResponseBody | BufferKind::PluginConfiguration => {
-                Err(unsupported(call))
-            }
+            // The configuration is an argument of `configure`, call bodies are values; the
+            // world has no Redis.
+            BufferKind::CallResponseBody
+            | BufferKind::PluginConfiguration
+            | BufferKind::RedisCallResponse => Err(unsupported(call)),
         }
     }
 }
@@ -165,6 +173,13 @@ impl Host for ComponentHost {
         let (stream, message, section) = self.map(CALL, map)?;
         http_stream::get_field(stream, message, section, name)
             .map_err(|error| host_error(CALL, error))
+    }
+
+    fn get_property(&self, path: &[&str]) -> Result<Option<Vec<u8>>, HostError> {
+        // The world's properties are those of the stream whose hook runs.
+        let path: Vec<String> = path.iter().map(|segment| (*segment).to_string()).collect();
+        wit_properties::get_property(&path)
+            .map_err(|error| host_error("properties.get-property", error))
     }
 
     fn set_map(&self, map: MapKind, pairs: &[(&str, &[u8])]) -> Result<(), HostError> {
@@ -284,6 +299,20 @@ impl Host for ComponentHost {
         }))
     }
 
+    fn now_nanos(&self) -> u64 {
+        wit_timers::now()
+    }
+
+    fn set_tick_period(&self, _period: Duration) -> Result<(), HostError> {
+        // The host keeps time for `timers.sleep`, and ticks `on-tick` from the settings.
+        Ok(())
+    }
+
+    fn sleep_awaited(&self, duration: Duration) -> Option<AwaitedSleep> {
+        let nanos = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
+        Some(Box::pin(wit_timers::sleep(nanos)))
+    }
+
     fn continue_stream(&self, _direction: Direction) -> Result<(), HostError> {
         // The host goes on when the hook export returns.
         Err(unsupported("continue-stream"))
@@ -306,12 +335,14 @@ struct StreamSlot<P> {
     plugin: Option<P>,
     shared: Rc<StreamShared>,
     replied: bool,
+    // No Higress rule matched the request, and there is no global configuration.
+    skipped: bool,
 }
 
 /// The plugin instance of this component: its configuration and its streams.
 struct Instance<P: Plugin> {
     runtime: Rc<Runtime>,
-    config: RefCell<Option<Rc<P::Config>>>,
+    config: RefCell<Option<Rc<RuleSet<P::Config>>>>,
     streams: RefCell<BTreeMap<StreamId, StreamSlot<P>>>,
 }
 
@@ -334,6 +365,7 @@ fn instance<P: Plugin>() -> Rc<Instance<P>> {
         buffer_request_body: P::BUFFER_REQUEST_BODY,
         buffer_response_body: P::BUFFER_RESPONSE_BODY,
         body_buffer_limit: P::BODY_BUFFER_LIMIT,
+        tick_period: P::TICK_PERIOD,
     };
     let instance = Rc::new(Instance::<P> {
         runtime: Runtime::new(Rc::new(ComponentHost { stream: None }), settings),
@@ -342,6 +374,26 @@ fn instance<P: Plugin>() -> Rc<Instance<P>> {
     });
     INSTANCE.with(|slot| *slot.borrow_mut() = Some(Rc::clone(&instance) as Rc<dyn Any>));
     instance
+}
+
+thread_local! {
+    // The stream whose hook runs.
+    static POLLED: Cell<Option<StreamId>> = const { Cell::new(None) };
+}
+
+/// Makes `stream` the one whose hook runs, until dropped.
+struct Polling(Option<StreamId>);
+
+impl Polling {
+    fn enter(stream: StreamId) -> Self {
+        Polling(POLLED.with(|polled| polled.replace(Some(stream))))
+    }
+}
+
+impl Drop for Polling {
+    fn drop(&mut self) {
+        POLLED.with(|polled| polled.set(self.0));
+    }
 }
 
 /// Makes the plugin's runtime the current one during every poll of a hook, so that the HTTP
@@ -357,6 +409,7 @@ impl<F: Future> Future for InScope<'_, F> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let _scope = self.runtime.scope(self.stream);
+        let _polling = Polling::enter(self.stream);
         self.inner.as_mut().poll(cx)
     }
 }
@@ -371,10 +424,28 @@ pub fn configure<P: Plugin>(configuration: &[u8]) -> Result<hooks::Settings, Str
     std::panic::set_hook(Box::new(|info| {
         wit_logging::log(types::LogLevel::Critical, &info.to_string());
     }));
-    match config::parse::<P::Config>(configuration) {
+    if let crate::higress::LogFormat::Higress { plugin_name } = P::LOG_FORMAT {
+        let id = crate::driver::plugin_id(configuration).unwrap_or_else(|| "nil".to_string());
+        instance
+            .runtime
+            .set_log_prefix(Some(format!("[{plugin_name}] [{id}]")));
+    }
+    match rules::parse::<P::Config>(configuration, P::HIGRESS_RULES) {
         Ok(parsed) => {
-            *instance.config.borrow_mut() = Some(Rc::new(parsed));
+            // Higress registers tick functions from every configuration it parses.
+            let ticks = parsed.configs().flat_map(P::tick_functions).collect();
+            instance
+                .runtime
+                .timers()
+                .set_functions(ticks, wit_timers::now());
+            let parsed = Rc::new(parsed);
+            let tick_functions = instance.runtime.timers().has_functions();
+            *instance.config.borrow_mut() = Some(parsed);
             Ok(hooks::Settings {
+                tick_period_ms: u32::try_from(P::TICK_PERIOD.as_millis())
+                    .unwrap_or(u32::MAX)
+                    .max(1),
+                tick_functions,
                 buffer_request_body: P::BUFFER_REQUEST_BODY,
                 buffer_response_body: P::BUFFER_RESPONSE_BODY,
                 body_buffer_limit: u64::try_from(P::BODY_BUFFER_LIMIT).unwrap_or(u64::MAX),
@@ -432,6 +503,7 @@ async fn hook<P: Plugin>(
     let runtime = Rc::clone(&instance.runtime);
     let taken = {
         let _scope = runtime.scope(stream);
+        let _polling = Polling::enter(stream);
         instance.take_plugin(phase, stream, end_of_stream)
     };
     let (mut plugin, shared) = match taken {
@@ -458,6 +530,13 @@ async fn hook<P: Plugin>(
     instance.decide(phase, stream, outcome)
 }
 
+/// `on-tick`: runs the tick functions whose period has elapsed.
+pub fn tick<P: Plugin>() {
+    let instance = instance::<P>();
+    let _scope = instance.runtime.scope(0);
+    instance.runtime.timers().run_functions(wit_timers::now());
+}
+
 /// `on-stream-end`: forgets the stream.
 pub fn stream_end<P: Plugin>(stream: StreamId) {
     let instance = instance::<P>();
@@ -478,7 +557,7 @@ impl<P: Plugin> Instance<P> {
         let slot = match streams.entry(stream) {
             Entry::Occupied(slot) => slot.into_mut(),
             Entry::Vacant(vacant) => {
-                let Some(config) = self.config.borrow().clone() else {
+                let Some(rules) = self.config.borrow().clone() else {
                     // Hosts do not run hooks of a plugin whose configuration failed; if one
                     // does, fail closed rather than let requests through unchecked.
                     return Taken::Fail(Error::new("the plugin has no valid configuration"));
@@ -486,15 +565,20 @@ impl<P: Plugin> Instance<P> {
                 let host: Rc<dyn Host> = Rc::new(ComponentHost {
                     stream: Some(stream),
                 });
+                let config = match rules.only_global() {
+                    Some(config) => Some(Rc::clone(config)),
+                    None => request::select(&*host, &rules),
+                };
                 vacant.insert(StreamSlot {
-                    plugin: Some(P::new(&config)),
+                    skipped: config.is_none(),
+                    plugin: config.map(|config| P::new(&config)),
                     shared: Rc::new(StreamShared::standalone(stream, host)),
                     replied: false,
                 })
             }
         };
-        // The plugin does not see the local reply it sent itself.
-        if slot.replied {
+        // The plugin does not see the local reply it sent itself, nor requests it leaves alone.
+        if slot.replied || slot.skipped {
             return Taken::Skip;
         }
         let Some(plugin) = slot.plugin.take() else {

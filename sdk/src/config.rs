@@ -145,6 +145,42 @@ mod tests {
         assert!(error(r#"{"servicePort": 1, "port": 2}"#).contains("unknown field `port`"));
     }
 
+    mod random {
+        use proptest::prelude::*;
+        use proptest::test_runner::Config;
+
+        use super::*;
+
+        proptest! {
+            #![proptest_config(Config {
+                cases: if cfg!(miri) { 4 } else { 3000 },
+                failure_persistence: None,
+                ..Config::default()
+            })]
+
+            // The testing API delivers configurations as text; the proxy delivers bytes.
+            #[test]
+            fn any_bytes_are_a_configuration_or_an_error_naming_where(
+                bytes in prop_oneof![
+                    prop::collection::vec(any::<u8>(), 0..64),
+                    // JSON's characters with bytes that are not UTF-8 among them.
+                    prop::collection::vec(
+                        prop::sample::select(b"{}[]\":, 0123456789servicePortupstreams\xff\xc3\x80".to_vec()),
+                        0..48,
+                    ),
+                ]
+            ) {
+                if let Err(error) = parse::<Sample>(&bytes) {
+                    let message = error.to_string();
+                    prop_assert!(
+                        message.contains("field `") || message.contains(" at line "),
+                        "{bytes:?}: {message}"
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn non_json_says_so() {
         let message = error("servicePort: 80");

@@ -1,19 +1,26 @@
 //! What is specific to one plugin type: its configuration and the creation of its streams.
 
 use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 
-use crate::config;
 use crate::error::Error;
-use crate::host::{BufferKind, Host};
+use crate::higress::rules::{self, RuleSet};
+use crate::higress::{LogFormat, request};
+use crate::host::{Action, BufferKind, Host};
 use crate::logging;
 use crate::plugin::{Plugin, stream_task};
-use crate::runtime::{Runtime, Settings, StreamShared};
+use crate::runtime::{Phase, Runtime, Settings, StreamShared};
 
 /// One configured instance of plugin `P` (a root context, in proxy-wasm terms).
 pub(crate) struct Driver<P: Plugin> {
     pub(crate) runtime: Rc<Runtime>,
-    config: RefCell<Option<Rc<P::Config>>>,
+    config: RefCell<Option<Rc<RuleSet<P::Config>>>>,
+    // Streams whose configuration Higress rules choose from their request headers, which
+    // their first callback brings: no plugin value (and no runtime stream) until then.
+    unmatched: RefCell<BTreeMap<u32, Rc<RuleSet<P::Config>>>>,
+    // Streams no rule matched, with no global configuration: the plugin leaves them alone.
+    skipped: RefCell<BTreeSet<u32>>,
 }
 
 impl<P: Plugin> Driver<P> {
@@ -23,10 +30,13 @@ impl<P: Plugin> Driver<P> {
             buffer_request_body: P::BUFFER_REQUEST_BODY,
             buffer_response_body: P::BUFFER_RESPONSE_BODY,
             body_buffer_limit: P::BODY_BUFFER_LIMIT,
+            tick_period: P::TICK_PERIOD,
         };
         Rc::new(Driver {
             runtime: Runtime::new(host, settings),
             config: RefCell::new(None),
+            unmatched: RefCell::new(BTreeMap::new()),
+            skipped: RefCell::new(BTreeSet::new()),
         })
     }
 
@@ -50,8 +60,17 @@ impl<P: Plugin> Driver<P> {
                 }
             }
         };
-        match config::parse::<P::Config>(&bytes) {
+        if let LogFormat::Higress { plugin_name } = P::LOG_FORMAT {
+            let id = plugin_id(&bytes).unwrap_or_else(|| "nil".to_string());
+            self.runtime
+                .set_log_prefix(Some(format!("[{plugin_name}] [{id}]")));
+        }
+        match rules::parse::<P::Config>(&bytes, P::HIGRESS_RULES) {
             Ok(parsed) => {
+                // Higress registers tick functions from every configuration it parses, the
+                // rules' included.
+                let ticks = parsed.configs().flat_map(P::tick_functions).collect();
+                self.runtime.set_tick_functions(ticks);
                 *self.config.borrow_mut() = Some(Rc::new(parsed));
                 true
             }
@@ -62,21 +81,76 @@ impl<P: Plugin> Driver<P> {
         }
     }
 
-    /// Creates the stream `context_id` with a new per-stream plugin value.
+    /// Creates the stream `context_id` with a new per-stream plugin value (with Higress rules,
+    /// at its first callback: see [`on_hook`](Driver::on_hook)).
     pub(crate) fn create_stream(&self, context_id: u32) {
         let config = self.config.borrow().clone();
-        let _scope = self.runtime.scope(context_id);
         match config {
-            Some(config) => {
-                let plugin = P::new(&config);
-                self.runtime
-                    .create_stream(context_id, move |shared| stream_task(plugin, shared));
-            }
+            Some(set) => match set.only_global() {
+                Some(config) => self.start_stream(context_id, config),
+                None => {
+                    self.unmatched
+                        .borrow_mut()
+                        .insert(context_id, Rc::clone(&set));
+                }
+            },
             // Proxies do not create streams for a plugin whose configuration failed; if one
             // does, fail closed rather than let requests through unchecked.
-            None => self.runtime.create_stream(context_id, unconfigured_task),
+            None => {
+                let _scope = self.runtime.scope(context_id);
+                self.runtime.create_stream(context_id, unconfigured_task);
+            }
         }
     }
+
+    fn start_stream(&self, context_id: u32, config: &Rc<P::Config>) {
+        let _scope = self.runtime.scope(context_id);
+        let plugin = P::new(config);
+        self.runtime
+            .create_stream(context_id, move |shared| stream_task(plugin, shared));
+    }
+
+    /// A stream callback. The first one of a stream whose configuration Higress rules choose
+    /// matches the request and starts the stream; a stream nothing matched continues untouched,
+    /// as if the plugin were not there (no hook, no body buffering).
+    pub(crate) fn on_hook(
+        &self,
+        context_id: u32,
+        phase: Phase,
+        size: usize,
+        end_of_stream: bool,
+    ) -> Action {
+        let unmatched = self.unmatched.borrow_mut().remove(&context_id);
+        if let Some(set) = unmatched {
+            let selected = {
+                let _scope = self.runtime.scope(context_id);
+                request::select(&*self.runtime.host, &set)
+            };
+            match selected {
+                Some(config) => self.start_stream(context_id, &config),
+                None => {
+                    self.skipped.borrow_mut().insert(context_id);
+                }
+            }
+        }
+        if self.skipped.borrow().contains(&context_id) {
+            return Action::Continue;
+        }
+        self.runtime.on_hook(context_id, phase, size, end_of_stream)
+    }
+
+    /// `proxy_on_delete`: forgets the stream.
+    pub(crate) fn on_delete(&self, context_id: u32) {
+        self.unmatched.borrow_mut().remove(&context_id);
+        self.skipped.borrow_mut().remove(&context_id);
+        self.runtime.on_delete(context_id);
+    }
+}
+
+/// The configuration's `_plugin_id_`, which Higress injects to name the plugin instance.
+pub(crate) fn plugin_id(configuration: &[u8]) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(configuration).ok()?;
+    value.get("_plugin_id_")?.as_str().map(str::to_string)
 }
 
 async fn unconfigured_task(shared: Rc<StreamShared>) {

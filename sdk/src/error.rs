@@ -98,7 +98,7 @@ pub enum CallError {
         /// The timeout the call was sent with.
         timeout: Duration,
     },
-    /// The response had no valid `:status`.
+    /// The response had no valid `:status` (three digits, 100 to 999).
     InvalidStatus {
         /// The cluster that answered.
         cluster: String,

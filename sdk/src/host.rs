@@ -22,6 +22,8 @@ pub(crate) enum BufferKind {
     ResponseBody = 1,
     CallResponseBody = 4,
     PluginConfiguration = 7,
+    /// Higress's extension: the reply to a Redis call, readable in its callback only.
+    RedisCallResponse = 9,
 }
 
 /// The two directions of an HTTP stream (`proxy_stream_type_t`).
@@ -140,6 +142,9 @@ pub(crate) fn check(call: &'static str, code: u32) -> Result<(), HostError> {
 pub(crate) type AwaitedCall =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<Option<ReplyParts>, HostError>>>>;
 
+/// A sleep on a host that keeps time itself.
+pub(crate) type AwaitedSleep = std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
+
 /// Header pairs as the host holds them: names are text, values are bytes.
 pub(crate) type Pairs = Vec<(String, Vec<u8>)>;
 
@@ -156,6 +161,17 @@ pub(crate) trait Host {
     fn add_map_value(&self, map: MapKind, name: &str, value: &[u8]) -> Result<(), HostError>;
     fn replace_map_value(&self, map: MapKind, name: &str, value: &[u8]) -> Result<(), HostError>;
     fn remove_map_value(&self, map: MapKind, name: &str) -> Result<(), HostError>;
+
+    /// A property of the current stream or the proxy (`proxy_get_property`), e.g.
+    /// `["route_name"]`; `Ok(None)` when the proxy has no such property. Hosts without
+    /// properties answer UNIMPLEMENTED.
+    fn get_property(&self, path: &[&str]) -> Result<Option<Vec<u8>>, HostError> {
+        let _ = path;
+        Err(HostError {
+            call: "proxy_get_property",
+            status: HostStatus::Unimplemented,
+        })
+    }
 
     /// Bytes `[start, start + max)` of a buffer; empty when the host has no such buffer now.
     fn get_buffer(
@@ -194,7 +210,51 @@ pub(crate) trait Host {
         let _ = (cluster, headers, body, timeout);
         None
     }
+    /// Higress's `proxy_redis_init`: sets up the proxy's Redis client for the cluster in
+    /// `upstream` (`cluster?db=..&..`). Empty `username`/`password`: none. UNIMPLEMENTED by
+    /// default: hosts without the extension. The proxy-wasm build calls the import directly
+    /// instead (see `redis::abi`).
+    #[cfg_attr(
+        all(target_arch = "wasm32", not(target_env = "p2")),
+        allow(dead_code, reason = "the proxy-wasm build calls the import directly")
+    )]
+    fn redis_init(
+        &self,
+        upstream: &str,
+        username: &str,
+        password: &str,
+        timeout: Duration,
+    ) -> Result<(), HostError> {
+        let _ = (upstream, username, password, timeout);
+        Err(HostError {
+            call: "proxy_redis_init",
+            status: HostStatus::Unimplemented,
+        })
+    }
+    /// Higress's `proxy_redis_call`: sends a RESP `query` to `cluster` and returns the token
+    /// its `proxy_on_redis_call_response` carries. UNIMPLEMENTED by default.
+    #[cfg_attr(
+        all(target_arch = "wasm32", not(target_env = "p2")),
+        allow(dead_code, reason = "the proxy-wasm build calls the import directly")
+    )]
+    fn redis_call(&self, cluster: &str, query: &[u8]) -> Result<u32, HostError> {
+        let _ = (cluster, query);
+        Err(HostError {
+            call: "proxy_redis_call",
+            status: HostStatus::Unimplemented,
+        })
+    }
     fn continue_stream(&self, direction: Direction) -> Result<(), HostError>;
+    /// A sleep the host keeps time for itself (component hosts); `None` when sleeps run on the
+    /// root context's tick instead (proxy-wasm).
+    fn sleep_awaited(&self, duration: Duration) -> Option<AwaitedSleep> {
+        let _ = duration;
+        None
+    }
+    /// The proxy's clock (`proxy_get_current_time_nanoseconds`), nanoseconds since the epoch.
+    fn now_nanos(&self) -> u64;
+    /// Sets the root context's tick period (`proxy_set_tick_period_milliseconds`).
+    fn set_tick_period(&self, period: Duration) -> Result<(), HostError>;
     fn send_local_response(
         &self,
         status: u16,

@@ -80,11 +80,14 @@ mod client;
 mod config;
 mod driver;
 mod error;
+pub mod higress;
 mod host;
 mod logging;
 mod message;
 mod plugin;
+pub mod redis;
 mod runtime;
+mod timer;
 // The wire format is what the proxy-wasm ABI speaks; natively it is only unit-tested.
 #[cfg(any(all(target_arch = "wasm32", not(target_env = "p2")), test))]
 mod wire;
@@ -99,12 +102,14 @@ mod component;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
 
-pub use client::{CallBuilder, CallResponse, HttpClient};
+pub use client::{CallBuilder, CallResponse, Cluster, HttpClient};
 pub use config::{NoConfig, PluginConfig};
 pub use error::{CallError, ConfigError, Error};
 pub use host::{Action, HostError, HostStatus};
 pub use message::{Done, HeaderValue, HeadersMut, Message, Request, Response};
 pub use plugin::{Flow, LocalReply, Plugin};
+pub use redis::RedisClient;
+pub use timer::{Elapsed, Sleep, TickFunction, Timeout, now, sleep, timeout};
 
 /// Registers the plugin type with the proxy: `proxy_async::main!(MyPlugin);` once, at the top
 /// level of a `cdylib` crate. Built for `wasm32-wasip1` it exports the proxy-wasm ABI; built
@@ -159,6 +164,9 @@ macro_rules! main {
                 fn on_stream_end(stream: u32) {
                     glue::stream_end::<$plugin>(stream);
                 }
+                fn on_tick() {
+                    glue::tick::<$plugin>();
+                }
             }
 
             $crate::__private::component::bindings::export_plugin!(
@@ -185,7 +193,7 @@ pub mod __private {
         };
         pub use crate::component::{
             configure, log, request_body, request_headers, response_body, response_headers,
-            stream_end,
+            stream_end, tick,
         };
     }
 }

@@ -20,9 +20,15 @@ impl log::Log for HostLogger {
         let Some(runtime) = Runtime::current() else {
             return;
         };
-        match record.args().as_str() {
-            Some(message) => runtime.host.log(record.level(), message),
-            None => runtime.host.log(record.level(), &record.args().to_string()),
+        match runtime.log_prefix() {
+            Some(prefix) => {
+                let line = format!("{prefix} [{}] {}", runtime.request_id(), record.args());
+                runtime.host.log(record.level(), &line);
+            }
+            None => match record.args().as_str() {
+                Some(message) => runtime.host.log(record.level(), message),
+                None => runtime.host.log(record.level(), &record.args().to_string()),
+            },
         }
     }
 

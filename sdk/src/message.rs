@@ -359,9 +359,9 @@ impl<'a> Response<'a> {
         }
     }
 
-    /// `:status`, if present and numeric.
+    /// `:status`, if present and a valid status (three digits, 100 to 999).
     pub fn status(&self) -> Option<u16> {
-        self.message.header_str(":status")?.parse().ok()
+        crate::client::parse_status(self.message.header(":status")?.as_bytes())
     }
 }
 

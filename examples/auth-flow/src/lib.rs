@@ -2,17 +2,22 @@
 //!
 //! For every request, in `on_request_headers`:
 //!
-//! 1. Every client-supplied request header whose name starts with `x-user-` is removed, first
-//!    of all, so that no request (accepted or rejected) reaches anything with an identity the
-//!    client made up.
-//! 2. The credential is read from the credential header (`authorization` by default).
+//! 1. Every client-supplied identity header is removed, first of all, so that no request
+//!    (accepted or rejected) reaches anything with an identity the client made up. An identity
+//!    header is one whose name starts with `x-user-` in any case, also with `_` in place of a
+//!    `-` (`x_user_id`): CGI-style upstreams (PHP, WSGI, Rack) read `x_user_id` and `x-user-id`
+//!    as the same variable, so either spelling could pose as the identity this plugin sets.
+//!    Every value of a repeated one goes.
+//! 2. The credential is read from the credential header (`authorization` by default), which
+//!    must be there exactly once.
 //! 3. The credential is exchanged for a token: `POST <auth.path>` to the auth cluster with the
 //!    JSON body `{"credential": "<credential>"}`; the answer must be `200` with
-//!    `{"token": "<token>"}`.
+//!    `content-type: application/json` and `{"token": "<token>"}`.
 //! 4. The token is used to look up the user: `GET <users.path>` on the users cluster with
 //!    `authorization: Bearer <token>`; the answer must be `200` with
-//!    `{"id": "<id>", "name": "<name>"}`.
-//! 5. The request goes on upstream with `x-user-id` and `x-user-name` set from that answer.
+//!    `content-type: application/json` and `{"id": "<id>", "name": "<name>"}`.
+//! 5. The request goes on upstream with `x-user-id` and `x-user-name` set from that answer,
+//!    once each.
 //!
 //! The second call is made only after the first one answered: the hook simply awaits one, then
 //! the other, and the SDK holds the request meanwhile and resumes it once at the end.
@@ -25,9 +30,13 @@
 //! | What happened | Reply |
 //! |---|---|
 //! | The credential header is missing, empty or not UTF-8 | `401`, `www-authenticate: Bearer`, details `auth_missing_credential`; no call is made |
+//! | The credential header is there more than once (which one would the upstream believe?) | `401`, `www-authenticate: Bearer`, details `auth_ambiguous_credential`; no call is made |
 //! | The auth cluster answered `401` or `403` | `403`, details `auth_denied` |
 //! | The users cluster answered `401` or `403` | `403`, details `user_denied` |
-//! | Any other status from either cluster, a body that is not the expected JSON, a missing or unusable token, id or name, a timeout or reset, a call the proxy refused to dispatch (e.g. an unknown cluster), a response without `:status`, the proxy refusing to strip `x-user-*` or to set the identity headers | `503` ([`AuthFlow::ERROR_STATUS`]) and an error log line naming the cluster and the cause |
+//! | Any other status from either cluster (1xx, 204, 3xx, 404, 429, 5xx, ...), a `200` whose `content-type` is not `application/json` (parameters such as `; charset=utf-8` allowed, any case) or is missing or repeated, a body that is not the expected JSON, a missing or unusable token, id or name, a timeout or reset, a call the proxy refused to dispatch (e.g. an unknown cluster), a response without a valid `:status`, the proxy refusing to strip identity headers or to set them | `503` ([`AuthFlow::ERROR_STATUS`]) and an error log line naming the cluster and the cause |
+//!
+//! Envoy joins the values of a repeated `authorization` header into one (`a,b`): the plugin
+//! then sees one credential, which the auth service has to judge (and should refuse).
 //!
 //! # Configuration
 //!
@@ -41,8 +50,8 @@
 //!
 //! In each upstream block only `cluster` is required; `authority` defaults to the cluster name,
 //! `path` to `/token` (auth) or `/me` (users), `timeout_ms` to 500. `credential_header`
-//! defaults to `authorization`; it may not start with `x-user-` (those headers are removed before
-//! it is read). Unknown keys inside an upstream block are rejected (they are most likely typos);
+//! defaults to `authorization`; it may not be an identity header (those are removed before it
+//! is read). Unknown keys inside an upstream block are rejected (they are most likely typos);
 //! unknown top-level keys are ignored (Istio and Higress add their own). Errors name the field,
 //! e.g. `auth.cluster`.
 
@@ -50,10 +59,12 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use proxy_async::{
-    ConfigError, Error, Flow, HttpClient, LocalReply, Plugin, PluginConfig, Request,
+    CallResponse, ConfigError, Error, Flow, HeaderValue, HttpClient, LocalReply, Plugin,
+    PluginConfig, Request,
 };
 
-/// The prefix of the identity headers this plugin owns; client-supplied ones are removed.
+/// The prefix of the identity headers this plugin owns; client-supplied ones are removed (see
+/// [`is_identity_header`] for the spellings that count).
 pub const USER_HEADER_PREFIX: &str = "x-user-";
 
 /// The request header carrying the user's id, set after a successful lookup.
@@ -141,10 +152,12 @@ impl PluginConfig for Config {
                 "must be a header name (letters, digits, `-`, ...)",
             ));
         }
-        if header.starts_with(USER_HEADER_PREFIX) {
+        if is_identity_header(header) {
             return Err(ConfigError::field(
                 "credential_header",
-                format!("must not start with `{USER_HEADER_PREFIX}`: those headers are removed"),
+                format!(
+                    "must not be an identity header (`{USER_HEADER_PREFIX}*`, also with `_` for `-`): those headers are removed"
+                ),
             ));
         }
         Ok(())
@@ -239,24 +252,46 @@ impl Plugin for AuthFlow {
     }
 
     async fn on_request_headers(&mut self, req: &mut Request<'_>) -> Result<Flow, Error> {
+        // One read of the headers serves both the stripping and the credential. Should the
+        // read fail, it yields no headers: no credential either, so the request is refused
+        // with a 401 and goes nowhere, identity headers or not.
+        let mut spoofed: Vec<String> = Vec::new();
+        let mut credentials: Vec<HeaderValue> = Vec::new();
+        for (name, value) in req.headers() {
+            if is_identity_header(&name) {
+                if !spoofed.contains(&name) {
+                    spoofed.push(name);
+                }
+            } else if name.eq_ignore_ascii_case(&self.config.credential_header) {
+                credentials.push(value);
+            }
+        }
         // First, before any return: only this plugin may set identity headers. If the proxy
-        // refused to strip them, the request must not go on (the error is a 503).
-        req.headers_mut().try_remove_prefixed(USER_HEADER_PREFIX)?;
-
-        let credential = req
-            .header_str(&self.config.credential_header)
-            .map(|value| value.trim().to_string())
-            .unwrap_or_default();
-        if credential.is_empty() {
-            return Ok(LocalReply::new(401)
-                .header("www-authenticate", "Bearer")
-                .header("content-type", "text/plain")
-                .body("missing credential")
-                .details("auth_missing_credential")
-                .into());
+        // refused to strip one, the request must not go on (the error is a 503).
+        let mut headers = req.headers_mut();
+        for name in &spoofed {
+            headers.try_remove(name)?;
         }
 
-        let token = match self.exchange(&credential).await? {
+        let credential = match credentials.as_slice() {
+            [value] => value.to_str().map(str::trim).unwrap_or_default(),
+            [] => "",
+            // Whichever value we checked, the upstream might believe another.
+            [_, _, ..] => {
+                return Ok(unauthorized(
+                    "auth_ambiguous_credential",
+                    "more than one credential",
+                ));
+            }
+        };
+        if credential.is_empty() {
+            return Ok(unauthorized(
+                "auth_missing_credential",
+                "missing credential",
+            ));
+        }
+
+        let token = match self.exchange(credential).await? {
             Verdict::Granted(token) => token,
             Verdict::Denied(status) => {
                 log::debug!("the auth service denied the credential ({status})");
@@ -292,6 +327,7 @@ impl AuthFlow {
         if let Some(denied) = check_status("auth", upstream, reply.status())? {
             return Ok(Verdict::Denied(denied));
         }
+        check_content_type("auth", upstream, &reply)?;
         let TokenReply { token } = reply
             .json()
             .map_err(|error| Error::new(format_args!("auth: {error}")))?;
@@ -318,6 +354,7 @@ impl AuthFlow {
         if let Some(denied) = check_status("users", upstream, reply.status())? {
             return Ok(Verdict::Denied(denied));
         }
+        check_content_type("users", upstream, &reply)?;
         let user: UserReply = reply
             .json()
             .map_err(|error| Error::new(format_args!("users: {error}")))?;
@@ -341,6 +378,54 @@ fn check_status(block: &str, upstream: &Upstream, status: u16) -> Result<Option<
             upstream.cluster, upstream.path
         ))),
     }
+}
+
+/// A `200` must say it is JSON, once: a service answering HTML, or anything it did not mean as
+/// an answer to this API (an error page of a gateway in front of it, say), is not trusted even
+/// when its body happens to parse.
+fn check_content_type(block: &str, upstream: &Upstream, reply: &CallResponse) -> Result<(), Error> {
+    let mut types = reply
+        .headers()
+        .iter()
+        .filter(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+        .map(|(_, value)| value.as_slice());
+    let found = match (types.next(), types.next()) {
+        (Some(value), None) if is_json_media_type(value) => return Ok(()),
+        (Some(value), None) => format!("content-type {:?}", String::from_utf8_lossy(value)),
+        (None, _) => "no content-type".to_string(),
+        (Some(_), Some(_)) => "more than one content-type".to_string(),
+    };
+    Err(Error::new(format_args!(
+        "{block}: cluster `{}` answered 200 to {} with {found}, expected application/json",
+        upstream.cluster, upstream.path
+    )))
+}
+
+/// `application/json`, in any case, with or without parameters (`; charset=utf-8`).
+fn is_json_media_type(value: &[u8]) -> bool {
+    let media_type = value.split(|&byte| byte == b';').next().unwrap_or_default();
+    media_type
+        .trim_ascii()
+        .eq_ignore_ascii_case(b"application/json")
+}
+
+/// Whether the client may not send a header named `name`: it starts with `x-user-` in any
+/// case, with `_` in place of any `-` of that prefix.
+pub fn is_identity_header(name: &str) -> bool {
+    let prefix = USER_HEADER_PREFIX.as_bytes();
+    name.len() >= prefix.len()
+        && name.bytes().zip(prefix).all(|(byte, &expected)| {
+            byte.to_ascii_lowercase() == expected || (byte == b'_' && expected == b'-')
+        })
+}
+
+fn unauthorized(details: &str, body: &str) -> Flow {
+    LocalReply::new(401)
+        .header("www-authenticate", "Bearer")
+        .header("content-type", "text/plain")
+        .body(body.to_string())
+        .details(details)
+        .into()
 }
 
 fn denied(details: &str) -> Flow {

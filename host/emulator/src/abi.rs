@@ -149,6 +149,9 @@ pub enum BufferType {
     PluginConfiguration,
     /// Foreign function arguments (8).
     ForeignFunctionArguments,
+    /// The reply to a Redis call (9), Higress's extension: readable in
+    /// `proxy_on_redis_call_response` only.
+    RedisCallResponse,
 }
 
 impl BufferType {
@@ -164,6 +167,7 @@ impl BufferType {
             6 => BufferType::VmConfiguration,
             7 => BufferType::PluginConfiguration,
             8 => BufferType::ForeignFunctionArguments,
+            9 => BufferType::RedisCallResponse,
             _ => return None,
         })
     }

@@ -11,6 +11,10 @@
 //! The plugin can be our SDK's driver running natively (the SDK's testing API) or a compiled
 //! module in our wasmtime host: the same traffic, the same state, two backends.
 //!
+//! Higress's Redis extension is emulated too: `proxy_redis_init` and `proxy_redis_call` are
+//! recorded, and a test answers the calls itself or lets [`Proxy::run_redis`] perform them on a
+//! real `redis-server` ([`RedisServer`] starts one).
+//!
 //! ```
 //! use std::cell::RefCell;
 //! use std::rc::Rc;
@@ -44,10 +48,14 @@
 
 mod abi;
 mod proxy;
+mod redis;
+mod redis_server;
 mod state;
 
 pub use abi::{Action, BufferType, LogLevel, MapType, MetricType, Side, Status};
 pub use proxy::{Callbacks, ConfigRejected, PluginFailure, Proxy, ProxyConfig};
+pub use redis::{RedisCall, RedisInit};
+pub use redis_server::RedisServer;
 pub use state::{
     Call, ForeignFunction, GrpcCall, LogRecord, Pairs, ProxyState, ROOT_CONTEXT, SentReply,
 };

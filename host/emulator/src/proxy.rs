@@ -5,8 +5,10 @@ use std::cell::{Cell, RefCell, RefMut};
 use std::collections::BTreeSet;
 use std::fmt;
 use std::rc::Rc;
+use std::time::Duration;
 
 use crate::abi::{Action, LogLevel, Side};
+use crate::redis::RedisCall;
 use crate::state::{
     Call, Effect, GrpcCall, LogRecord, Pairs, ProxyState, ROOT_CONTEXT, SentReply, StreamState,
 };
@@ -123,6 +125,19 @@ pub trait Callbacks {
         let _ = (context_id, token, status_code);
         Ok(())
     }
+    /// `proxy_on_redis_call_response` (Higress): the reply to a `proxy_redis_call`, readable
+    /// as buffer 9 during the callback; `status != 0` means there is none (a plugin that never
+    /// calls Redis ignores it).
+    fn on_redis_call_response(
+        &mut self,
+        context_id: u32,
+        token: u32,
+        status: u32,
+        response_size: usize,
+    ) -> Result<(), PluginFailure> {
+        let _ = (context_id, token, status, response_size);
+        Ok(())
+    }
     /// `proxy_on_log`.
     fn on_log(&mut self, context_id: u32) -> Result<(), PluginFailure>;
     /// `proxy_on_done`.
@@ -223,6 +238,15 @@ impl<C: Callbacks + ?Sized> Callbacks for Box<C> {
     ) -> Result<(), PluginFailure> {
         (**self).on_grpc_close(context_id, token, status_code)
     }
+    fn on_redis_call_response(
+        &mut self,
+        context_id: u32,
+        token: u32,
+        status: u32,
+        response_size: usize,
+    ) -> Result<(), PluginFailure> {
+        (**self).on_redis_call_response(context_id, token, status, response_size)
+    }
     fn on_log(&mut self, context_id: u32) -> Result<(), PluginFailure> {
         (**self).on_log(context_id)
     }
@@ -233,6 +257,9 @@ impl<C: Callbacks + ?Sized> Callbacks for Box<C> {
         (**self).on_delete(context_id)
     }
 }
+
+/// The most Redis calls one [`Proxy::run_redis`] answers.
+const MAX_REDIS_ROUNDS: usize = 100_000;
 
 /// The plugin's configuration was rejected; holds the error lines it logged.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -258,6 +285,9 @@ pub struct ProxyConfig {
     pub clusters: Option<BTreeSet<String>>,
     /// The proxy's log level.
     pub log_level: Option<LogLevel>,
+    /// Stops the proxy's clock at this time: it then moves only with
+    /// [`Proxy::advance_time`], so timers are deterministic. `None`: the real clock.
+    pub clock: Option<std::time::SystemTime>,
 }
 
 /// An emulated proxy with one plugin in it.
@@ -290,6 +320,9 @@ impl<B: Callbacks> Proxy<B> {
             shared.clusters = config.clusters;
             if let Some(level) = config.log_level {
                 shared.log_level = level;
+            }
+            if let Some(clock) = config.clock {
+                shared.clock = Some(clock);
             }
         }
         let proxy = Proxy {
@@ -520,6 +553,40 @@ impl<B: Callbacks> Proxy<B> {
         true
     }
 
+    /// Moves the proxy's clock forward by `by` and sends the ticks that fall in that time, each
+    /// with the clock at its exact instant (ticks fall on whole tick periods after the period
+    /// was set, as Envoy's timer does). Returns how many ticks were sent. The clock stays
+    /// stopped afterwards, so a test controls time completely.
+    pub fn advance_time(&self, by: Duration) -> u32 {
+        let start = self.state.borrow_mut().freeze_clock();
+        let target = start + by;
+        let mut ticks = 0;
+        loop {
+            let next = {
+                let state = self.state.borrow();
+                let Some(period) = state.tick_period else {
+                    break;
+                };
+                // The first whole period after the origin that is later than now.
+                let since = state
+                    .now()
+                    .duration_since(state.tick_origin)
+                    .unwrap_or_default();
+                let periods = since.as_nanos() / period.as_nanos().max(1) + 1;
+                let offset = period.saturating_mul(u32::try_from(periods).unwrap_or(u32::MAX));
+                state.tick_origin + offset
+            };
+            if next > target {
+                break;
+            }
+            self.state.borrow_mut().clock = Some(next);
+            self.tick();
+            ticks += 1;
+        }
+        self.state.borrow_mut().clock = Some(target);
+        ticks
+    }
+
     /// Tells the plugin about every shared queue that received items since the last call
     /// (`proxy_on_queue_ready`, once per queue); returns how many it told.
     pub fn deliver_ready_queues(&self) -> usize {
@@ -603,6 +670,92 @@ impl<B: Callbacks> Proxy<B> {
                 self.fail_stream(call.context_id, failure);
             } else {
                 self.record_failure(failure);
+            }
+        }
+    }
+
+    /// Redis calls not answered yet, in the order they were made.
+    pub fn redis_calls(&self) -> Vec<RedisCall> {
+        self.state
+            .borrow()
+            .redis
+            .calls
+            .iter()
+            .filter(|record| !record.answered)
+            .map(|record| record.call.clone())
+            .collect()
+    }
+
+    /// Answers a Redis call: `Some(reply)` (RESP bytes) is the server's reply, `None` no reply
+    /// (the server is unreachable: the callback's status is not 0). Like HTTP calls, the
+    /// callback names the root context and comes even after the calling stream ended.
+    pub fn answer_redis(&self, call: &RedisCall, reply: Option<Vec<u8>>) {
+        {
+            let mut state = self.state.borrow_mut();
+            let Some(record) = state
+                .redis
+                .calls
+                .iter_mut()
+                .find(|record| record.call.token == call.token)
+            else {
+                panic!("Redis call {} was never made", call.token);
+            };
+            if record.answered {
+                panic!("Redis call {} was already answered", call.token);
+            }
+            record.answered = true;
+        }
+        self.deliver_redis_response(call.token, reply);
+        if let Some(failure) = self.failure() {
+            let alive = self
+                .state
+                .borrow()
+                .stream(call.context_id)
+                .is_some_and(|stream| !stream.deleted && stream.local_reply.is_none());
+            if alive {
+                self.fail_stream(call.context_id, failure);
+            }
+        }
+    }
+
+    /// Sends `proxy_on_redis_call_response` for any token, made or not, answered or not: what
+    /// a confused host presents to the plugin, which must ignore what it does not wait for.
+    pub fn deliver_redis_response(&self, token: u32, reply: Option<Vec<u8>>) {
+        let (status, size) = match &reply {
+            Some(bytes) => (0, bytes.len()),
+            None => (1, 0),
+        };
+        self.state.borrow_mut().redis.response = reply;
+        let result = self.callback(ROOT_CONTEXT, |plugin| {
+            plugin.on_redis_call_response(ROOT_CONTEXT, token, status, size)
+        });
+        self.state.borrow_mut().redis.response = None;
+        if let Err(failure) = result {
+            self.record_failure(failure);
+        }
+    }
+
+    /// Real-Redis mode: answers every pending Redis call from the `redis-server` its cluster
+    /// maps to ([`ProxyState::set_redis_server`]), one call at a time in the order they were
+    /// made, until none is pending (a hook awaiting several commands in turn gets all of them
+    /// answered). A call to a cluster without a server, or whose server does not answer, gets
+    /// no reply. Returns how many calls were answered.
+    pub fn run_redis(&self) -> usize {
+        let mut answered = 0;
+        loop {
+            let pending = self.redis_calls();
+            if pending.is_empty() {
+                return answered;
+            }
+            for call in pending {
+                if answered >= MAX_REDIS_ROUNDS {
+                    panic!(
+                        "the plugin sent more than {MAX_REDIS_ROUNDS} Redis calls in one run_redis: does it loop?"
+                    );
+                }
+                let reply = self.state.borrow_mut().exchange_redis(&call);
+                self.answer_redis(&call, reply);
+                answered += 1;
             }
         }
     }

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::abi::{BufferType, LogLevel, MapType, MetricType, Side, Status};
+use crate::redis::RedisState;
 
 /// Header pairs: names are text (lower-case), values bytes.
 pub type Pairs = Vec<(String, Vec<u8>)>;
@@ -242,6 +243,9 @@ pub(crate) struct StreamState {
     // The plugin closed (reset) the stream with `proxy_close_stream`.
     pub(crate) reset: bool,
     pub(crate) deleted: bool,
+    // Properties only this stream has (`route_name`, `cluster_name`: what the proxy knows
+    // about the request), by path as `proxy_get_property` encodes it.
+    pub(crate) properties: BTreeMap<Vec<u8>, Vec<u8>>,
 }
 
 impl StreamState {
@@ -282,6 +286,8 @@ pub struct ProxyState {
     pub(crate) logs: Vec<LogRecord>,
     pub(crate) deferred: Vec<Effect>,
     pub(crate) tick_period: Option<Duration>,
+    // When the current tick period was set: ticks fall on whole periods after it.
+    pub(crate) tick_origin: SystemTime,
     shared_data: BTreeMap<Vec<u8>, (Vec<u8>, u32)>,
     queues: Vec<Queue>,
     pub(crate) ready_queues: Vec<u32>,
@@ -289,6 +295,7 @@ pub struct ProxyState {
     properties: BTreeMap<Vec<u8>, Vec<u8>>,
     pub(crate) clock: Option<SystemTime>,
     foreign_functions: BTreeMap<String, ForeignFunction>,
+    pub(crate) redis: RedisState,
 }
 
 /// A host function a plugin calls with `proxy_call_foreign_function`.
@@ -312,6 +319,7 @@ impl Default for ProxyState {
             logs: Vec::new(),
             deferred: Vec::new(),
             tick_period: None,
+            tick_origin: UNIX_EPOCH,
             shared_data: BTreeMap::new(),
             queues: Vec::new(),
             ready_queues: Vec::new(),
@@ -319,6 +327,7 @@ impl Default for ProxyState {
             properties: BTreeMap::new(),
             clock: None,
             foreign_functions: BTreeMap::new(),
+            redis: RedisState::default(),
         }
     }
 }
@@ -490,6 +499,10 @@ impl ProxyState {
                 Some(message) => message,
                 None => return Err(Status::NotFound),
             },
+            BufferType::RedisCallResponse => match &self.redis.response {
+                Some(reply) => reply,
+                None => return Err(Status::NotFound),
+            },
             BufferType::RequestBody => &self.current_stream()?.request.body,
             BufferType::ResponseBody => &self.current_stream()?.response.body,
             _ => return Err(Status::NotFound),
@@ -557,14 +570,14 @@ impl ProxyState {
         Ok(token)
     }
 
-    fn known_cluster(&self, cluster: &str) -> Result<(), Status> {
+    pub(crate) fn known_cluster(&self, cluster: &str) -> Result<(), Status> {
         match &self.clusters {
             Some(known) if !known.contains(cluster) => Err(Status::BadArgument),
             _ => Ok(()),
         }
     }
 
-    fn next_token(&mut self) -> u32 {
+    pub(crate) fn next_token(&mut self) -> u32 {
         let token = self.next_token;
         self.next_token += 1;
         token
@@ -728,6 +741,20 @@ impl ProxyState {
     /// `proxy_set_tick_period_milliseconds`: 0 stops the ticks.
     pub fn set_tick_period(&mut self, period: Duration) {
         self.tick_period = (!period.is_zero()).then_some(period);
+        self.tick_origin = self.now();
+    }
+
+    /// The tick period the plugin set, if any.
+    pub fn tick_period(&self) -> Option<Duration> {
+        self.tick_period
+    }
+
+    /// Stops the clock at its current reading: from now on it moves only when a test moves it
+    /// (see `Proxy::advance_time`).
+    pub fn freeze_clock(&mut self) -> SystemTime {
+        let now = self.now();
+        self.clock = Some(now);
+        now
     }
 
     /// `proxy_get_current_time_nanoseconds` (and WASI's realtime clock).
@@ -872,9 +899,33 @@ impl ProxyState {
         self.metrics.get_mut(index).ok_or(Status::NotFound)
     }
 
-    /// `proxy_get_property`: the path's segments joined with `\0`; NOT_FOUND when unset.
+    /// `proxy_get_property`: the path's segments joined with `\0`; NOT_FOUND when unset. On a
+    /// stream, the stream's own properties come first (see
+    /// [`set_stream_property`](ProxyState::set_stream_property)), then the proxy's.
     pub fn get_property(&self, path: &[u8]) -> Result<Vec<u8>, Status> {
-        self.properties.get(path).cloned().ok_or(Status::NotFound)
+        self.streams
+            .get(&self.current)
+            .and_then(|stream| stream.properties.get(path))
+            .or_else(|| self.properties.get(path))
+            .cloned()
+            .ok_or(Status::NotFound)
+    }
+
+    /// Gives stream `context_id` a property of its own, as the proxy knows per request what
+    /// `route_name` or `cluster_name` are; `path` as in [`get_property`](ProxyState::get_property).
+    /// BAD_ARGUMENT for an unknown stream.
+    pub fn set_stream_property(
+        &mut self,
+        context_id: u32,
+        path: &[u8],
+        value: &[u8],
+    ) -> Result<(), Status> {
+        let stream = self
+            .streams
+            .get_mut(&context_id)
+            .ok_or(Status::BadArgument)?;
+        stream.properties.insert(path.to_vec(), value.to_vec());
+        Ok(())
     }
 
     /// `proxy_set_property`.
@@ -901,6 +952,9 @@ impl ProxyState {
         }
         self.streams.remove(&context_id);
         self.calls
+            .retain(|record| record.call.context_id != context_id);
+        self.redis
+            .calls
             .retain(|record| record.call.context_id != context_id);
     }
 }
@@ -1017,6 +1071,24 @@ mod tests {
         assert_eq!(
             state.call_foreign_function("reverse", b"ab"),
             Ok(b"ba".to_vec())
+        );
+    }
+
+    #[test]
+    fn a_stream_sees_its_own_properties_before_the_proxys() {
+        let mut state = ProxyState::default();
+        state.streams.insert(2, StreamState::default());
+        state.streams.insert(3, StreamState::default());
+        state.set_property(b"route_name", b"global");
+        state.set_stream_property(2, b"route_name", b"r2").unwrap();
+        state.current = 2;
+        assert_eq!(state.get_property(b"route_name"), Ok(b"r2".to_vec()));
+        state.current = 3;
+        assert_eq!(state.get_property(b"route_name"), Ok(b"global".to_vec()));
+        assert_eq!(state.get_property(b"cluster_name"), Err(Status::NotFound));
+        assert_eq!(
+            state.set_stream_property(9, b"route_name", b"x"),
+            Err(Status::BadArgument)
         );
     }
 

@@ -52,6 +52,16 @@ pub(super) fn start(config: &ProxyConfig) -> Option<Result<CompiledProxy, Config
 pub(super) fn start_component(
     config: &ProxyConfig,
 ) -> Option<Result<ComponentProxy, ConfigRejected>> {
+    // The `plugin` world has no Redis (a component's commands fail as unsupported): a plugin
+    // that sends Redis commands, as its module's imports show, runs natively and as a module.
+    if plugin_module().is_some_and(|module| {
+        module
+            .imports()
+            .iter()
+            .any(|(_, name)| name.starts_with("proxy_redis_"))
+    }) {
+        return None;
+    }
     let module = component_module()?;
     let state = Rc::new(RefCell::new(ProxyState::default()));
     let plugin = module

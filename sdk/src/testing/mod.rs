@@ -43,9 +43,10 @@ mod compiled;
 
 use std::cell::RefCell;
 use std::collections::BTreeSet;
+use std::net::SocketAddr;
 use std::rc::Rc;
 
-pub use proxy_emulator::{Call, ConfigRejected, SentReply};
+pub use proxy_emulator::{Call, ConfigRejected, RedisCall, RedisInit, RedisServer, SentReply};
 use proxy_emulator::{LogLevel, Proxy, ProxyConfig, ProxyState, Side};
 
 use self::native::{NativePlugin, TestHost};
@@ -77,6 +78,9 @@ macro_rules! lockstep {
     }};
 }
 
+/// Where the test proxy's clock starts, after the Unix epoch: 2026-01-01T00:00:00Z.
+const TEST_CLOCK_START: std::time::Duration = std::time::Duration::from_secs(1_767_225_600);
+
 /// One log line of the plugin.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogRecord {
@@ -89,6 +93,7 @@ pub struct LogRecord {
 /// Configures a [`PluginTest`].
 pub struct PluginTestBuilder<P: Plugin> {
     config: ProxyConfig,
+    redis_servers: Vec<(String, SocketAddr)>,
     _plugin: std::marker::PhantomData<P>,
 }
 
@@ -124,9 +129,20 @@ impl<P: Plugin> PluginTestBuilder<P> {
         self
     }
 
+    /// Sends the Redis calls to `cluster` to a real `redis-server` at `server` (e.g. a
+    /// [`RedisServer`] the test started) when the test runs [`PluginTest::run_redis`].
+    pub fn redis_server(mut self, cluster: &str, server: SocketAddr) -> Self {
+        self.redis_servers.push((cluster.to_string(), server));
+        self
+    }
+
     /// Starts the plugin: creates the root context and runs `on_configure`.
     pub fn build(self) -> Result<PluginTest<P>, ConfigRejected> {
         let state = Rc::new(RefCell::new(ProxyState::default()));
+        // Only the native proxy talks to the servers; the compiled twins get its replies.
+        for (cluster, server) in &self.redis_servers {
+            state.borrow_mut().set_redis_server(cluster, *server);
+        }
         let host = Rc::new(TestHost {
             state: Rc::clone(&state),
         });
@@ -196,7 +212,12 @@ impl<P: Plugin> PluginTest<P> {
     /// Starts building a test with more settings.
     pub fn builder() -> PluginTestBuilder<P> {
         PluginTestBuilder {
-            config: ProxyConfig::default(),
+            config: ProxyConfig {
+                // Time moves only when the test moves it (`advance_time`): timers are exact.
+                clock: Some(std::time::UNIX_EPOCH + TEST_CLOCK_START),
+                ..ProxyConfig::default()
+            },
+            redis_servers: Vec::new(),
             _plugin: std::marker::PhantomData,
         }
     }
@@ -265,6 +286,85 @@ impl<P: Plugin> PluginTest<P> {
             .deliver_call_response(token, response.clone()));
     }
 
+    /// Moves the proxy's clock forward by `by`, sending the root context's ticks that fall in
+    /// that time (see [`Plugin::TICK_PERIOD`](crate::Plugin::TICK_PERIOD)): sleeps whose
+    /// deadline passed end, due tick functions run. Returns how many ticks were sent. From the
+    /// first call on, the test's clock moves only when the test moves it.
+    pub fn advance_time(&self, by: std::time::Duration) -> u32 {
+        lockstep!(self, "advancing the clock", |proxy| proxy.advance_time(by))
+    }
+
+    /// Sleeps (and timeouts) the plugin is waiting on.
+    pub fn live_timers(&self) -> usize {
+        self.driver.runtime.timers().pending()
+    }
+
+    /// Redis calls not answered yet, in the order they were made.
+    pub fn redis_calls(&self) -> Vec<RedisCall> {
+        lockstep!(self, "the pending Redis calls", |proxy| proxy.redis_calls())
+    }
+
+    /// Every `proxy_redis_init` the plugin made that the proxy accepted.
+    pub fn redis_inits(&self) -> Vec<RedisInit> {
+        lockstep!(self, "the Redis inits", |proxy| proxy.state().redis_inits())
+    }
+
+    /// Answers a Redis call with a reply in RESP (e.g. `b"+OK\r\n"`, or
+    /// [`RedisValue::to_resp`](crate::redis::RedisValue::to_resp)).
+    pub fn respond_redis(&self, call: &RedisCall, reply: impl AsRef<[u8]>) {
+        let reply = Some(reply.as_ref().to_vec());
+        lockstep!(self, "answering a Redis call", |proxy| proxy
+            .answer_redis(call, reply.clone()));
+    }
+
+    /// Fails a Redis call as an unreachable Redis does: the callback's status is not 0.
+    pub fn fail_redis(&self, call: &RedisCall) {
+        lockstep!(self, "failing a Redis call", |proxy| proxy
+            .answer_redis(call, None));
+    }
+
+    /// Delivers a Redis reply for `token` whether or not the plugin made that call or already
+    /// had its answer: the plugin must ignore a reply nobody waits for.
+    pub fn respond_redis_to_token(&self, token: u32, reply: impl AsRef<[u8]>) {
+        let reply = Some(reply.as_ref().to_vec());
+        lockstep!(self, "answering a Redis token", |proxy| proxy
+            .deliver_redis_response(token, reply.clone()));
+    }
+
+    /// While `refuse` holds, the proxy refuses `proxy_redis_init` (BAD_ARGUMENT): a Redis it
+    /// cannot set up a client for yet.
+    pub fn refuse_redis_init(&self, refuse: bool) {
+        lockstep!(self, "refusing Redis inits", |proxy| proxy
+            .state()
+            .refuse_redis_init(refuse));
+    }
+
+    /// Answers every pending Redis call from the real `redis-server` its cluster maps to
+    /// ([`PluginTestBuilder::redis_server`]), one at a time in the order they were made,
+    /// until none is pending: a hook that awaits several commands in turn runs to its end.
+    /// A call to a cluster without a server, or whose server is down, gets no reply. The
+    /// compiled twins get the native plugin's replies, so each command reaches Redis once.
+    /// Returns how many calls were answered.
+    pub fn run_redis(&self) -> usize {
+        let mut answered = 0;
+        loop {
+            let pending = self.redis_calls();
+            if pending.is_empty() {
+                return answered;
+            }
+            for call in pending {
+                assert!(
+                    answered < MAX_REDIS_CALLS,
+                    "the plugin sent more than {MAX_REDIS_CALLS} Redis calls in one run_redis: does it loop?"
+                );
+                let reply = self.proxy.state().exchange_redis(&call);
+                lockstep!(self, "answering a Redis call", |proxy| proxy
+                    .answer_redis(&call, reply.clone()));
+                answered += 1;
+            }
+        }
+    }
+
     /// Every log line, in order, of the native run. (The compiled run's may differ by design:
     /// the `proxy-wasm` crate's dispatcher drops some events, such as a late call response for
     /// an ended stream, before the SDK sees them.)
@@ -297,7 +397,8 @@ impl<P: Plugin> PluginTest<P> {
     }
 
     /// Whether the scenario also runs against the plugin's component build (see
-    /// [`PluginTest`]).
+    /// [`PluginTest`]). Not for a plugin that sends Redis commands: the component world has
+    /// no Redis yet.
     pub fn runs_component(&self) -> bool {
         #[cfg(feature = "wasm")]
         return self.component.is_some();
@@ -321,6 +422,9 @@ impl<P: Plugin> PluginTest<P> {
     }
 }
 
+/// The most Redis calls one [`PluginTest::run_redis`] answers.
+const MAX_REDIS_CALLS: usize = 100_000;
+
 /// One HTTP stream through the plugin.
 pub struct TestStream<'t, P: Plugin> {
     test: &'t PluginTest<P>,
@@ -331,6 +435,19 @@ impl<P: Plugin> TestStream<'_, P> {
     /// The stream's context id.
     pub fn context_id(&self) -> u32 {
         self.context_id
+    }
+
+    /// Gives this stream a property the proxy knows per request, e.g. `&["route_name"]` (the
+    /// route the request took, `default/foo` in Higress) or `&["cluster_name"]` (its upstream,
+    /// `outbound|8080||foo.default.svc.cluster.local`). Set it before the request headers:
+    /// that is when the proxy knows it and Higress matches `_rules_` on it.
+    pub fn set_property(&self, path: &[&str], value: impl AsRef<[u8]>) {
+        let path = path.join("\0");
+        let set = lockstep!(self.test, "setting a property", |proxy| proxy
+            .state()
+            .set_stream_property(self.context_id, path.as_bytes(), value.as_ref())
+            .is_ok());
+        assert!(set, "stream {} is unknown to the proxy", self.context_id);
     }
 
     /// Delivers the request headers (names are lower-cased, as proxies do).

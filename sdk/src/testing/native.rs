@@ -34,7 +34,7 @@ impl<P: Plugin> NativePlugin<P> {
         size: usize,
         end_of_stream: bool,
     ) -> Result<proxy_emulator::Action, PluginFailure> {
-        Ok(to_emulator(self.driver.runtime.on_hook(
+        Ok(to_emulator(self.driver.on_hook(
             context_id,
             phase,
             size,
@@ -113,6 +113,24 @@ impl<P: Plugin> Callbacks for NativePlugin<P> {
         Ok(())
     }
 
+    fn on_tick(&mut self, root_id: u32) -> Result<(), PluginFailure> {
+        self.driver.runtime.on_tick(root_id);
+        Ok(())
+    }
+
+    fn on_redis_call_response(
+        &mut self,
+        context_id: u32,
+        token: u32,
+        status: u32,
+        response_size: usize,
+    ) -> Result<(), PluginFailure> {
+        self.driver
+            .runtime
+            .on_redis_response(context_id, token, status, response_size);
+        Ok(())
+    }
+
     fn on_log(&mut self, context_id: u32) -> Result<(), PluginFailure> {
         self.driver.runtime.on_log(context_id);
         Ok(())
@@ -123,7 +141,7 @@ impl<P: Plugin> Callbacks for NativePlugin<P> {
     }
 
     fn on_delete(&mut self, context_id: u32) -> Result<(), PluginFailure> {
-        self.driver.runtime.on_delete(context_id);
+        self.driver.on_delete(context_id);
         Ok(())
     }
 }
@@ -148,6 +166,7 @@ fn buffer_type(buffer: BufferKind) -> BufferType {
         BufferKind::ResponseBody => BufferType::ResponseBody,
         BufferKind::CallResponseBody => BufferType::CallResponseBody,
         BufferKind::PluginConfiguration => BufferType::PluginConfiguration,
+        BufferKind::RedisCallResponse => BufferType::RedisCallResponse,
     }
 }
 
@@ -206,6 +225,14 @@ impl Host for TestHost {
             Ok(value) => Ok(Some(value)),
             Err(Status::NotFound) => Ok(None),
             Err(status) => Err(refused("proxy_get_header_map_value")(status)),
+        }
+    }
+
+    fn get_property(&self, path: &[&str]) -> Result<Option<Vec<u8>>, HostError> {
+        match self.state.borrow().get_property(path.join("\0").as_bytes()) {
+            Ok(value) => Ok(Some(value)),
+            Err(Status::NotFound) => Ok(None),
+            Err(status) => Err(refused("proxy_get_property")(status)),
         }
     }
 
@@ -284,6 +311,26 @@ impl Host for TestHost {
             .map_err(refused("proxy_http_call"))
     }
 
+    fn redis_init(
+        &self,
+        upstream: &str,
+        username: &str,
+        password: &str,
+        timeout: Duration,
+    ) -> Result<(), HostError> {
+        self.state
+            .borrow_mut()
+            .redis_init(upstream, username, password, timeout)
+            .map_err(refused("proxy_redis_init"))
+    }
+
+    fn redis_call(&self, cluster: &str, query: &[u8]) -> Result<u32, HostError> {
+        self.state
+            .borrow_mut()
+            .redis_call(cluster, query)
+            .map_err(refused("proxy_redis_call"))
+    }
+
     fn continue_stream(&self, direction: Direction) -> Result<(), HostError> {
         let side = match direction {
             Direction::Request => Side::Request,
@@ -293,6 +340,15 @@ impl Host for TestHost {
             .borrow_mut()
             .continue_stream(side)
             .map_err(refused("proxy_continue_stream"))
+    }
+
+    fn now_nanos(&self) -> u64 {
+        self.state.borrow().now_nanos()
+    }
+
+    fn set_tick_period(&self, period: Duration) -> Result<(), HostError> {
+        self.state.borrow_mut().set_tick_period(period);
+        Ok(())
     }
 
     fn send_local_response(

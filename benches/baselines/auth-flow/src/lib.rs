@@ -154,10 +154,12 @@ fn parse_config(bytes: &[u8]) -> Result<Config, String> {
             "must be a header name (letters, digits, `-`, ...)",
         ));
     }
-    if header.starts_with(USER_HEADER_PREFIX) {
+    if is_identity_header(header) {
         return Err(field_error(
             "credential_header",
-            &format!("must not start with `{USER_HEADER_PREFIX}`: those headers are removed"),
+            &format!(
+                "must not be an identity header (`{USER_HEADER_PREFIX}*`, also with `_` for `-`): those headers are removed"
+            ),
         ));
     }
     Ok(config)
@@ -264,29 +266,36 @@ impl HttpContext for AuthFlow {
             fail("the plugin has no valid configuration");
             return Action::Pause;
         };
-        // First, before any return: only this plugin may set identity headers.
-        for (name, _) in self.get_http_request_headers_bytes() {
-            let name = name.to_ascii_lowercase();
-            if name.starts_with(USER_HEADER_PREFIX) {
-                self.remove_http_request_header(&name);
+        // One read of the headers for the stripping and the credential.
+        let mut spoofed: Vec<String> = Vec::new();
+        let mut credentials: Vec<Vec<u8>> = Vec::new();
+        for (name, value) in self.get_http_request_headers_bytes() {
+            if is_identity_header(&name) {
+                if !spoofed.contains(&name) {
+                    spoofed.push(name);
+                }
+            } else if name.eq_ignore_ascii_case(&config.credential_header) {
+                credentials.push(value);
             }
         }
+        // First, before any return: only this plugin may set identity headers.
+        for name in &spoofed {
+            self.remove_http_request_header(name);
+        }
 
-        let credential = self
-            .get_http_request_header_bytes(&config.credential_header)
-            .and_then(|value| String::from_utf8(value).ok())
-            .map(|value| value.trim().to_string())
-            .unwrap_or_default();
+        let credential = match credentials.as_slice() {
+            [value] => std::str::from_utf8(value)
+                .map(str::trim)
+                .unwrap_or_default()
+                .to_string(),
+            [] => String::new(),
+            [_, _, ..] => {
+                unauthorized("auth_ambiguous_credential", "more than one credential");
+                return Action::Pause;
+            }
+        };
         if credential.is_empty() {
-            send_reply(
-                401,
-                "auth_missing_credential",
-                "missing credential",
-                &[
-                    ("www-authenticate", "Bearer"),
-                    ("content-type", "text/plain"),
-                ],
-            );
+            unauthorized("auth_missing_credential", "missing credential");
             return Action::Pause;
         }
 
@@ -329,6 +338,7 @@ impl AuthFlow {
             denied("auth_denied");
             return Ok(());
         }
+        self.check_content_type("auth", auth)?;
         let TokenReply { token } =
             serde_json::from_slice(&body).map_err(|error| invalid_json("auth", auth, &error))?;
         // RFC 6750 b64token characters are a subset of this; anything else cannot be sent on.
@@ -364,6 +374,7 @@ impl AuthFlow {
             denied("user_denied");
             return Ok(());
         }
+        self.check_content_type("users", users)?;
         let user: UserReply =
             serde_json::from_slice(&body).map_err(|error| invalid_json("users", users, &error))?;
         if user.id.is_empty() || !is_header_value(&user.id) || !is_header_value(&user.name) {
@@ -395,7 +406,7 @@ impl AuthFlow {
         }
         let status = self
             .get_http_call_response_header_bytes(":status")
-            .and_then(|value| std::str::from_utf8(&value).ok()?.parse::<u16>().ok())
+            .and_then(|value| parse_status(&value))
             .ok_or_else(|| {
                 format!(
                     "{block}: response from cluster `{}` has no valid :status",
@@ -409,6 +420,25 @@ impl AuthFlow {
                 .unwrap_or_default()
         };
         Ok((status, body))
+    }
+
+    /// A `200` must say it is JSON, once.
+    fn check_content_type(&self, block: &str, upstream: &Upstream) -> Result<(), String> {
+        let headers = self.get_http_call_response_headers_bytes();
+        let mut types = headers
+            .iter()
+            .filter(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+            .map(|(_, value)| value.as_slice());
+        let found = match (types.next(), types.next()) {
+            (Some(value), None) if is_json_media_type(value) => return Ok(()),
+            (Some(value), None) => format!("content-type {:?}", String::from_utf8_lossy(value)),
+            (None, _) => "no content-type".to_string(),
+            (Some(_), Some(_)) => "more than one content-type".to_string(),
+        };
+        Err(format!(
+            "{block}: cluster `{}` answered 200 to {} with {found}, expected application/json",
+            upstream.cluster, upstream.path
+        ))
     }
 }
 
@@ -463,6 +493,49 @@ fn invalid_json(block: &str, upstream: &Upstream, error: &serde_json::Error) -> 
         "{block}: response from cluster `{}` is invalid: body is not the expected JSON: {error}",
         upstream.cluster
     )
+}
+
+/// An HTTP status: three digits, 100 to 999 (what the SDK accepts as `:status`).
+fn parse_status(value: &[u8]) -> Option<u16> {
+    match *value {
+        [
+            first @ b'1'..=b'9',
+            second @ b'0'..=b'9',
+            third @ b'0'..=b'9',
+        ] => Some(
+            u16::from(first - b'0') * 100 + u16::from(second - b'0') * 10 + u16::from(third - b'0'),
+        ),
+        _ => None,
+    }
+}
+
+/// `application/json`, in any case, with or without parameters (`; charset=utf-8`).
+fn is_json_media_type(value: &[u8]) -> bool {
+    let media_type = value.split(|&byte| byte == b';').next().unwrap_or_default();
+    media_type
+        .trim_ascii()
+        .eq_ignore_ascii_case(b"application/json")
+}
+
+/// `x-user-*` in any case, with `_` in place of any `-` of the prefix.
+fn is_identity_header(name: &str) -> bool {
+    let prefix = USER_HEADER_PREFIX.as_bytes();
+    name.len() >= prefix.len()
+        && name.bytes().zip(prefix).all(|(byte, &expected)| {
+            byte.to_ascii_lowercase() == expected || (byte == b'_' && expected == b'-')
+        })
+}
+
+fn unauthorized(details: &str, body: &str) {
+    send_reply(
+        401,
+        details,
+        body,
+        &[
+            ("www-authenticate", "Bearer"),
+            ("content-type", "text/plain"),
+        ],
+    );
 }
 
 fn denied(details: &str) {

@@ -1,0 +1,48 @@
+//! Redis commands awaited from hooks, on Higress's extension to proxy-wasm
+//! (`proxy_redis_init`, `proxy_redis_call`, `proxy_on_redis_call_response`).
+//!
+//! ```no_run
+//! use std::rc::Rc;
+//! use proxy_async::redis::RedisClient;
+//! use proxy_async::{Error, Flow, LocalReply, NoConfig, Plugin, Request};
+//!
+//! struct RateLimit {
+//!     redis: RedisClient,
+//! }
+//!
+//! impl Plugin for RateLimit {
+//!     type Config = NoConfig;
+//!
+//!     fn new(_: &Rc<NoConfig>) -> Self {
+//!         RateLimit { redis: RedisClient::new("outbound|6379||redis.static") }
+//!     }
+//!
+//!     async fn on_request_headers(&mut self, req: &mut Request<'_>) -> Result<Flow, Error> {
+//!         let key = format!("rate:{}", req.header_str("x-api-key").unwrap_or_default());
+//!         let count = self.redis.incr(&key).await?;
+//!         if count == 1 {
+//!             self.redis.expire(&key, 60).await?;
+//!         }
+//!         if count > 100 {
+//!             return Ok(LocalReply::new(429).into());
+//!         }
+//!         Ok(Flow::Continue)
+//!     }
+//! }
+//! ```
+//!
+//! A command's future is the hook's like an HTTP call's: the stream waits while it is
+//! pending, and a stream that ends drops it (the late reply is ignored). Failures are
+//! [`RedisError`]s, never panics: replies are decoded by a RESP2 parser that takes any bytes.
+
+#[cfg(all(target_arch = "wasm32", not(target_env = "p2")))]
+pub(crate) mod abi;
+mod client;
+mod commands;
+mod error;
+mod resp;
+
+pub use client::RedisClient;
+pub(crate) use client::{RedisReply, RedisState};
+pub use error::RedisError;
+pub use resp::{MAX_DEPTH, RedisValue, RespError, encode_command};
