@@ -4,7 +4,9 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 
+use crate::config;
 use crate::error::Error;
+use crate::higress::Rules;
 use crate::higress::rules::{self, RuleSet};
 use crate::higress::{LogFormat, request};
 use crate::host::{Action, BufferKind, Host};
@@ -65,7 +67,14 @@ impl<P: Plugin> Driver<P> {
             self.runtime
                 .set_log_prefix(Some(format!("[{plugin_name}] [{id}]")));
         }
-        match rules::parse::<P::Config>(&bytes, P::HIGRESS_RULES) {
+        // A constant per plugin type: a plugin without rules compiles none of their parsing
+        // or matching in.
+        let parsed = if P::HIGRESS_RULES == Rules::Off {
+            config::parse::<P::Config>(&bytes).map(RuleSet::global_only)
+        } else {
+            rules::parse::<P::Config>(&bytes, P::HIGRESS_RULES)
+        };
+        match parsed {
             Ok(parsed) => {
                 // Higress registers tick functions from every configuration it parses, the
                 // rules' included.
@@ -88,6 +97,7 @@ impl<P: Plugin> Driver<P> {
         match config {
             Some(set) => match set.only_global() {
                 Some(config) => self.start_stream(context_id, config),
+                None if P::HIGRESS_RULES == Rules::Off => {}
                 None => {
                     self.unmatched
                         .borrow_mut()
@@ -120,6 +130,9 @@ impl<P: Plugin> Driver<P> {
         size: usize,
         end_of_stream: bool,
     ) -> Action {
+        if P::HIGRESS_RULES == Rules::Off {
+            return self.runtime.on_hook(context_id, phase, size, end_of_stream);
+        }
         let unmatched = self.unmatched.borrow_mut().remove(&context_id);
         if let Some(set) = unmatched {
             let selected = {
@@ -141,8 +154,10 @@ impl<P: Plugin> Driver<P> {
 
     /// `proxy_on_delete`: forgets the stream.
     pub(crate) fn on_delete(&self, context_id: u32) {
-        self.unmatched.borrow_mut().remove(&context_id);
-        self.skipped.borrow_mut().remove(&context_id);
+        if P::HIGRESS_RULES != Rules::Off {
+            self.unmatched.borrow_mut().remove(&context_id);
+            self.skipped.borrow_mut().remove(&context_id);
+        }
         self.runtime.on_delete(context_id);
     }
 }
