@@ -3,48 +3,20 @@
 
 #![cfg(not(target_arch = "wasm32"))]
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use e2e::{Envoy, EnvoyConfig, Server, Upstreams, json, plugin_wasm, send};
+use e2e::{
+    Envoy, EnvoyConfig, Server, Upstreams, assert_no_wasm_failure_logged, json, plugin_wasm, send,
+    wasm_vm_stats,
+};
 use hyper::StatusCode;
 
 /// The auth-flow configuration of the demo.
 const AUTH_FLOW_CONFIG: &str = r#"{"auth": {"cluster": "auth"}, "users": {"cluster": "users"}}"#;
-
-/// The stats that record a wasm VM failing, being replaced or being created: Envoy has no
-/// `vm_failed` counter (envoyproxy/envoy#40882), so a failure shows as a VM created or
-/// reloaded, or a request failed by the wasm filter itself.
-fn wasm_vm_stats(stats: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
-    stats
-        .iter()
-        .filter(|(name, _)| {
-            name.starts_with("wasm.")
-                && (name.contains("created")
-                    || name.contains("active")
-                    || name.contains("vm_reload")
-                    || name.contains("fail"))
-        })
-        .map(|(name, value)| (name.clone(), *value))
-        .collect()
-}
-
-/// Checks that Envoy's log holds no wasm failure.
-fn assert_no_wasm_failure_logged(envoy: &Envoy) {
-    let log = envoy.log();
-    for sign in [
-        "wasm_fail_stream",
-        "Uncaught RuntimeError",
-        "panicked at",
-        "Wasm VM failed",
-    ] {
-        assert!(!log.contains(sign), "Envoy's log shows `{sign}`:\n{log}");
-    }
-}
 
 #[test]
 fn client_disconnect_mid_call_leaves_envoy_serving() {
