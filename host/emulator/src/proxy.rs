@@ -503,16 +503,20 @@ impl<B: Callbacks> Proxy<B> {
             record.answered = true;
         }
         self.deliver_call_response(call.token, response);
-        // `deliver_call_response` records a trap as the plugin's failure; Envoy also fails the
-        // stream the call's context belongs to, if it still exists.
+        self.fail_calling_stream(call.context_id);
+    }
+
+    /// After a call's reply: `deliver_*_response` records a trap as the plugin's failure;
+    /// Envoy also fails the stream that made the call, if it still exists.
+    fn fail_calling_stream(&self, context_id: u32) {
         if let Some(failure) = self.failure() {
             let alive = self
                 .state
                 .borrow()
-                .stream(call.context_id)
+                .stream(context_id)
                 .is_some_and(|stream| !stream.deleted && stream.local_reply.is_none());
             if alive {
-                self.fail_stream(call.context_id, failure);
+                self.fail_stream(context_id, failure);
             }
         }
     }
@@ -706,16 +710,7 @@ impl<B: Callbacks> Proxy<B> {
             record.answered = true;
         }
         self.deliver_redis_response(call.token, reply);
-        if let Some(failure) = self.failure() {
-            let alive = self
-                .state
-                .borrow()
-                .stream(call.context_id)
-                .is_some_and(|stream| !stream.deleted && stream.local_reply.is_none());
-            if alive {
-                self.fail_stream(call.context_id, failure);
-            }
-        }
+        self.fail_calling_stream(call.context_id);
     }
 
     /// Sends `proxy_on_redis_call_response` for any token, made or not, answered or not: what
