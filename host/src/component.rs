@@ -135,6 +135,13 @@ fn body_type(message: http_stream::Message) -> BufferType {
     }
 }
 
+fn message_side(message: http_stream::Message) -> Side {
+    match message {
+        http_stream::Message::Request => Side::Request,
+        http_stream::Message::Response => Side::Response,
+    }
+}
+
 fn usize_of(value: u64) -> usize {
     usize::try_from(value).unwrap_or(usize::MAX)
 }
@@ -167,6 +174,26 @@ pub struct StoreState {
     /// The plugin's tick period (from its settings), started with the first sleep.
     tick_period: Duration,
     finished: Vec<Finished>,
+    /// Where each stream's running chunk hook finds its chunk in the body buffer, per side.
+    windows: HashMap<u32, [BodyWindow; 2]>,
+}
+
+/// One side's body as chunk hooks see it (the SDK's proxy-wasm driver keeps the same): while
+/// a chunk's hook runs, the proxy holds that chunk and buffers the ones after it; the buffer
+/// holds the chunks already handled (`handled` bytes), the running chunk (`len` bytes at
+/// `offset`), then the waiting chunks. `get-body`/`set-body` act on the running chunk only.
+#[derive(Copy, Clone, Default, Debug)]
+struct BodyWindow {
+    known: u64,
+    handled: u64,
+    offset: u64,
+    len: u64,
+}
+
+impl StoreState {
+    fn window_mut(&mut self, stream: u32, side: Side) -> &mut BodyWindow {
+        &mut self.windows.entry(stream).or_default()[side as usize]
+    }
 }
 
 impl WasiView for StoreState {
@@ -263,6 +290,9 @@ impl http_stream::Host for StoreState {
         start: u64,
         max: u64,
     ) -> Result<Vec<u8>, types::HostError> {
+        let window = *self.window_mut(stream, message_side(message));
+        let max = max.min(window.len.saturating_sub(start));
+        let start = window.offset.saturating_add(start);
         on_stream(stream, |state| {
             state.get_buffer(body_type(message), usize_of(start), usize_of(max))
         })
@@ -276,9 +306,24 @@ impl http_stream::Host for StoreState {
         size: u64,
         data: Vec<u8>,
     ) -> Result<(), types::HostError> {
+        // The guest's chunk is `[offset, offset + len)` of the proxy's buffer: the same edits
+        // (prepend, append, replace) apply to that range.
+        let window = *self.window_mut(stream, message_side(message));
+        let (at, replaced) = if start == 0 && size == 0 {
+            (window.offset, 0)
+        } else if start >= window.len {
+            (window.offset + window.len, 0)
+        } else {
+            (window.offset + start, size.min(window.len - start))
+        };
+        let added = u64::try_from(data.len()).unwrap_or(u64::MAX);
         on_stream(stream, |state| {
-            state.set_buffer(body_type(message), usize_of(start), usize_of(size), &data)
-        })
+            state.set_buffer(body_type(message), usize_of(at), usize_of(replaced), &data)
+        })?;
+        let window = self.window_mut(stream, message_side(message));
+        window.len = (window.len + added).saturating_sub(replaced);
+        window.known = (window.known + added).saturating_sub(replaced);
+        Ok(())
     }
 }
 
@@ -526,6 +571,7 @@ impl ComponentModule {
             next_sleep: 0,
             tick_period: Duration::from_millis(100),
             finished: Vec::new(),
+            windows: HashMap::new(),
         };
         let mut store = Store::new(&self.engine, data);
         store.set_fuel(FUEL_PER_RUN).map_err(load_error)?;
@@ -568,6 +614,9 @@ struct StreamHooks {
     replied: bool,
     /// The stream ended while a hook ran: that hook's result is dropped, and `on-log` skipped.
     abandoned: bool,
+    /// The size of a buffered body held whose hook has not run, per side (request,
+    /// response): trailers end such a body, and its hook runs before theirs.
+    held_body: [Option<u64>; 2],
 }
 
 /// The hooks of the world, as the proxy's callbacks name them.
@@ -575,16 +624,20 @@ struct StreamHooks {
 enum Phase {
     RequestHeaders,
     RequestBody,
+    RequestTrailers,
     ResponseHeaders,
     ResponseBody,
+    ResponseTrailers,
     Log,
 }
 
 impl Phase {
     fn side(self) -> Side {
         match self {
-            Phase::RequestHeaders | Phase::RequestBody => Side::Request,
-            Phase::ResponseHeaders | Phase::ResponseBody | Phase::Log => Side::Response,
+            Phase::RequestHeaders | Phase::RequestBody | Phase::RequestTrailers => Side::Request,
+            Phase::ResponseHeaders | Phase::ResponseBody | Phase::ResponseTrailers | Phase::Log => {
+                Side::Response
+            }
         }
     }
 }
@@ -768,6 +821,18 @@ impl ComponentPlugin {
                 params: (stream, size, end_of_stream),
                 result: |(flow,)| Some(flow),
             }),
+            Phase::RequestTrailers => self.store.spawn(HookTask {
+                stream,
+                func: hooks.func_on_request_trailers(),
+                params: (stream,),
+                result: |(flow,)| Some(flow),
+            }),
+            Phase::ResponseTrailers => self.store.spawn(HookTask {
+                stream,
+                func: hooks.func_on_response_trailers(),
+                params: (stream,),
+                result: |(flow,)| Some(flow),
+            }),
             Phase::Log => self.store.spawn(HookTask {
                 stream,
                 func: hooks.func_on_log(),
@@ -778,6 +843,11 @@ impl ComponentPlugin {
         spawned.map_err(|error| failure(format!("{error:#}")))?;
         if let Some(hooks) = self.streams.get_mut(&stream) {
             hooks.running = Some(phase);
+        }
+        if matches!(phase, Phase::RequestBody | Phase::ResponseBody) {
+            let window = self.store.data_mut().window_mut(stream, phase.side());
+            window.offset = window.handled;
+            window.len = size;
         }
         Ok(())
     }
@@ -841,10 +911,51 @@ impl ComponentPlugin {
         if buffered && size > self.settings.body_buffer_limit {
             return Ok(self.refuse_oversized_body(phase, stream, size));
         }
+        let side = phase.side() as usize;
         if buffered && !end_of_stream {
+            if let Some(hooks) = self.streams.get_mut(&stream) {
+                hooks.held_body[side] = Some(size);
+            }
             return Ok(ProxyAction::Pause);
         }
-        self.hook(phase, stream, size, end_of_stream)
+        if let Some(hooks) = self.streams.get_mut(&stream) {
+            hooks.held_body[side] = None;
+        }
+        // The callback reports every byte the proxy buffers for the side; the hook gets the
+        // new chunk only.
+        let window = self.store.data_mut().window_mut(stream, phase.side());
+        let chunk = size.saturating_sub(window.known);
+        window.known = size;
+        let action = self.hook(phase, stream, chunk, end_of_stream)?;
+        if action == ProxyAction::Continue {
+            *self.store.data_mut().window_mut(stream, phase.side()) = BodyWindow::default();
+        }
+        Ok(action)
+    }
+
+    /// A trailers callback: they end a body the plugin buffers, whose hook runs first.
+    fn trailers_hook(
+        &mut self,
+        body: Phase,
+        trailers: Phase,
+        stream: u32,
+    ) -> Result<ProxyAction, PluginFailure> {
+        let side = trailers.side() as usize;
+        let held = self
+            .streams
+            .get_mut(&stream)
+            .and_then(|hooks| hooks.held_body[side].take());
+        if let Some(size) = held
+            && self.hook(body, stream, size, true)? == ProxyAction::Pause
+        {
+            if let Some(hooks) = self.streams.get_mut(&stream)
+                && hooks.running.is_some()
+            {
+                hooks.queued.push_back((trailers, 0, true));
+            }
+            return Ok(ProxyAction::Pause);
+        }
+        self.hook(trailers, stream, 0, true)
     }
 
     /// Refuses a buffered body past the plugin's limit, as Envoy does at its buffer limit:
@@ -908,6 +1019,19 @@ impl ComponentPlugin {
                     .queued
                     .front()
                     .is_some_and(|(next, _, _)| next.side() == phase.side());
+                let windows = self
+                    .store
+                    .data_mut()
+                    .windows
+                    .entry(done.stream)
+                    .or_default();
+                let window = &mut windows[phase.side() as usize];
+                if held_next {
+                    window.handled = window.offset + window.len;
+                    window.len = 0;
+                } else if resume || phase == Phase::Log {
+                    *window = BodyWindow::default();
+                }
                 if resume && phase != Phase::Log && !held_next {
                     let _ = state.set_effective_context(done.stream);
                     if let Err(status) = state.continue_stream(phase.side()) {
@@ -1103,6 +1227,22 @@ impl Callbacks for ComponentPlugin {
         )
     }
 
+    fn on_request_trailers(
+        &mut self,
+        context_id: u32,
+        _trailers: usize,
+    ) -> Result<ProxyAction, PluginFailure> {
+        self.trailers_hook(Phase::RequestBody, Phase::RequestTrailers, context_id)
+    }
+
+    fn on_response_trailers(
+        &mut self,
+        context_id: u32,
+        _trailers: usize,
+    ) -> Result<ProxyAction, PluginFailure> {
+        self.trailers_hook(Phase::ResponseBody, Phase::ResponseTrailers, context_id)
+    }
+
     fn on_http_call_response(
         &mut self,
         _context_id: u32,
@@ -1195,6 +1335,7 @@ impl Callbacks for ComponentPlugin {
         self.abandon(context_id)?;
         // Context ids are not reused; forgetting it keeps the set from growing.
         self.store.data_mut().abandoned.remove(&context_id);
+        self.store.data_mut().windows.remove(&context_id);
         if self.streams.remove(&context_id).is_none() {
             return Ok(());
         }

@@ -477,6 +477,28 @@ impl<A: Abi + 'static> Callbacks for Plugin<A> {
             .map_err(failure)
     }
 
+    fn on_request_trailers(
+        &mut self,
+        context_id: u32,
+        trailers: usize,
+    ) -> Result<ProxyAction, PluginFailure> {
+        let trailers = u32::try_from(trailers).unwrap_or(u32::MAX);
+        Plugin::on_request_trailers(self, context_id, trailers)
+            .map(action)
+            .map_err(failure)
+    }
+
+    fn on_response_trailers(
+        &mut self,
+        context_id: u32,
+        trailers: usize,
+    ) -> Result<ProxyAction, PluginFailure> {
+        let trailers = u32::try_from(trailers).unwrap_or(u32::MAX);
+        Plugin::on_response_trailers(self, context_id, trailers)
+            .map(action)
+            .map_err(failure)
+    }
+
     fn on_http_call_response(
         &mut self,
         context_id: u32,

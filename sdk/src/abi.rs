@@ -16,7 +16,9 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action as AbiAction, ContextType};
 
 use crate::driver::Driver;
-use crate::host::{Action, BufferKind, Direction, Host, HostError, MapKind, Pairs, check};
+use crate::host::{
+    Action, BufferKind, Direction, GrpcRequest, Host, HostError, MapKind, Pairs, check,
+};
 use crate::plugin::Plugin;
 use crate::runtime::{Phase, Runtime};
 use crate::wire::{decode_map, encode_map};
@@ -76,6 +78,37 @@ unsafe extern "C" {
         return_size: *mut usize,
     ) -> u32;
     fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
+    fn proxy_call_foreign_function(
+        name_data: *const u8,
+        name_size: usize,
+        arguments_data: *const u8,
+        arguments_size: usize,
+        return_results_data: *mut *mut u8,
+        return_results_size: *mut usize,
+    ) -> u32;
+    fn proxy_get_status(
+        return_code: *mut u32,
+        return_message_data: *mut *mut u8,
+        return_message_size: *mut usize,
+    ) -> u32;
+    fn proxy_register_shared_queue(
+        name_data: *const u8,
+        name_size: usize,
+        return_id: *mut u32,
+    ) -> u32;
+    fn proxy_resolve_shared_queue(
+        vm_id_data: *const u8,
+        vm_id_size: usize,
+        name_data: *const u8,
+        name_size: usize,
+        return_id: *mut u32,
+    ) -> u32;
+    fn proxy_enqueue_shared_queue(queue_id: u32, value_data: *const u8, value_size: usize) -> u32;
+    fn proxy_dequeue_shared_queue(
+        queue_id: u32,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+    ) -> u32;
     fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
     fn proxy_send_local_response(
         status_code: u32,
@@ -95,7 +128,7 @@ unsafe extern "C" {
 /// `data` is null, or was returned by the host for this call: the host allocated it with
 /// `proxy_on_memory_allocate(size)` (the `proxy-wasm` crate's allocator, which leaks a
 /// `Vec<u8>` of capacity `size`) and wrote `size` bytes to it, and nothing else owns it.
-unsafe fn take_host_bytes(data: *mut u8, size: usize) -> Vec<u8> {
+pub(crate) unsafe fn take_host_bytes(data: *mut u8, size: usize) -> Vec<u8> {
     if data.is_null() {
         return Vec::new();
     }
@@ -346,6 +379,153 @@ impl Host for AbiHost {
     }
 }
 
+/// gRPC and shared queues, called directly rather than through the `Host` trait object: its
+/// vtable would link their imports (and the `proxy-wasm` crate's gRPC code) into every
+/// plugin, while only plugins that use them should have them (see `host::optional`).
+impl AbiHost {
+    // gRPC goes through the `proxy-wasm` crate, whose dispatcher routes the callbacks only
+    // for tokens it registered. Its wrappers panic on statuses they do not expect; the
+    // upstream is given as an encoded `GrpcService` (see `grpc::upstream`), for which Envoy
+    // answers none of those.
+    pub(crate) fn grpc_call(
+        &self,
+        call: &GrpcRequest<'_>,
+        message: &[u8],
+    ) -> Result<u32, HostError> {
+        let upstream = crate::grpc::upstream(call.cluster);
+        proxy_wasm::hostcalls::dispatch_grpc_call(
+            &upstream,
+            call.service,
+            call.method,
+            call.metadata.to_vec(),
+            Some(message),
+            call.timeout.min(Duration::from_millis(u64::from(u32::MAX))),
+        )
+        .map_err(|status| crate_error("proxy_grpc_call", status))
+    }
+
+    pub(crate) fn grpc_stream(&self, call: &GrpcRequest<'_>) -> Result<u32, HostError> {
+        let upstream = crate::grpc::upstream(call.cluster);
+        proxy_wasm::hostcalls::open_grpc_stream(
+            &upstream,
+            call.service,
+            call.method,
+            call.metadata.to_vec(),
+        )
+        .map_err(|status| crate_error("proxy_grpc_stream", status))
+    }
+
+    pub(crate) fn grpc_send(
+        &self,
+        token: u32,
+        message: &[u8],
+        end_stream: bool,
+    ) -> Result<(), HostError> {
+        proxy_wasm::hostcalls::send_grpc_stream_message(token, Some(message), end_stream)
+            .map_err(|status| crate_error("proxy_grpc_send", status))
+    }
+
+    pub(crate) fn grpc_cancel(&self, token: u32, stream: bool) -> Result<(), HostError> {
+        let result = if stream {
+            proxy_wasm::hostcalls::cancel_grpc_stream(token)
+        } else {
+            proxy_wasm::hostcalls::cancel_grpc_call(token)
+        };
+        result.map_err(|status| crate_error("proxy_grpc_cancel", status))
+    }
+
+    pub(crate) fn call_foreign_function(
+        &self,
+        name: &str,
+        arguments: &[u8],
+    ) -> Result<Vec<u8>, HostError> {
+        let mut data = null_mut();
+        let mut size = 0;
+        // SAFETY: `name` and `arguments` are valid for reads, the out-pointers for writes,
+        // during the call.
+        let code = unsafe {
+            proxy_call_foreign_function(
+                name.as_ptr(),
+                name.len(),
+                arguments.as_ptr(),
+                arguments.len(),
+                &mut data,
+                &mut size,
+            )
+        };
+        check("proxy_call_foreign_function", code)?;
+        // SAFETY: on OK the host handed us an allocation of `size` bytes (see `take_host_bytes`).
+        Ok(unsafe { take_host_bytes(data, size) })
+    }
+
+    pub(crate) fn grpc_close(&self, token: u32) -> Result<(), HostError> {
+        proxy_wasm::hostcalls::close_grpc_stream(token)
+            .map_err(|status| crate_error("proxy_grpc_close", status))
+    }
+
+    pub(crate) fn grpc_status(&self) -> Result<(u32, Vec<u8>), HostError> {
+        let mut code = 0;
+        let mut data = null_mut();
+        let mut size = 0;
+        // SAFETY: the out-pointers are valid for writes during the call.
+        let result = unsafe { proxy_get_status(&mut code, &mut data, &mut size) };
+        check("proxy_get_status", result)?;
+        // SAFETY: on OK the host handed us an allocation of `size` bytes (see `take_host_bytes`).
+        Ok((code, unsafe { take_host_bytes(data, size) }))
+    }
+
+    pub(crate) fn register_queue(&self, name: &str) -> Result<u32, HostError> {
+        let mut id = 0;
+        // SAFETY: `name` is valid for reads and `id` for a write during the call.
+        let code = unsafe { proxy_register_shared_queue(name.as_ptr(), name.len(), &mut id) };
+        check("proxy_register_shared_queue", code).map(|()| id)
+    }
+
+    pub(crate) fn resolve_queue(&self, vm_id: &str, name: &str) -> Result<u32, HostError> {
+        let mut id = 0;
+        // SAFETY: both strings are valid for reads and `id` for a write during the call.
+        let code = unsafe {
+            proxy_resolve_shared_queue(
+                vm_id.as_ptr(),
+                vm_id.len(),
+                name.as_ptr(),
+                name.len(),
+                &mut id,
+            )
+        };
+        check("proxy_resolve_shared_queue", code).map(|()| id)
+    }
+
+    pub(crate) fn enqueue(&self, queue: u32, message: &[u8]) -> Result<(), HostError> {
+        // SAFETY: `message` is valid for reads of its length during the call.
+        let code = unsafe { proxy_enqueue_shared_queue(queue, message.as_ptr(), message.len()) };
+        check("proxy_enqueue_shared_queue", code)
+    }
+
+    pub(crate) fn dequeue(&self, queue: u32) -> Result<Option<Vec<u8>>, HostError> {
+        let mut data = null_mut();
+        let mut size = 0;
+        // SAFETY: the out-pointers are valid for writes during the call.
+        let code = unsafe { proxy_dequeue_shared_queue(queue, &mut data, &mut size) };
+        match code {
+            // SAFETY: on OK the host handed us an allocation of `size` bytes (see `take_host_bytes`).
+            0 => Ok(Some(unsafe { take_host_bytes(data, size) })),
+            // EMPTY
+            7 => Ok(None),
+            other => check("proxy_dequeue_shared_queue", other).map(|()| None),
+        }
+    }
+}
+
+/// A status the `proxy-wasm` crate's wrappers returned, as the SDK reports it.
+fn crate_error(call: &'static str, status: proxy_wasm::types::Status) -> HostError {
+    HostError {
+        call,
+        status: crate::host::HostStatus::from_code(status as u32)
+            .unwrap_or(crate::host::HostStatus::InternalFailure),
+    }
+}
+
 /// Registers plugin `P` with the `proxy-wasm` dispatcher; called from `_initialize` by
 /// [`main!`](crate::main).
 pub fn register<P: Plugin>() {
@@ -395,6 +575,22 @@ pub(crate) fn runtime_for(
         .map(|(_, runtime)| runtime)
 }
 
+/// The `proxy-wasm` crate's dispatcher reports a unary call's reply (status 0) and its failure
+/// (a non-zero status, no message) through one method.
+fn grpc_call_response(
+    runtime: &Rc<Runtime>,
+    context_id: u32,
+    token: u32,
+    status: u32,
+    size: usize,
+) {
+    if status == 0 {
+        runtime.on_grpc_receive(context_id, token, size);
+    } else {
+        runtime.on_grpc_close(context_id, token, status);
+    }
+}
+
 struct Root<P: Plugin> {
     context_id: u32,
     driver: Rc<Driver<P>>,
@@ -410,6 +606,34 @@ impl<P: Plugin> Drop for Root<P> {
 }
 
 impl<P: Plugin> Context for Root<P> {
+    // The plugin stops (its configuration is removed, or the VM shuts down): its background
+    // tasks end here.
+    fn on_done(&mut self) -> bool {
+        self.driver.runtime.on_done(self.context_id)
+    }
+
+    fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
+        grpc_call_response(
+            &self.driver.runtime,
+            self.context_id,
+            token_id,
+            status_code,
+            response_size,
+        );
+    }
+
+    fn on_grpc_stream_message(&mut self, token_id: u32, message_size: usize) {
+        self.driver
+            .runtime
+            .on_grpc_receive(self.context_id, token_id, message_size);
+    }
+
+    fn on_grpc_stream_close(&mut self, token_id: u32, status_code: u32) {
+        self.driver
+            .runtime
+            .on_grpc_close(self.context_id, token_id, status_code);
+    }
+
     fn on_http_call_response(
         &mut self,
         token_id: u32,
@@ -439,6 +663,12 @@ impl<P: Plugin> RootContext for Root<P> {
 
     fn on_tick(&mut self) {
         self.driver.runtime.on_tick(self.context_id);
+    }
+
+    fn on_queue_ready(&mut self, queue_id: u32) {
+        self.driver
+            .runtime
+            .on_queue_ready(self.context_id, queue_id);
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
@@ -472,6 +702,28 @@ impl<P: Plugin> Stream<P> {
 }
 
 impl<P: Plugin> Context for Stream<P> {
+    fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
+        grpc_call_response(
+            &self.driver.runtime,
+            self.context_id,
+            token_id,
+            status_code,
+            response_size,
+        );
+    }
+
+    fn on_grpc_stream_message(&mut self, token_id: u32, message_size: usize) {
+        self.driver
+            .runtime
+            .on_grpc_receive(self.context_id, token_id, message_size);
+    }
+
+    fn on_grpc_stream_close(&mut self, token_id: u32, status_code: u32) {
+        self.driver
+            .runtime
+            .on_grpc_close(self.context_id, token_id, status_code);
+    }
+
     fn on_http_call_response(
         &mut self,
         token_id: u32,
@@ -500,6 +752,14 @@ impl<P: Plugin> HttpContext for Stream<P> {
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> AbiAction {
         self.hook(Phase::RequestBody, body_size, end_of_stream)
+    }
+
+    fn on_http_request_trailers(&mut self, num_trailers: usize) -> AbiAction {
+        self.hook(Phase::RequestTrailers, num_trailers, true)
+    }
+
+    fn on_http_response_trailers(&mut self, num_trailers: usize) -> AbiAction {
+        self.hook(Phase::ResponseTrailers, num_trailers, true)
     }
 
     fn on_http_response_headers(&mut self, num_headers: usize, end_of_stream: bool) -> AbiAction {

@@ -113,16 +113,29 @@ impl ComponentHost {
         call: &'static str,
         map: MapKind,
     ) -> Result<(StreamId, http_stream::Message, http_stream::Section), HostError> {
-        let message = match map {
-            MapKind::RequestHeaders => http_stream::Message::Request,
-            MapKind::ResponseHeaders => http_stream::Message::Response,
+        let (message, section) = match map {
+            MapKind::RequestHeaders => {
+                (http_stream::Message::Request, http_stream::Section::Headers)
+            }
+            MapKind::RequestTrailers => (
+                http_stream::Message::Request,
+                http_stream::Section::Trailers,
+            ),
+            MapKind::ResponseHeaders => (
+                http_stream::Message::Response,
+                http_stream::Section::Headers,
+            ),
+            MapKind::ResponseTrailers => (
+                http_stream::Message::Response,
+                http_stream::Section::Trailers,
+            ),
             // Call responses arrive as values of `http-client.send`.
             MapKind::CallResponseHeaders | MapKind::CallResponseTrailers => {
                 return Err(unsupported(call));
             }
         };
         let (stream, message) = self.target(call, message)?;
-        Ok((stream, message, http_stream::Section::Headers))
+        Ok((stream, message, section))
     }
 
     fn body(
@@ -136,6 +149,7 @@ impl ComponentHost {
             // The configuration is an argument of `configure`, call bodies are values; the
             // world has no Redis.
             BufferKind::CallResponseBody
+            | BufferKind::GrpcReceive
             | BufferKind::PluginConfiguration
             | BufferKind::RedisCallResponse => Err(unsupported(call)),
         }
@@ -180,6 +194,54 @@ impl Host for ComponentHost {
         let path: Vec<String> = path.iter().map(|segment| (*segment).to_string()).collect();
         wit_properties::get_property(&path)
             .map_err(|error| host_error("properties.get-property", error))
+    }
+
+    // Properties (writing), shared data and metrics: the world's `properties`, `shared-data`
+    // and `metrics` interfaces.
+
+    fn set_property(&self, path: &[&str], value: &[u8]) -> Result<(), HostError> {
+        let path: Vec<String> = path.iter().map(|segment| (*segment).to_string()).collect();
+        wit_properties::set_property(&path, value)
+            .map_err(|error| host_error("properties.set-property", error))
+    }
+
+    fn get_shared_data(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, HostError> {
+        bindings::proxy_async::plugin::shared_data::get(key)
+            .map_err(|error| host_error("shared-data.get", error))
+    }
+
+    fn set_shared_data(&self, key: &str, value: &[u8], cas: u32) -> Result<(), HostError> {
+        bindings::proxy_async::plugin::shared_data::set(key, value, cas)
+            .map_err(|error| host_error("shared-data.set", error))
+    }
+
+    fn define_metric(
+        &self,
+        kind: crate::metrics::MetricKind,
+        name: &str,
+    ) -> Result<u32, HostError> {
+        use bindings::proxy_async::plugin::metrics::{MetricKind, define_metric};
+        let kind = match kind {
+            crate::metrics::MetricKind::Counter => MetricKind::Counter,
+            crate::metrics::MetricKind::Gauge => MetricKind::Gauge,
+            crate::metrics::MetricKind::Histogram => MetricKind::Histogram,
+        };
+        define_metric(kind, name).map_err(|error| host_error("metrics.define-metric", error))
+    }
+
+    fn increment_metric(&self, id: u32, delta: i64) -> Result<(), HostError> {
+        bindings::proxy_async::plugin::metrics::increment_metric(id, delta)
+            .map_err(|error| host_error("metrics.increment-metric", error))
+    }
+
+    fn record_metric(&self, id: u32, value: u64) -> Result<(), HostError> {
+        bindings::proxy_async::plugin::metrics::record_metric(id, value)
+            .map_err(|error| host_error("metrics.record-metric", error))
+    }
+
+    fn get_metric(&self, id: u32) -> Result<u64, HostError> {
+        bindings::proxy_async::plugin::metrics::get_metric(id)
+            .map_err(|error| host_error("metrics.get-metric", error))
     }
 
     fn set_map(&self, map: MapKind, pairs: &[(&str, &[u8])]) -> Result<(), HostError> {
@@ -438,6 +500,12 @@ pub fn configure<P: Plugin>(configuration: &[u8]) -> Result<hooks::Settings, Str
                 .runtime
                 .timers()
                 .set_functions(ticks, wit_timers::now());
+            let background = parsed.configs().flat_map(P::background_tasks).count();
+            if background > 0 {
+                log::warn!(
+                    "{background} background tasks not started: a component has no root context to run them on"
+                );
+            }
             let parsed = Rc::new(parsed);
             let tick_functions = instance.runtime.timers().has_functions();
             *instance.config.borrow_mut() = Some(parsed);
@@ -485,6 +553,16 @@ pub async fn response_body<P: Plugin>(
     end_of_stream: bool,
 ) -> hooks::Flow {
     hook::<P>(Phase::ResponseBody, stream, body_size, end_of_stream).await
+}
+
+/// `on-request-trailers`.
+pub async fn request_trailers<P: Plugin>(stream: StreamId) -> hooks::Flow {
+    hook::<P>(Phase::RequestTrailers, stream, 0, true).await
+}
+
+/// `on-response-trailers`.
+pub async fn response_trailers<P: Plugin>(stream: StreamId) -> hooks::Flow {
+    hook::<P>(Phase::ResponseTrailers, stream, 0, true).await
 }
 
 /// `on-log`.

@@ -80,7 +80,9 @@ impl<P: Plugin> Driver<P> {
                 // rules' included.
                 let ticks = parsed.configs().flat_map(P::tick_functions).collect();
                 self.runtime.set_tick_functions(ticks);
+                let background = parsed.configs().flat_map(P::background_tasks).collect();
                 *self.config.borrow_mut() = Some(Rc::new(parsed));
+                self.runtime.start_background(context_id, background);
                 true
             }
             Err(error) => {

@@ -76,17 +76,24 @@
     )
 )]
 
+mod background;
 mod client;
 mod config;
 mod driver;
 mod error;
+mod foreign;
+mod grpc;
 pub mod higress;
 mod host;
 mod logging;
 mod message;
+pub mod metrics;
 mod plugin;
+pub mod properties;
+mod queue;
 pub mod redis;
 mod runtime;
+pub mod shared_data;
 mod timer;
 // The wire format is what the proxy-wasm ABI speaks; natively it is only unit-tested.
 #[cfg(any(all(target_arch = "wasm32", not(target_env = "p2")), test))]
@@ -102,13 +109,19 @@ mod component;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
 
+pub use background::BackgroundTask;
 pub use client::{CallBuilder, CallResponse, Cluster, HttpClient};
 pub use config::{NoConfig, PluginConfig};
 pub use error::{CallError, ConfigError, Error};
+pub use foreign::call_foreign_function;
+pub use grpc::{GrpcClient, GrpcCode, GrpcError, GrpcStream};
 pub use host::{Action, HostError, HostStatus};
 pub use message::{Done, HeaderValue, HeadersMut, Message, Request, Response};
+pub use metrics::{Counter, Gauge, Histogram, MetricName};
 pub use plugin::{Flow, LocalReply, Plugin};
+pub use queue::{QueueMessages, SharedQueue};
 pub use redis::RedisClient;
+pub use shared_data::{Cas, SharedData, SharedDataError};
 pub use timer::{Elapsed, Sleep, TickFunction, Timeout, now, sleep, timeout};
 
 /// Registers the plugin type with the proxy: `proxy_async::main!(MyPlugin);` once, at the top
@@ -158,6 +171,12 @@ macro_rules! main {
                 ) -> glue::Flow {
                     glue::response_body::<$plugin>(stream, body_size, end_of_stream).await
                 }
+                async fn on_request_trailers(stream: u32) -> glue::Flow {
+                    glue::request_trailers::<$plugin>(stream).await
+                }
+                async fn on_response_trailers(stream: u32) -> glue::Flow {
+                    glue::response_trailers::<$plugin>(stream).await
+                }
                 async fn on_log(stream: u32) {
                     glue::log::<$plugin>(stream).await;
                 }
@@ -192,8 +211,8 @@ pub mod __private {
             Flow, Guest, Settings,
         };
         pub use crate::component::{
-            configure, log, request_body, request_headers, response_body, response_headers,
-            stream_end, tick,
+            configure, log, request_body, request_headers, request_trailers, response_body,
+            response_headers, response_trailers, stream_end, tick,
         };
     }
 }

@@ -72,6 +72,7 @@ pub struct Message<'a> {
     stream: &'a StreamShared,
     event: Event,
     map: MapKind,
+    trailer_map: MapKind,
     buffer: BufferKind,
 }
 
@@ -81,7 +82,48 @@ impl<'a> Message<'a> {
             stream,
             event,
             map: stream.map(event.phase),
+            trailer_map: stream.trailer_map(event.phase),
             buffer: stream.buffer(event.phase),
+        }
+    }
+
+    /// One trailer (the first, if repeated). The proxy has trailers from the trailers hook
+    /// on ([`Plugin::on_request_trailers`](crate::Plugin::on_request_trailers)); before,
+    /// there are none.
+    pub fn trailer(&self, name: &str) -> Option<HeaderValue> {
+        match self
+            .stream
+            .host
+            .get_map_value(self.trailer_map, &name.to_ascii_lowercase())
+        {
+            Ok(value) => value.map(HeaderValue),
+            Err(error) => {
+                log::debug!("reading trailer {name}: {error}");
+                None
+            }
+        }
+    }
+
+    /// All trailers, in order; empty before the trailers hook.
+    pub fn trailers(&self) -> Vec<(String, HeaderValue)> {
+        match self.stream.host.get_map(self.trailer_map) {
+            Ok(pairs) => pairs
+                .into_iter()
+                .map(|(name, value)| (name, HeaderValue(value)))
+                .collect(),
+            Err(error) => {
+                log::debug!("reading trailers: {error}");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Changes the trailers (in the trailers hook: the proxy cannot add trailers to a message
+    /// that has none).
+    pub fn trailers_mut(&mut self) -> HeadersMut<'_> {
+        HeadersMut {
+            stream: self.stream,
+            map: self.trailer_map,
         }
     }
 
@@ -142,7 +184,7 @@ impl<'a> Message<'a> {
         }
         self.stream
             .host
-            .get_buffer(self.buffer, 0, self.event.size)
+            .get_buffer(self.buffer, self.chunk_offset(), self.event.size)
             .unwrap_or_else(|error| {
                 log::warn!("reading the body: {error}");
                 Vec::new()
@@ -154,25 +196,46 @@ impl<'a> Message<'a> {
         String::from_utf8(self.body()).ok()
     }
 
-    /// Replaces the body (in a body hook).
+    /// Replaces the body (in a body hook: the chunk, or the whole body when buffering).
     pub fn set_body(&mut self, body: impl AsRef<[u8]>) {
         let len = self.current_body_len();
-        self.write_body(0, len, body.as_ref(), "replacing");
-        self.event.size = body.as_ref().len();
+        let offset = self.chunk_offset();
+        if self.write_body(offset, len, body.as_ref(), "replacing") {
+            self.resize(body.as_ref().len());
+        }
     }
 
     /// Appends to the body (in a body hook).
     pub fn append_body(&mut self, data: impl AsRef<[u8]>) {
         let len = self.current_body_len();
-        self.write_body(len, 0, data.as_ref(), "appending to");
-        self.event.size = len + data.as_ref().len();
+        let offset = self.chunk_offset();
+        if self.write_body(offset + len, 0, data.as_ref(), "appending to") {
+            self.resize(len + data.as_ref().len());
+        }
     }
 
     /// Prepends to the body (in a body hook).
     pub fn prepend_body(&mut self, data: impl AsRef<[u8]>) {
         let len = self.current_body_len();
-        self.write_body(0, 0, data.as_ref(), "prepending to");
-        self.event.size = len + data.as_ref().len();
+        let offset = self.chunk_offset();
+        if self.write_body(offset, 0, data.as_ref(), "prepending to") {
+            self.resize(len + data.as_ref().len());
+        }
+    }
+
+    /// Where this hook's chunk starts in the proxy's body buffer: after the chunks the proxy
+    /// still holds whose hooks already ran (see `BodyWindow`).
+    fn chunk_offset(&self) -> usize {
+        if self.in_body_phase() {
+            self.stream.window(self.event.phase).offset
+        } else {
+            0
+        }
+    }
+
+    fn resize(&mut self, len: usize) {
+        self.event.size = len;
+        self.stream.resize_chunk(self.event.phase, len);
     }
 
     fn in_body_phase(&self) -> bool {
@@ -187,13 +250,18 @@ impl<'a> Message<'a> {
         }
     }
 
-    fn write_body(&self, start: usize, size: usize, data: &[u8], what: &str) {
+    /// Writes to the body; whether the proxy took it.
+    fn write_body(&self, start: usize, size: usize, data: &[u8], what: &str) -> bool {
         if !self.in_body_phase() {
             log::warn!("{what} the body outside a body hook is not possible; ignored");
-            return;
+            return false;
         }
-        if let Err(error) = self.stream.host.set_buffer(self.buffer, start, size, data) {
-            log::warn!("{what} the body: {error}");
+        match self.stream.host.set_buffer(self.buffer, start, size, data) {
+            Ok(()) => true,
+            Err(error) => {
+                log::warn!("{what} the body: {error}");
+                false
+            }
         }
     }
 }
@@ -379,9 +447,14 @@ impl DerefMut for Response<'_> {
     }
 }
 
-/// A finished stream, in `on_log`: its request and response headers, read-only.
+/// A finished stream, in `on_log`: its request and response headers, read-only, and what an
+/// access log needs, from the proxy's properties: [`response_code`](Done::response_code),
+/// [`response_code_details`](Done::response_code_details), [`duration`](Done::duration),
+/// [`request_total_size`](Done::request_total_size),
+/// [`response_total_size`](Done::response_total_size),
+/// [`upstream_address`](Done::upstream_address), any [`property`](Done::property).
 pub struct Done<'a> {
-    stream: &'a StreamShared,
+    pub(crate) stream: &'a StreamShared,
 }
 
 impl<'a> Done<'a> {
@@ -397,6 +470,16 @@ impl<'a> Done<'a> {
     /// A response header (`:status` included).
     pub fn response_header(&self, name: &str) -> Option<HeaderValue> {
         self.read(MapKind::ResponseHeaders, name)
+    }
+
+    /// A request trailer, if the request had trailers.
+    pub fn request_trailer(&self, name: &str) -> Option<HeaderValue> {
+        self.read(MapKind::RequestTrailers, name)
+    }
+
+    /// A response trailer (e.g. `grpc-status`), if the response had trailers.
+    pub fn response_trailer(&self, name: &str) -> Option<HeaderValue> {
+        self.read(MapKind::ResponseTrailers, name)
     }
 
     fn read(&self, map: MapKind, name: &str) -> Option<HeaderValue> {

@@ -99,6 +99,19 @@ pub trait Plugin: Sized + 'static {
         Vec::new()
     }
 
+    /// Tasks to run on the root context, outside any request, while this configuration is in
+    /// force (refreshing a key set, warming a cache): started right after the configuration
+    /// is accepted, dropped when the plugin is reconfigured or stops. Asked once per
+    /// (re)configuration, for each configuration it holds (Higress rules included). None by
+    /// default. See [`BackgroundTask`](crate::BackgroundTask).
+    ///
+    /// The component build (wasm32-wasip2) has no root context to run them on: there they are
+    /// not started, and a warning says so at configuration.
+    fn background_tasks(config: &Rc<Self::Config>) -> Vec<crate::BackgroundTask> {
+        let _ = config;
+        Vec::new()
+    }
+
     /// Creates the per-stream value at the start of an HTTP stream.
     fn new(config: &Rc<Self::Config>) -> Self;
 
@@ -117,6 +130,15 @@ pub trait Plugin: Sized + 'static {
         Ok(Flow::Continue)
     }
 
+    /// The request trailers arrived (they end the request; only requests that have some,
+    /// e.g. gRPC). Read and change them with [`trailers`](crate::Message::trailers) and
+    /// [`trailers_mut`](crate::Message::trailers_mut).
+    async fn on_request_trailers(&mut self, req: &mut Request<'_>) -> Result<Flow, Error> {
+        let _ = req;
+        default_hook(Phase::RequestTrailers);
+        Ok(Flow::Continue)
+    }
+
     /// The response headers arrived from upstream.
     async fn on_response_headers(&mut self, resp: &mut Response<'_>) -> Result<Flow, Error> {
         let _ = resp;
@@ -128,6 +150,13 @@ pub trait Plugin: Sized + 'static {
     async fn on_response_body(&mut self, resp: &mut Response<'_>) -> Result<Flow, Error> {
         let _ = resp;
         default_hook(Phase::ResponseBody);
+        Ok(Flow::Continue)
+    }
+
+    /// The response trailers arrived (gRPC's `grpc-status` is one).
+    async fn on_response_trailers(&mut self, resp: &mut Response<'_>) -> Result<Flow, Error> {
+        let _ = resp;
+        default_hook(Phase::ResponseTrailers);
         Ok(Flow::Continue)
     }
 
@@ -279,6 +308,16 @@ pub(crate) async fn run_hook<P: Plugin>(
         Phase::RequestBody => {
             plugin
                 .on_request_body(&mut Request::new(shared, event))
+                .await
+        }
+        Phase::RequestTrailers => {
+            plugin
+                .on_request_trailers(&mut Request::new(shared, event))
+                .await
+        }
+        Phase::ResponseTrailers => {
+            plugin
+                .on_response_trailers(&mut Response::new(shared, event))
                 .await
         }
         Phase::ResponseHeaders => {

@@ -34,16 +34,35 @@ use crate::timer::{TickFunction, Timers};
 pub(crate) enum Phase {
     RequestHeaders,
     RequestBody,
+    RequestTrailers,
     ResponseHeaders,
     ResponseBody,
+    ResponseTrailers,
     Log,
 }
 
 impl Phase {
     fn direction(self) -> Direction {
         match self {
-            Phase::RequestHeaders | Phase::RequestBody => Direction::Request,
-            Phase::ResponseHeaders | Phase::ResponseBody | Phase::Log => Direction::Response,
+            Phase::RequestHeaders | Phase::RequestBody | Phase::RequestTrailers => {
+                Direction::Request
+            }
+            Phase::ResponseHeaders | Phase::ResponseBody | Phase::ResponseTrailers | Phase::Log => {
+                Direction::Response
+            }
+        }
+    }
+
+    pub(crate) fn is_body(self) -> bool {
+        matches!(self, Phase::RequestBody | Phase::ResponseBody)
+    }
+
+    /// For a trailers phase, the body phase of its direction.
+    fn body_of_trailers(self) -> Option<Phase> {
+        match self {
+            Phase::RequestTrailers => Some(Phase::RequestBody),
+            Phase::ResponseTrailers => Some(Phase::ResponseBody),
+            _ => None,
         }
     }
 
@@ -55,6 +74,8 @@ impl Phase {
             Phase::ResponseHeaders => 4,
             Phase::ResponseBody => 8,
             Phase::Log => 16,
+            Phase::RequestTrailers => 32,
+            Phase::ResponseTrailers => 64,
         }
     }
 
@@ -64,6 +85,8 @@ impl Phase {
             Phase::RequestBody => "on_request_body",
             Phase::ResponseHeaders => "on_response_headers",
             Phase::ResponseBody => "on_response_body",
+            Phase::RequestTrailers => "on_request_trailers",
+            Phase::ResponseTrailers => "on_response_trailers",
             Phase::Log => "on_log",
         }
     }
@@ -102,6 +125,11 @@ pub(crate) struct StreamShared {
     busy: Cell<bool>,
     // Callbacks that arrived while a hook was running; each answered Pause and runs in turn.
     waiting: RefCell<VecDeque<Event>>,
+    // The size of a buffered body the proxy holds whose hook has not run, per direction
+    // (request, response): trailers end such a body, and its hook runs before theirs.
+    held_body: [Cell<Option<usize>>; 2],
+    // Where each direction's chunk hooks find their chunk in the proxy's body buffer.
+    windows: [Cell<BodyWindow>; 2],
     replied: Cell<bool>,
     ended: Cell<bool>,
     finished: Rc<RefCell<Vec<u32>>>,
@@ -126,6 +154,11 @@ impl StreamShared {
             paused: Cell::new(None),
             busy: Cell::new(false),
             waiting: RefCell::new(VecDeque::new()),
+            held_body: [Cell::new(None), Cell::new(None)],
+            windows: [
+                Cell::new(BodyWindow::default()),
+                Cell::new(BodyWindow::default()),
+            ],
             replied: Cell::new(false),
             ended: Cell::new(false),
             finished: Rc::new(RefCell::new(Vec::new())),
@@ -161,11 +194,87 @@ impl StreamShared {
         }
     }
 
+    pub(crate) fn trailer_map(&self, phase: Phase) -> MapKind {
+        match phase.direction() {
+            Direction::Request => MapKind::RequestTrailers,
+            Direction::Response => MapKind::ResponseTrailers,
+        }
+    }
+
     pub(crate) fn buffer(&self, phase: Phase) -> BufferKind {
         match phase.direction() {
             Direction::Request => BufferKind::RequestBody,
             Direction::Response => BufferKind::ResponseBody,
         }
+    }
+}
+
+/// One direction's body as chunk hooks see it. While a chunk's hook awaits, the proxy holds
+/// that chunk and buffers the chunks after it: the body buffer then holds the chunks already
+/// handled (`handled` bytes), the chunk whose hook runs (`len` bytes at `offset`), then the
+/// chunks waiting for their hook. Each hook sees only its own chunk. Once the direction goes
+/// on, the proxy forwards the buffer and it starts empty again.
+#[derive(Copy, Clone, Default, Debug)]
+pub(crate) struct BodyWindow {
+    // Bytes of the buffer the SDK has accounted for (handled, running and waiting chunks).
+    known: usize,
+    // Bytes of the chunks whose hooks finished while the direction stayed held.
+    handled: usize,
+    pub(crate) offset: usize,
+    pub(crate) len: usize,
+}
+
+impl StreamShared {
+    fn window_cell(&self, direction: Direction) -> &Cell<BodyWindow> {
+        &self.windows[direction as usize]
+    }
+
+    /// A body callback reported `total` buffered bytes: the new chunk is what the SDK did not
+    /// know of yet. Returns its length.
+    fn arrive_chunk(&self, direction: Direction, total: usize) -> usize {
+        let cell = self.window_cell(direction);
+        let mut window = cell.get();
+        let chunk = total.saturating_sub(window.known);
+        window.known = total;
+        cell.set(window);
+        chunk
+    }
+
+    /// A chunk's hook starts: its chunk follows the handled ones.
+    fn start_chunk(&self, direction: Direction, len: usize) {
+        let cell = self.window_cell(direction);
+        let mut window = cell.get();
+        window.offset = window.handled;
+        window.len = len;
+        cell.set(window);
+    }
+
+    /// A chunk's hook finished but the direction stays held (a later chunk's hook is next).
+    fn hold_chunk(&self, direction: Direction) {
+        let cell = self.window_cell(direction);
+        let mut window = cell.get();
+        window.handled = window.offset + window.len;
+        window.len = 0;
+        cell.set(window);
+    }
+
+    /// The direction went on: the proxy forwarded its buffer.
+    fn forward_body(&self, direction: Direction) {
+        self.window_cell(direction).set(BodyWindow::default());
+    }
+
+    /// Where the running chunk of `phase`'s direction is.
+    pub(crate) fn window(&self, phase: Phase) -> BodyWindow {
+        self.window_cell(phase.direction()).get()
+    }
+
+    /// The running chunk now has `len` bytes (a hook changed it).
+    pub(crate) fn resize_chunk(&self, phase: Phase, len: usize) {
+        let cell = self.window_cell(phase.direction());
+        let mut window = cell.get();
+        window.known = (window.known + len).saturating_sub(window.len);
+        window.len = len;
+        cell.set(window);
     }
 }
 
@@ -191,6 +300,10 @@ pub(crate) struct Runtime {
     pub(crate) calls: Registry<CallReply>,
     // Redis commands in flight (Higress), and the Redis clients the proxy initialized.
     pub(crate) redis: RedisState,
+    // gRPC calls and streams in flight.
+    pub(crate) grpc: crate::grpc::GrpcState,
+    // Shared queues some task waits on.
+    pub(crate) queues: crate::queue::QueueWaiters,
     streams: RefCell<BTreeMap<u32, StreamSlot>>,
     finished: Rc<RefCell<Vec<u32>>>,
     // The context the host applies hostcalls to; 0 when unknown.
@@ -202,6 +315,9 @@ pub(crate) struct Runtime {
     timers: Timers,
     // `[<plugin name>] [<plugin id>]`, with Higress's log format.
     log_prefix: RefCell<Option<String>>,
+    has_background: Cell<bool>,
+    // The plugin used what only proxy-wasm hosts offer (gRPC, shared queues).
+    host_only: Cell<bool>,
 }
 
 thread_local! {
@@ -236,6 +352,8 @@ impl Runtime {
             executor: Executor::new(),
             calls: Registry::new(),
             redis: RedisState::default(),
+            grpc: Default::default(),
+            queues: Default::default(),
             streams: RefCell::new(BTreeMap::new()),
             finished: Rc::new(RefCell::new(Vec::new())),
             effective: Cell::new(0),
@@ -243,6 +361,8 @@ impl Runtime {
             default_hooks: Cell::new(0),
             timers: Timers::default(),
             log_prefix: RefCell::new(None),
+            has_background: Cell::new(false),
+            host_only: Cell::new(false),
         })
     }
 
@@ -301,6 +421,57 @@ impl Runtime {
         }
     }
 
+    /// Replaces the root context's background tasks with `tasks` (a new configuration): the
+    /// old ones are dropped mid-await, and their calls' late replies ignored.
+    pub(crate) fn start_background(
+        self: &Rc<Self>,
+        root_id: u32,
+        tasks: Vec<crate::background::BackgroundTask>,
+    ) {
+        let stopped = self.executor.cancel(Owner(root_id));
+        if stopped > 0 {
+            log::debug!("stopped {stopped} background tasks of the previous configuration");
+        }
+        if tasks.is_empty() {
+            return;
+        }
+        self.has_background.set(true);
+        let _scope = self.scope(root_id);
+        for task in tasks {
+            self.executor.spawn(Owner(root_id), task.future);
+        }
+        self.drain();
+    }
+
+    /// Notes that the plugin used what only proxy-wasm hosts offer (gRPC, shared queues): the
+    /// component world has no such imports.
+    #[cfg_attr(
+        all(target_arch = "wasm32", not(target_env = "p2")),
+        allow(dead_code, reason = "a compiled module has no component twin to stop")
+    )]
+    pub(crate) fn note_host_only_feature(&self) {
+        self.host_only.set(true);
+    }
+
+    /// Whether the plugin used gRPC or shared queues.
+    #[cfg_attr(
+        any(target_arch = "wasm32", not(feature = "wasm")),
+        allow(dead_code, reason = "only the testing API's compiled twins read it")
+    )]
+    pub(crate) fn used_host_only_feature(&self) -> bool {
+        self.host_only.get()
+    }
+
+    /// Whether the plugin ever started background tasks.
+    #[cfg(not(target_arch = "wasm32"))]
+    #[cfg_attr(
+        not(feature = "wasm"),
+        allow(dead_code, reason = "only the testing API's compiled twins read it")
+    )]
+    pub(crate) fn has_background(&self) -> bool {
+        self.has_background.get()
+    }
+
     /// `proxy_on_tick`: ends the sleeps that are due, runs the tick functions that are due,
     /// and polls what woke.
     pub(crate) fn on_tick(self: &Rc<Self>, root_id: u32) {
@@ -355,6 +526,11 @@ impl Runtime {
             paused: Cell::new(None),
             busy: Cell::new(false),
             waiting: RefCell::new(VecDeque::new()),
+            held_body: [Cell::new(None), Cell::new(None)],
+            windows: [
+                Cell::new(BodyWindow::default()),
+                Cell::new(BodyWindow::default()),
+            ],
             replied: Cell::new(false),
             ended: Cell::new(false),
             finished: Rc::clone(&self.finished),
@@ -409,10 +585,41 @@ impl Runtime {
         }
         // Pause on a body chunk makes the proxy buffer it; the hook sees the whole body once.
         if buffered && !end_of_stream {
+            shared.held_body[phase.direction() as usize].set(Some(size));
             return Action::Pause;
         }
+        if buffered {
+            shared.held_body[phase.direction() as usize].set(None);
+        }
+        // Trailers end a body the plugin buffers: its hook runs first, on the whole body, and
+        // the trailers' hook after it.
+        if let Some(body_phase) = phase.body_of_trailers()
+            && let Some(held) = shared.held_body[phase.direction() as usize].take()
+        {
+            let action = self.on_hook(context_id, body_phase, held, true);
+            if action == Action::Pause {
+                if shared.busy.get() {
+                    shared.waiting.borrow_mut().push_back(Event {
+                        phase,
+                        size,
+                        end_of_stream,
+                    });
+                }
+                return Action::Pause;
+            }
+            return self.on_hook(context_id, phase, size, end_of_stream);
+        }
+        let direction = phase.direction();
+        // A body callback reports every byte the proxy buffers for the direction; the hook
+        // gets the new chunk only.
+        let size = if phase.is_body() {
+            shared.arrive_chunk(direction, size)
+        } else {
+            size
+        };
         // The plugin does not implement this hook: the default would continue at once.
         if !shared.busy.get() && self.is_default_hook(phase) {
+            shared.forward_body(direction);
             return Action::Continue;
         }
         // Another hook of this stream is still awaiting (the response arrived while the
@@ -435,6 +642,9 @@ impl Runtime {
             }
         }
         shared.busy.set(true);
+        if phase.is_body() {
+            shared.start_chunk(direction, size);
+        }
         shared.event.set(Some(Event {
             phase,
             size,
@@ -446,7 +656,11 @@ impl Runtime {
         match outcome {
             Some(outcome) => {
                 self.enter(context_id);
-                self.apply(&shared, phase, outcome, false)
+                let action = self.apply(&shared, phase, outcome, false);
+                if action == Action::Continue {
+                    shared.forward_body(direction);
+                }
+                action
             }
             None => {
                 shared.paused.set(Some(phase));
@@ -572,6 +786,49 @@ impl Runtime {
         self.drain();
     }
 
+    /// `proxy_on_grpc_receive`: a message on a gRPC call (its reply) or stream, readable now.
+    pub(crate) fn on_grpc_receive(self: &Rc<Self>, context_id: u32, token: u32, size: usize) {
+        let _scope = self.scope(context_id);
+        if !self.grpc.is_open(token) {
+            log::debug!("gRPC message on {token} ignored: nothing waits for it");
+            return;
+        }
+        let message = self
+            .host
+            .get_buffer(BufferKind::GrpcReceive, 0, size)
+            .unwrap_or_else(|error| {
+                log::warn!("reading the gRPC message of {token}: {error}");
+                Vec::new()
+            });
+        self.grpc.receive(token, message);
+        self.drain();
+    }
+
+    /// `proxy_on_grpc_close`: a gRPC call or stream ended with `code`.
+    pub(crate) fn on_grpc_close(self: &Rc<Self>, context_id: u32, token: u32, code: u32) {
+        let _scope = self.scope(context_id);
+        if !self.grpc.is_open(token) {
+            log::debug!("gRPC close of {token} ignored: nothing waits for it");
+            return;
+        }
+        let message = match crate::host::optional(self).grpc_status() {
+            Ok((_, message)) => String::from_utf8_lossy(&message).into_owned(),
+            Err(error) => {
+                log::debug!("reading the status of gRPC {token}: {error}");
+                String::new()
+            }
+        };
+        self.grpc.close(token, code, message);
+        self.drain();
+    }
+
+    /// `proxy_on_queue_ready`: shared queue `queue` has messages.
+    pub(crate) fn on_queue_ready(self: &Rc<Self>, root_id: u32, queue: u32) {
+        let _scope = self.scope(root_id);
+        self.queues.ready(queue);
+        self.drain();
+    }
+
     /// `proxy_on_log`: runs the plugin's `on_log` hook if the stream is idle.
     pub(crate) fn on_log(self: &Rc<Self>, context_id: u32) {
         let _scope = self.scope(context_id);
@@ -671,8 +928,11 @@ impl Runtime {
                 .borrow()
                 .front()
                 .is_some_and(|next| next.phase.direction() == phase.direction());
-        if !hold {
+        if hold {
+            shared.hold_chunk(phase.direction());
+        } else {
             self.apply(&shared, phase, outcome, true);
+            shared.forward_body(phase.direction());
         }
         if shared.replied.get() {
             // The reply ends the exchange; held callbacks have nothing left to do.
@@ -685,6 +945,9 @@ impl Runtime {
         // Its callback already answered Pause, so its direction is resumed when it finishes.
         shared.paused.set(Some(next.phase));
         shared.busy.set(true);
+        if next.phase.is_body() {
+            shared.start_chunk(next.phase.direction(), next.size);
+        }
         shared.event.set(Some(next));
         self.executor.wake(task);
         true
@@ -767,7 +1030,7 @@ impl Runtime {
     /// Calls (HTTP and Redis) waiting for a reply.
     #[cfg(not(target_arch = "wasm32"))]
     pub(crate) fn pending_call_count(&self) -> usize {
-        self.calls.len() + self.redis.pending.len()
+        self.calls.len() + self.redis.pending.len() + self.grpc.len()
     }
 
     /// Streams the runtime knows.

@@ -5,8 +5,8 @@
 //!
 //! Each case opens up to eight streams whose plugin hooks follow a generated script (calls
 //! awaited one at a time, two joined, two raced; a local reply or an error at the end), and
-//! plays a random sequence of proxy events: request headers, body chunks (also while a body
-//! hook is still awaiting), response headers, call responses in any order (success, a status
+//! plays a random sequence of proxy events: request headers, body chunks and trailers (also
+//! while a body hook is still awaiting), response headers, call responses in any order (success, a status
 //! that makes the hook reply at once, failure), responses to unknown and already answered
 //! tokens, ticks of the root context (ending sleeps and timeouts), and the end of a stream at any point (a client going away mid-call, with its calls
 //! answered later). After each case:
@@ -218,6 +218,11 @@ impl Plugin for Scripted {
         self.hook(&calls, "c").await
     }
 
+    async fn on_request_trailers(&mut self, _req: &mut Request<'_>) -> Result<Flow, Error> {
+        let calls = "o".repeat(usize::from(self.chunk_calls));
+        self.hook(&calls, "c").await
+    }
+
     async fn on_response_headers(&mut self, _resp: &mut Response<'_>) -> Result<Flow, Error> {
         let calls = self.response_calls.clone();
         let ending = self.response_ending.clone();
@@ -231,6 +236,8 @@ enum Event {
     Open(u8),
     RequestHeaders(u8),
     RequestChunk(u8, bool),
+    /// Request trailers: they end the request, also while a chunk's hook awaits.
+    RequestTrailers(u8),
     ResponseHeaders(u8),
     Answer(u16, u8),
     AnswerUnknown(u32),
@@ -294,6 +301,7 @@ fn event() -> impl Strategy<Value = Event> {
         2 => any::<u8>().prop_map(Event::Open),
         3 => any::<u8>().prop_map(Event::RequestHeaders),
         3 => (any::<u8>(), any::<bool>()).prop_map(|(s, end)| Event::RequestChunk(s, end)),
+        1 => any::<u8>().prop_map(Event::RequestTrailers),
         2 => any::<u8>().prop_map(Event::ResponseHeaders),
         8 => (any::<u16>(), any::<u8>()).prop_map(|(c, how)| Event::Answer(c, how)),
         1 => (100_000u32..).prop_map(Event::AnswerUnknown),
@@ -410,6 +418,19 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
                 }
                 tracked.request_done = end_of_stream;
                 if tracked.stream.send_request_body(b"chunk", end_of_stream) == Action::Pause {
+                    tracked.request_pauses += 1;
+                }
+            }
+            Event::RequestTrailers(index) => {
+                let Some(index) = pick(&streams, index) else {
+                    continue;
+                };
+                let tracked = &mut streams[index];
+                if !tracked.request_flows() {
+                    continue;
+                }
+                tracked.request_done = true;
+                if tracked.stream.send_request_trailers(&[("x-trailer", "1")]) == Action::Pause {
                     tracked.request_pauses += 1;
                 }
             }

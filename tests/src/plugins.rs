@@ -26,6 +26,8 @@ fn plugin_dir() -> &'static Path {
             "auth-flow",
             "fan-out",
             "retry",
+            "stream-redact",
+            "jwt-auth",
         ];
         let args = examples.iter().flat_map(|example| ["-p", example]);
         let dir = build_plugins(workspace(), args)

@@ -320,6 +320,10 @@ fn test() -> Result<(), String> {
             "retry",
             "-p",
             "key-auth-redis",
+            "-p",
+            "jwt-auth",
+            "-p",
+            "stream-redact",
         ]),
     )?;
     run(

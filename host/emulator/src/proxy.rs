@@ -66,6 +66,24 @@ pub trait Callbacks {
         size: usize,
         end_of_stream: bool,
     ) -> Result<Action, PluginFailure>;
+    /// `proxy_on_request_trailers` (a plugin without trailer hooks continues).
+    fn on_request_trailers(
+        &mut self,
+        context_id: u32,
+        trailers: usize,
+    ) -> Result<Action, PluginFailure> {
+        let _ = (context_id, trailers);
+        Ok(Action::Continue)
+    }
+    /// `proxy_on_response_trailers`.
+    fn on_response_trailers(
+        &mut self,
+        context_id: u32,
+        trailers: usize,
+    ) -> Result<Action, PluginFailure> {
+        let _ = (context_id, trailers);
+        Ok(Action::Continue)
+    }
     /// `proxy_on_http_call_response`.
     fn on_http_call_response(
         &mut self,
@@ -189,6 +207,20 @@ impl<C: Callbacks + ?Sized> Callbacks for Box<C> {
         end_of_stream: bool,
     ) -> Result<Action, PluginFailure> {
         (**self).on_response_body(context_id, size, end_of_stream)
+    }
+    fn on_request_trailers(
+        &mut self,
+        context_id: u32,
+        trailers: usize,
+    ) -> Result<Action, PluginFailure> {
+        (**self).on_request_trailers(context_id, trailers)
+    }
+    fn on_response_trailers(
+        &mut self,
+        context_id: u32,
+        trailers: usize,
+    ) -> Result<Action, PluginFailure> {
+        (**self).on_response_trailers(context_id, trailers)
     }
     fn on_http_call_response(
         &mut self,
@@ -372,6 +404,35 @@ impl<B: Callbacks> Proxy<B> {
         self.failure.borrow().clone()
     }
 
+    /// Delivers a new plugin configuration (`proxy_on_configure` on the running root context,
+    /// as Envoy does for a config update that keeps the VM); returns whether the plugin
+    /// accepted it.
+    pub fn reconfigure(&self, config: &[u8]) -> bool {
+        self.state.borrow_mut().plugin_config = config.to_vec();
+        let result = self.callback(ROOT_CONTEXT, |plugin| {
+            plugin.on_configure(ROOT_CONTEXT, config.len())
+        });
+        match result {
+            Ok(accepted) => accepted,
+            Err(failure) => {
+                self.record_failure(failure);
+                false
+            }
+        }
+    }
+
+    /// Stops the plugin as Envoy does when its configuration is removed: `proxy_on_done` and
+    /// `proxy_on_delete` on the root context. Streams still open are not touched.
+    pub fn stop(&self) {
+        let result = self.callback(ROOT_CONTEXT, |plugin| {
+            plugin.on_done(ROOT_CONTEXT)?;
+            plugin.on_delete(ROOT_CONTEXT)
+        });
+        if let Err(failure) = result {
+            self.record_failure(failure);
+        }
+    }
+
     /// Opens an HTTP stream and returns its context id.
     pub fn open_stream(&self) -> u32 {
         let context_id = self.next_context.get();
@@ -406,7 +467,13 @@ impl<B: Callbacks> Proxy<B> {
                 .map(|(name, value)| (name.to_ascii_lowercase(), value.as_bytes().to_vec()))
                 .collect();
         }
-        self.stream_callback(context_id, side, false, headers.len(), end_of_stream)
+        self.stream_callback(
+            context_id,
+            side,
+            Part::Headers,
+            headers.len(),
+            end_of_stream,
+        )
     }
 
     /// Delivers a body chunk of one side. Panics while that side's headers are paused: the
@@ -431,7 +498,42 @@ impl<B: Callbacks> Proxy<B> {
             half.body.extend_from_slice(chunk);
             half.body.len()
         };
-        self.stream_callback(context_id, side, true, size, end_of_stream)
+        self.stream_callback(context_id, side, Part::Body, size, end_of_stream)
+    }
+
+    /// Delivers the trailers of one side, which end it. Panics while that side's headers are
+    /// paused, as for a body.
+    pub fn send_trailers(&self, context_id: u32, side: Side, trailers: &[(&str, &str)]) -> Action {
+        {
+            let mut state = self.state.borrow_mut();
+            let stream = stream_mut(&mut state, context_id);
+            assert_open(stream, side);
+            let half = stream.half(side);
+            if half.headers_held {
+                panic!(
+                    "the {side:?} headers are paused: the proxy holds trailer callbacks until the plugin resumes (answer its calls first)"
+                );
+            }
+            half.trailers = trailers
+                .iter()
+                .map(|(name, value)| (name.to_ascii_lowercase(), value.as_bytes().to_vec()))
+                .collect();
+        }
+        self.stream_callback(context_id, side, Part::Trailers, trailers.len(), true)
+    }
+
+    /// The trailers of one side, as the plugin left them.
+    pub fn trailers(&self, context_id: u32, side: Side) -> Vec<(String, String)> {
+        self.read(context_id, |stream| {
+            let half = match side {
+                Side::Request => &stream.request,
+                Side::Response => &stream.response,
+            };
+            half.trailers
+                .iter()
+                .map(|(name, value)| (name.clone(), String::from_utf8_lossy(value).into_owned()))
+                .collect()
+        })
     }
 
     /// Ends a stream as the proxy does (`on_log`, `on_done`, `on_delete`): after a complete
@@ -622,7 +724,18 @@ impl<B: Callbacks> Proxy<B> {
         if !self.grpc_open(call) {
             return;
         }
-        self.state.borrow_mut().grpc_stage.message = Some(message.to_vec());
+        {
+            let mut state = self.state.borrow_mut();
+            state.grpc_stage.message = Some(message.to_vec());
+            // A unary call's reply is its last callback (Envoy sends no close after it).
+            if let Some(record) = state
+                .grpc_calls
+                .iter_mut()
+                .find(|record| record.token == call.token && record.timeout.is_some())
+            {
+                record.closed = true;
+            }
+        }
         let result = self.callback(ROOT_CONTEXT, |plugin| {
             plugin.on_grpc_receive(ROOT_CONTEXT, call.token, message.len())
         });
@@ -864,7 +977,7 @@ impl<B: Callbacks> Proxy<B> {
         &self,
         context_id: u32,
         side: Side,
-        body: bool,
+        part: Part,
         size: usize,
         end_of_stream: bool,
     ) -> Action {
@@ -875,15 +988,21 @@ impl<B: Callbacks> Proxy<B> {
         self.state.borrow_mut().current = context_id;
         let result = {
             let mut plugin = self.plugin.borrow_mut();
-            match (side, body) {
-                (Side::Request, false) => {
+            match (side, part) {
+                (Side::Request, Part::Headers) => {
                     plugin.on_request_headers(context_id, size, end_of_stream)
                 }
-                (Side::Request, true) => plugin.on_request_body(context_id, size, end_of_stream),
-                (Side::Response, false) => {
+                (Side::Request, Part::Body) => {
+                    plugin.on_request_body(context_id, size, end_of_stream)
+                }
+                (Side::Request, Part::Trailers) => plugin.on_request_trailers(context_id, size),
+                (Side::Response, Part::Headers) => {
                     plugin.on_response_headers(context_id, size, end_of_stream)
                 }
-                (Side::Response, true) => plugin.on_response_body(context_id, size, end_of_stream),
+                (Side::Response, Part::Body) => {
+                    plugin.on_response_body(context_id, size, end_of_stream)
+                }
+                (Side::Response, Part::Trailers) => plugin.on_response_trailers(context_id, size),
             }
         };
         let deferred = std::mem::take(&mut self.state.borrow_mut().deferred);
@@ -898,13 +1017,15 @@ impl<B: Callbacks> Proxy<B> {
             let mut state = self.state.borrow_mut();
             let half = stream_mut(&mut state, context_id).half(side);
             half.paused = action == Action::Pause;
-            if body {
-                if action == Action::Continue {
-                    let held = std::mem::take(&mut half.body);
-                    half.forwarded.extend(held);
+            match part {
+                // Going on from the trailers releases the body held before them too.
+                Part::Body | Part::Trailers => {
+                    if action == Action::Continue {
+                        let held = std::mem::take(&mut half.body);
+                        half.forwarded.extend(held);
+                    }
                 }
-            } else {
-                half.headers_held = action == Action::Pause;
+                Part::Headers => half.headers_held = action == Action::Pause,
             }
         }
         for effect in deferred {
@@ -984,7 +1105,8 @@ impl<B: Callbacks> Proxy<B> {
             return;
         }
         let end_of_stream = reply.body.is_empty();
-        let action = self.stream_callback(context_id, Side::Response, false, 0, end_of_stream);
+        let action =
+            self.stream_callback(context_id, Side::Response, Part::Headers, 0, end_of_stream);
         if action == Action::Pause && self.failure().is_none() {
             panic!("the plugin paused the response of its own local reply");
         }
@@ -992,8 +1114,13 @@ impl<B: Callbacks> Proxy<B> {
             stream_mut(&mut self.state.borrow_mut(), context_id)
                 .response
                 .body = reply.body.clone();
-            let action =
-                self.stream_callback(context_id, Side::Response, true, reply.body.len(), true);
+            let action = self.stream_callback(
+                context_id,
+                Side::Response,
+                Part::Body,
+                reply.body.len(),
+                true,
+            );
             if action == Action::Pause && self.failure().is_none() {
                 panic!("the plugin paused the response body of its own local reply");
             }
@@ -1051,4 +1178,12 @@ fn assert_open(stream: &StreamState, side: Side) {
             "the plugin already replied locally on this stream; the proxy delivers no more {side:?} data"
         );
     }
+}
+
+/// Which part of one side of a stream a callback delivers.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Part {
+    Headers,
+    Body,
+    Trailers,
 }

@@ -163,7 +163,7 @@ impl GrpcCall {
         self.cancelled
     }
 
-    /// Whether the plugin closed it (`proxy_grpc_close`).
+    /// Whether it is over: finished by the service (or the proxy), or its reply delivered.
     pub fn is_closed(&self) -> bool {
         self.closed
     }
@@ -623,12 +623,20 @@ impl ProxyState {
         messages: Vec<Vec<u8>>,
         timeout: Option<Duration>,
     ) -> Result<u32, Status> {
-        self.known_cluster(cluster)?;
+        // An encoded `GrpcService` names its cluster; Envoy opens it without checking the
+        // cluster (an unknown one fails the call later, UNAVAILABLE). A bare name is checked.
+        let cluster = match grpc_service_cluster(cluster.as_bytes()) {
+            Some(name) => name,
+            None => {
+                self.known_cluster(cluster)?;
+                cluster.to_string()
+            }
+        };
         let token = self.next_token();
         self.grpc_calls.push(GrpcCall {
             token,
             context_id: self.current,
-            cluster: cluster.to_string(),
+            cluster,
             service: service.to_string(),
             method: method.to_string(),
             metadata: metadata
@@ -674,9 +682,15 @@ impl ProxyState {
         Ok(())
     }
 
-    /// `proxy_grpc_close`: the plugin is done with it.
+    /// `proxy_grpc_close`: as Envoy 1.40, half-closes a stream (its replies still come) and
+    /// abandons a unary call (no callback comes for it).
     pub fn grpc_close(&mut self, token: u32) -> Result<(), Status> {
-        self.grpc_mut(token)?.closed = true;
+        let call = self.grpc_mut(token)?;
+        if call.timeout.is_some() {
+            call.cancelled = true;
+        } else {
+            call.half_closed = true;
+        }
         Ok(())
     }
 
@@ -962,6 +976,20 @@ impl ProxyState {
 // Ids handed out for queues and metrics start at 1, so that 0 is never valid.
 fn queue_id(index: usize) -> u32 {
     u32::try_from(index + 1).unwrap_or(u32::MAX)
+}
+
+/// The cluster of an encoded `envoy.config.core.v3.GrpcService { envoy_grpc { cluster_name } }`
+/// (one-byte lengths, as plugins encode it); `None` for anything else (a bare cluster name).
+fn grpc_service_cluster(upstream: &[u8]) -> Option<String> {
+    match upstream {
+        [0x0a, outer, 0x0a, inner, name @ ..]
+            if usize::from(*outer) == usize::from(*inner) + 2
+                && usize::from(*inner) == name.len() =>
+        {
+            String::from_utf8(name.to_vec()).ok()
+        }
+        _ => None,
+    }
 }
 
 #[cfg(test)]

@@ -54,6 +54,8 @@ pub(super) fn start_component(
 ) -> Option<Result<ComponentProxy, ConfigRejected>> {
     // The `plugin` world has no Redis (a component's commands fail as unsupported): a plugin
     // that sends Redis commands, as its module's imports show, runs natively and as a module.
+    // (gRPC and shared queues are imported by every module, through the `proxy-wasm` crate's
+    // context traits: the testing API stops the component twin when the plugin uses them.)
     if plugin_module().is_some_and(|module| {
         module
             .imports()

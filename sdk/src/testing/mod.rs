@@ -46,7 +46,9 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::rc::Rc;
 
-pub use proxy_emulator::{Call, ConfigRejected, RedisCall, RedisInit, RedisServer, SentReply};
+pub use proxy_emulator::{
+    Call, ConfigRejected, GrpcCall, RedisCall, RedisInit, RedisServer, SentReply,
+};
 use proxy_emulator::{LogLevel, Proxy, ProxyConfig, ProxyState, Side};
 
 use self::native::{NativePlugin, TestHost};
@@ -69,8 +71,18 @@ macro_rules! lockstep {
             let compiled = $op;
             compiled::agree(compiled::MODULE, $what, &native, &compiled, $proxy);
         }
+        // A component cannot do what the plugin just did natively (gRPC, shared queues): the
+        // component twin stops here, its results would only differ by that.
         #[cfg(feature = "wasm")]
-        if let Some($proxy) = &$test.component {
+        if $test.driver.runtime.used_host_only_feature() {
+            $test.component_stopped.set(true);
+        }
+        #[cfg(feature = "wasm")]
+        if let Some($proxy) = $test
+            .component
+            .as_ref()
+            .filter(|_| !$test.component_stopped.get())
+        {
             let compiled = $op;
             compiled::agree(compiled::COMPONENT, $what, &native, &compiled, $proxy);
         }
@@ -149,15 +161,21 @@ impl<P: Plugin> PluginTestBuilder<P> {
         let driver = Driver::<P>::new(host);
         #[cfg(feature = "wasm")]
         let compiled = compiled::start(&self.config);
-        #[cfg(feature = "wasm")]
-        let component = compiled::start_component(&self.config);
         let native = Proxy::start(
             state,
             NativePlugin {
                 driver: Rc::clone(&driver),
             },
-            self.config,
+            self.config.clone(),
         );
+        // A component has no root context to run background tasks on (they are not started
+        // there): a plugin with some runs natively and as a module.
+        #[cfg(feature = "wasm")]
+        let component = if driver.runtime.has_background() {
+            None
+        } else {
+            compiled::start_component(&self.config)
+        };
         #[cfg(feature = "wasm")]
         let compiled = compiled.and_then(|compiled| {
             compiled::agree_on_start(
@@ -183,6 +201,8 @@ impl<P: Plugin> PluginTestBuilder<P> {
             compiled,
             #[cfg(feature = "wasm")]
             component,
+            #[cfg(feature = "wasm")]
+            component_stopped: std::cell::Cell::new(false),
         })
     }
 }
@@ -201,6 +221,8 @@ pub struct PluginTest<P: Plugin> {
     compiled: Option<compiled::CompiledProxy>,
     #[cfg(feature = "wasm")]
     component: Option<compiled::ComponentProxy>,
+    #[cfg(feature = "wasm")]
+    component_stopped: std::cell::Cell<bool>,
 }
 
 impl<P: Plugin> PluginTest<P> {
@@ -220,6 +242,20 @@ impl<P: Plugin> PluginTest<P> {
             redis_servers: Vec::new(),
             _plugin: std::marker::PhantomData,
         }
+    }
+
+    /// Delivers a new configuration to the running plugin (`on_configure` again, as Envoy
+    /// does on a configuration update that keeps the VM); returns whether the plugin accepted
+    /// it. Background tasks of the old configuration are dropped, the new one's started.
+    pub fn reconfigure(&self, json: &str) -> bool {
+        lockstep!(self, "reconfiguring", |proxy| proxy
+            .reconfigure(json.as_bytes()))
+    }
+
+    /// Stops the plugin, as Envoy does when its configuration is removed (`on_done` and
+    /// `on_delete` on the root context): its background tasks end.
+    pub fn stop(&self) {
+        lockstep!(self, "stopping the plugin", |proxy| proxy.stop());
     }
 
     /// Opens a new HTTP stream.
@@ -294,9 +330,99 @@ impl<P: Plugin> PluginTest<P> {
         lockstep!(self, "advancing the clock", |proxy| proxy.advance_time(by))
     }
 
+    /// The value of the metric named `name` (as the proxy got it: with tags, the
+    /// [`MetricName`](crate::MetricName)'s string), `None` if the plugin never defined it. A
+    /// histogram reads as the last value recorded.
+    pub fn metric(&self, name: &str) -> Option<i64> {
+        lockstep!(self, "a metric", |proxy| proxy.state().metric(name))
+    }
+
+    /// The shared data under `key` (see [`SharedData`](crate::SharedData)), `None` if none.
+    pub fn shared_data(&self, key: &str) -> Option<Vec<u8>> {
+        lockstep!(self, "shared data", |proxy| proxy
+            .state()
+            .get_shared_data(key.as_bytes())
+            .ok()
+            .map(|(value, _cas)| value))
+    }
+
+    /// Writes shared data as another worker of the proxy would: unconditionally, giving it a
+    /// new version, so that a plugin's write with the version it read before fails.
+    pub fn set_shared_data(&self, key: &str, value: impl AsRef<[u8]>) {
+        let set = lockstep!(self, "writing shared data", |proxy| proxy
+            .state()
+            .set_shared_data(key.as_bytes(), value.as_ref(), 0)
+            .is_ok());
+        assert!(set, "the proxy refused to write shared data {key:?}");
+    }
+
+    /// Gives the proxy a property every stream and the plugin itself read, e.g.
+    /// `&["plugin_name"]` or `&["node", "id"]` (a stream's own, set with
+    /// [`TestStream::set_property`], comes first). Values are the bytes Envoy would hand the
+    /// plugin: strings as they are, `int`s as 8 bytes little-endian (`7i64.to_le_bytes()`),
+    /// `bool`s as one byte.
+    pub fn set_property(&self, path: &[&str], value: impl AsRef<[u8]>) {
+        let path = path.join("\0");
+        lockstep!(self, "setting a property", |proxy| proxy
+            .state()
+            .set_property(path.as_bytes(), value.as_ref()));
+    }
+
     /// Sleeps (and timeouts) the plugin is waiting on.
     pub fn live_timers(&self) -> usize {
         self.driver.runtime.timers().pending()
+    }
+
+    /// gRPC calls and streams still open (not answered, finished, cancelled or closed), in
+    /// the order they were made.
+    pub fn grpc_calls(&self) -> Vec<GrpcCall> {
+        lockstep!(self, "the open gRPC calls", |proxy| proxy.grpc_calls())
+    }
+
+    /// Delivers a message on a gRPC call (its reply: the call is then answered) or stream.
+    pub fn grpc_message(&self, call: &GrpcCall, message: impl AsRef<[u8]>) {
+        lockstep!(self, "a gRPC message", |proxy| proxy
+            .grpc_message(call, message.as_ref()));
+    }
+
+    /// Ends a gRPC call or stream with status `code` (0 is OK) and `message`, as the service
+    /// (or the proxy: 14 UNAVAILABLE for an unreachable cluster, 4 DEADLINE_EXCEEDED for a
+    /// timeout) does.
+    pub fn grpc_finish(&self, call: &GrpcCall, code: u32, message: &str) {
+        lockstep!(self, "finishing a gRPC call", |proxy| proxy
+            .grpc_finish(call, code, message));
+    }
+
+    /// Tells the plugin about the shared queues that received messages since the last time
+    /// (`on_queue_ready`, as the proxy does after an enqueue); returns how many queues.
+    pub fn deliver_ready_queues(&self) -> usize {
+        lockstep!(self, "delivering ready queues", |proxy| proxy
+            .deliver_ready_queues())
+    }
+
+    /// Adds a message to the shared queue `name` of this plugin's VM, as another plugin
+    /// would; `false` when no one registered that queue. Deliver it with
+    /// [`deliver_ready_queues`](PluginTest::deliver_ready_queues).
+    pub fn enqueue(&self, name: &str, message: impl AsRef<[u8]>) -> bool {
+        lockstep!(self, "enqueueing", |proxy| {
+            let mut state = proxy.state();
+            match state.resolve_shared_queue("", name) {
+                Ok(queue) => state.enqueue_shared_queue(queue, message.as_ref()).is_ok(),
+                Err(_) => false,
+            }
+        })
+    }
+
+    /// Gives the proxy an extension function `name` (`proxy_call_foreign_function`), as
+    /// Envoy and Higress register theirs; `function` maps the arguments to the result.
+    pub fn register_foreign_function(
+        &self,
+        name: &str,
+        function: impl Fn(&[u8]) -> Vec<u8> + Clone + 'static,
+    ) {
+        lockstep!(self, "registering a foreign function", |proxy| proxy
+            .state()
+            .register_foreign_function(name, Box::new(function.clone())));
     }
 
     /// Redis calls not answered yet, in the order they were made.
@@ -397,11 +523,12 @@ impl<P: Plugin> PluginTest<P> {
     }
 
     /// Whether the scenario also runs against the plugin's component build (see
-    /// [`PluginTest`]). Not for a plugin that sends Redis commands: the component world has
-    /// no Redis yet.
+    /// [`PluginTest`]). Not for a plugin that sends Redis commands or has background tasks,
+    /// and no longer once the plugin used gRPC or shared queues: the component world has none
+    /// of them yet.
     pub fn runs_component(&self) -> bool {
         #[cfg(feature = "wasm")]
-        return self.component.is_some();
+        return self.component.is_some() && !self.component_stopped.get();
         #[cfg(not(feature = "wasm"))]
         return false;
     }
@@ -497,6 +624,32 @@ impl<P: Plugin> TestStream<'_, P> {
             )
         })
         .into()
+    }
+
+    /// Delivers the request trailers (they end the request).
+    pub fn send_request_trailers(&self, trailers: &[(&str, &str)]) -> Action {
+        lockstep!(self.test, "the action for request trailers", |proxy| proxy
+            .send_trailers(self.context_id, Side::Request, trailers))
+        .into()
+    }
+
+    /// Delivers the response trailers (they end the response).
+    pub fn send_response_trailers(&self, trailers: &[(&str, &str)]) -> Action {
+        lockstep!(self.test, "the action for response trailers", |proxy| proxy
+            .send_trailers(self.context_id, Side::Response, trailers))
+        .into()
+    }
+
+    /// The request trailers as they are now (after the plugin's changes), lossy as text.
+    pub fn request_trailers(&self) -> Vec<(String, String)> {
+        lockstep!(self.test, "trailers", |proxy| proxy
+            .trailers(self.context_id, Side::Request))
+    }
+
+    /// The response trailers as they are now.
+    pub fn response_trailers(&self) -> Vec<(String, String)> {
+        lockstep!(self.test, "trailers", |proxy| proxy
+            .trailers(self.context_id, Side::Response))
     }
 
     /// Ends the stream as the proxy does (`on_log`, `on_done`, `on_delete`): after a complete

@@ -10,7 +10,9 @@ use proxy_emulator::{
 };
 
 use crate::driver::Driver;
-use crate::host::{Action, BufferKind, Direction, Host, HostError, HostStatus, MapKind, Pairs};
+use crate::host::{
+    Action, BufferKind, Direction, GrpcRequest, Host, HostError, HostStatus, MapKind, Pairs,
+};
 use crate::plugin::Plugin;
 use crate::runtime::Phase;
 
@@ -118,6 +120,47 @@ impl<P: Plugin> Callbacks for NativePlugin<P> {
         Ok(())
     }
 
+    fn on_request_trailers(
+        &mut self,
+        context_id: u32,
+        trailers: usize,
+    ) -> Result<proxy_emulator::Action, PluginFailure> {
+        self.hook(context_id, Phase::RequestTrailers, trailers, true)
+    }
+
+    fn on_response_trailers(
+        &mut self,
+        context_id: u32,
+        trailers: usize,
+    ) -> Result<proxy_emulator::Action, PluginFailure> {
+        self.hook(context_id, Phase::ResponseTrailers, trailers, true)
+    }
+
+    fn on_queue_ready(&mut self, root_id: u32, queue_id: u32) -> Result<(), PluginFailure> {
+        self.driver.runtime.on_queue_ready(root_id, queue_id);
+        Ok(())
+    }
+
+    fn on_grpc_receive(
+        &mut self,
+        context_id: u32,
+        token: u32,
+        size: usize,
+    ) -> Result<(), PluginFailure> {
+        self.driver.runtime.on_grpc_receive(context_id, token, size);
+        Ok(())
+    }
+
+    fn on_grpc_close(
+        &mut self,
+        context_id: u32,
+        token: u32,
+        status: u32,
+    ) -> Result<(), PluginFailure> {
+        self.driver.runtime.on_grpc_close(context_id, token, status);
+        Ok(())
+    }
+
     fn on_redis_call_response(
         &mut self,
         context_id: u32,
@@ -154,7 +197,9 @@ pub(super) struct TestHost {
 fn map_type(map: MapKind) -> MapType {
     match map {
         MapKind::RequestHeaders => MapType::RequestHeaders,
+        MapKind::RequestTrailers => MapType::RequestTrailers,
         MapKind::ResponseHeaders => MapType::ResponseHeaders,
+        MapKind::ResponseTrailers => MapType::ResponseTrailers,
         MapKind::CallResponseHeaders => MapType::CallResponseHeaders,
         MapKind::CallResponseTrailers => MapType::CallResponseTrailers,
     }
@@ -165,6 +210,7 @@ fn buffer_type(buffer: BufferKind) -> BufferType {
         BufferKind::RequestBody => BufferType::RequestBody,
         BufferKind::ResponseBody => BufferType::ResponseBody,
         BufferKind::CallResponseBody => BufferType::CallResponseBody,
+        BufferKind::GrpcReceive => BufferType::GrpcMessage,
         BufferKind::PluginConfiguration => BufferType::PluginConfiguration,
         BufferKind::RedisCallResponse => BufferType::RedisCallResponse,
     }
@@ -234,6 +280,70 @@ impl Host for TestHost {
             Err(Status::NotFound) => Ok(None),
             Err(status) => Err(refused("proxy_get_property")(status)),
         }
+    }
+
+    // Properties (writing), shared data and metrics, answered as the wasmtime host answers
+    // the compiled twins' hostcalls (host/src/emulated.rs, host/src/component.rs), so that
+    // the backends agree.
+
+    fn set_property(&self, path: &[&str], value: &[u8]) -> Result<(), HostError> {
+        self.state
+            .borrow_mut()
+            .set_property(path.join("\0").as_bytes(), value);
+        Ok(())
+    }
+
+    fn get_shared_data(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, HostError> {
+        match self.state.borrow().get_shared_data(key.as_bytes()) {
+            Ok(entry) => Ok(Some(entry)),
+            Err(Status::NotFound) => Ok(None),
+            Err(status) => Err(refused("proxy_get_shared_data")(status)),
+        }
+    }
+
+    fn set_shared_data(&self, key: &str, value: &[u8], cas: u32) -> Result<(), HostError> {
+        self.state
+            .borrow_mut()
+            .set_shared_data(key.as_bytes(), value, cas)
+            .map_err(refused("proxy_set_shared_data"))
+    }
+
+    fn define_metric(
+        &self,
+        kind: crate::metrics::MetricKind,
+        name: &str,
+    ) -> Result<u32, HostError> {
+        let kind = match kind {
+            crate::metrics::MetricKind::Counter => proxy_emulator::MetricType::Counter,
+            crate::metrics::MetricKind::Gauge => proxy_emulator::MetricType::Gauge,
+            crate::metrics::MetricKind::Histogram => proxy_emulator::MetricType::Histogram,
+        };
+        Ok(self.state.borrow_mut().define_metric(kind, name))
+    }
+
+    fn increment_metric(&self, id: u32, delta: i64) -> Result<(), HostError> {
+        self.state
+            .borrow_mut()
+            .increment_metric(id, delta)
+            .map_err(refused("proxy_increment_metric"))
+    }
+
+    fn record_metric(&self, id: u32, value: u64) -> Result<(), HostError> {
+        let value = i64::try_from(value).unwrap_or(i64::MAX);
+        self.state
+            .borrow_mut()
+            .record_metric(id, value)
+            .map_err(refused("proxy_record_metric"))
+    }
+
+    fn get_metric(&self, id: u32) -> Result<u64, HostError> {
+        let value = self
+            .state
+            .borrow()
+            .get_metric(id)
+            .map_err(refused("proxy_get_metric"))?;
+        // A gauge below zero reads as 0, as `proxy_get_metric`'s u64 does in our host.
+        Ok(u64::try_from(value).unwrap_or(0))
     }
 
     fn set_map(&self, map: MapKind, pairs: &[(&str, &[u8])]) -> Result<(), HostError> {
@@ -362,5 +472,92 @@ impl Host for TestHost {
             .borrow_mut()
             .send_local_response(status, details, body, owned(headers))
             .map_err(refused("proxy_send_local_response"))
+    }
+
+    fn grpc_call(&self, call: &GrpcRequest<'_>, message: &[u8]) -> Result<u32, HostError> {
+        self.state
+            .borrow_mut()
+            .grpc_call(
+                &crate::grpc::upstream(call.cluster),
+                call.service,
+                call.method,
+                owned(call.metadata),
+                message,
+                call.timeout,
+            )
+            .map_err(refused("proxy_grpc_call"))
+    }
+
+    fn grpc_stream(&self, call: &GrpcRequest<'_>) -> Result<u32, HostError> {
+        self.state
+            .borrow_mut()
+            .grpc_stream(
+                &crate::grpc::upstream(call.cluster),
+                call.service,
+                call.method,
+                owned(call.metadata),
+            )
+            .map_err(refused("proxy_grpc_stream"))
+    }
+
+    fn grpc_send(&self, token: u32, message: &[u8], end_stream: bool) -> Result<(), HostError> {
+        self.state
+            .borrow_mut()
+            .grpc_send(token, message, end_stream)
+            .map_err(refused("proxy_grpc_send"))
+    }
+
+    fn grpc_cancel(&self, token: u32, _stream: bool) -> Result<(), HostError> {
+        self.state
+            .borrow_mut()
+            .grpc_cancel(token)
+            .map_err(refused("proxy_grpc_cancel"))
+    }
+
+    fn call_foreign_function(&self, name: &str, arguments: &[u8]) -> Result<Vec<u8>, HostError> {
+        self.state
+            .borrow()
+            .call_foreign_function(name, arguments)
+            .map_err(refused("proxy_call_foreign_function"))
+    }
+
+    fn grpc_close(&self, token: u32) -> Result<(), HostError> {
+        self.state
+            .borrow_mut()
+            .grpc_close(token)
+            .map_err(refused("proxy_grpc_close"))
+    }
+
+    fn grpc_status(&self) -> Result<(u32, Vec<u8>), HostError> {
+        self.state
+            .borrow()
+            .get_status()
+            .map_err(refused("proxy_get_status"))
+    }
+
+    fn register_queue(&self, name: &str) -> Result<u32, HostError> {
+        Ok(self.state.borrow_mut().register_shared_queue(name))
+    }
+
+    fn resolve_queue(&self, vm_id: &str, name: &str) -> Result<u32, HostError> {
+        self.state
+            .borrow()
+            .resolve_shared_queue(vm_id, name)
+            .map_err(refused("proxy_resolve_shared_queue"))
+    }
+
+    fn enqueue(&self, queue: u32, message: &[u8]) -> Result<(), HostError> {
+        self.state
+            .borrow_mut()
+            .enqueue_shared_queue(queue, message)
+            .map_err(refused("proxy_enqueue_shared_queue"))
+    }
+
+    fn dequeue(&self, queue: u32) -> Result<Option<Vec<u8>>, HostError> {
+        match self.state.borrow_mut().dequeue_shared_queue(queue) {
+            Ok(message) => Ok(Some(message)),
+            Err(Status::Empty) => Ok(None),
+            Err(status) => Err(refused("proxy_dequeue_shared_queue")(status)),
+        }
     }
 }

@@ -1,0 +1,66 @@
+//! Work that outlives any request: tasks on the root context.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+
+/// A task that runs on the plugin's root context, outside any request, for as long as the
+/// configuration that made it is in force: [`Plugin::background_tasks`](crate::Plugin::background_tasks)
+/// returns them, the SDK starts them right after the configuration is accepted, and drops
+/// them (mid-await) when the plugin is reconfigured or stops.
+///
+/// A background task awaits what a hook awaits: HTTP calls, [`sleep`](crate::sleep),
+/// [`timeout`](crate::timeout). Its calls are made from the root context, so they do not
+/// depend on any stream. It shares data with the per-stream plugin values through the
+/// configuration (`Rc<Config>`), e.g. a cache in a `RefCell` field the task fills.
+///
+/// ```
+/// use std::cell::RefCell;
+/// use std::rc::Rc;
+/// use std::time::Duration;
+/// use proxy_async::{BackgroundTask, HttpClient, Plugin, PluginConfig};
+///
+/// #[derive(serde::Deserialize, Default)]
+/// struct Config {
+///     #[serde(skip)]
+///     allow_list: RefCell<Vec<u8>>,
+/// }
+/// impl PluginConfig for Config {}
+///
+/// struct Filter;
+///
+/// impl Plugin for Filter {
+///     type Config = Config;
+///     fn new(_: &Rc<Config>) -> Self { Filter }
+///     fn background_tasks(config: &Rc<Config>) -> Vec<BackgroundTask> {
+///         let config = Rc::clone(config);
+///         vec![BackgroundTask::new(async move {
+///             let lists = HttpClient::new("lists");
+///             loop {
+///                 if let Ok(list) = lists.get("/allow").send().await {
+///                     *config.allow_list.borrow_mut() = list.body().to_vec();
+///                 }
+///                 proxy_async::sleep(Duration::from_secs(60)).await;
+///             }
+///         })]
+///     }
+/// }
+/// ```
+pub struct BackgroundTask {
+    pub(crate) future: Pin<Box<dyn Future<Output = ()>>>,
+}
+
+impl BackgroundTask {
+    /// A task running `future` to its end (or until the configuration is replaced).
+    pub fn new(future: impl Future<Output = ()> + 'static) -> Self {
+        BackgroundTask {
+            future: Box::pin(future),
+        }
+    }
+}
+
+impl fmt::Debug for BackgroundTask {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("BackgroundTask")
+    }
+}
