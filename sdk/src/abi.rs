@@ -575,6 +575,51 @@ pub(crate) fn runtime_for(
         .map(|(_, runtime)| runtime)
 }
 
+/// The callbacks of calls (HTTP and gRPC), the same on the root context (background tasks'
+/// calls) and on streams: the `proxy-wasm` crate's dispatcher delivers each to the context
+/// that made the call, and both hand it to the runtime, which knows the waiting future.
+macro_rules! call_response_callbacks {
+    () => {
+        fn on_http_call_response(
+            &mut self,
+            token_id: u32,
+            num_headers: usize,
+            body_size: usize,
+            num_trailers: usize,
+        ) {
+            self.driver.runtime.on_call_response(
+                self.context_id,
+                token_id,
+                num_headers,
+                body_size,
+                num_trailers,
+            );
+        }
+
+        fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
+            grpc_call_response(
+                &self.driver.runtime,
+                self.context_id,
+                token_id,
+                status_code,
+                response_size,
+            );
+        }
+
+        fn on_grpc_stream_message(&mut self, token_id: u32, message_size: usize) {
+            self.driver
+                .runtime
+                .on_grpc_receive(self.context_id, token_id, message_size);
+        }
+
+        fn on_grpc_stream_close(&mut self, token_id: u32, status_code: u32) {
+            self.driver
+                .runtime
+                .on_grpc_close(self.context_id, token_id, status_code);
+        }
+    };
+}
+
 /// The `proxy-wasm` crate's dispatcher reports a unary call's reply (status 0) and its failure
 /// (a non-zero status, no message) through one method.
 fn grpc_call_response(
@@ -612,43 +657,7 @@ impl<P: Plugin> Context for Root<P> {
         self.driver.runtime.on_done(self.context_id)
     }
 
-    fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
-        grpc_call_response(
-            &self.driver.runtime,
-            self.context_id,
-            token_id,
-            status_code,
-            response_size,
-        );
-    }
-
-    fn on_grpc_stream_message(&mut self, token_id: u32, message_size: usize) {
-        self.driver
-            .runtime
-            .on_grpc_receive(self.context_id, token_id, message_size);
-    }
-
-    fn on_grpc_stream_close(&mut self, token_id: u32, status_code: u32) {
-        self.driver
-            .runtime
-            .on_grpc_close(self.context_id, token_id, status_code);
-    }
-
-    fn on_http_call_response(
-        &mut self,
-        token_id: u32,
-        num_headers: usize,
-        body_size: usize,
-        num_trailers: usize,
-    ) {
-        self.driver.runtime.on_call_response(
-            self.context_id,
-            token_id,
-            num_headers,
-            body_size,
-            num_trailers,
-        );
-    }
+    call_response_callbacks!();
 }
 
 impl<P: Plugin> RootContext for Root<P> {
@@ -702,43 +711,7 @@ impl<P: Plugin> Stream<P> {
 }
 
 impl<P: Plugin> Context for Stream<P> {
-    fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
-        grpc_call_response(
-            &self.driver.runtime,
-            self.context_id,
-            token_id,
-            status_code,
-            response_size,
-        );
-    }
-
-    fn on_grpc_stream_message(&mut self, token_id: u32, message_size: usize) {
-        self.driver
-            .runtime
-            .on_grpc_receive(self.context_id, token_id, message_size);
-    }
-
-    fn on_grpc_stream_close(&mut self, token_id: u32, status_code: u32) {
-        self.driver
-            .runtime
-            .on_grpc_close(self.context_id, token_id, status_code);
-    }
-
-    fn on_http_call_response(
-        &mut self,
-        token_id: u32,
-        num_headers: usize,
-        body_size: usize,
-        num_trailers: usize,
-    ) {
-        self.driver.runtime.on_call_response(
-            self.context_id,
-            token_id,
-            num_headers,
-            body_size,
-            num_trailers,
-        );
-    }
+    call_response_callbacks!();
 
     fn on_done(&mut self) -> bool {
         self.driver.runtime.on_done(self.context_id)

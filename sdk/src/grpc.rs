@@ -365,6 +365,7 @@ impl GrpcClient {
             .insert(token, Rc::clone(&inbox));
         Ok(GrpcStream {
             runtime,
+            cluster: self.cluster.clone(),
             token,
             inbox,
             half_closed: false,
@@ -398,6 +399,7 @@ impl Drop for CancelOnDrop {
 /// An open gRPC stream: send messages, read the replies. Dropping it resets the stream.
 pub struct GrpcStream {
     runtime: Rc<Runtime>,
+    cluster: String,
     token: u32,
     inbox: Rc<RefCell<Inbox>>,
     half_closed: bool,
@@ -406,6 +408,7 @@ pub struct GrpcStream {
 impl fmt::Debug for GrpcStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GrpcStream")
+            .field("cluster", &self.cluster)
             .field("token", &self.token)
             .finish()
     }
@@ -425,13 +428,7 @@ impl GrpcStream {
         }
         optional(&self.runtime)
             .grpc_close(self.token)
-            .map_err(|error| match error.status {
-                HostStatus::NotFound => GrpcError::Closed,
-                status => GrpcError::Refused {
-                    cluster: String::new(),
-                    status,
-                },
-            })?;
+            .map_err(|error| stream_refusal(&self.cluster, error))?;
         self.half_closed = true;
         Ok(())
     }
@@ -447,13 +444,7 @@ impl GrpcStream {
         }
         optional(&self.runtime)
             .grpc_send(self.token, message, end_stream)
-            .map_err(|error| match error.status {
-                HostStatus::NotFound => GrpcError::Closed,
-                status => GrpcError::Refused {
-                    cluster: String::new(),
-                    status,
-                },
-            })?;
+            .map_err(|error| stream_refusal(&self.cluster, error))?;
         self.half_closed |= end_stream;
         Ok(())
     }
@@ -487,6 +478,17 @@ impl GrpcStream {
                 Poll::Pending
             }
         }
+    }
+}
+
+/// A refused send or close on a stream: NOT_FOUND means the proxy closed it already.
+fn stream_refusal(cluster: &str, error: HostError) -> GrpcError {
+    match error.status {
+        HostStatus::NotFound => GrpcError::Closed,
+        status => GrpcError::Refused {
+            cluster: cluster.to_string(),
+            status,
+        },
     }
 }
 
