@@ -1029,7 +1029,7 @@ impl ComponentPlugin {
                 if held_next {
                     window.handled = window.offset + window.len;
                     window.len = 0;
-                } else if resume || phase == Phase::Log {
+                } else if resume {
                     *window = BodyWindow::default();
                 }
                 if resume && phase != Phase::Log && !held_next {

@@ -146,6 +146,11 @@ impl StreamShared {
         )
     )]
     pub(crate) fn standalone(context_id: u32, host: Rc<dyn Host>) -> StreamShared {
+        StreamShared::new(context_id, host, Rc::new(RefCell::new(Vec::new())))
+    }
+
+    /// A stream that reports its finished hooks on `finished`.
+    fn new(context_id: u32, host: Rc<dyn Host>, finished: Rc<RefCell<Vec<u32>>>) -> StreamShared {
         StreamShared {
             context_id,
             host,
@@ -161,7 +166,7 @@ impl StreamShared {
             ],
             replied: Cell::new(false),
             ended: Cell::new(false),
-            finished: Rc::new(RefCell::new(Vec::new())),
+            finished,
         }
     }
 
@@ -518,23 +523,11 @@ impl Runtime {
         F: FnOnce(Rc<StreamShared>) -> Fut,
         Fut: Future<Output = ()> + 'static,
     {
-        let shared = Rc::new(StreamShared {
+        let shared = Rc::new(StreamShared::new(
             context_id,
-            host: Rc::clone(&self.host),
-            event: Cell::new(None),
-            outcome: RefCell::new(None),
-            paused: Cell::new(None),
-            busy: Cell::new(false),
-            waiting: RefCell::new(VecDeque::new()),
-            held_body: [Cell::new(None), Cell::new(None)],
-            windows: [
-                Cell::new(BodyWindow::default()),
-                Cell::new(BodyWindow::default()),
-            ],
-            replied: Cell::new(false),
-            ended: Cell::new(false),
-            finished: Rc::clone(&self.finished),
-        });
+            Rc::clone(&self.host),
+            Rc::clone(&self.finished),
+        ));
         let id = self
             .executor
             .spawn(Owner(context_id), task(Rc::clone(&shared)));
