@@ -1,13 +1,14 @@
 //! 2. Wasm instructions per request: our host's fuel, summed over every callback of a request
 //!    (context creation, headers, call responses, response, log, done, delete).
 
-use proxy_async_host::proxy_emulator::{Pairs, Proxy, ProxyConfig, Side};
-use proxy_async_host::{EmulatedAbi, Plugin, start_emulated};
+use proxy_async_host::proxy_async_emulator::ProxyState;
+use proxy_async_host::proxy_async_emulator::{Direction, Pairs, Proxy, ProxyConfig};
+use proxy_async_host::{Plugin, start_emulated};
 
 use crate::plugins::Built;
 use crate::report::{Row, Table, Target};
 
-type WasmProxy = Proxy<Plugin<EmulatedAbi>>;
+type WasmProxy = Proxy<Plugin<ProxyState>>;
 
 /// The auth-flow configuration of the measurements.
 pub(crate) const AUTH_CONFIG: &str =
@@ -43,7 +44,7 @@ fn hello_request(proxy: &WasmProxy) {
     let stream = proxy.open_stream();
     proxy.send_headers(
         stream,
-        Side::Request,
+        Direction::Request,
         &[
             (":method", "GET"),
             (":path", "/"),
@@ -52,7 +53,7 @@ fn hello_request(proxy: &WasmProxy) {
         true,
     );
     if proxy.local_reply(stream).is_none() {
-        proxy.send_headers(stream, Side::Response, &[(":status", "200")], true);
+        proxy.send_headers(stream, Direction::Response, &[(":status", "200")], true);
     }
     proxy.end_stream(stream);
 }
@@ -62,7 +63,7 @@ pub(crate) fn auth_success(proxy: &WasmProxy) {
     let stream = proxy.open_stream();
     proxy.send_headers(
         stream,
-        Side::Request,
+        Direction::Request,
         &[
             (":method", "GET"),
             (":path", "/orders"),
@@ -73,7 +74,7 @@ pub(crate) fn auth_success(proxy: &WasmProxy) {
     );
     answer_last(proxy, response(200, r#"{"token": "t-alice"}"#));
     answer_last(proxy, response(200, r#"{"id": "u-1", "name": "alice"}"#));
-    proxy.send_headers(stream, Side::Response, &[(":status", "200")], true);
+    proxy.send_headers(stream, Direction::Response, &[(":status", "200")], true);
     proxy.end_stream(stream);
 }
 
@@ -82,7 +83,7 @@ fn auth_denied(proxy: &WasmProxy) {
     let stream = proxy.open_stream();
     proxy.send_headers(
         stream,
-        Side::Request,
+        Direction::Request,
         &[
             (":method", "GET"),
             (":path", "/orders"),
@@ -202,7 +203,7 @@ fn steps(proxy: &WasmProxy, auth: bool) -> Vec<(&'static str, u64)> {
     step("proxy_on_request_headers", &|| {
         proxy.send_headers(
             stream.get(),
-            Side::Request,
+            Direction::Request,
             &[
                 (":method", "GET"),
                 (":path", "/orders"),
@@ -221,7 +222,12 @@ fn steps(proxy: &WasmProxy, auth: bool) -> Vec<(&'static str, u64)> {
         });
     }
     step("proxy_on_response_headers", &|| {
-        proxy.send_headers(stream.get(), Side::Response, &[(":status", "200")], true);
+        proxy.send_headers(
+            stream.get(),
+            Direction::Response,
+            &[(":status", "200")],
+            true,
+        );
     });
     step("proxy_on_log, proxy_on_done, proxy_on_delete", &|| {
         proxy.end_stream(stream.get());

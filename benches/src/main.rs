@@ -5,7 +5,8 @@
 //! proxy-async-bench [--quick] [--out FILE]
 //! ```
 //!
-//! It builds `hello` and `auth-flow` and their baselines (release, wasm32-wasip1), then measures:
+//! It takes `hello` and `auth-flow` and their baselines (release, wasm32-wasip1, built by
+//! `compiled-plugins`), then measures:
 //! 1. the size of each `.wasm`, raw and after `wasm-opt -Oz` (binaryen);
 //! 2. wasm instructions per request (our host's fuel), summed over every callback of a request,
 //!    on a success path and a failure path;
@@ -82,7 +83,7 @@ fn run(mut args: impl Iterator<Item = String>) -> Result<(), String> {
         }
     }
     let started = std::time::Instant::now();
-    let built = plugins::build()?;
+    let built = plugins::load()?;
     let mut table = report::Table::default();
 
     println!("bench: sizes");

@@ -1,7 +1,7 @@
 //! 3. Linear memory: bytes per request paused on a call (10,000 at once), and whether memory
 //!    grows between the first 1,000 and 100,000 completed requests.
 
-use proxy_async_host::proxy_emulator::Side;
+use proxy_async_host::proxy_async_emulator::Direction;
 
 use crate::Settings;
 use crate::fuel::{AUTH_CONFIG, auth_success, start};
@@ -47,7 +47,7 @@ fn paused_bytes(wasm: &[u8], count: u32) -> Result<f64, String> {
         let stream = proxy.open_stream();
         proxy.send_headers(
             stream,
-            Side::Request,
+            Direction::Request,
             &[
                 (":method", "GET"),
                 (":path", "/orders"),

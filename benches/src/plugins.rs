@@ -2,8 +2,6 @@
 
 use std::path::{Path, PathBuf};
 
-use proxy_async_host::plugin_build::build_plugins;
-
 /// The workspace root.
 pub(crate) fn workspace() -> &'static Path {
     let bench = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -31,26 +29,12 @@ pub(crate) struct Built {
     pub(crate) auth_flow: Pair,
 }
 
-/// Builds the two examples and their baselines (release, wasm32-wasip1).
-pub(crate) fn build() -> Result<Built, String> {
-    println!("bench: building hello, auth-flow and their baselines (release, wasm32-wasip1)");
-    let dir = build_plugins(
-        workspace(),
-        [
-            "-p",
-            "hello",
-            "-p",
-            "auth-flow",
-            "-p",
-            "hello-baseline",
-            "-p",
-            "auth-flow-baseline",
-        ],
-    )?;
+/// The two examples and their baselines (release, wasm32-wasip1), as `compiled-plugins`
+/// built them before this binary compiled.
+pub(crate) fn load() -> Result<Built, String> {
     let pair = |name: &'static str| -> Result<Pair, String> {
-        let file = name.replace('-', "_");
-        let sdk_path = dir.join(format!("{file}.wasm"));
-        let baseline_path = dir.join(format!("{file}_baseline.wasm"));
+        let sdk_path = compiled_plugins::module(name);
+        let baseline_path = compiled_plugins::module(&format!("{name}-baseline"));
         let read = |path: &Path| {
             std::fs::read(path).map_err(|error| format!("cannot read {}: {error}", path.display()))
         };

@@ -15,7 +15,7 @@
 //! a paused hook finishes, the stream is resumed (or answered) from that later callback, once.
 //!
 //! The store's data must be `Send` (wasmtime requires it for concurrent calls), and the proxy
-//! state is an `Rc<RefCell<_>>` shared with the [`Proxy`](proxy_emulator::Proxy): the imports
+//! state is an `Rc<RefCell<_>>` shared with the [`Proxy`](proxy_async_emulator::Proxy): the imports
 //! reach it through a thread-local set for the length of each run of the store, on the thread
 //! that runs it.
 
@@ -30,10 +30,11 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use futures::channel::oneshot;
-use proxy_emulator::{
-    Action as ProxyAction, BufferType, Callbacks, LogLevel, MapType, MetricType, PluginFailure,
-    ProxyState, Side, Status,
+use proxy_async_abi::{
+    Action, BufferType, Callbacks, Direction, HeaderPairs, Hostcalls, LogLevel, MapType,
+    MetricType, Phase, PluginFailure, Status,
 };
+use proxy_async_emulator::ProxyState;
 use wasmtime::component::{
     Access, Accessor, AccessorTask, Component, ComponentNamedList, GuestTaskId, HasSelf, Lift,
     Linker, Lower, ResourceTable, TypedFunc,
@@ -47,7 +48,7 @@ use crate::plugin::PluginError;
 #[allow(missing_docs, unreachable_pub, reason = "generated code")]
 mod bindings {
     wasmtime::component::bindgen!({
-        path: "../wit",
+        path: "wit",
         world: "plugin",
         // The store is async (it has concurrent imports), so even sync exports are called
         // with `call_async`.
@@ -119,31 +120,37 @@ fn on_stream<R>(
 }
 
 fn map_type(message: http_stream::Message, section: http_stream::Section) -> MapType {
-    use http_stream::{Message, Section};
-    match (message, section) {
-        (Message::Request, Section::Headers) => MapType::RequestHeaders,
-        (Message::Request, Section::Trailers) => MapType::RequestTrailers,
-        (Message::Response, Section::Headers) => MapType::ResponseHeaders,
-        (Message::Response, Section::Trailers) => MapType::ResponseTrailers,
+    match section {
+        http_stream::Section::Headers => direction(message).headers(),
+        http_stream::Section::Trailers => direction(message).trailers(),
     }
 }
 
-fn body_type(message: http_stream::Message) -> BufferType {
+fn direction(message: http_stream::Message) -> Direction {
     match message {
-        http_stream::Message::Request => BufferType::RequestBody,
-        http_stream::Message::Response => BufferType::ResponseBody,
+        http_stream::Message::Request => Direction::Request,
+        http_stream::Message::Response => Direction::Response,
     }
 }
 
-fn message_side(message: http_stream::Message) -> Side {
-    match message {
-        http_stream::Message::Request => Side::Request,
-        http_stream::Message::Response => Side::Response,
-    }
+// Offsets and sizes of the world are u64; the ABI's are u32 (a wasm32 guest's).
+fn u32_of(value: u64) -> u32 {
+    u32::try_from(value).unwrap_or(u32::MAX)
 }
 
-fn usize_of(value: u64) -> usize {
-    usize::try_from(value).unwrap_or(usize::MAX)
+// Header maps as the world types them: names are text, values bytes.
+fn fields(pairs: HeaderPairs) -> types::Fields {
+    pairs
+        .into_iter()
+        .map(|(name, value)| (String::from_utf8_lossy(&name).into_owned(), value))
+        .collect()
+}
+
+fn borrowed(fields: &[(String, Vec<u8>)]) -> Vec<(&[u8], &[u8])> {
+    fields
+        .iter()
+        .map(|(name, value)| (name.as_bytes(), value.as_slice()))
+        .collect()
 }
 
 /// A call the guest awaits, by token.
@@ -191,8 +198,8 @@ struct BodyWindow {
 }
 
 impl StoreState {
-    fn window_mut(&mut self, stream: u32, side: Side) -> &mut BodyWindow {
-        &mut self.windows.entry(stream).or_default()[side as usize]
+    fn window_mut(&mut self, stream: u32, direction: Direction) -> &mut BodyWindow {
+        &mut self.windows.entry(stream).or_default()[direction as usize]
     }
 }
 
@@ -214,7 +221,11 @@ impl http_stream::Host for StoreState {
         message: http_stream::Message,
         section: http_stream::Section,
     ) -> Result<types::Fields, types::HostError> {
-        on_stream(stream, |state| state.get_map(map_type(message, section)))
+        on_stream(stream, |state| {
+            state
+                .get_header_map_pairs(map_type(message, section))
+                .map(fields)
+        })
     }
 
     fn get_field(
@@ -225,7 +236,7 @@ impl http_stream::Host for StoreState {
         name: String,
     ) -> Result<Option<types::FieldValue>, types::HostError> {
         on_stream(stream, |state| {
-            match state.get_map_value(map_type(message, section), &name) {
+            match state.get_header_map_value(map_type(message, section), name.as_bytes()) {
                 Ok(value) => Ok(Some(value)),
                 Err(Status::NotFound) => Ok(None),
                 Err(status) => Err(status),
@@ -241,7 +252,7 @@ impl http_stream::Host for StoreState {
         fields: types::Fields,
     ) -> Result<(), types::HostError> {
         on_stream(stream, |state| {
-            state.set_map(map_type(message, section), fields)
+            state.set_header_map_pairs(map_type(message, section), &borrowed(&fields))
         })
     }
 
@@ -254,7 +265,7 @@ impl http_stream::Host for StoreState {
         value: types::FieldValue,
     ) -> Result<(), types::HostError> {
         on_stream(stream, |state| {
-            state.add_map_value(map_type(message, section), &name, &value)
+            state.add_header_map_value(map_type(message, section), name.as_bytes(), &value)
         })
     }
 
@@ -267,7 +278,7 @@ impl http_stream::Host for StoreState {
         value: types::FieldValue,
     ) -> Result<(), types::HostError> {
         on_stream(stream, |state| {
-            state.replace_map_value(map_type(message, section), &name, &value)
+            state.replace_header_map_value(map_type(message, section), name.as_bytes(), &value)
         })
     }
 
@@ -279,7 +290,7 @@ impl http_stream::Host for StoreState {
         name: String,
     ) -> Result<(), types::HostError> {
         on_stream(stream, |state| {
-            state.remove_map_value(map_type(message, section), &name)
+            state.remove_header_map_value(map_type(message, section), name.as_bytes())
         })
     }
 
@@ -290,11 +301,11 @@ impl http_stream::Host for StoreState {
         start: u64,
         max: u64,
     ) -> Result<Vec<u8>, types::HostError> {
-        let window = *self.window_mut(stream, message_side(message));
+        let window = *self.window_mut(stream, direction(message));
         let max = max.min(window.len.saturating_sub(start));
         let start = window.offset.saturating_add(start);
         on_stream(stream, |state| {
-            state.get_buffer(body_type(message), usize_of(start), usize_of(max))
+            state.get_buffer_bytes(direction(message).body(), u32_of(start), u32_of(max))
         })
     }
 
@@ -308,7 +319,7 @@ impl http_stream::Host for StoreState {
     ) -> Result<(), types::HostError> {
         // The guest's chunk is `[offset, offset + len)` of the proxy's buffer: the same edits
         // (prepend, append, replace) apply to that range.
-        let window = *self.window_mut(stream, message_side(message));
+        let window = *self.window_mut(stream, direction(message));
         let (at, replaced) = if start == 0 && size == 0 {
             (window.offset, 0)
         } else if start >= window.len {
@@ -318,9 +329,14 @@ impl http_stream::Host for StoreState {
         };
         let added = u64::try_from(data.len()).unwrap_or(u64::MAX);
         on_stream(stream, |state| {
-            state.set_buffer(body_type(message), usize_of(at), usize_of(replaced), &data)
+            state.set_buffer_bytes(
+                direction(message).body(),
+                u32_of(at),
+                u32_of(replaced),
+                &data,
+            )
         })?;
-        let window = self.window_mut(stream, message_side(message));
+        let window = self.window_mut(stream, direction(message));
         window.len = (window.len + added).saturating_sub(replaced);
         window.known = (window.known + added).saturating_sub(replaced);
         Ok(())
@@ -339,12 +355,12 @@ impl http_client::HostWithStore<StoreState> for HasSelf<StoreState> {
             if stream.is_some_and(|stream| access.get().abandoned.contains(&stream)) {
                 return Err(http_client::CallError::Cancelled);
             }
-            let mut headers: Vec<(String, Vec<u8>)> = vec![
-                (":method".to_string(), request.method.into_bytes()),
-                (":path".to_string(), request.path.into_bytes()),
-                (":authority".to_string(), request.authority.into_bytes()),
+            let mut headers: Vec<(&[u8], &[u8])> = vec![
+                (b":method", request.method.as_bytes()),
+                (b":path", request.path.as_bytes()),
+                (b":authority", request.authority.as_bytes()),
             ];
-            headers.extend(request.headers);
+            headers.extend(borrowed(&request.headers));
             let dispatched = with_state(|state| {
                 if let Some(stream) = stream {
                     // The call is the stream's, as in proxy-wasm where the effective context
@@ -352,10 +368,11 @@ impl http_client::HostWithStore<StoreState> for HasSelf<StoreState> {
                     let _ = state.set_effective_context(stream);
                 }
                 state.http_call(
-                    &request.cluster,
-                    headers,
+                    request.cluster.as_bytes(),
+                    &headers,
                     &request.body,
-                    Duration::from_millis(u64::from(request.timeout_ms)),
+                    &[],
+                    request.timeout_ms,
                 )
             });
             match dispatched {
@@ -425,31 +442,36 @@ impl timers::HostWithStore<StoreState> for HasSelf<StoreState> {
     }
 }
 
-fn log_level(level: types::LogLevel) -> LogLevel {
-    match level {
-        types::LogLevel::Trace => LogLevel::Trace,
-        types::LogLevel::Debug => LogLevel::Debug,
-        types::LogLevel::Info => LogLevel::Info,
-        types::LogLevel::Warn => LogLevel::Warn,
-        types::LogLevel::Error => LogLevel::Error,
-        types::LogLevel::Critical => LogLevel::Critical,
-    }
-}
+/// The world's log levels, in the ABI's order: a level's ABI code is its index.
+const WORLD_LEVELS: [types::LogLevel; 6] = {
+    use types::LogLevel as World;
+    [
+        World::Trace,
+        World::Debug,
+        World::Info,
+        World::Warn,
+        World::Error,
+        World::Critical,
+    ]
+};
 
 impl logging::Host for StoreState {
     fn log(&mut self, level: types::LogLevel, message: String) {
-        let _ = with_state(|state| state.log(log_level(level), &message));
+        let level = WORLD_LEVELS
+            .iter()
+            .position(|known| *known == level)
+            .and_then(|code| u32::try_from(code).ok())
+            .map_or(LogLevel::Critical, LogLevel::from_code);
+        let _ = with_state(|state| state.log(level, message.as_bytes()));
     }
 
     fn get_log_level(&mut self) -> types::LogLevel {
-        match with_state(|state| state.log_level()) {
-            Ok(LogLevel::Trace) => types::LogLevel::Trace,
-            Ok(LogLevel::Debug) => types::LogLevel::Debug,
-            Ok(LogLevel::Info) => types::LogLevel::Info,
-            Ok(LogLevel::Warn) => types::LogLevel::Warn,
-            Ok(LogLevel::Error) => types::LogLevel::Error,
-            Ok(LogLevel::Critical) | Err(_) => types::LogLevel::Critical,
-        }
+        let level = with_state(|state| state.log_level()).unwrap_or(LogLevel::Critical);
+        let index = usize::try_from(level.severity()).unwrap_or(usize::MAX);
+        WORLD_LEVELS
+            .get(index)
+            .copied()
+            .unwrap_or(types::LogLevel::Critical)
     }
 }
 
@@ -468,7 +490,7 @@ impl properties::Host for StoreState {
     }
 
     fn set_property(&mut self, path: Vec<String>, value: Vec<u8>) -> Result<(), types::HostError> {
-        with_state(|state| state.set_property(&property_path(&path), &value))
+        with_state(|state| state.set_property(&property_path(&path), &value))?.map_err(wit_error)
     }
 }
 
@@ -483,7 +505,7 @@ impl metrics::Host for StoreState {
             metrics::MetricKind::Gauge => MetricType::Gauge,
             metrics::MetricKind::Histogram => MetricType::Histogram,
         };
-        with_state(|state| state.define_metric(kind, &name))
+        with_state(|state| state.define_metric(kind, name.as_bytes()))?.map_err(wit_error)
     }
 
     fn increment_metric(&mut self, id: u32, delta: i64) -> Result<(), types::HostError> {
@@ -496,8 +518,7 @@ impl metrics::Host for StoreState {
     }
 
     fn get_metric(&mut self, id: u32) -> Result<u64, types::HostError> {
-        let value = with_state(|state| state.get_metric(id))?.map_err(wit_error)?;
-        Ok(u64::try_from(value).unwrap_or(0))
+        with_state(|state| state.get_metric(id))?.map_err(wit_error)
     }
 }
 
@@ -555,7 +576,7 @@ impl ComponentModule {
         })
     }
 
-    /// A new instance acting on `state` (shared with the [`Proxy`](proxy_emulator::Proxy)
+    /// A new instance acting on `state` (shared with the [`Proxy`](proxy_async_emulator::Proxy)
     /// that drives it).
     pub fn instantiate(
         &self,
@@ -617,29 +638,6 @@ struct StreamHooks {
     /// The size of a buffered body held whose hook has not run, per side (request,
     /// response): trailers end such a body, and its hook runs before theirs.
     held_body: [Option<u64>; 2],
-}
-
-/// The hooks of the world, as the proxy's callbacks name them.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-enum Phase {
-    RequestHeaders,
-    RequestBody,
-    RequestTrailers,
-    ResponseHeaders,
-    ResponseBody,
-    ResponseTrailers,
-    Log,
-}
-
-impl Phase {
-    fn side(self) -> Side {
-        match self {
-            Phase::RequestHeaders | Phase::RequestBody | Phase::RequestTrailers => Side::Request,
-            Phase::ResponseHeaders | Phase::ResponseBody | Phase::ResponseTrailers | Phase::Log => {
-                Side::Response
-            }
-        }
-    }
 }
 
 /// A component instance of the `plugin` world, as the proxy sees it: the [`Callbacks`] of a
@@ -845,7 +843,7 @@ impl ComponentPlugin {
             hooks.running = Some(phase);
         }
         if matches!(phase, Phase::RequestBody | Phase::ResponseBody) {
-            let window = self.store.data_mut().window_mut(stream, phase.side());
+            let window = self.store.data_mut().window_mut(stream, phase.direction());
             window.offset = window.handled;
             window.len = size;
         }
@@ -860,17 +858,17 @@ impl ComponentPlugin {
         stream: u32,
         size: u64,
         end_of_stream: bool,
-    ) -> Result<ProxyAction, PluginFailure> {
+    ) -> Result<Action, PluginFailure> {
         self.last_run_fuel = 0;
         let Some(hooks) = self.streams.get_mut(&stream) else {
-            return Ok(ProxyAction::Continue);
+            return Ok(Action::Continue);
         };
         if hooks.replied || hooks.abandoned {
-            return Ok(ProxyAction::Continue);
+            return Ok(Action::Continue);
         }
         if hooks.running.is_some() {
             hooks.queued.push_back((phase, size, end_of_stream));
-            return Ok(ProxyAction::Pause);
+            return Ok(Action::Pause);
         }
         self.start_hook(phase, stream, size, end_of_stream)?;
         self.run()?;
@@ -892,7 +890,7 @@ impl ComponentPlugin {
                 if let Some(hooks) = self.streams.get_mut(&stream) {
                     hooks.paused = true;
                 }
-                Ok(ProxyAction::Pause)
+                Ok(Action::Pause)
             }
         }
     }
@@ -906,29 +904,29 @@ impl ComponentPlugin {
         stream: u32,
         size: usize,
         end_of_stream: bool,
-    ) -> Result<ProxyAction, PluginFailure> {
+    ) -> Result<Action, PluginFailure> {
         let size = u64::try_from(size).unwrap_or(u64::MAX);
         if buffered && size > self.settings.body_buffer_limit {
             return Ok(self.refuse_oversized_body(phase, stream, size));
         }
-        let side = phase.side() as usize;
+        let side = phase.direction() as usize;
         if buffered && !end_of_stream {
             if let Some(hooks) = self.streams.get_mut(&stream) {
                 hooks.held_body[side] = Some(size);
             }
-            return Ok(ProxyAction::Pause);
+            return Ok(Action::Pause);
         }
         if let Some(hooks) = self.streams.get_mut(&stream) {
             hooks.held_body[side] = None;
         }
         // The callback reports every byte the proxy buffers for the side; the hook gets the
         // new chunk only.
-        let window = self.store.data_mut().window_mut(stream, phase.side());
+        let window = self.store.data_mut().window_mut(stream, phase.direction());
         let chunk = size.saturating_sub(window.known);
         window.known = size;
         let action = self.hook(phase, stream, chunk, end_of_stream)?;
-        if action == ProxyAction::Continue {
-            *self.store.data_mut().window_mut(stream, phase.side()) = BodyWindow::default();
+        if action == Action::Continue {
+            *self.store.data_mut().window_mut(stream, phase.direction()) = BodyWindow::default();
         }
         Ok(action)
     }
@@ -939,75 +937,77 @@ impl ComponentPlugin {
         body: Phase,
         trailers: Phase,
         stream: u32,
-    ) -> Result<ProxyAction, PluginFailure> {
-        let side = trailers.side() as usize;
+    ) -> Result<Action, PluginFailure> {
+        let side = trailers.direction() as usize;
         let held = self
             .streams
             .get_mut(&stream)
             .and_then(|hooks| hooks.held_body[side].take());
         if let Some(size) = held
-            && self.hook(body, stream, size, true)? == ProxyAction::Pause
+            && self.hook(body, stream, size, true)? == Action::Pause
         {
             if let Some(hooks) = self.streams.get_mut(&stream)
                 && hooks.running.is_some()
             {
                 hooks.queued.push_back((trailers, 0, true));
             }
-            return Ok(ProxyAction::Pause);
+            return Ok(Action::Pause);
         }
         self.hook(trailers, stream, 0, true)
     }
 
     /// Refuses a buffered body past the plugin's limit, as Envoy does at its buffer limit:
     /// 413 for a request, 500 for a response. The hook does not run.
-    fn refuse_oversized_body(&mut self, phase: Phase, stream: u32, size: u64) -> ProxyAction {
-        let (status, body, details) = match phase.side() {
-            Side::Request => (413, "Payload Too Large", "request_payload_too_large"),
-            Side::Response => (500, "Internal Server Error", "response_payload_too_large"),
+    fn refuse_oversized_body(&mut self, phase: Phase, stream: u32, size: u64) -> Action {
+        let (status, body, details) = match phase.direction() {
+            Direction::Request => (413, "Payload Too Large", "request_payload_too_large"),
+            Direction::Response => (500, "Internal Server Error", "response_payload_too_large"),
         };
         if let Some(hooks) = self.streams.get_mut(&stream) {
             // The response of a local reply (the plugin's or ours) passes untouched.
             if hooks.replied || hooks.abandoned {
-                return ProxyAction::Continue;
+                return Action::Continue;
             }
             hooks.replied = true;
             hooks.queued.clear();
         }
         let mut state = self.state.borrow_mut();
-        state.log(
+        state.log_line(
             LogLevel::Warn,
-            &format!(
+            format!(
                 "the buffered body has {size} bytes, over the limit of {} bytes; replying {status}",
                 self.settings.body_buffer_limit
             ),
         );
         let _ = state.set_effective_context(stream);
-        let headers = vec![("content-type".to_string(), b"text/plain".to_vec())];
-        if let Err(status) = state.send_local_response(status, details, body.as_bytes(), headers) {
-            state.log(
+        let headers: [(&[u8], &[u8]); 1] = [(b"content-type", b"text/plain")];
+        if let Err(status) =
+            state.send_local_response(status, details.as_bytes(), body.as_bytes(), &headers, -1)
+        {
+            state.log_line(
                 LogLevel::Warn,
-                &format!("local reply on stream {stream}: {status:?}"),
+                format!("local reply on stream {stream}: {status:?}"),
             );
         }
-        ProxyAction::Pause
+        Action::Pause
     }
 
     /// Applies a finished hook: nothing more for `Continue` inside its own callback, a resume
     /// for a paused one, the local reply for `reply`.
-    fn apply(&mut self, done: Finished, resume: bool) -> Result<ProxyAction, PluginFailure> {
+    fn apply(&mut self, done: Finished, resume: bool) -> Result<Action, PluginFailure> {
         let flow = done.result.map_err(failure)?;
         let Some(hooks) = self.streams.get_mut(&done.stream) else {
-            return Ok(ProxyAction::Continue);
+            return Ok(Action::Continue);
         };
         let phase = hooks.running.take();
         let resume = resume && std::mem::take(&mut hooks.paused);
         // Ended, or refused by the host (an oversized body) while this hook ran: nothing to
         // act on.
         if hooks.abandoned || hooks.replied {
-            return Ok(ProxyAction::Continue);
+            return Ok(Action::Continue);
         }
         let Some(phase) = phase else {
-            return Ok(ProxyAction::Continue);
+            return Ok(Action::Continue);
         };
         let mut state = self.state.borrow_mut();
         match flow {
@@ -1018,14 +1018,14 @@ impl ComponentPlugin {
                 let held_next = hooks
                     .queued
                     .front()
-                    .is_some_and(|(next, _, _)| next.side() == phase.side());
+                    .is_some_and(|(next, _, _)| next.direction() == phase.direction());
                 let windows = self
                     .store
                     .data_mut()
                     .windows
                     .entry(done.stream)
                     .or_default();
-                let window = &mut windows[phase.side() as usize];
+                let window = &mut windows[phase.direction() as usize];
                 if held_next {
                     window.handled = window.offset + window.len;
                     window.len = 0;
@@ -1034,31 +1034,32 @@ impl ComponentPlugin {
                 }
                 if resume && phase != Phase::Log && !held_next {
                     let _ = state.set_effective_context(done.stream);
-                    if let Err(status) = state.continue_stream(phase.side()) {
-                        state.log(
+                    if let Err(status) = state.continue_stream(phase.direction().stream_type()) {
+                        state.log_line(
                             LogLevel::Warn,
-                            &format!("resuming stream {}: {status:?}", done.stream),
+                            format!("resuming stream {}: {status:?}", done.stream),
                         );
                     }
                 }
-                Ok(ProxyAction::Continue)
+                Ok(Action::Continue)
             }
             Some(Flow::Reply(reply)) => {
                 hooks.replied = true;
                 hooks.queued.clear();
                 let _ = state.set_effective_context(done.stream);
                 if let Err(status) = state.send_local_response(
-                    reply.status,
-                    &reply.details,
+                    u32::from(reply.status),
+                    reply.details.as_bytes(),
                     &reply.body,
-                    reply.headers,
+                    &borrowed(&reply.headers),
+                    -1,
                 ) {
-                    state.log(
+                    state.log_line(
                         LogLevel::Warn,
-                        &format!("local reply on stream {}: {status:?}", done.stream),
+                        format!("local reply on stream {}: {status:?}", done.stream),
                     );
                 }
-                Ok(ProxyAction::Pause)
+                Ok(Action::Pause)
             }
         }
     }
@@ -1150,7 +1151,11 @@ impl Callbacks for ComponentPlugin {
         let configuration = self
             .state
             .borrow_mut()
-            .get_buffer(BufferType::PluginConfiguration, 0, config_size)
+            .get_buffer_bytes(
+                BufferType::PluginConfiguration,
+                0,
+                u32::try_from(config_size).unwrap_or(u32::MAX),
+            )
             .unwrap_or_default();
         let _scope = ProxyScope::enter(&self.state);
         self.store
@@ -1182,7 +1187,7 @@ impl Callbacks for ComponentPlugin {
         context_id: u32,
         _headers: usize,
         end_of_stream: bool,
-    ) -> Result<ProxyAction, PluginFailure> {
+    ) -> Result<Action, PluginFailure> {
         self.hook(Phase::RequestHeaders, context_id, 0, end_of_stream)
     }
 
@@ -1191,7 +1196,7 @@ impl Callbacks for ComponentPlugin {
         context_id: u32,
         size: usize,
         end_of_stream: bool,
-    ) -> Result<ProxyAction, PluginFailure> {
+    ) -> Result<Action, PluginFailure> {
         let buffered = self.settings.buffer_request_body;
         self.body_hook(
             Phase::RequestBody,
@@ -1207,7 +1212,7 @@ impl Callbacks for ComponentPlugin {
         context_id: u32,
         _headers: usize,
         end_of_stream: bool,
-    ) -> Result<ProxyAction, PluginFailure> {
+    ) -> Result<Action, PluginFailure> {
         self.hook(Phase::ResponseHeaders, context_id, 0, end_of_stream)
     }
 
@@ -1216,7 +1221,7 @@ impl Callbacks for ComponentPlugin {
         context_id: u32,
         size: usize,
         end_of_stream: bool,
-    ) -> Result<ProxyAction, PluginFailure> {
+    ) -> Result<Action, PluginFailure> {
         let buffered = self.settings.buffer_response_body;
         self.body_hook(
             Phase::ResponseBody,
@@ -1231,7 +1236,7 @@ impl Callbacks for ComponentPlugin {
         &mut self,
         context_id: u32,
         _trailers: usize,
-    ) -> Result<ProxyAction, PluginFailure> {
+    ) -> Result<Action, PluginFailure> {
         self.trailers_hook(Phase::RequestBody, Phase::RequestTrailers, context_id)
     }
 
@@ -1239,7 +1244,7 @@ impl Callbacks for ComponentPlugin {
         &mut self,
         context_id: u32,
         _trailers: usize,
-    ) -> Result<ProxyAction, PluginFailure> {
+    ) -> Result<Action, PluginFailure> {
         self.trailers_hook(Phase::ResponseBody, Phase::ResponseTrailers, context_id)
     }
 
@@ -1260,15 +1265,23 @@ impl Callbacks for ComponentPlugin {
             Err(http_client::CallError::NoResponse)
         } else {
             let mut state = self.state.borrow_mut();
-            let headers = state
-                .get_map(MapType::CallResponseHeaders)
-                .unwrap_or_default();
+            let headers = fields(
+                state
+                    .get_header_map_pairs(MapType::HttpCallResponseHeaders)
+                    .unwrap_or_default(),
+            );
             let body = state
-                .get_buffer(BufferType::CallResponseBody, 0, body_size)
+                .get_buffer_bytes(
+                    BufferType::HttpCallResponseBody,
+                    0,
+                    u32::try_from(body_size).unwrap_or(u32::MAX),
+                )
                 .unwrap_or_default();
-            let trailers = state
-                .get_map(MapType::CallResponseTrailers)
-                .unwrap_or_default();
+            let trailers = fields(
+                state
+                    .get_header_map_pairs(MapType::HttpCallResponseTrailers)
+                    .unwrap_or_default(),
+            );
             let status = headers
                 .iter()
                 .find(|(name, _)| name == ":status")

@@ -3,9 +3,12 @@
 //! Every guest pointer is bounds-checked here: a pointer/length pair outside the memory is
 //! [`Status::InvalidMemoryAccess`] for the guest, never a host panic.
 
+use std::cell::{RefCell, RefMut};
+use std::rc::Rc;
+
 use wasmtime::{Caller, Memory, TypedFunc};
 
-use crate::abi::{Abi, LogLevel, Status};
+use proxy_async_abi::{Hostcalls, LogLevel, Status};
 
 /// How many critical log lines one callback keeps for a trap report.
 const MAX_CAPTURED_LINES: usize = 16;
@@ -14,10 +17,11 @@ const MAX_CAPTURED_LINE: usize = 4096;
 /// How many bytes of unterminated stdout/stderr output are buffered before being logged anyway.
 const MAX_PENDING_OUTPUT: usize = 64 * 1024;
 
-/// What the store of a plugin instance holds: the [`Abi`] and what the glue needs.
-pub(crate) struct HostState<A> {
-    /// The hostcall implementation.
-    pub(crate) abi: A,
+/// What the store of a plugin instance holds: the [`Hostcalls`] and what the glue needs.
+pub(crate) struct HostState<H> {
+    /// The hostcall implementation, shared with whoever drives the plugin (an emulated proxy
+    /// keeps the same state): borrowed for one hostcall at a time.
+    pub(crate) hostcalls: Rc<RefCell<H>>,
     /// The guest's exported `memory` (set after instantiation).
     pub(crate) memory: Option<Memory>,
     /// The guest's `proxy_on_memory_allocate` or `malloc` (set after instantiation).
@@ -64,10 +68,10 @@ impl Captured {
     }
 }
 
-impl<A: Abi> HostState<A> {
-    pub(crate) fn new(abi: A) -> Self {
+impl<H: Hostcalls> HostState<H> {
+    pub(crate) fn new(hostcalls: Rc<RefCell<H>>) -> Self {
         HostState {
-            abi,
+            hostcalls,
             memory: None,
             allocate: None,
             captured: Captured::default(),
@@ -76,12 +80,17 @@ impl<A: Abi> HostState<A> {
         }
     }
 
+    /// The hostcall implementation, for one hostcall.
+    pub(crate) fn host(&self) -> RefMut<'_, H> {
+        self.hostcalls.borrow_mut()
+    }
+
     /// `proxy_log`, keeping critical lines for a trap report.
     pub(crate) fn log(&mut self, level: LogLevel, message: &[u8]) -> Result<(), Status> {
         if level == LogLevel::Critical {
             push_capped(&mut self.captured.critical, message);
         }
-        self.abi.log(level, message)
+        self.host().log(level, message)
     }
 
     /// Output written to stdout (`fd == 1`) or stderr (`fd == 2`): every complete line is
@@ -125,20 +134,20 @@ impl<A: Abi> HostState<A> {
             push_capped(&mut self.captured.stderr, line);
             // The guest cannot be told about a refused log line; ignoring it is what a proxy
             // does with WASI output too.
-            let _ = self.abi.log(LogLevel::Error, line);
+            let _ = self.host().log(LogLevel::Error, line);
         } else {
-            let _ = self.abi.log(LogLevel::Info, line);
+            let _ = self.host().log(LogLevel::Info, line);
         }
     }
 }
 
 /// The store data as seen from a hostcall.
-pub(crate) type Ctx<'a, A> = Caller<'a, HostState<A>>;
+pub(crate) type Ctx<'a, H> = Caller<'a, HostState<H>>;
 
 /// Runs `f` with the guest's memory and the store data, both borrowed mutably.
-pub(crate) fn with_memory<A: Abi + 'static, R>(
-    caller: &mut Ctx<'_, A>,
-    f: impl FnOnce(&mut [u8], &mut HostState<A>) -> Result<R, Status>,
+pub(crate) fn with_memory<H: Hostcalls + 'static, R>(
+    caller: &mut Ctx<'_, H>,
+    f: impl FnOnce(&mut [u8], &mut HostState<H>) -> Result<R, Status>,
 ) -> Result<R, Status> {
     let memory = caller.data().memory.ok_or(Status::InternalFailure)?;
     let (bytes, state) = memory.data_and_store_mut(caller);
@@ -192,8 +201,8 @@ pub(crate) fn write_u64(memory: &mut [u8], ptr: u32, value: u64) -> Result<(), S
 ///
 /// The outer error is a trap (the allocator trapped or ran out of fuel); the inner one is the
 /// status for the guest.
-pub(crate) fn copy_out<A: Abi + 'static>(
-    caller: &mut Ctx<'_, A>,
+pub(crate) fn copy_out<H: Hostcalls + 'static>(
+    caller: &mut Ctx<'_, H>,
     data: &[u8],
     ptr_out: u32,
     len_out: u32,
@@ -222,20 +231,17 @@ pub(crate) fn copy_out<A: Abi + 'static>(
 
 /// The status code for the guest.
 pub(crate) fn code(result: Result<(), Status>) -> u32 {
-    match result {
-        Ok(()) => Status::Ok.code(),
-        Err(status) => status.code(),
-    }
+    Status::code_of(&result)
 }
 
 /// The common shape of hostcalls that return bytes through `return_data**`/`return_size*`:
 /// checks both out-parameters, runs `f` (which may read guest memory and write further
 /// out-parameters), then copies its result into the guest.
-pub(crate) fn out_bytes<A: Abi + 'static>(
-    caller: &mut Ctx<'_, A>,
+pub(crate) fn out_bytes<H: Hostcalls + 'static>(
+    caller: &mut Ctx<'_, H>,
     ptr_out: u32,
     len_out: u32,
-    f: impl FnOnce(&mut [u8], &mut HostState<A>) -> Result<Vec<u8>, Status>,
+    f: impl FnOnce(&mut [u8], &mut HostState<H>) -> Result<Vec<u8>, Status>,
 ) -> wasmtime::Result<u32> {
     let data = with_memory(caller, |memory, state| {
         check_out(memory, ptr_out, 4)?;

@@ -1,53 +1,53 @@
-//! The `env.proxy_*` imports: decode the guest's arguments, call the [`Abi`], encode the
+//! The `env.proxy_*` imports: decode the guest's arguments, call the [`Hostcalls`], encode the
 //! results. Signatures are exactly those the `proxy-wasm` crate 0.2.5 and our SDK declare
 //! (every parameter i32, except the i64 value of `proxy_record_metric` and
 //! `proxy_increment_metric`); the return value is the `proxy_status_t` code.
 
 use wasmtime::Linker;
 
-use crate::abi::{Abi, BufferType, LogLevel, MapType, MetricType, Status, StreamType};
 use crate::guest::{
     Ctx, HostState, check_out, code, out_bytes, slice, with_memory, write_u32, write_u64,
 };
-use crate::wire::{BorrowedPairs, decode_map, encode_map};
+use proxy_async_abi::map::{self, BorrowedPairs};
+use proxy_async_abi::{BufferType, Hostcalls, LogLevel, MapType, MetricType, Status, StreamType};
 
 /// The hostcalls module name.
 const ENV: &str = "env";
 
 /// Decodes a serialized map passed by the guest; a malformed one is `BadArgument`.
 fn map_arg(memory: &[u8], ptr: u32, len: u32) -> Result<BorrowedPairs<'_>, Status> {
-    decode_map(slice(memory, ptr, len)?).map_err(|_| Status::BadArgument)
+    map::decode(slice(memory, ptr, len)?).map_err(|_| Status::BadArgument)
 }
 
 /// Defines every `env.proxy_*` import in `linker`.
 #[allow(clippy::too_many_lines, reason = "one short definition per hostcall")]
-pub(crate) fn add_to_linker<A: Abi + 'static>(
-    linker: &mut Linker<HostState<A>>,
+pub(crate) fn add_to_linker<H: Hostcalls + 'static>(
+    linker: &mut Linker<HostState<H>>,
 ) -> wasmtime::Result<()> {
     // Logging, time, context.
     linker.func_wrap(
         ENV,
         "proxy_log",
-        |mut c: Ctx<'_, A>, level: u32, ptr: u32, len: u32| {
+        |mut c: Ctx<'_, H>, level: u32, ptr: u32, len: u32| {
             code(with_memory(&mut c, |memory, state| {
                 state.log(LogLevel::from(level), slice(memory, ptr, len)?)
             }))
         },
     )?;
-    linker.func_wrap(ENV, "proxy_get_log_level", |mut c: Ctx<'_, A>, ret: u32| {
+    linker.func_wrap(ENV, "proxy_get_log_level", |mut c: Ctx<'_, H>, ret: u32| {
         code(with_memory(&mut c, |memory, state| {
             check_out(memory, ret, 4)?;
-            let level = state.abi.get_log_level()?;
+            let level = state.host().get_log_level()?;
             write_u32(memory, ret, level.into())
         }))
     })?;
     linker.func_wrap(
         ENV,
         "proxy_get_current_time_nanoseconds",
-        |mut c: Ctx<'_, A>, ret: u32| {
+        |mut c: Ctx<'_, H>, ret: u32| {
             code(with_memory(&mut c, |memory, state| {
                 check_out(memory, ret, 8)?;
-                let now = state.abi.get_current_time_nanoseconds()?;
+                let now = state.host().get_current_time_nanoseconds()?;
                 write_u64(memory, ret, now)
             }))
         },
@@ -55,29 +55,29 @@ pub(crate) fn add_to_linker<A: Abi + 'static>(
     linker.func_wrap(
         ENV,
         "proxy_set_tick_period_milliseconds",
-        |mut c: Ctx<'_, A>, period: u32| {
-            code(c.data_mut().abi.set_tick_period_milliseconds(period))
+        |mut c: Ctx<'_, H>, period: u32| {
+            code(c.data_mut().host().set_tick_period_milliseconds(period))
         },
     )?;
     linker.func_wrap(
         ENV,
         "proxy_set_effective_context",
-        |mut c: Ctx<'_, A>, context_id: u32| {
-            code(c.data_mut().abi.set_effective_context(context_id))
+        |mut c: Ctx<'_, H>, context_id: u32| {
+            code(c.data_mut().host().set_effective_context(context_id))
         },
     )?;
-    linker.func_wrap(ENV, "proxy_done", |mut c: Ctx<'_, A>| {
-        code(c.data_mut().abi.done())
+    linker.func_wrap(ENV, "proxy_done", |mut c: Ctx<'_, H>| {
+        code(c.data_mut().host().done())
     })?;
 
     // Buffers.
     linker.func_wrap(
         ENV,
         "proxy_get_buffer_bytes",
-        |mut c: Ctx<'_, A>, buffer: u32, start: u32, max: u32, ret_ptr: u32, ret_len: u32| {
+        |mut c: Ctx<'_, H>, buffer: u32, start: u32, max: u32, ret_ptr: u32, ret_len: u32| {
             out_bytes(&mut c, ret_ptr, ret_len, |_, state| {
                 state
-                    .abi
+                    .host()
                     .get_buffer_bytes(BufferType::from(buffer), start, max)
             })
         },
@@ -85,11 +85,11 @@ pub(crate) fn add_to_linker<A: Abi + 'static>(
     linker.func_wrap(
         ENV,
         "proxy_set_buffer_bytes",
-        |mut c: Ctx<'_, A>, buffer: u32, start: u32, size: u32, ptr: u32, len: u32| {
+        |mut c: Ctx<'_, H>, buffer: u32, start: u32, size: u32, ptr: u32, len: u32| {
             code(with_memory(&mut c, |memory, state| {
                 let value = slice(memory, ptr, len)?;
                 state
-                    .abi
+                    .host()
                     .set_buffer_bytes(BufferType::from(buffer), start, size, value)
             }))
         },
@@ -97,11 +97,11 @@ pub(crate) fn add_to_linker<A: Abi + 'static>(
     linker.func_wrap(
         ENV,
         "proxy_get_buffer_status",
-        |mut c: Ctx<'_, A>, buffer: u32, ret_size: u32, ret_flags: u32| {
+        |mut c: Ctx<'_, H>, buffer: u32, ret_size: u32, ret_flags: u32| {
             code(with_memory(&mut c, |memory, state| {
                 check_out(memory, ret_size, 4)?;
                 check_out(memory, ret_flags, 4)?;
-                let (size, flags) = state.abi.get_buffer_status(BufferType::from(buffer))?;
+                let (size, flags) = state.host().get_buffer_status(BufferType::from(buffer))?;
                 write_u32(memory, ret_size, size)?;
                 write_u32(memory, ret_flags, flags)
             }))
@@ -112,10 +112,10 @@ pub(crate) fn add_to_linker<A: Abi + 'static>(
     linker.func_wrap(
         ENV,
         "proxy_get_header_map_size",
-        |mut c: Ctx<'_, A>, map: u32, ret: u32| {
+        |mut c: Ctx<'_, H>, map: u32, ret: u32| {
             code(with_memory(&mut c, |memory, state| {
                 check_out(memory, ret, 4)?;
-                let size = state.abi.get_header_map_size(MapType::from(map))?;
+                let size = state.host().get_header_map_size(MapType::from(map))?;
                 write_u32(memory, ret, size)
             }))
         },
@@ -123,37 +123,39 @@ pub(crate) fn add_to_linker<A: Abi + 'static>(
     linker.func_wrap(
         ENV,
         "proxy_get_header_map_pairs",
-        |mut c: Ctx<'_, A>, map: u32, ret_ptr: u32, ret_len: u32| {
+        |mut c: Ctx<'_, H>, map: u32, ret_ptr: u32, ret_len: u32| {
             out_bytes(&mut c, ret_ptr, ret_len, |_, state| {
-                let pairs = state.abi.get_header_map_pairs(MapType::from(map))?;
-                Ok(encode_map(&pairs))
+                let pairs = state.host().get_header_map_pairs(MapType::from(map))?;
+                Ok(map::encode(&pairs))
             })
         },
     )?;
     linker.func_wrap(
         ENV,
         "proxy_set_header_map_pairs",
-        |mut c: Ctx<'_, A>, map: u32, ptr: u32, len: u32| {
+        |mut c: Ctx<'_, H>, map: u32, ptr: u32, len: u32| {
             code(with_memory(&mut c, |memory, state| {
                 let pairs = map_arg(memory, ptr, len)?;
-                state.abi.set_header_map_pairs(MapType::from(map), &pairs)
+                state
+                    .host()
+                    .set_header_map_pairs(MapType::from(map), &pairs)
             }))
         },
     )?;
     linker.func_wrap(
         ENV,
         "proxy_get_header_map_value",
-        |mut c: Ctx<'_, A>, map: u32, key_ptr: u32, key_len: u32, ret_ptr: u32, ret_len: u32| {
+        |mut c: Ctx<'_, H>, map: u32, key_ptr: u32, key_len: u32, ret_ptr: u32, ret_len: u32| {
             out_bytes(&mut c, ret_ptr, ret_len, |memory, state| {
                 let key = slice(memory, key_ptr, key_len)?;
-                state.abi.get_header_map_value(MapType::from(map), key)
+                state.host().get_header_map_value(MapType::from(map), key)
             })
         },
     )?;
     linker.func_wrap(
         ENV,
         "proxy_add_header_map_value",
-        |mut c: Ctx<'_, A>,
+        |mut c: Ctx<'_, H>,
          map: u32,
          key_ptr: u32,
          key_len: u32,
@@ -163,7 +165,7 @@ pub(crate) fn add_to_linker<A: Abi + 'static>(
                 let key = slice(memory, key_ptr, key_len)?;
                 let value = slice(memory, value_ptr, value_len)?;
                 state
-                    .abi
+                    .host()
                     .add_header_map_value(MapType::from(map), key, value)
             }))
         },
@@ -171,7 +173,7 @@ pub(crate) fn add_to_linker<A: Abi + 'static>(
     linker.func_wrap(
         ENV,
         "proxy_replace_header_map_value",
-        |mut c: Ctx<'_, A>,
+        |mut c: Ctx<'_, H>,
          map: u32,
          key_ptr: u32,
          key_len: u32,
@@ -181,7 +183,7 @@ pub(crate) fn add_to_linker<A: Abi + 'static>(
                 let key = slice(memory, key_ptr, key_len)?;
                 let value = slice(memory, value_ptr, value_len)?;
                 state
-                    .abi
+                    .host()
                     .replace_header_map_value(MapType::from(map), key, value)
             }))
         },
@@ -189,10 +191,12 @@ pub(crate) fn add_to_linker<A: Abi + 'static>(
     linker.func_wrap(
         ENV,
         "proxy_remove_header_map_value",
-        |mut c: Ctx<'_, A>, map: u32, key_ptr: u32, key_len: u32| {
+        |mut c: Ctx<'_, H>, map: u32, key_ptr: u32, key_len: u32| {
             code(with_memory(&mut c, |memory, state| {
                 let key = slice(memory, key_ptr, key_len)?;
-                state.abi.remove_header_map_value(MapType::from(map), key)
+                state
+                    .host()
+                    .remove_header_map_value(MapType::from(map), key)
             }))
         },
     )?;
@@ -201,21 +205,25 @@ pub(crate) fn add_to_linker<A: Abi + 'static>(
     linker.func_wrap(
         ENV,
         "proxy_continue_stream",
-        |mut c: Ctx<'_, A>, stream: u32| {
-            code(c.data_mut().abi.continue_stream(StreamType::from(stream)))
+        |mut c: Ctx<'_, H>, stream: u32| {
+            code(
+                c.data_mut()
+                    .host()
+                    .continue_stream(StreamType::from(stream)),
+            )
         },
     )?;
     linker.func_wrap(
         ENV,
         "proxy_close_stream",
-        |mut c: Ctx<'_, A>, stream: u32| {
-            code(c.data_mut().abi.close_stream(StreamType::from(stream)))
+        |mut c: Ctx<'_, H>, stream: u32| {
+            code(c.data_mut().host().close_stream(StreamType::from(stream)))
         },
     )?;
     linker.func_wrap(
         ENV,
         "proxy_send_local_response",
-        |mut c: Ctx<'_, A>,
+        |mut c: Ctx<'_, H>,
          status_code: u32,
          details_ptr: u32,
          details_len: u32,
@@ -229,7 +237,7 @@ pub(crate) fn add_to_linker<A: Abi + 'static>(
                 let body = slice(memory, body_ptr, body_len)?;
                 let headers = map_arg(memory, headers_ptr, headers_len)?;
                 state
-                    .abi
+                    .host()
                     .send_local_response(status_code, details, body, &headers, grpc_status)
             }))
         },
@@ -237,10 +245,10 @@ pub(crate) fn add_to_linker<A: Abi + 'static>(
     linker.func_wrap(
         ENV,
         "proxy_get_status",
-        |mut c: Ctx<'_, A>, ret_code: u32, ret_ptr: u32, ret_len: u32| {
+        |mut c: Ctx<'_, H>, ret_code: u32, ret_ptr: u32, ret_len: u32| {
             out_bytes(&mut c, ret_ptr, ret_len, |memory, state| {
                 check_out(memory, ret_code, 4)?;
-                let (status_code, message) = state.abi.get_status()?;
+                let (status_code, message) = state.host().get_status()?;
                 write_u32(memory, ret_code, status_code)?;
                 Ok(message)
             })
@@ -251,7 +259,7 @@ pub(crate) fn add_to_linker<A: Abi + 'static>(
     linker.func_wrap(
         ENV,
         "proxy_http_call",
-        |mut c: Ctx<'_, A>,
+        |mut c: Ctx<'_, H>,
          upstream_ptr: u32,
          upstream_len: u32,
          headers_ptr: u32,
@@ -269,7 +277,7 @@ pub(crate) fn add_to_linker<A: Abi + 'static>(
                 let body = slice(memory, body_ptr, body_len)?;
                 let trailers = map_arg(memory, trailers_ptr, trailers_len)?;
                 let id = state
-                    .abi
+                    .host()
                     .http_call(upstream, &headers, body, &trailers, timeout_ms)?;
                 write_u32(memory, ret_id, id)
             }))
@@ -279,7 +287,7 @@ pub(crate) fn add_to_linker<A: Abi + 'static>(
     linker.func_wrap(
         ENV,
         "proxy_redis_init",
-        |mut c: Ctx<'_, A>,
+        |mut c: Ctx<'_, H>,
          upstream_ptr: u32,
          upstream_len: u32,
          username_ptr: u32,
@@ -292,7 +300,7 @@ pub(crate) fn add_to_linker<A: Abi + 'static>(
                 let username = slice(memory, username_ptr, username_len)?;
                 let password = slice(memory, password_ptr, password_len)?;
                 state
-                    .abi
+                    .host()
                     .redis_init(upstream, username, password, timeout_ms)
             }))
         },
@@ -300,7 +308,7 @@ pub(crate) fn add_to_linker<A: Abi + 'static>(
     linker.func_wrap(
         ENV,
         "proxy_redis_call",
-        |mut c: Ctx<'_, A>,
+        |mut c: Ctx<'_, H>,
          upstream_ptr: u32,
          upstream_len: u32,
          query_ptr: u32,
@@ -310,7 +318,7 @@ pub(crate) fn add_to_linker<A: Abi + 'static>(
                 check_out(memory, ret_id, 4)?;
                 let upstream = slice(memory, upstream_ptr, upstream_len)?;
                 let query = slice(memory, query_ptr, query_len)?;
-                let id = state.abi.redis_call(upstream, query)?;
+                let id = state.host().redis_call(upstream, query)?;
                 write_u32(memory, ret_id, id)
             }))
         },
@@ -318,7 +326,7 @@ pub(crate) fn add_to_linker<A: Abi + 'static>(
     linker.func_wrap(
         ENV,
         "proxy_grpc_call",
-        |mut c: Ctx<'_, A>,
+        |mut c: Ctx<'_, H>,
          upstream_ptr: u32,
          upstream_len: u32,
          service_ptr: u32,
@@ -339,7 +347,7 @@ pub(crate) fn add_to_linker<A: Abi + 'static>(
                 let metadata = map_arg(memory, metadata_ptr, metadata_len)?;
                 let message = slice(memory, message_ptr, message_len)?;
                 let id = state
-                    .abi
+                    .host()
                     .grpc_call(upstream, service, method, &metadata, message, timeout_ms)?;
                 write_u32(memory, ret_id, id)
             }))
@@ -348,7 +356,7 @@ pub(crate) fn add_to_linker<A: Abi + 'static>(
     linker.func_wrap(
         ENV,
         "proxy_grpc_stream",
-        |mut c: Ctx<'_, A>,
+        |mut c: Ctx<'_, H>,
          upstream_ptr: u32,
          upstream_len: u32,
          service_ptr: u32,
@@ -365,7 +373,7 @@ pub(crate) fn add_to_linker<A: Abi + 'static>(
                 let method = slice(memory, method_ptr, method_len)?;
                 let metadata = map_arg(memory, metadata_ptr, metadata_len)?;
                 let id = state
-                    .abi
+                    .host()
                     .grpc_stream(upstream, service, method, &metadata)?;
                 write_u32(memory, ret_id, id)
             }))
@@ -374,25 +382,25 @@ pub(crate) fn add_to_linker<A: Abi + 'static>(
     linker.func_wrap(
         ENV,
         "proxy_grpc_send",
-        |mut c: Ctx<'_, A>, id: u32, ptr: u32, len: u32, end_stream: u32| {
+        |mut c: Ctx<'_, H>, id: u32, ptr: u32, len: u32, end_stream: u32| {
             code(with_memory(&mut c, |memory, state| {
                 let message = slice(memory, ptr, len)?;
-                state.abi.grpc_send(id, message, end_stream != 0)
+                state.host().grpc_send(id, message, end_stream != 0)
             }))
         },
     )?;
-    linker.func_wrap(ENV, "proxy_grpc_cancel", |mut c: Ctx<'_, A>, id: u32| {
-        code(c.data_mut().abi.grpc_cancel(id))
+    linker.func_wrap(ENV, "proxy_grpc_cancel", |mut c: Ctx<'_, H>, id: u32| {
+        code(c.data_mut().host().grpc_cancel(id))
     })?;
-    linker.func_wrap(ENV, "proxy_grpc_close", |mut c: Ctx<'_, A>, id: u32| {
-        code(c.data_mut().abi.grpc_close(id))
+    linker.func_wrap(ENV, "proxy_grpc_close", |mut c: Ctx<'_, H>, id: u32| {
+        code(c.data_mut().host().grpc_close(id))
     })?;
 
     // Shared data and queues.
     linker.func_wrap(
         ENV,
         "proxy_get_shared_data",
-        |mut c: Ctx<'_, A>,
+        |mut c: Ctx<'_, H>,
          key_ptr: u32,
          key_len: u32,
          ret_ptr: u32,
@@ -401,7 +409,7 @@ pub(crate) fn add_to_linker<A: Abi + 'static>(
             out_bytes(&mut c, ret_ptr, ret_len, |memory, state| {
                 check_out(memory, ret_cas, 4)?;
                 let key = slice(memory, key_ptr, key_len)?;
-                let (value, cas) = state.abi.get_shared_data(key)?;
+                let (value, cas) = state.host().get_shared_data(key)?;
                 write_u32(memory, ret_cas, cas)?;
                 Ok(value)
             })
@@ -410,7 +418,7 @@ pub(crate) fn add_to_linker<A: Abi + 'static>(
     linker.func_wrap(
         ENV,
         "proxy_set_shared_data",
-        |mut c: Ctx<'_, A>,
+        |mut c: Ctx<'_, H>,
          key_ptr: u32,
          key_len: u32,
          value_ptr: u32,
@@ -419,18 +427,18 @@ pub(crate) fn add_to_linker<A: Abi + 'static>(
             code(with_memory(&mut c, |memory, state| {
                 let key = slice(memory, key_ptr, key_len)?;
                 let value = slice(memory, value_ptr, value_len)?;
-                state.abi.set_shared_data(key, value, cas)
+                state.host().set_shared_data(key, value, cas)
             }))
         },
     )?;
     linker.func_wrap(
         ENV,
         "proxy_register_shared_queue",
-        |mut c: Ctx<'_, A>, name_ptr: u32, name_len: u32, ret_id: u32| {
+        |mut c: Ctx<'_, H>, name_ptr: u32, name_len: u32, ret_id: u32| {
             code(with_memory(&mut c, |memory, state| {
                 check_out(memory, ret_id, 4)?;
                 let name = slice(memory, name_ptr, name_len)?;
-                let id = state.abi.register_shared_queue(name)?;
+                let id = state.host().register_shared_queue(name)?;
                 write_u32(memory, ret_id, id)
             }))
         },
@@ -438,12 +446,12 @@ pub(crate) fn add_to_linker<A: Abi + 'static>(
     linker.func_wrap(
         ENV,
         "proxy_resolve_shared_queue",
-        |mut c: Ctx<'_, A>, vm_ptr: u32, vm_len: u32, name_ptr: u32, name_len: u32, ret_id: u32| {
+        |mut c: Ctx<'_, H>, vm_ptr: u32, vm_len: u32, name_ptr: u32, name_len: u32, ret_id: u32| {
             code(with_memory(&mut c, |memory, state| {
                 check_out(memory, ret_id, 4)?;
                 let vm_id = slice(memory, vm_ptr, vm_len)?;
                 let name = slice(memory, name_ptr, name_len)?;
-                let id = state.abi.resolve_shared_queue(vm_id, name)?;
+                let id = state.host().resolve_shared_queue(vm_id, name)?;
                 write_u32(memory, ret_id, id)
             }))
         },
@@ -451,19 +459,19 @@ pub(crate) fn add_to_linker<A: Abi + 'static>(
     linker.func_wrap(
         ENV,
         "proxy_enqueue_shared_queue",
-        |mut c: Ctx<'_, A>, queue_id: u32, ptr: u32, len: u32| {
+        |mut c: Ctx<'_, H>, queue_id: u32, ptr: u32, len: u32| {
             code(with_memory(&mut c, |memory, state| {
                 let value = slice(memory, ptr, len)?;
-                state.abi.enqueue_shared_queue(queue_id, value)
+                state.host().enqueue_shared_queue(queue_id, value)
             }))
         },
     )?;
     linker.func_wrap(
         ENV,
         "proxy_dequeue_shared_queue",
-        |mut c: Ctx<'_, A>, queue_id: u32, ret_ptr: u32, ret_len: u32| {
+        |mut c: Ctx<'_, H>, queue_id: u32, ret_ptr: u32, ret_len: u32| {
             out_bytes(&mut c, ret_ptr, ret_len, |_, state| {
-                state.abi.dequeue_shared_queue(queue_id)
+                state.host().dequeue_shared_queue(queue_id)
             })
         },
     )?;
@@ -472,12 +480,12 @@ pub(crate) fn add_to_linker<A: Abi + 'static>(
     linker.func_wrap(
         ENV,
         "proxy_define_metric",
-        |mut c: Ctx<'_, A>, metric_type: u32, name_ptr: u32, name_len: u32, ret_id: u32| {
+        |mut c: Ctx<'_, H>, metric_type: u32, name_ptr: u32, name_len: u32, ret_id: u32| {
             code(with_memory(&mut c, |memory, state| {
                 check_out(memory, ret_id, 4)?;
                 let name = slice(memory, name_ptr, name_len)?;
                 let id = state
-                    .abi
+                    .host()
                     .define_metric(MetricType::from(metric_type), name)?;
                 write_u32(memory, ret_id, id)
             }))
@@ -486,24 +494,24 @@ pub(crate) fn add_to_linker<A: Abi + 'static>(
     linker.func_wrap(
         ENV,
         "proxy_record_metric",
-        |mut c: Ctx<'_, A>, metric_id: u32, value: i64| {
-            code(c.data_mut().abi.record_metric(metric_id, value))
+        |mut c: Ctx<'_, H>, metric_id: u32, value: i64| {
+            code(c.data_mut().host().record_metric(metric_id, value))
         },
     )?;
     linker.func_wrap(
         ENV,
         "proxy_increment_metric",
-        |mut c: Ctx<'_, A>, metric_id: u32, delta: i64| {
-            code(c.data_mut().abi.increment_metric(metric_id, delta))
+        |mut c: Ctx<'_, H>, metric_id: u32, delta: i64| {
+            code(c.data_mut().host().increment_metric(metric_id, delta))
         },
     )?;
     linker.func_wrap(
         ENV,
         "proxy_get_metric",
-        |mut c: Ctx<'_, A>, metric_id: u32, ret: u32| {
+        |mut c: Ctx<'_, H>, metric_id: u32, ret: u32| {
             code(with_memory(&mut c, |memory, state| {
                 check_out(memory, ret, 8)?;
-                let value = state.abi.get_metric(metric_id)?;
+                let value = state.host().get_metric(metric_id)?;
                 write_u64(memory, ret, value)
             }))
         },
@@ -513,28 +521,28 @@ pub(crate) fn add_to_linker<A: Abi + 'static>(
     linker.func_wrap(
         ENV,
         "proxy_get_property",
-        |mut c: Ctx<'_, A>, path_ptr: u32, path_len: u32, ret_ptr: u32, ret_len: u32| {
+        |mut c: Ctx<'_, H>, path_ptr: u32, path_len: u32, ret_ptr: u32, ret_len: u32| {
             out_bytes(&mut c, ret_ptr, ret_len, |memory, state| {
                 let path = slice(memory, path_ptr, path_len)?;
-                state.abi.get_property(path)
+                state.host().get_property(path)
             })
         },
     )?;
     linker.func_wrap(
         ENV,
         "proxy_set_property",
-        |mut c: Ctx<'_, A>, path_ptr: u32, path_len: u32, value_ptr: u32, value_len: u32| {
+        |mut c: Ctx<'_, H>, path_ptr: u32, path_len: u32, value_ptr: u32, value_len: u32| {
             code(with_memory(&mut c, |memory, state| {
                 let path = slice(memory, path_ptr, path_len)?;
                 let value = slice(memory, value_ptr, value_len)?;
-                state.abi.set_property(path, value)
+                state.host().set_property(path, value)
             }))
         },
     )?;
     linker.func_wrap(
         ENV,
         "proxy_call_foreign_function",
-        |mut c: Ctx<'_, A>,
+        |mut c: Ctx<'_, H>,
          name_ptr: u32,
          name_len: u32,
          args_ptr: u32,
@@ -544,7 +552,7 @@ pub(crate) fn add_to_linker<A: Abi + 'static>(
             out_bytes(&mut c, ret_ptr, ret_len, |memory, state| {
                 let name = slice(memory, name_ptr, name_len)?;
                 let arguments = slice(memory, args_ptr, args_len)?;
-                state.abi.call_foreign_function(name, arguments)
+                state.host().call_foreign_function(name, arguments)
             })
         },
     )?;

@@ -1,10 +1,11 @@
 //! A proxy-wasm host on wasmtime: loads a compiled proxy-wasm plugin, exposes its `proxy_on_*`
-//! callbacks as Rust calls, routes every hostcall to an [`Abi`] implementation, and counts
+//! callbacks as Rust calls, routes every hostcall to a [`Hostcalls`] implementation, and counts
 //! what each call costs. [`component`] runs the same plugins built as components of the
-//! `plugin` world (`wit/`) with component-model async.
+//! `plugin` world (`wit/`) with component-model async; [`twins`] runs both beside a plugin
+//! under the SDK's testing API.
 //!
 //! ```no_run
-//! use proxy_async_host::{Abi, Action, BufferType, LogLevel, MapType, Plugin, Status};
+//! use proxy_async_host::{Action, BufferType, Hostcalls, LogLevel, MapType, Plugin, Status};
 //!
 //! /// A host that serves a configuration and records the header changes.
 //! #[derive(Default)]
@@ -13,7 +14,7 @@
 //!     headers: Vec<(Vec<u8>, Vec<u8>)>,
 //! }
 //!
-//! impl Abi for Host {
+//! impl Hostcalls for Host {
 //!     fn log(&mut self, level: LogLevel, message: &[u8]) -> Result<(), Status> {
 //!         println!("[{level:?}] {}", String::from_utf8_lossy(message));
 //!         Ok(())
@@ -65,7 +66,7 @@
 //!     "on_request_headers: {} fuel, memory {} bytes, headers {:?}",
 //!     plugin.last_call_fuel(),
 //!     plugin.memory_size(),
-//!     plugin.abi().headers,
+//!     plugin.hostcalls().headers,
 //! );
 //! # Ok(())
 //! # }
@@ -73,13 +74,13 @@
 //!
 //! # What is here, and what is not
 //!
-//! * [`Abi`]: one method per `env.proxy_*` import of the ABI v0.2.1, taking decoded arguments
-//!   and returning `Result<_, Status>`. The glue does the pointer work: bounds checks
-//!   ([`Status::InvalidMemoryAccess`] for a bad guest pointer, never a host panic), header-map
-//!   (de)serialization, and copying results into guest memory through the guest's
-//!   `proxy_on_memory_allocate` (or `malloc`).
+//! * The glue behind every `env.proxy_*` import of the ABI v0.2.1 (and Higress's Redis
+//!   extension): bounds checks ([`Status::InvalidMemoryAccess`] for a bad guest pointer, never
+//!   a host panic), header-map decoding and encoding, and copying results into guest memory
+//!   through the guest's `proxy_on_memory_allocate` (or `malloc`). What each hostcall does is
+//!   the [`Hostcalls`] implementation's (`proxy-async-abi`).
 //! * [`PluginModule`] compiles a module once; [`Plugin`] is one instance of it, with its
-//!   [`Abi`] as store data ([`Plugin::abi`], [`Plugin::abi_mut`]) and one method per
+//!   [`Hostcalls`] ([`Plugin::hostcalls`], [`Plugin::hostcalls_mut`]) and one method per
 //!   `proxy_on_*` callback.
 //! * A minimal WASI preview1: stdout and stderr become log lines, clocks and randomness work,
 //!   everything else answers `NOTSUP`/`BADF` (see the [`wasi`] module).
@@ -87,32 +88,30 @@
 //!   [`Plugin::last_call_fuel`], and [`Plugin::memory_size`].
 //! * Traps ([`PluginError::Trap`]) carry the panic message the plugin logged just before, and
 //!   poison the plugin.
+//! * Serve mode (`serve`, with the default `serve` feature): a compiled plugin in front of an
+//!   upstream on a local HTTP/1.1 server, its HTTP calls made for real to named clusters mapped
+//!   to local addresses (`cargo xtask run` runs plugins this way).
 //!
-//! * Serve mode ([`serve`]): a compiled plugin in front of an upstream on a local HTTP/1.1
-//!   server, its HTTP calls made for real to named clusters mapped to local addresses
-//!   (`cargo xtask run <example>` runs the examples this way).
-//!
-//! Proxy state (header maps, bodies, streams, calls, shared data) is the [`Abi`]
-//! implementer's job; this crate keeps none, except through [`EmulatedAbi`], the emulated
-//! proxy that [`start_emulated`] and serve mode use.
+//! Proxy state (header maps, bodies, streams, calls, shared data) is the [`Hostcalls`]
+//! implementer's job; this crate keeps none. [`start_emulated`] runs a module against
+//! `proxy-async-emulator`'s `ProxyState`, as the tests and serve mode do.
 
 #![forbid(unsafe_code)]
 
-pub mod abi;
 pub mod component;
-#[cfg(feature = "serve")]
-pub mod demo;
 mod emulated;
 mod guest;
 mod hostcalls;
 mod plugin;
-pub mod plugin_build;
 #[cfg(feature = "serve")]
 pub mod serve;
+pub mod twins;
 pub mod wasi;
-pub mod wire;
 
-pub use abi::{Abi, BufferType, HeaderPairs, LogLevel, MapType, MetricType, Status, StreamType};
-pub use emulated::{EmulatedAbi, PluginStartError, start_emulated, start_emulated_module};
-pub use plugin::{Action, DEFAULT_FUEL_BUDGET, PeerType, Plugin, PluginError, PluginModule};
-pub use proxy_emulator;
+pub use emulated::{EmulatedPlugin, PluginStartError, start_emulated, start_emulated_module};
+pub use plugin::{DEFAULT_FUEL_BUDGET, Plugin, PluginError, PluginModule};
+pub use proxy_async_abi::{
+    Action, BufferType, HeaderPairs, Hostcalls, LogLevel, MapType, MetricType, PeerType, Status,
+    StreamType,
+};
+pub use {proxy_async_abi, proxy_async_emulator};

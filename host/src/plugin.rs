@@ -1,6 +1,8 @@
 //! Compiling, instantiating and calling a proxy-wasm module.
 
+use std::cell::{Ref, RefCell, RefMut};
 use std::fmt;
+use std::rc::Rc;
 use std::sync::OnceLock;
 
 use wasmtime::{
@@ -8,49 +10,15 @@ use wasmtime::{
     WasmParams, WasmResults,
 };
 
-use crate::abi::Abi;
 use crate::guest::HostState;
 use crate::wasi::ProcExit;
 use crate::{hostcalls, wasi};
+use proxy_async_abi::{Action, Hostcalls, PeerType};
 
 /// The fuel a callback may burn before it traps, unless changed with
 /// [`Plugin::set_fuel_budget`]: about a billion wasm instructions, far more than any sane
 /// callback needs, and about a second of CPU for a runaway loop.
 pub const DEFAULT_FUEL_BUDGET: u64 = 1_000_000_000;
-
-/// `proxy_action_t`: what a stream callback tells the proxy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Action {
-    /// `CONTINUE` (0): go on with the stream.
-    Continue,
-    /// `PAUSE` (1): hold the stream until the plugin calls `proxy_continue_stream` (or sends
-    /// a local reply).
-    Pause,
-    /// A value this ABI version does not define, as returned by the plugin.
-    Unknown(u32),
-}
-
-impl From<u32> for Action {
-    fn from(value: u32) -> Self {
-        match value {
-            0 => Action::Continue,
-            1 => Action::Pause,
-            other => Action::Unknown(other),
-        }
-    }
-}
-
-/// `proxy_peer_type_t`: who closed a connection (`proxy_on_*_connection_close`).
-#[repr(u32)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PeerType {
-    /// `UNKNOWN` (0).
-    Unknown = 0,
-    /// `LOCAL` (1): the proxy closed it.
-    Local = 1,
-    /// `REMOTE` (2): the peer closed it.
-    Remote = 2,
-}
 
 /// Why a plugin could not be loaded or a callback failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -185,9 +153,21 @@ impl PluginModule {
             .collect()
     }
 
-    /// Instantiates the module with `abi` serving its hostcalls, and runs its start functions
-    /// (see [`Plugin::load`]).
-    pub fn instantiate<A: Abi + 'static>(&self, abi: A) -> Result<Plugin<A>, PluginError> {
+    /// Instantiates the module with `hostcalls` serving its hostcalls, and runs its start
+    /// functions (see [`Plugin::load`]).
+    pub fn instantiate<H: Hostcalls + 'static>(
+        &self,
+        hostcalls: H,
+    ) -> Result<Plugin<H>, PluginError> {
+        self.instantiate_shared(Rc::new(RefCell::new(hostcalls)))
+    }
+
+    /// Like [`PluginModule::instantiate`], with hostcalls shared with whoever drives the
+    /// plugin: an emulated proxy holds the same state, and reads it between callbacks.
+    pub fn instantiate_shared<H: Hostcalls + 'static>(
+        &self,
+        hostcalls: Rc<RefCell<H>>,
+    ) -> Result<Plugin<H>, PluginError> {
         let engine = self.module.engine();
         let mut linker = Linker::new(engine);
         hostcalls::add_to_linker(&mut linker)
@@ -195,7 +175,7 @@ impl PluginModule {
             .map_err(|error| {
                 PluginError::Load(format!("cannot define the hostcalls: {error:#}"))
             })?;
-        let mut store = Store::new(engine, HostState::new(abi));
+        let mut store = Store::new(engine, HostState::new(hostcalls));
 
         for import in self.module.imports() {
             if linker
@@ -239,9 +219,9 @@ impl PluginModule {
 
 /// The guest's allocator: `proxy_on_memory_allocate`, or `malloc` for modules built without
 /// it (wasm32-unknown-unknown). Like cpp-host, a module without either cannot be loaded.
-fn allocator<A: 'static>(
+fn allocator<H: 'static>(
     instance: &Instance,
-    store: &mut Store<HostState<A>>,
+    store: &mut Store<HostState<H>>,
 ) -> Result<TypedFunc<u32, u32>, PluginError> {
     for name in ["proxy_on_memory_allocate", "malloc"] {
         if instance.get_func(&mut *store, name).is_some() {
@@ -257,15 +237,15 @@ fn allocator<A: 'static>(
     ))
 }
 
-/// A running proxy-wasm plugin: one instance of a module, its [`Abi`], and what its calls
-/// cost.
+/// A running proxy-wasm plugin: one instance of a module, the [`Hostcalls`] serving it, and
+/// what its calls cost.
 ///
 /// Each `on_*` method calls the `proxy_on_*` export of the same name. A missing export
 /// behaves as the spec's default: `Continue`, `true`, or nothing. Each call gets a fresh fuel
 /// budget ([`Plugin::set_fuel_budget`]); [`Plugin::last_call_fuel`] tells what it used. A
 /// trap poisons the plugin: every later call returns [`PluginError::Poisoned`].
-pub struct Plugin<A: Abi + 'static> {
-    store: Store<HostState<A>>,
+pub struct Plugin<H: Hostcalls + 'static> {
+    store: Store<HostState<H>>,
     instance: Instance,
     memory: Memory,
     fuel_budget: u64,
@@ -276,7 +256,7 @@ pub struct Plugin<A: Abi + 'static> {
     last_exit: Option<ProcExit>,
 }
 
-impl<A: Abi + 'static> fmt::Debug for Plugin<A> {
+impl<H: Hostcalls + 'static> fmt::Debug for Plugin<H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Plugin")
             .field("memory_size", &self.memory_size())
@@ -303,8 +283,8 @@ fn describe(error: &wasmtime::Error) -> (String, Option<String>) {
     (message, backtrace)
 }
 
-impl<A: Abi + 'static> Plugin<A> {
-    /// Compiles `wasm` and instantiates it with `abi` serving its hostcalls:
+impl<H: Hostcalls + 'static> Plugin<H> {
+    /// Compiles `wasm` and instantiates it with `hostcalls` serving its hostcalls:
     /// [`PluginModule::new`] then [`PluginModule::instantiate`].
     ///
     /// Instantiation runs the module's start functions as cpp-host does: `_initialize` (a
@@ -312,8 +292,8 @@ impl<A: Abi + 'static> Plugin<A> {
     /// `__main_void()` if exported; or `_start` (a command) when there is no `_initialize`,
     /// where `proc_exit(0)` counts as success. Their fuel is [`Plugin::last_call_fuel`]
     /// afterwards.
-    pub fn load(wasm: &[u8], abi: A) -> Result<Plugin<A>, PluginError> {
-        PluginModule::new(wasm)?.instantiate(abi)
+    pub fn load(wasm: &[u8], hostcalls: H) -> Result<Plugin<H>, PluginError> {
+        PluginModule::new(wasm)?.instantiate(hostcalls)
     }
 
     fn start(&mut self) -> Result<(), PluginError> {
@@ -353,19 +333,14 @@ impl<A: Abi + 'static> Plugin<A> {
             .find(|version| self.has_export(&format!("proxy_abi_version_{version}")))
     }
 
-    /// The hostcall implementation.
-    pub fn abi(&self) -> &A {
-        &self.store.data().abi
+    /// The hostcall implementation (for one look: no callback may run while it is held).
+    pub fn hostcalls(&self) -> Ref<'_, H> {
+        self.store.data().hostcalls.borrow()
     }
 
     /// The hostcall implementation, mutably (e.g. to set up the next callback's state).
-    pub fn abi_mut(&mut self) -> &mut A {
-        &mut self.store.data_mut().abi
-    }
-
-    /// Drops the instance and returns the hostcall implementation.
-    pub fn into_abi(self) -> A {
-        self.store.into_data().abi
+    pub fn hostcalls_mut(&self) -> RefMut<'_, H> {
+        self.store.data().hostcalls.borrow_mut()
     }
 
     /// The fuel (about one unit per wasm instruction, including the guest allocator's work on
@@ -557,7 +532,7 @@ impl<A: Abi + 'static> Plugin<A> {
     ) -> Result<(), PluginError> {
         self.call_void(
             "proxy_on_downstream_connection_close",
-            (context_id, peer as u32),
+            (context_id, peer.code()),
         )
     }
 
@@ -583,7 +558,7 @@ impl<A: Abi + 'static> Plugin<A> {
     ) -> Result<(), PluginError> {
         self.call_void(
             "proxy_on_upstream_connection_close",
-            (context_id, peer as u32),
+            (context_id, peer.code()),
         )
     }
 

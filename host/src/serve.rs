@@ -3,7 +3,7 @@
 //!
 //! Every request the server accepts becomes a stream of each plugin instance it reaches (one
 //! VM per plugin, as in Envoy), driven through the same emulated proxy
-//! ([`proxy_emulator::Proxy`] with [`EmulatedAbi`]) the host's tests use, so a plugin sees
+//! ([`proxy_async_emulator::Proxy`] over its `ProxyState`) the host's tests use, so a plugin sees
 //! the same hostcall semantics it sees there (deferred resume and local reply, call-response
 //! maps readable only inside `on_http_call_response`, body callbacks held while the headers
 //! are paused, 503 after a trap). What serve mode adds is real traffic:
@@ -96,10 +96,10 @@ use tokio::sync::{Notify, oneshot};
 use tokio::task::{AbortHandle, JoinSet, LocalSet};
 use tokio::time::Instant;
 
-use proxy_emulator::{Call, Callbacks, LogLevel, Proxy, ProxyConfig, ProxyState, Side};
+use proxy_async_emulator::{Call, Callbacks, Direction, LogLevel, Proxy, ProxyConfig, ProxyState};
 
 use crate::component::ComponentModule;
-use crate::emulated::{EmulatedAbi, PluginStartError};
+use crate::emulated::PluginStartError;
 use crate::plugin::{PluginError, PluginModule};
 
 /// Where log lines go: the plugin's (`[plugin <level>] <message>`) and the server's own
@@ -182,9 +182,7 @@ impl PluginCode {
         state: &Rc<RefCell<ProxyState>>,
     ) -> Result<Box<dyn Callbacks>, PluginError> {
         Ok(match self {
-            PluginCode::Module(module) => {
-                Box::new(module.instantiate(EmulatedAbi::new(Rc::clone(state)))?)
-            }
+            PluginCode::Module(module) => Box::new(module.instantiate_shared(Rc::clone(state))?),
             PluginCode::Component(module) => Box::new(module.instantiate(Rc::clone(state))?),
         })
     }
@@ -625,7 +623,7 @@ fn flush_filter_logs(config: &ServeConfig, filter: &Filter) {
             (config.log)(&format!(
                 "[{} {}] {}",
                 filter.name,
-                level_name(record.level),
+                record.level.name(),
                 record.message
             ));
         }
@@ -686,17 +684,6 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         message.clone()
     } else {
         "(no message)".to_string()
-    }
-}
-
-fn level_name(level: LogLevel) -> &'static str {
-    match level {
-        LogLevel::Trace => "trace",
-        LogLevel::Debug => "debug",
-        LogLevel::Info => "info",
-        LogLevel::Warn => "warn",
-        LogLevel::Error => "error",
-        LogLevel::Critical => "critical",
     }
 }
 
@@ -893,7 +880,11 @@ impl Shared {
     /// Waits until the last of `watched` (plugin index, context id) lets `side` of its stream
     /// go on (`Ok(None)`), or one of `watched` replied locally (`Ok(Some(index))`, the first
     /// in chain order that did).
-    async fn wait(&self, watched: &[(usize, u32)], side: Side) -> Result<Option<usize>, Abort> {
+    async fn wait(
+        &self,
+        watched: &[(usize, u32)],
+        side: Direction,
+    ) -> Result<Option<usize>, Abort> {
         let Some(&(index, context_id)) = watched.last() else {
             return Ok(None);
         };
@@ -989,23 +980,23 @@ impl Shared {
                 .map(|(name, value)| (name.as_str(), value.as_str()))
                 .collect();
             self.drive(index, "on_request_headers", |proxy| {
-                proxy.send_headers(context_id, Side::Request, &pairs, body.is_empty());
+                proxy.send_headers(context_id, Direction::Request, &pairs, body.is_empty());
             })?;
-            if let Some(replier) = self.wait(&watched, Side::Request).await? {
+            if let Some(replier) = self.wait(&watched, Direction::Request).await? {
                 return self.respond_through(&watched, replier, None).await;
             }
             if !body.is_empty() {
                 self.drive(index, "on_request_body", |proxy| {
-                    proxy.send_body(context_id, Side::Request, body, true);
+                    proxy.send_body(context_id, Direction::Request, body, true);
                 })?;
-                if let Some(replier) = self.wait(&watched, Side::Request).await? {
+                if let Some(replier) = self.wait(&watched, Direction::Request).await? {
                     return self.respond_through(&watched, replier, None).await;
                 }
             }
             request = self.peek(index, |proxy| {
                 (
-                    proxy.headers(context_id, Side::Request),
-                    Bytes::from(proxy.body(context_id, Side::Request)),
+                    proxy.headers(context_id, Direction::Request),
+                    Bytes::from(proxy.body(context_id, Direction::Request)),
                 )
             })?;
         }
@@ -1089,20 +1080,20 @@ impl Shared {
                     .map(|(name, value)| (name.as_str(), value.as_str()))
                     .collect();
                 self.drive(index, "on_response_headers", |proxy| {
-                    proxy.send_headers(context_id, Side::Response, &pairs, body.is_empty());
+                    proxy.send_headers(context_id, Direction::Response, &pairs, body.is_empty());
                 })?;
                 let one = [(index, context_id)];
-                if self.wait(&one, Side::Response).await?.is_none() && !body.is_empty() {
+                if self.wait(&one, Direction::Response).await?.is_none() && !body.is_empty() {
                     self.drive(index, "on_response_body", |proxy| {
-                        proxy.send_body(context_id, Side::Response, body, true);
+                        proxy.send_body(context_id, Direction::Response, body, true);
                     })?;
-                    self.wait(&one, Side::Response).await?;
+                    self.wait(&one, Direction::Response).await?;
                 }
             }
             response = self.peek(index, |proxy| {
                 (
-                    proxy.headers(context_id, Side::Response),
-                    Bytes::from(proxy.body(context_id, Side::Response)),
+                    proxy.headers(context_id, Direction::Response),
+                    Bytes::from(proxy.body(context_id, Direction::Response)),
                 )
             })?;
         }

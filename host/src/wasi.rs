@@ -2,10 +2,10 @@
 //! Envoy's cpp-host (`FOR_ALL_WASI_FUNCTIONS`): no files, no sockets, no arguments, no
 //! environment.
 //!
-//! * `fd_write` to stdout (1) logs at info, to stderr (2) at error, through [`Abi::log`], one
+//! * `fd_write` to stdout (1) logs at info, to stderr (2) at error, through [`Hostcalls::log`], one
 //!   log line per output line (an unterminated line is logged at the end of the callback).
-//! * `clock_time_get`: realtime through [`Abi::get_current_time_nanoseconds`], monotonic
-//!   (and the CPU-time clocks) through [`Abi::get_monotonic_time_nanoseconds`].
+//! * `clock_time_get`: realtime through [`Hostcalls::get_current_time_nanoseconds`], monotonic
+//!   (and the CPU-time clocks) through [`Hostcalls::get_monotonic_time_nanoseconds`].
 //! * `random_get` fills the buffer from a randomly keyed SipHash stream (no extra crate).
 //! * `args_*` and `environ_*` report nothing; `sched_yield` succeeds; `fd_read` on stdin reads
 //!   end-of-file; `fd_fdstat_get` describes fds 0-2 as character devices; `fd_prestat_get`
@@ -19,10 +19,10 @@ use std::hash::BuildHasher;
 
 use wasmtime::Linker;
 
-use crate::abi::{Abi, Status};
 use crate::guest::{
     Ctx, HostState, check_out, slice, slice_mut, with_memory, write_u32, write_u64,
 };
+use proxy_async_abi::{Hostcalls, Status};
 
 /// The WASI preview1 module name.
 const WASI: &str = "wasi_snapshot_preview1";
@@ -85,13 +85,13 @@ fn gather(memory: &[u8], iovs: u32, count: u32) -> Result<Vec<u8>, Status> {
     clippy::too_many_lines,
     reason = "one short definition per WASI function"
 )]
-pub(crate) fn add_to_linker<A: Abi + 'static>(
-    linker: &mut Linker<HostState<A>>,
+pub(crate) fn add_to_linker<H: Hostcalls + 'static>(
+    linker: &mut Linker<HostState<H>>,
 ) -> wasmtime::Result<()> {
     linker.func_wrap(
         WASI,
         "fd_write",
-        |mut c: Ctx<'_, A>, fd: u32, iovs: u32, iovs_len: u32, ret_written: u32| -> u32 {
+        |mut c: Ctx<'_, H>, fd: u32, iovs: u32, iovs_len: u32, ret_written: u32| -> u32 {
             if fd != 1 && fd != 2 {
                 return BADF;
             }
@@ -108,7 +108,7 @@ pub(crate) fn add_to_linker<A: Abi + 'static>(
     linker.func_wrap(
         WASI,
         "fd_read",
-        |mut c: Ctx<'_, A>, fd: u32, _iovs: u32, _iovs_len: u32, ret_read: u32| -> u32 {
+        |mut c: Ctx<'_, H>, fd: u32, _iovs: u32, _iovs_len: u32, ret_read: u32| -> u32 {
             if fd != 0 {
                 return unsupported_fd(fd);
             }
@@ -121,7 +121,7 @@ pub(crate) fn add_to_linker<A: Abi + 'static>(
     linker.func_wrap(
         WASI,
         "fd_fdstat_get",
-        |mut c: Ctx<'_, A>, fd: u32, ret_stat: u32| -> u32 {
+        |mut c: Ctx<'_, H>, fd: u32, ret_stat: u32| -> u32 {
             if fd > 2 {
                 return BADF;
             }
@@ -144,105 +144,105 @@ pub(crate) fn add_to_linker<A: Abi + 'static>(
     linker.func_wrap(
         WASI,
         "fd_prestat_get",
-        |_: Ctx<'_, A>, _fd: u32, _ret: u32| -> u32 { BADF },
+        |_: Ctx<'_, H>, _fd: u32, _ret: u32| -> u32 { BADF },
     )?;
     linker.func_wrap(
         WASI,
         "fd_prestat_dir_name",
-        |_: Ctx<'_, A>, _fd: u32, _path: u32, _len: u32| -> u32 { BADF },
+        |_: Ctx<'_, H>, _fd: u32, _path: u32, _len: u32| -> u32 { BADF },
     )?;
-    linker.func_wrap(WASI, "fd_close", |_: Ctx<'_, A>, fd: u32| -> u32 {
+    linker.func_wrap(WASI, "fd_close", |_: Ctx<'_, H>, fd: u32| -> u32 {
         if fd <= 2 { SUCCESS } else { BADF }
     })?;
     linker.func_wrap(
         WASI,
         "fd_seek",
-        |_: Ctx<'_, A>, fd: u32, _offset: i64, _whence: u32, _ret: u32| -> u32 {
+        |_: Ctx<'_, H>, fd: u32, _offset: i64, _whence: u32, _ret: u32| -> u32 {
             unsupported_fd(fd)
         },
     )?;
     linker.func_wrap(
         WASI,
         "fd_tell",
-        |_: Ctx<'_, A>, fd: u32, _ret: u32| -> u32 { unsupported_fd(fd) },
+        |_: Ctx<'_, H>, fd: u32, _ret: u32| -> u32 { unsupported_fd(fd) },
     )?;
-    linker.func_wrap(WASI, "fd_sync", |_: Ctx<'_, A>, fd: u32| -> u32 {
+    linker.func_wrap(WASI, "fd_sync", |_: Ctx<'_, H>, fd: u32| -> u32 {
         unsupported_fd(fd)
     })?;
-    linker.func_wrap(WASI, "fd_datasync", |_: Ctx<'_, A>, fd: u32| -> u32 {
+    linker.func_wrap(WASI, "fd_datasync", |_: Ctx<'_, H>, fd: u32| -> u32 {
         unsupported_fd(fd)
     })?;
     linker.func_wrap(
         WASI,
         "fd_fdstat_set_flags",
-        |_: Ctx<'_, A>, fd: u32, _flags: u32| -> u32 { unsupported_fd(fd) },
+        |_: Ctx<'_, H>, fd: u32, _flags: u32| -> u32 { unsupported_fd(fd) },
     )?;
     linker.func_wrap(
         WASI,
         "fd_fdstat_set_rights",
-        |_: Ctx<'_, A>, fd: u32, _base: i64, _inheriting: i64| -> u32 { unsupported_fd(fd) },
+        |_: Ctx<'_, H>, fd: u32, _base: i64, _inheriting: i64| -> u32 { unsupported_fd(fd) },
     )?;
     linker.func_wrap(
         WASI,
         "fd_filestat_get",
-        |_: Ctx<'_, A>, fd: u32, _ret: u32| -> u32 { unsupported_fd(fd) },
+        |_: Ctx<'_, H>, fd: u32, _ret: u32| -> u32 { unsupported_fd(fd) },
     )?;
     linker.func_wrap(
         WASI,
         "fd_filestat_set_size",
-        |_: Ctx<'_, A>, fd: u32, _size: i64| -> u32 { unsupported_fd(fd) },
+        |_: Ctx<'_, H>, fd: u32, _size: i64| -> u32 { unsupported_fd(fd) },
     )?;
     linker.func_wrap(
         WASI,
         "fd_filestat_set_times",
-        |_: Ctx<'_, A>, fd: u32, _atime: i64, _mtime: i64, _flags: u32| -> u32 {
+        |_: Ctx<'_, H>, fd: u32, _atime: i64, _mtime: i64, _flags: u32| -> u32 {
             unsupported_fd(fd)
         },
     )?;
     linker.func_wrap(
         WASI,
         "fd_advise",
-        |_: Ctx<'_, A>, fd: u32, _offset: i64, _len: i64, _advice: u32| -> u32 {
+        |_: Ctx<'_, H>, fd: u32, _offset: i64, _len: i64, _advice: u32| -> u32 {
             unsupported_fd(fd)
         },
     )?;
     linker.func_wrap(
         WASI,
         "fd_allocate",
-        |_: Ctx<'_, A>, fd: u32, _offset: i64, _len: i64| -> u32 { unsupported_fd(fd) },
+        |_: Ctx<'_, H>, fd: u32, _offset: i64, _len: i64| -> u32 { unsupported_fd(fd) },
     )?;
     linker.func_wrap(
         WASI,
         "fd_pread",
-        |_: Ctx<'_, A>, fd: u32, _iovs: u32, _len: u32, _offset: i64, _ret: u32| -> u32 {
+        |_: Ctx<'_, H>, fd: u32, _iovs: u32, _len: u32, _offset: i64, _ret: u32| -> u32 {
             unsupported_fd(fd)
         },
     )?;
     linker.func_wrap(
         WASI,
         "fd_pwrite",
-        |_: Ctx<'_, A>, fd: u32, _iovs: u32, _len: u32, _offset: i64, _ret: u32| -> u32 {
+        |_: Ctx<'_, H>, fd: u32, _iovs: u32, _len: u32, _offset: i64, _ret: u32| -> u32 {
             unsupported_fd(fd)
         },
     )?;
     linker.func_wrap(
         WASI,
         "fd_readdir",
-        |_: Ctx<'_, A>, fd: u32, _buf: u32, _len: u32, _cookie: i64, _ret: u32| -> u32 {
+        |_: Ctx<'_, H>, fd: u32, _buf: u32, _len: u32, _cookie: i64, _ret: u32| -> u32 {
             unsupported_fd(fd)
         },
     )?;
     linker.func_wrap(
         WASI,
         "fd_renumber",
-        |_: Ctx<'_, A>, fd: u32, _to: u32| -> u32 { unsupported_fd(fd) },
+        |_: Ctx<'_, H>, fd: u32, _to: u32| -> u32 { unsupported_fd(fd) },
     )?;
 
     // Paths: there are no preopened directories.
     linker.func_wrap(
         WASI,
         "path_open",
-        |_: Ctx<'_, A>,
+        |_: Ctx<'_, H>,
          _fd: u32,
          _dirflags: u32,
          _path: u32,
@@ -257,27 +257,27 @@ pub(crate) fn add_to_linker<A: Abi + 'static>(
     linker.func_wrap(
         WASI,
         "path_create_directory",
-        |_: Ctx<'_, A>, _fd: u32, _path: u32, _len: u32| -> u32 { NOTSUP },
+        |_: Ctx<'_, H>, _fd: u32, _path: u32, _len: u32| -> u32 { NOTSUP },
     )?;
     linker.func_wrap(
         WASI,
         "path_remove_directory",
-        |_: Ctx<'_, A>, _fd: u32, _path: u32, _len: u32| -> u32 { NOTSUP },
+        |_: Ctx<'_, H>, _fd: u32, _path: u32, _len: u32| -> u32 { NOTSUP },
     )?;
     linker.func_wrap(
         WASI,
         "path_unlink_file",
-        |_: Ctx<'_, A>, _fd: u32, _path: u32, _len: u32| -> u32 { NOTSUP },
+        |_: Ctx<'_, H>, _fd: u32, _path: u32, _len: u32| -> u32 { NOTSUP },
     )?;
     linker.func_wrap(
         WASI,
         "path_filestat_get",
-        |_: Ctx<'_, A>, _fd: u32, _flags: u32, _path: u32, _len: u32, _ret: u32| -> u32 { NOTSUP },
+        |_: Ctx<'_, H>, _fd: u32, _flags: u32, _path: u32, _len: u32, _ret: u32| -> u32 { NOTSUP },
     )?;
     linker.func_wrap(
         WASI,
         "path_filestat_set_times",
-        |_: Ctx<'_, A>,
+        |_: Ctx<'_, H>,
          _fd: u32,
          _flags: u32,
          _path: u32,
@@ -290,7 +290,7 @@ pub(crate) fn add_to_linker<A: Abi + 'static>(
     linker.func_wrap(
         WASI,
         "path_link",
-        |_: Ctx<'_, A>,
+        |_: Ctx<'_, H>,
          _old_fd: u32,
          _flags: u32,
          _old_path: u32,
@@ -303,7 +303,7 @@ pub(crate) fn add_to_linker<A: Abi + 'static>(
     linker.func_wrap(
         WASI,
         "path_rename",
-        |_: Ctx<'_, A>,
+        |_: Ctx<'_, H>,
          _fd: u32,
          _old_path: u32,
          _old_len: u32,
@@ -315,7 +315,7 @@ pub(crate) fn add_to_linker<A: Abi + 'static>(
     linker.func_wrap(
         WASI,
         "path_symlink",
-        |_: Ctx<'_, A>,
+        |_: Ctx<'_, H>,
          _old_path: u32,
          _old_len: u32,
          _fd: u32,
@@ -326,7 +326,7 @@ pub(crate) fn add_to_linker<A: Abi + 'static>(
     linker.func_wrap(
         WASI,
         "path_readlink",
-        |_: Ctx<'_, A>,
+        |_: Ctx<'_, H>,
          _fd: u32,
          _path: u32,
          _len: u32,
@@ -340,7 +340,7 @@ pub(crate) fn add_to_linker<A: Abi + 'static>(
     linker.func_wrap(
         WASI,
         "args_sizes_get",
-        |mut c: Ctx<'_, A>, ret_count: u32, ret_size: u32| -> u32 {
+        |mut c: Ctx<'_, H>, ret_count: u32, ret_size: u32| -> u32 {
             errno(with_memory(&mut c, |memory, _| {
                 write_u32(memory, ret_count, 0)?;
                 write_u32(memory, ret_size, 0)
@@ -350,12 +350,12 @@ pub(crate) fn add_to_linker<A: Abi + 'static>(
     linker.func_wrap(
         WASI,
         "args_get",
-        |_: Ctx<'_, A>, _argv: u32, _buf: u32| -> u32 { SUCCESS },
+        |_: Ctx<'_, H>, _argv: u32, _buf: u32| -> u32 { SUCCESS },
     )?;
     linker.func_wrap(
         WASI,
         "environ_sizes_get",
-        |mut c: Ctx<'_, A>, ret_count: u32, ret_size: u32| -> u32 {
+        |mut c: Ctx<'_, H>, ret_count: u32, ret_size: u32| -> u32 {
             errno(with_memory(&mut c, |memory, _| {
                 write_u32(memory, ret_count, 0)?;
                 write_u32(memory, ret_size, 0)
@@ -365,17 +365,17 @@ pub(crate) fn add_to_linker<A: Abi + 'static>(
     linker.func_wrap(
         WASI,
         "environ_get",
-        |_: Ctx<'_, A>, _environ: u32, _buf: u32| -> u32 { SUCCESS },
+        |_: Ctx<'_, H>, _environ: u32, _buf: u32| -> u32 { SUCCESS },
     )?;
     linker.func_wrap(
         WASI,
         "clock_time_get",
-        |mut c: Ctx<'_, A>, clock: u32, _precision: i64, ret_time: u32| -> u32 {
+        |mut c: Ctx<'_, H>, clock: u32, _precision: i64, ret_time: u32| -> u32 {
             errno(with_memory(&mut c, |memory, state| {
                 check_out(memory, ret_time, 8)?;
                 let now = match clock {
-                    0 => state.abi.get_current_time_nanoseconds()?,
-                    1..=3 => state.abi.get_monotonic_time_nanoseconds()?,
+                    0 => state.host().get_current_time_nanoseconds()?,
+                    1..=3 => state.host().get_monotonic_time_nanoseconds()?,
                     _ => return Err(Status::BadArgument),
                 };
                 write_u64(memory, ret_time, now)
@@ -385,7 +385,7 @@ pub(crate) fn add_to_linker<A: Abi + 'static>(
     linker.func_wrap(
         WASI,
         "clock_res_get",
-        |mut c: Ctx<'_, A>, clock: u32, ret_resolution: u32| -> u32 {
+        |mut c: Ctx<'_, H>, clock: u32, ret_resolution: u32| -> u32 {
             if clock > 3 {
                 return INVAL;
             }
@@ -397,7 +397,7 @@ pub(crate) fn add_to_linker<A: Abi + 'static>(
     linker.func_wrap(
         WASI,
         "random_get",
-        |mut c: Ctx<'_, A>, buf: u32, len: u32| -> u32 {
+        |mut c: Ctx<'_, H>, buf: u32, len: u32| -> u32 {
             errno(with_memory(&mut c, |memory, _| {
                 let len = usize::try_from(len).map_err(|_| Status::InvalidMemoryAccess)?;
                 let out = slice_mut(memory, buf, len)?;
@@ -413,30 +413,30 @@ pub(crate) fn add_to_linker<A: Abi + 'static>(
     linker.func_wrap(
         WASI,
         "proc_exit",
-        |_: Ctx<'_, A>, exit_code: i32| -> wasmtime::Result<()> {
+        |_: Ctx<'_, H>, exit_code: i32| -> wasmtime::Result<()> {
             Err(wasmtime::Error::new(ProcExit(exit_code)))
         },
     )?;
-    linker.func_wrap(WASI, "proc_raise", |_: Ctx<'_, A>, _signal: u32| -> u32 {
+    linker.func_wrap(WASI, "proc_raise", |_: Ctx<'_, H>, _signal: u32| -> u32 {
         NOTSUP
     })?;
-    linker.func_wrap(WASI, "sched_yield", |_: Ctx<'_, A>| -> u32 { SUCCESS })?;
+    linker.func_wrap(WASI, "sched_yield", |_: Ctx<'_, H>| -> u32 { SUCCESS })?;
     linker.func_wrap(
         WASI,
         "poll_oneoff",
-        |_: Ctx<'_, A>, _in: u32, _out: u32, _count: u32, _ret: u32| -> u32 { NOTSUP },
+        |_: Ctx<'_, H>, _in: u32, _out: u32, _count: u32, _ret: u32| -> u32 { NOTSUP },
     )?;
 
     // Sockets.
     linker.func_wrap(
         WASI,
         "sock_accept",
-        |_: Ctx<'_, A>, _fd: u32, _flags: u32, _ret: u32| -> u32 { NOTSUP },
+        |_: Ctx<'_, H>, _fd: u32, _flags: u32, _ret: u32| -> u32 { NOTSUP },
     )?;
     linker.func_wrap(
         WASI,
         "sock_recv",
-        |_: Ctx<'_, A>,
+        |_: Ctx<'_, H>,
          _fd: u32,
          _iovs: u32,
          _len: u32,
@@ -448,12 +448,12 @@ pub(crate) fn add_to_linker<A: Abi + 'static>(
     linker.func_wrap(
         WASI,
         "sock_send",
-        |_: Ctx<'_, A>, _fd: u32, _iovs: u32, _len: u32, _flags: u32, _ret: u32| -> u32 { NOTSUP },
+        |_: Ctx<'_, H>, _fd: u32, _iovs: u32, _len: u32, _flags: u32, _ret: u32| -> u32 { NOTSUP },
     )?;
     linker.func_wrap(
         WASI,
         "sock_shutdown",
-        |_: Ctx<'_, A>, _fd: u32, _how: u32| -> u32 { NOTSUP },
+        |_: Ctx<'_, H>, _fd: u32, _how: u32| -> u32 { NOTSUP },
     )?;
     Ok(())
 }

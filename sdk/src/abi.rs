@@ -16,12 +16,14 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action as AbiAction, ContextType};
 
 use crate::driver::Driver;
+use proxy_async_abi::map;
+
 use crate::host::{
-    Action, BufferKind, Direction, GrpcRequest, Host, HostError, MapKind, Pairs, check,
+    Action, BufferType, Direction, GrpcRequest, Host, HostError, HostStatus, LogLevel, MapType,
+    Pairs, check, tick_period_ms,
 };
 use crate::plugin::Plugin;
 use crate::runtime::{Phase, Runtime};
-use crate::wire::{decode_map, encode_map};
 
 #[link(wasm_import_module = "env")]
 unsafe extern "C" {
@@ -141,11 +143,11 @@ pub(crate) unsafe fn take_host_bytes(data: *mut u8, size: usize) -> Vec<u8> {
 pub(crate) struct AbiHost;
 
 impl AbiHost {
-    fn get_map_raw(map: MapKind) -> Result<Vec<u8>, HostError> {
+    fn get_map_raw(map: MapType) -> Result<Vec<u8>, HostError> {
         let mut data = null_mut();
         let mut size = 0;
         // SAFETY: the out-pointers are valid for writes for the duration of the call.
-        let code = unsafe { proxy_get_header_map_pairs(map as u32, &mut data, &mut size) };
+        let code = unsafe { proxy_get_header_map_pairs(map.code(), &mut data, &mut size) };
         check("proxy_get_header_map_pairs", code)?;
         // SAFETY: on OK the host wrote an allocation of `size` bytes made through
         // `proxy_on_memory_allocate` into `data`, and hands it over to us.
@@ -154,33 +156,19 @@ impl AbiHost {
 }
 
 impl Host for AbiHost {
-    fn log(&self, level: log::Level, message: &str) {
-        let level = match level {
-            log::Level::Trace => 0,
-            log::Level::Debug => 1,
-            log::Level::Info => 2,
-            log::Level::Warn => 3,
-            log::Level::Error => 4,
-        };
+    fn log(&self, level: LogLevel, message: &str) {
         // SAFETY: `message` is valid for reads of its length during the call.
-        unsafe { proxy_log(level, message.as_ptr(), message.len()) };
+        unsafe { proxy_log(level.code(), message.as_ptr(), message.len()) };
     }
 
-    fn log_level(&self) -> log::LevelFilter {
+    fn log_level(&self) -> LogLevel {
         let mut level = 0;
         // SAFETY: the out-pointer is valid for a write during the call.
         let code = unsafe { proxy_get_log_level(&mut level) };
         if code != 0 {
-            return log::LevelFilter::Info;
+            return LogLevel::Info;
         }
-        match level {
-            0 => log::LevelFilter::Trace,
-            1 => log::LevelFilter::Debug,
-            2 => log::LevelFilter::Info,
-            3 => log::LevelFilter::Warn,
-            4 | 5 => log::LevelFilter::Error,
-            _ => log::LevelFilter::Off,
-        }
+        LogLevel::from_code(level)
     }
 
     fn set_effective_context(&self, context_id: u32) -> Result<(), HostError> {
@@ -189,29 +177,40 @@ impl Host for AbiHost {
         check("proxy_set_effective_context", code)
     }
 
-    fn get_map(&self, map: MapKind) -> Result<Pairs, HostError> {
+    fn get_map(&self, map: MapType) -> Result<Pairs, HostError> {
         let raw = Self::get_map_raw(map)?;
-        decode_map(&raw).map_err(|error| {
-            log::warn!("{error}");
-            HostError {
-                call: "proxy_get_header_map_pairs",
-                status: crate::host::HostStatus::SerializationFailure,
+        match map::decode(&raw) {
+            // Names that are not UTF-8 are decoded lossily (proxies only emit token
+            // characters); values stay bytes.
+            Ok(pairs) => Ok(pairs
+                .into_iter()
+                .map(|(name, value)| (String::from_utf8_lossy(name).into_owned(), value.to_vec()))
+                .collect()),
+            Err(error) => {
+                log::warn!("{error}");
+                Err(HostError {
+                    call: "proxy_get_header_map_pairs",
+                    status: HostStatus::SerializationFailure,
+                })
             }
-        })
+        }
     }
 
-    fn get_map_value(&self, map: MapKind, name: &str) -> Result<Option<Vec<u8>>, HostError> {
+    fn get_map_value(&self, map: MapType, name: &str) -> Result<Option<Vec<u8>>, HostError> {
         let mut data = null_mut();
         let mut size = 0;
         // SAFETY: `name` is valid for reads and the out-pointers for writes during the call.
         let code = unsafe {
-            proxy_get_header_map_value(map as u32, name.as_ptr(), name.len(), &mut data, &mut size)
+            proxy_get_header_map_value(map.code(), name.as_ptr(), name.len(), &mut data, &mut size)
         };
-        match code {
+        match HostStatus::from_code(code) {
             // SAFETY: on OK the host handed us an allocation of `size` bytes (see `take_host_bytes`).
-            0 => Ok(Some(unsafe { take_host_bytes(data, size) })),
-            1 => Ok(None),
-            other => check("proxy_get_header_map_value", other).map(|()| None),
+            HostStatus::Ok => Ok(Some(unsafe { take_host_bytes(data, size) })),
+            HostStatus::NotFound => Ok(None),
+            status => Err(HostError {
+                call: "proxy_get_header_map_value",
+                status,
+            }),
         }
     }
 
@@ -222,27 +221,30 @@ impl Host for AbiHost {
         let mut size = 0;
         // SAFETY: `path` is valid for reads and the out-pointers for writes during the call.
         let code = unsafe { proxy_get_property(path.as_ptr(), path.len(), &mut data, &mut size) };
-        match code {
+        match HostStatus::from_code(code) {
             // SAFETY: on OK the host handed us an allocation of `size` bytes (see `take_host_bytes`).
-            0 => Ok(Some(unsafe { take_host_bytes(data, size) })),
-            1 => Ok(None),
-            other => check("proxy_get_property", other).map(|()| None),
+            HostStatus::Ok => Ok(Some(unsafe { take_host_bytes(data, size) })),
+            HostStatus::NotFound => Ok(None),
+            status => Err(HostError {
+                call: "proxy_get_property",
+                status,
+            }),
         }
     }
 
-    fn set_map(&self, map: MapKind, pairs: &[(&str, &[u8])]) -> Result<(), HostError> {
-        let encoded = encode_map(pairs);
+    fn set_map(&self, map: MapType, pairs: &[(&str, &[u8])]) -> Result<(), HostError> {
+        let encoded = map::encode(pairs);
         // SAFETY: `encoded` is valid for reads of its length during the call.
         let code =
-            unsafe { proxy_set_header_map_pairs(map as u32, encoded.as_ptr(), encoded.len()) };
+            unsafe { proxy_set_header_map_pairs(map.code(), encoded.as_ptr(), encoded.len()) };
         check("proxy_set_header_map_pairs", code)
     }
 
-    fn add_map_value(&self, map: MapKind, name: &str, value: &[u8]) -> Result<(), HostError> {
+    fn add_map_value(&self, map: MapType, name: &str, value: &[u8]) -> Result<(), HostError> {
         // SAFETY: `name` and `value` are valid for reads of their lengths during the call.
         let code = unsafe {
             proxy_add_header_map_value(
-                map as u32,
+                map.code(),
                 name.as_ptr(),
                 name.len(),
                 value.as_ptr(),
@@ -252,11 +254,11 @@ impl Host for AbiHost {
         check("proxy_add_header_map_value", code)
     }
 
-    fn replace_map_value(&self, map: MapKind, name: &str, value: &[u8]) -> Result<(), HostError> {
+    fn replace_map_value(&self, map: MapType, name: &str, value: &[u8]) -> Result<(), HostError> {
         // SAFETY: `name` and `value` are valid for reads of their lengths during the call.
         let code = unsafe {
             proxy_replace_header_map_value(
-                map as u32,
+                map.code(),
                 name.as_ptr(),
                 name.len(),
                 value.as_ptr(),
@@ -266,15 +268,15 @@ impl Host for AbiHost {
         check("proxy_replace_header_map_value", code)
     }
 
-    fn remove_map_value(&self, map: MapKind, name: &str) -> Result<(), HostError> {
+    fn remove_map_value(&self, map: MapType, name: &str) -> Result<(), HostError> {
         // SAFETY: `name` is valid for reads of its length during the call.
-        let code = unsafe { proxy_remove_header_map_value(map as u32, name.as_ptr(), name.len()) };
+        let code = unsafe { proxy_remove_header_map_value(map.code(), name.as_ptr(), name.len()) };
         check("proxy_remove_header_map_value", code)
     }
 
     fn get_buffer(
         &self,
-        buffer: BufferKind,
+        buffer: BufferType,
         start: usize,
         max: usize,
     ) -> Result<Vec<u8>, HostError> {
@@ -282,26 +284,29 @@ impl Host for AbiHost {
         let mut size = 0;
         // SAFETY: the out-pointers are valid for writes during the call.
         let code =
-            unsafe { proxy_get_buffer_bytes(buffer as u32, start, max, &mut data, &mut size) };
-        match code {
+            unsafe { proxy_get_buffer_bytes(buffer.code(), start, max, &mut data, &mut size) };
+        match HostStatus::from_code(code) {
             // SAFETY: on OK the host handed us an allocation of `size` bytes (see `take_host_bytes`).
-            0 => Ok(unsafe { take_host_bytes(data, size) }),
+            HostStatus::Ok => Ok(unsafe { take_host_bytes(data, size) }),
             // No such buffer now (e.g. no body): that is an empty body, not an error.
-            1 => Ok(Vec::new()),
-            other => check("proxy_get_buffer_bytes", other).map(|()| Vec::new()),
+            HostStatus::NotFound => Ok(Vec::new()),
+            status => Err(HostError {
+                call: "proxy_get_buffer_bytes",
+                status,
+            }),
         }
     }
 
     fn set_buffer(
         &self,
-        buffer: BufferKind,
+        buffer: BufferType,
         start: usize,
         size: usize,
         data: &[u8],
     ) -> Result<(), HostError> {
         // SAFETY: `data` is valid for reads of its length during the call.
         let code = unsafe {
-            proxy_set_buffer_bytes(buffer as u32, start, size, data.as_ptr(), data.len())
+            proxy_set_buffer_bytes(buffer.code(), start, size, data.as_ptr(), data.len())
         };
         check("proxy_set_buffer_bytes", code)
     }
@@ -324,16 +329,12 @@ impl Host for AbiHost {
             Vec::new(),
             timeout,
         )
-        .map_err(|status| HostError {
-            call: "proxy_http_call",
-            status: crate::host::HostStatus::from_code(status as u32)
-                .unwrap_or(crate::host::HostStatus::InternalFailure),
-        })
+        .map_err(|status| crate_error("proxy_http_call", status))
     }
 
     fn continue_stream(&self, direction: Direction) -> Result<(), HostError> {
         // SAFETY: plain value argument.
-        let code = unsafe { proxy_continue_stream(direction as u32) };
+        let code = unsafe { proxy_continue_stream(direction.stream_type().code()) };
         check("proxy_continue_stream", code)
     }
 
@@ -348,9 +349,8 @@ impl Host for AbiHost {
     }
 
     fn set_tick_period(&self, period: Duration) -> Result<(), HostError> {
-        let millis = u32::try_from(period.as_millis()).unwrap_or(u32::MAX).max(1);
         // SAFETY: plain value argument.
-        let code = unsafe { proxy_set_tick_period_milliseconds(millis) };
+        let code = unsafe { proxy_set_tick_period_milliseconds(tick_period_ms(period)) };
         check("proxy_set_tick_period_milliseconds", code)
     }
 
@@ -361,7 +361,7 @@ impl Host for AbiHost {
         body: &[u8],
         headers: &[(&str, &[u8])],
     ) -> Result<(), HostError> {
-        let headers = encode_map(headers);
+        let headers = map::encode(headers);
         // SAFETY: every pointer is valid for reads of its length during the call.
         let code = unsafe {
             proxy_send_local_response(
@@ -507,23 +507,26 @@ impl AbiHost {
         let mut size = 0;
         // SAFETY: the out-pointers are valid for writes during the call.
         let code = unsafe { proxy_dequeue_shared_queue(queue, &mut data, &mut size) };
-        match code {
+        match HostStatus::from_code(code) {
             // SAFETY: on OK the host handed us an allocation of `size` bytes (see `take_host_bytes`).
-            0 => Ok(Some(unsafe { take_host_bytes(data, size) })),
-            // EMPTY
-            7 => Ok(None),
-            other => check("proxy_dequeue_shared_queue", other).map(|()| None),
+            HostStatus::Ok => Ok(Some(unsafe { take_host_bytes(data, size) })),
+            HostStatus::Empty => Ok(None),
+            status => Err(HostError {
+                call: "proxy_dequeue_shared_queue",
+                status,
+            }),
         }
     }
 }
 
-/// A status the `proxy-wasm` crate's wrappers returned, as the SDK reports it.
+/// A status the `proxy-wasm` crate's wrappers returned, as the SDK reports it (they never
+/// fail with OK; if one did, that is an internal failure).
 fn crate_error(call: &'static str, status: proxy_wasm::types::Status) -> HostError {
-    HostError {
-        call,
-        status: crate::host::HostStatus::from_code(status as u32)
-            .unwrap_or(crate::host::HostStatus::InternalFailure),
-    }
+    let status = match HostStatus::from_code(status as u32) {
+        HostStatus::Ok => HostStatus::InternalFailure,
+        status => status,
+    };
+    HostError { call, status }
 }
 
 /// Registers plugin `P` with the `proxy-wasm` dispatcher; called from `_initialize` by
@@ -533,7 +536,7 @@ pub fn register<P: Plugin>() {
         // A panic aborts the VM (panic = "abort"); say why where the operator looks.
         let message = info.to_string();
         // SAFETY: `message` is valid for reads of its length during the call.
-        unsafe { proxy_log(5, message.as_ptr(), message.len()) };
+        unsafe { proxy_log(LogLevel::Critical.code(), message.as_ptr(), message.len()) };
     }));
     proxy_wasm::set_root_context(|context_id| -> Box<dyn RootContext> {
         let driver = Driver::<P>::new(Rc::new(AbiHost));
@@ -704,8 +707,8 @@ impl<P: Plugin> Stream<P> {
             .driver
             .on_hook(self.context_id, phase, size, end_of_stream)
         {
-            Action::Continue => AbiAction::Continue,
             Action::Pause => AbiAction::Pause,
+            _ => AbiAction::Continue,
         }
     }
 }

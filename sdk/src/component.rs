@@ -22,7 +22,8 @@ use crate::error::Error;
 use crate::higress::request;
 use crate::higress::rules::{self, RuleSet};
 use crate::host::{
-    AwaitedCall, AwaitedSleep, BufferKind, Direction, Host, HostError, HostStatus, MapKind, Pairs,
+    AwaitedCall, AwaitedSleep, BufferType, Direction, Host, HostError, HostStatus, LogLevel,
+    MapType, Pairs,
 };
 use crate::logging;
 use crate::plugin::{Flow, LocalReply, Plugin, run_hook};
@@ -38,7 +39,7 @@ use crate::runtime::{Event, Phase, ReplyParts, Runtime, Settings, StreamShared};
 )]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../wit",
+        path: "wit",
         world: "plugin",
         pub_export_macro: true,
         export_macro_name: "export_plugin",
@@ -78,15 +79,18 @@ fn unsupported(call: &'static str) -> HostError {
     }
 }
 
-fn level_to_wit(level: log::Level) -> types::LogLevel {
-    match level {
-        log::Level::Trace => types::LogLevel::Trace,
-        log::Level::Debug => types::LogLevel::Debug,
-        log::Level::Info => types::LogLevel::Info,
-        log::Level::Warn => types::LogLevel::Warn,
-        log::Level::Error => types::LogLevel::Error,
-    }
-}
+/// The world's log levels, in the ABI's order: a level's ABI code is its index.
+const WORLD_LEVELS: [types::LogLevel; 6] = {
+    use types::LogLevel as World;
+    [
+        World::Trace,
+        World::Debug,
+        World::Info,
+        World::Warn,
+        World::Error,
+        World::Critical,
+    ]
+};
 
 fn u64_of(value: usize) -> u64 {
     u64::try_from(value).unwrap_or(u64::MAX)
@@ -111,28 +115,22 @@ impl ComponentHost {
     fn map(
         &self,
         call: &'static str,
-        map: MapKind,
+        map: MapType,
     ) -> Result<(StreamId, http_stream::Message, http_stream::Section), HostError> {
-        let (message, section) = match map {
-            MapKind::RequestHeaders => {
-                (http_stream::Message::Request, http_stream::Section::Headers)
+        let section = |direction: Direction| {
+            if map == direction.headers() {
+                Some(http_stream::Section::Headers)
+            } else if map == direction.trailers() {
+                Some(http_stream::Section::Trailers)
+            } else {
+                None
             }
-            MapKind::RequestTrailers => (
-                http_stream::Message::Request,
-                http_stream::Section::Trailers,
-            ),
-            MapKind::ResponseHeaders => (
-                http_stream::Message::Response,
-                http_stream::Section::Headers,
-            ),
-            MapKind::ResponseTrailers => (
-                http_stream::Message::Response,
-                http_stream::Section::Trailers,
-            ),
-            // Call responses arrive as values of `http-client.send`.
-            MapKind::CallResponseHeaders | MapKind::CallResponseTrailers => {
-                return Err(unsupported(call));
-            }
+        };
+        // Call responses arrive as values of `http-client.send`; gRPC has no place here.
+        let (message, section) = match (section(Direction::Request), section(Direction::Response)) {
+            (Some(section), _) => (http_stream::Message::Request, section),
+            (_, Some(section)) => (http_stream::Message::Response, section),
+            (None, None) => return Err(unsupported(call)),
         };
         let (stream, message) = self.target(call, message)?;
         Ok((stream, message, section))
@@ -141,34 +139,35 @@ impl ComponentHost {
     fn body(
         &self,
         call: &'static str,
-        buffer: BufferKind,
+        buffer: BufferType,
     ) -> Result<(StreamId, http_stream::Message), HostError> {
         match buffer {
-            BufferKind::RequestBody => self.target(call, http_stream::Message::Request),
-            BufferKind::ResponseBody => self.target(call, http_stream::Message::Response),
+            BufferType::HttpRequestBody => self.target(call, http_stream::Message::Request),
+            BufferType::HttpResponseBody => self.target(call, http_stream::Message::Response),
             // The configuration is an argument of `configure`, call bodies are values; the
             // world has no Redis.
-            BufferKind::CallResponseBody
-            | BufferKind::GrpcReceive
-            | BufferKind::PluginConfiguration
-            | BufferKind::RedisCallResponse => Err(unsupported(call)),
+            _ => Err(unsupported(call)),
         }
     }
 }
 
 impl Host for ComponentHost {
-    fn log(&self, level: log::Level, message: &str) {
-        wit_logging::log(level_to_wit(level), message);
+    fn log(&self, level: LogLevel, message: &str) {
+        let index = usize::try_from(level.severity()).unwrap_or(usize::MAX);
+        let level = WORLD_LEVELS
+            .get(index)
+            .copied()
+            .unwrap_or(types::LogLevel::Critical);
+        wit_logging::log(level, message);
     }
 
-    fn log_level(&self) -> log::LevelFilter {
-        match wit_logging::get_log_level() {
-            types::LogLevel::Trace => log::LevelFilter::Trace,
-            types::LogLevel::Debug => log::LevelFilter::Debug,
-            types::LogLevel::Info => log::LevelFilter::Info,
-            types::LogLevel::Warn => log::LevelFilter::Warn,
-            types::LogLevel::Error | types::LogLevel::Critical => log::LevelFilter::Error,
-        }
+    fn log_level(&self) -> LogLevel {
+        let level = wit_logging::get_log_level();
+        WORLD_LEVELS
+            .iter()
+            .position(|known| *known == level)
+            .and_then(|code| u32::try_from(code).ok())
+            .map_or(LogLevel::Critical, LogLevel::from_code)
     }
 
     fn set_effective_context(&self, _context_id: u32) -> Result<(), HostError> {
@@ -176,13 +175,13 @@ impl Host for ComponentHost {
         Ok(())
     }
 
-    fn get_map(&self, map: MapKind) -> Result<Pairs, HostError> {
+    fn get_map(&self, map: MapType) -> Result<Pairs, HostError> {
         const CALL: &str = "http-stream.get-fields";
         let (stream, message, section) = self.map(CALL, map)?;
         http_stream::get_fields(stream, message, section).map_err(|error| host_error(CALL, error))
     }
 
-    fn get_map_value(&self, map: MapKind, name: &str) -> Result<Option<Vec<u8>>, HostError> {
+    fn get_map_value(&self, map: MapType, name: &str) -> Result<Option<Vec<u8>>, HostError> {
         const CALL: &str = "http-stream.get-field";
         let (stream, message, section) = self.map(CALL, map)?;
         http_stream::get_field(stream, message, section, name)
@@ -215,16 +214,15 @@ impl Host for ComponentHost {
             .map_err(|error| host_error("shared-data.set", error))
     }
 
-    fn define_metric(
-        &self,
-        kind: crate::metrics::MetricKind,
-        name: &str,
-    ) -> Result<u32, HostError> {
+    fn define_metric(&self, kind: crate::host::MetricType, name: &str) -> Result<u32, HostError> {
         use bindings::proxy_async::plugin::metrics::{MetricKind, define_metric};
         let kind = match kind {
-            crate::metrics::MetricKind::Counter => MetricKind::Counter,
-            crate::metrics::MetricKind::Gauge => MetricKind::Gauge,
-            crate::metrics::MetricKind::Histogram => MetricKind::Histogram,
+            crate::host::MetricType::Counter => MetricKind::Counter,
+            crate::host::MetricType::Gauge => MetricKind::Gauge,
+            crate::host::MetricType::Histogram => MetricKind::Histogram,
+            crate::host::MetricType::Unknown(_) => {
+                return Err(unsupported("metrics.define-metric"));
+            }
         };
         define_metric(kind, name).map_err(|error| host_error("metrics.define-metric", error))
     }
@@ -244,7 +242,7 @@ impl Host for ComponentHost {
             .map_err(|error| host_error("metrics.get-metric", error))
     }
 
-    fn set_map(&self, map: MapKind, pairs: &[(&str, &[u8])]) -> Result<(), HostError> {
+    fn set_map(&self, map: MapType, pairs: &[(&str, &[u8])]) -> Result<(), HostError> {
         const CALL: &str = "http-stream.set-fields";
         let (stream, message, section) = self.map(CALL, map)?;
         let fields: Pairs = pairs
@@ -255,21 +253,21 @@ impl Host for ComponentHost {
             .map_err(|error| host_error(CALL, error))
     }
 
-    fn add_map_value(&self, map: MapKind, name: &str, value: &[u8]) -> Result<(), HostError> {
+    fn add_map_value(&self, map: MapType, name: &str, value: &[u8]) -> Result<(), HostError> {
         const CALL: &str = "http-stream.add-field";
         let (stream, message, section) = self.map(CALL, map)?;
         http_stream::add_field(stream, message, section, name, value)
             .map_err(|error| host_error(CALL, error))
     }
 
-    fn replace_map_value(&self, map: MapKind, name: &str, value: &[u8]) -> Result<(), HostError> {
+    fn replace_map_value(&self, map: MapType, name: &str, value: &[u8]) -> Result<(), HostError> {
         const CALL: &str = "http-stream.replace-field";
         let (stream, message, section) = self.map(CALL, map)?;
         http_stream::replace_field(stream, message, section, name, value)
             .map_err(|error| host_error(CALL, error))
     }
 
-    fn remove_map_value(&self, map: MapKind, name: &str) -> Result<(), HostError> {
+    fn remove_map_value(&self, map: MapType, name: &str) -> Result<(), HostError> {
         const CALL: &str = "http-stream.remove-field";
         let (stream, message, section) = self.map(CALL, map)?;
         http_stream::remove_field(stream, message, section, name)
@@ -278,7 +276,7 @@ impl Host for ComponentHost {
 
     fn get_buffer(
         &self,
-        buffer: BufferKind,
+        buffer: BufferType,
         start: usize,
         max: usize,
     ) -> Result<Vec<u8>, HostError> {
@@ -290,7 +288,7 @@ impl Host for ComponentHost {
 
     fn set_buffer(
         &self,
-        buffer: BufferKind,
+        buffer: BufferType,
         start: usize,
         size: usize,
         data: &[u8],
@@ -662,7 +660,7 @@ impl<P: Plugin> Instance<P> {
         let Some(plugin) = slot.plugin.take() else {
             log::error!(
                 "{} called while another hook of stream {stream} runs; the host must wait",
-                phase.name()
+                phase.callback_name()
             );
             return Taken::Skip;
         };
@@ -684,7 +682,10 @@ impl<P: Plugin> Instance<P> {
             Ok(Flow::Reply(reply)) => reply,
             Err(error) => {
                 let status = error.status().unwrap_or(self.runtime.error_status());
-                log::error!("{} failed: {error}; replying {status}", phase.name());
+                log::error!(
+                    "{} failed: {error}; replying {status}",
+                    phase.callback_name()
+                );
                 LocalReply::error(status)
             }
         };

@@ -9,7 +9,7 @@ use crate::error::Error;
 use crate::higress::Rules;
 use crate::higress::rules::{self, RuleSet};
 use crate::higress::{LogFormat, request};
-use crate::host::{Action, BufferKind, Host};
+use crate::host::{Action, BufferType, Host};
 use crate::logging;
 use crate::plugin::{Plugin, stream_task};
 use crate::runtime::{Phase, Runtime, Settings, StreamShared};
@@ -53,7 +53,7 @@ impl<P: Plugin> Driver<P> {
             match self
                 .runtime
                 .host
-                .get_buffer(BufferKind::PluginConfiguration, 0, size)
+                .get_buffer(BufferType::PluginConfiguration, 0, size)
             {
                 Ok(bytes) => bytes,
                 Err(error) => {

@@ -6,112 +6,10 @@ use std::time::Duration;
 
 use crate::runtime::ReplyParts;
 
-/// Header maps the SDK reads and writes (`proxy_map_type_t`).
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub(crate) enum MapKind {
-    RequestHeaders = 0,
-    RequestTrailers = 1,
-    ResponseHeaders = 2,
-    ResponseTrailers = 3,
-    CallResponseHeaders = 6,
-    CallResponseTrailers = 7,
-}
-
-/// Buffers the SDK reads and writes (`proxy_buffer_type_t`).
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub(crate) enum BufferKind {
-    RequestBody = 0,
-    ResponseBody = 1,
-    CallResponseBody = 4,
-    /// The message of a gRPC call or stream, readable in its receive callback only.
-    GrpcReceive = 5,
-    PluginConfiguration = 7,
-    /// Higress's extension: the reply to a Redis call, readable in its callback only.
-    RedisCallResponse = 9,
-}
-
-/// The two directions of an HTTP stream (`proxy_stream_type_t`).
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Direction {
-    Request = 0,
-    Response = 1,
-}
-
-/// What a stream callback answers the host.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub enum Action {
-    /// Let the stream go on to the next filter.
-    Continue,
-    /// Hold the stream; the SDK resumes it (or replies locally) when the hook's future finishes.
-    Pause,
-}
-
+pub use proxy_async_abi::Action;
 /// A status the host returned instead of OK (`proxy_status_t`).
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum HostStatus {
-    /// NOT_FOUND (1).
-    NotFound,
-    /// BAD_ARGUMENT (2): for a call, the cluster is unknown or `:method`, `:path` or `:authority`
-    /// is missing; for a stream operation, the stream is gone.
-    BadArgument,
-    /// SERIALIZATION_FAILURE (3).
-    SerializationFailure,
-    /// PARSE_FAILURE (4).
-    ParseFailure,
-    /// INVALID_MEMORY_ACCESS (6).
-    InvalidMemoryAccess,
-    /// EMPTY (7).
-    Empty,
-    /// CAS_MISMATCH (8).
-    CasMismatch,
-    /// INTERNAL_FAILURE (10).
-    InternalFailure,
-    /// UNIMPLEMENTED (12): the host does not offer this hostcall.
-    Unimplemented,
-    /// A code the ABI does not define.
-    Other(u32),
-}
-
-impl HostStatus {
-    #[cfg_attr(
-        not(target_arch = "wasm32"),
-        allow(dead_code, reason = "only the wasm ABI reads raw status codes")
-    )]
-    /// Maps a raw `proxy_status_t`; `None` for OK.
-    pub(crate) fn from_code(code: u32) -> Option<HostStatus> {
-        Some(match code {
-            0 => return None,
-            1 => HostStatus::NotFound,
-            2 => HostStatus::BadArgument,
-            3 => HostStatus::SerializationFailure,
-            4 => HostStatus::ParseFailure,
-            6 => HostStatus::InvalidMemoryAccess,
-            7 => HostStatus::Empty,
-            8 => HostStatus::CasMismatch,
-            10 => HostStatus::InternalFailure,
-            12 => HostStatus::Unimplemented,
-            other => HostStatus::Other(other),
-        })
-    }
-}
-
-impl fmt::Display for HostStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            HostStatus::NotFound => f.write_str("NOT_FOUND"),
-            HostStatus::BadArgument => f.write_str("BAD_ARGUMENT"),
-            HostStatus::SerializationFailure => f.write_str("SERIALIZATION_FAILURE"),
-            HostStatus::ParseFailure => f.write_str("PARSE_FAILURE"),
-            HostStatus::InvalidMemoryAccess => f.write_str("INVALID_MEMORY_ACCESS"),
-            HostStatus::Empty => f.write_str("EMPTY"),
-            HostStatus::CasMismatch => f.write_str("CAS_MISMATCH"),
-            HostStatus::InternalFailure => f.write_str("INTERNAL_FAILURE"),
-            HostStatus::Unimplemented => f.write_str("UNIMPLEMENTED"),
-            HostStatus::Other(code) => write!(f, "status {code}"),
-        }
-    }
-}
+pub use proxy_async_abi::Status as HostStatus;
+pub(crate) use proxy_async_abi::{BufferType, Direction, LogLevel, MapType, MetricType};
 
 /// A hostcall the host refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -136,10 +34,26 @@ impl std::error::Error for HostError {}
     allow(dead_code, reason = "only the wasm ABI reads raw status codes")
 )]
 pub(crate) fn check(call: &'static str, code: u32) -> Result<(), HostError> {
-    match HostStatus::from_code(code) {
-        None => Ok(()),
-        Some(status) => Err(HostError { call, status }),
-    }
+    HostStatus::check(code).map_err(|status| HostError { call, status })
+}
+
+/// A duration in the ABI's milliseconds, saturating: 2^32 ms would wrap to 0 (no timeout at
+/// all in Envoy).
+pub(crate) fn millis(duration: Duration) -> u32 {
+    u32::try_from(duration.as_millis()).unwrap_or(u32::MAX)
+}
+
+/// A tick period as `proxy_set_tick_period_milliseconds` takes it: whole milliseconds, at least
+/// one (0 would stop the ticks).
+#[cfg_attr(
+    all(target_arch = "wasm32", target_env = "p2"),
+    allow(
+        dead_code,
+        reason = "the component host ticks from the plugin's settings"
+    )
+)]
+pub(crate) fn tick_period_ms(period: Duration) -> u32 {
+    millis(period).max(1)
 }
 
 /// A call in flight on a host that answers calls as awaited values.
@@ -155,16 +69,17 @@ pub(crate) type Pairs = Vec<(String, Vec<u8>)>;
 /// The host side of the proxy-wasm ABI, as far as the SDK uses it. Methods act on the host's
 /// current ("effective") context, as the hostcalls do.
 pub(crate) trait Host {
-    fn log(&self, level: log::Level, message: &str);
-    fn log_level(&self) -> log::LevelFilter;
+    fn log(&self, level: LogLevel, message: &str);
+    /// The proxy's level: messages below it are dropped (and need not be formatted).
+    fn log_level(&self) -> LogLevel;
     fn set_effective_context(&self, context_id: u32) -> Result<(), HostError>;
 
-    fn get_map(&self, map: MapKind) -> Result<Pairs, HostError>;
-    fn get_map_value(&self, map: MapKind, name: &str) -> Result<Option<Vec<u8>>, HostError>;
-    fn set_map(&self, map: MapKind, pairs: &[(&str, &[u8])]) -> Result<(), HostError>;
-    fn add_map_value(&self, map: MapKind, name: &str, value: &[u8]) -> Result<(), HostError>;
-    fn replace_map_value(&self, map: MapKind, name: &str, value: &[u8]) -> Result<(), HostError>;
-    fn remove_map_value(&self, map: MapKind, name: &str) -> Result<(), HostError>;
+    fn get_map(&self, map: MapType) -> Result<Pairs, HostError>;
+    fn get_map_value(&self, map: MapType, name: &str) -> Result<Option<Vec<u8>>, HostError>;
+    fn set_map(&self, map: MapType, pairs: &[(&str, &[u8])]) -> Result<(), HostError>;
+    fn add_map_value(&self, map: MapType, name: &str, value: &[u8]) -> Result<(), HostError>;
+    fn replace_map_value(&self, map: MapType, name: &str, value: &[u8]) -> Result<(), HostError>;
+    fn remove_map_value(&self, map: MapType, name: &str) -> Result<(), HostError>;
 
     /// A property of the current stream or the proxy (`proxy_get_property`), e.g.
     /// `["route_name"]`; `Ok(None)` when the proxy has no such property. Hosts without
@@ -180,14 +95,14 @@ pub(crate) trait Host {
     /// Bytes `[start, start + max)` of a buffer; empty when the host has no such buffer now.
     fn get_buffer(
         &self,
-        buffer: BufferKind,
+        buffer: BufferType,
         start: usize,
         max: usize,
     ) -> Result<Vec<u8>, HostError>;
     /// `start == 0 && size == 0` prepends; `start >= len` appends; otherwise replaces the range.
     fn set_buffer(
         &self,
-        buffer: BufferKind,
+        buffer: BufferType,
         start: usize,
         size: usize,
         data: &[u8],
@@ -312,11 +227,7 @@ pub(crate) trait Host {
         all(target_arch = "wasm32", not(target_env = "p2")),
         allow(dead_code, reason = "the proxy-wasm build calls the import directly")
     )]
-    fn define_metric(
-        &self,
-        kind: crate::metrics::MetricKind,
-        name: &str,
-    ) -> Result<u32, HostError> {
+    fn define_metric(&self, kind: crate::host::MetricType, name: &str) -> Result<u32, HostError> {
         let _ = (kind, name);
         Err(HostError {
             call: "proxy_define_metric",

@@ -95,9 +95,6 @@ pub mod redis;
 mod runtime;
 pub mod shared_data;
 mod timer;
-// The wire format is what the proxy-wasm ABI speaks; natively it is only unit-tested.
-#[cfg(any(all(target_arch = "wasm32", not(target_env = "p2")), test))]
-mod wire;
 
 // The proxy-wasm build (wasm32-wasip1, wasm32-unknown-unknown) and the component build
 // (wasm32-wasip2) of the same plugin source.

@@ -1,6 +1,33 @@
 //! Routes the `log` crate's macros to the host's log (`proxy_log`), at the host's level.
 
+use crate::host::LogLevel;
 use crate::runtime::Runtime;
+
+/// The `log` crate's levels and the proxy's: the one mapping between them. The proxy's
+/// `critical` (and any level the ABI does not define) has no `log` level and reads as `error`.
+const LEVELS: [(log::Level, LogLevel); 5] = [
+    (log::Level::Trace, LogLevel::Trace),
+    (log::Level::Debug, LogLevel::Debug),
+    (log::Level::Info, LogLevel::Info),
+    (log::Level::Warn, LogLevel::Warn),
+    (log::Level::Error, LogLevel::Error),
+];
+
+/// The proxy's level for a `log` level.
+pub(crate) fn proxy_level(level: log::Level) -> LogLevel {
+    LEVELS
+        .iter()
+        .find(|(known, _)| *known == level)
+        .map_or(LogLevel::Error, |(_, proxy)| *proxy)
+}
+
+/// The `log` level for a proxy level.
+pub(crate) fn log_level(level: LogLevel) -> log::Level {
+    LEVELS
+        .iter()
+        .find(|(_, proxy)| *proxy == level)
+        .map_or(log::Level::Error, |(known, _)| *known)
+}
 
 struct HostLogger;
 
@@ -20,14 +47,15 @@ impl log::Log for HostLogger {
         let Some(runtime) = Runtime::current() else {
             return;
         };
+        let level = proxy_level(record.level());
         match runtime.log_prefix() {
             Some(prefix) => {
                 let line = format!("{prefix} [{}] {}", runtime.request_id(), record.args());
-                runtime.host.log(record.level(), &line);
+                runtime.host.log(level, &line);
             }
             None => match record.args().as_str() {
-                Some(message) => runtime.host.log(record.level(), message),
-                None => runtime.host.log(record.level(), &record.args().to_string()),
+                Some(message) => runtime.host.log(level, message),
+                None => runtime.host.log(level, &record.args().to_string()),
             },
         }
     }
@@ -37,8 +65,8 @@ impl log::Log for HostLogger {
 
 /// Installs the logger (once per module; later calls keep it) and applies the host's level, so
 /// that messages the host would drop are not even formatted.
-pub(crate) fn install(level: log::LevelFilter) {
+pub(crate) fn install(level: LogLevel) {
     // Fails only when a logger is already set: ours, from an earlier plugin instance.
     let _ = log::set_logger(&LOGGER);
-    log::set_max_level(level);
+    log::set_max_level(log_level(level).to_level_filter());
 }

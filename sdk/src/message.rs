@@ -3,7 +3,7 @@
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 
-use crate::host::{BufferKind, HostError, MapKind};
+use crate::host::{BufferType, HostError, MapType};
 use crate::runtime::{Event, Phase, StreamShared};
 
 /// A header value: bytes, since HTTP allows values that are not UTF-8.
@@ -71,9 +71,9 @@ impl fmt::Debug for HeaderValue {
 pub struct Message<'a> {
     stream: &'a StreamShared,
     event: Event,
-    map: MapKind,
-    trailer_map: MapKind,
-    buffer: BufferKind,
+    map: MapType,
+    trailer_map: MapType,
+    buffer: BufferType,
 }
 
 impl<'a> Message<'a> {
@@ -274,7 +274,7 @@ impl<'a> Message<'a> {
 /// header could not be set or removed (an auth plugin stripping identity headers, say).
 pub struct HeadersMut<'a> {
     stream: &'a StreamShared,
-    map: MapKind,
+    map: MapType,
 }
 
 impl HeadersMut<'_> {
@@ -464,25 +464,25 @@ impl<'a> Done<'a> {
 
     /// A request header.
     pub fn request_header(&self, name: &str) -> Option<HeaderValue> {
-        self.read(MapKind::RequestHeaders, name)
+        self.read(MapType::HttpRequestHeaders, name)
     }
 
     /// A response header (`:status` included).
     pub fn response_header(&self, name: &str) -> Option<HeaderValue> {
-        self.read(MapKind::ResponseHeaders, name)
+        self.read(MapType::HttpResponseHeaders, name)
     }
 
     /// A request trailer, if the request had trailers.
     pub fn request_trailer(&self, name: &str) -> Option<HeaderValue> {
-        self.read(MapKind::RequestTrailers, name)
+        self.read(MapType::HttpRequestTrailers, name)
     }
 
     /// A response trailer (e.g. `grpc-status`), if the response had trailers.
     pub fn response_trailer(&self, name: &str) -> Option<HeaderValue> {
-        self.read(MapKind::ResponseTrailers, name)
+        self.read(MapType::HttpResponseTrailers, name)
     }
 
-    fn read(&self, map: MapKind, name: &str) -> Option<HeaderValue> {
+    fn read(&self, map: MapType, name: &str) -> Option<HeaderValue> {
         if self.stream.is_ended() {
             return None;
         }

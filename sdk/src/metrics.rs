@@ -76,25 +76,21 @@ use std::collections::HashMap;
 use std::fmt;
 use std::rc::{Rc, Weak};
 
-use crate::host::{HostError, HostStatus};
+use crate::host::{HostError, HostStatus, MetricType};
 use crate::runtime::Runtime;
 
-/// The kind of a metric (`proxy_metric_type_t`).
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub(crate) enum MetricKind {
-    Counter = 0,
-    Gauge = 1,
-    Histogram = 2,
+/// How log lines name a metric of `kind`.
+fn kind_name(kind: MetricType) -> &'static str {
+    match kind {
+        MetricType::Counter => "counter",
+        MetricType::Gauge => "gauge",
+        MetricType::Histogram | MetricType::Unknown(_) => "histogram",
+    }
 }
 
-impl MetricKind {
-    fn name(self) -> &'static str {
-        match self {
-            MetricKind::Counter => "counter",
-            MetricKind::Gauge => "gauge",
-            MetricKind::Histogram => "histogram",
-        }
-    }
+/// Where [`Entry::slots`] keeps a metric of `kind`.
+fn slot_index(kind: MetricType) -> usize {
+    usize::try_from(kind.code()).unwrap_or(usize::MAX)
 }
 
 /// A counter: a count that only goes up (requests, errors).
@@ -138,7 +134,7 @@ impl Counter {
         }
         let delta = i64::try_from(by).unwrap_or(i64::MAX);
         update(
-            MetricKind::Counter,
+            MetricType::Counter,
             &self.name,
             "incrementing",
             |runtime, id| increment_metric(runtime, id, delta),
@@ -147,7 +143,7 @@ impl Counter {
 
     /// Its value now (every worker's increments).
     pub fn get(&self) -> Result<u64, HostError> {
-        read(MetricKind::Counter, &self.name)
+        read(MetricType::Counter, &self.name)
     }
 }
 
@@ -190,21 +186,21 @@ impl Gauge {
     /// Sets it to `value` (at most `i64::MAX`, which every backend stores).
     pub fn set(&self, value: u64) {
         let value = clamp(value);
-        update(MetricKind::Gauge, &self.name, "setting", |runtime, id| {
+        update(MetricType::Gauge, &self.name, "setting", |runtime, id| {
             record_metric(runtime, id, value)
         });
     }
 
     /// Adds `delta` (negative: subtracts).
     pub fn add(&self, delta: i64) {
-        update(MetricKind::Gauge, &self.name, "changing", |runtime, id| {
+        update(MetricType::Gauge, &self.name, "changing", |runtime, id| {
             increment_metric(runtime, id, delta)
         });
     }
 
     /// Its value now.
     pub fn get(&self) -> Result<u64, HostError> {
-        read(MetricKind::Gauge, &self.name)
+        read(MetricType::Gauge, &self.name)
     }
 }
 
@@ -246,7 +242,7 @@ impl Histogram {
     pub fn record(&self, value: u64) {
         let value = clamp(value);
         update(
-            MetricKind::Histogram,
+            MetricType::Histogram,
             &self.name,
             "recording in",
             |runtime, id| record_metric(runtime, id, value),
@@ -357,7 +353,7 @@ enum Slot {
 
 #[derive(Default)]
 struct Entry {
-    // By kind (`MetricKind as usize`).
+    // By kind (`slot_index`).
     slots: [Option<Slot>; 3],
     // A refusal of this name was logged.
     warned: bool,
@@ -380,14 +376,14 @@ fn is_instance(entry: &InstanceMetrics, runtime: &Rc<Runtime>) -> bool {
     std::ptr::eq(entry.runtime.as_ptr(), Rc::as_ptr(runtime))
 }
 
-fn cached(runtime: &Rc<Runtime>, kind: MetricKind, name: &str) -> Option<Slot> {
+fn cached(runtime: &Rc<Runtime>, kind: MetricType, name: &str) -> Option<Slot> {
     METRICS.with(|metrics| {
         metrics
             .borrow()
             .iter()
             .find(|entry| is_instance(entry, runtime))
             .and_then(|entry| entry.by_name.get(name))
-            .and_then(|entry| entry.slots[kind as usize])
+            .and_then(|entry| entry.slots.get(slot_index(kind)).copied().flatten())
     })
 }
 
@@ -418,7 +414,7 @@ fn with_entry<R>(runtime: &Rc<Runtime>, name: &str, f: impl FnOnce(&mut Entry) -
 /// The id of metric `name` of `kind`, defining it on first use. A refusal is kept: Envoy
 /// adds an entry to its own table for each `proxy_define_metric`, so asking again per request
 /// would grow it.
-fn resolve(runtime: &Rc<Runtime>, kind: MetricKind, name: &str) -> Result<u32, HostError> {
+fn resolve(runtime: &Rc<Runtime>, kind: MetricType, name: &str) -> Result<u32, HostError> {
     let slot = match cached(runtime, kind, name) {
         Some(slot) => slot,
         None => {
@@ -428,7 +424,9 @@ fn resolve(runtime: &Rc<Runtime>, kind: MetricKind, name: &str) -> Result<u32, H
                 Err(error) => Slot::Refused(error.status),
             };
             with_entry(runtime, name, |entry| {
-                entry.slots[kind as usize] = Some(slot)
+                if let Some(cached) = entry.slots.get_mut(slot_index(kind)) {
+                    *cached = Some(slot);
+                }
             });
             slot
         }
@@ -451,7 +449,7 @@ fn no_host(call: &'static str) -> HostError {
 
 /// Runs an update of metric `name`; logs its first refusal.
 fn update(
-    kind: MetricKind,
+    kind: MetricType,
     name: &str,
     what: &str,
     op: impl FnOnce(&Runtime, u32) -> Result<(), HostError>,
@@ -467,13 +465,13 @@ fn update(
         if first {
             log::warn!(
                 "{what} the {} {name}: {error}; dropped (later refusals of it are not logged)",
-                kind.name()
+                kind_name(kind)
             );
         }
     }
 }
 
-fn read(kind: MetricKind, name: &str) -> Result<u64, HostError> {
+fn read(kind: MetricType, name: &str) -> Result<u64, HostError> {
     let runtime = Runtime::current().ok_or_else(|| no_host("proxy_get_metric"))?;
     let id = resolve(&runtime, kind, name)?;
     get_metric(&runtime, id)
@@ -482,7 +480,7 @@ fn read(kind: MetricKind, name: &str) -> Result<u64, HostError> {
 // The hostcalls: through the `Host` trait, or in the proxy-wasm build straight to the imports
 // (see `abi`).
 
-fn define_metric(runtime: &Runtime, kind: MetricKind, name: &str) -> Result<u32, HostError> {
+fn define_metric(runtime: &Runtime, kind: MetricType, name: &str) -> Result<u32, HostError> {
     #[cfg(all(target_arch = "wasm32", not(target_env = "p2")))]
     {
         let _ = runtime;
@@ -527,7 +525,7 @@ fn get_metric(runtime: &Runtime, id: u32) -> Result<u64, HostError> {
 /// plugin; called directly, they are imported only by plugins that use metrics.
 #[cfg(all(target_arch = "wasm32", not(target_env = "p2")))]
 mod abi {
-    use super::MetricKind;
+    use crate::host::MetricType;
     use crate::host::{HostError, check};
 
     #[link(wasm_import_module = "env")]
@@ -544,10 +542,10 @@ mod abi {
         fn proxy_get_metric(metric_id: u32, return_value: *mut u64) -> u32;
     }
 
-    pub(super) fn define_metric(kind: MetricKind, name: &str) -> Result<u32, HostError> {
+    pub(super) fn define_metric(kind: MetricType, name: &str) -> Result<u32, HostError> {
         let mut id = 0;
         // SAFETY: `name` is valid for reads of its length and `id` for a write during the call.
-        let code = unsafe { proxy_define_metric(kind as u32, name.as_ptr(), name.len(), &mut id) };
+        let code = unsafe { proxy_define_metric(kind.code(), name.as_ptr(), name.len(), &mut id) };
         check("proxy_define_metric", code).map(|()| id)
     }
 
@@ -644,39 +642,39 @@ mod tests {
     }
 
     impl crate::host::Host for MetricsHost {
-        fn log(&self, level: log::Level, message: &str) {
-            if level == log::Level::Warn {
+        fn log(&self, level: LogLevel, message: &str) {
+            if level == LogLevel::Warn {
                 self.warnings.borrow_mut().push(message.to_string());
             }
         }
-        fn log_level(&self) -> log::LevelFilter {
-            log::LevelFilter::Trace
+        fn log_level(&self) -> LogLevel {
+            LogLevel::Trace
         }
         fn set_effective_context(&self, _: u32) -> Result<(), HostError> {
             Ok(())
         }
-        fn get_map(&self, _: MapKind) -> Result<Pairs, HostError> {
+        fn get_map(&self, _: MapType) -> Result<Pairs, HostError> {
             Ok(Vec::new())
         }
-        fn get_map_value(&self, _: MapKind, _: &str) -> Result<Option<Vec<u8>>, HostError> {
+        fn get_map_value(&self, _: MapType, _: &str) -> Result<Option<Vec<u8>>, HostError> {
             Ok(None)
         }
-        fn set_map(&self, _: MapKind, _: &[(&str, &[u8])]) -> Result<(), HostError> {
+        fn set_map(&self, _: MapType, _: &[(&str, &[u8])]) -> Result<(), HostError> {
             Ok(())
         }
-        fn add_map_value(&self, _: MapKind, _: &str, _: &[u8]) -> Result<(), HostError> {
+        fn add_map_value(&self, _: MapType, _: &str, _: &[u8]) -> Result<(), HostError> {
             Ok(())
         }
-        fn replace_map_value(&self, _: MapKind, _: &str, _: &[u8]) -> Result<(), HostError> {
+        fn replace_map_value(&self, _: MapType, _: &str, _: &[u8]) -> Result<(), HostError> {
             Ok(())
         }
-        fn remove_map_value(&self, _: MapKind, _: &str) -> Result<(), HostError> {
+        fn remove_map_value(&self, _: MapType, _: &str) -> Result<(), HostError> {
             Ok(())
         }
-        fn get_buffer(&self, _: BufferKind, _: usize, _: usize) -> Result<Vec<u8>, HostError> {
+        fn get_buffer(&self, _: BufferType, _: usize, _: usize) -> Result<Vec<u8>, HostError> {
             Ok(Vec::new())
         }
-        fn set_buffer(&self, _: BufferKind, _: usize, _: usize, _: &[u8]) -> Result<(), HostError> {
+        fn set_buffer(&self, _: BufferType, _: usize, _: usize, _: &[u8]) -> Result<(), HostError> {
             Ok(())
         }
         fn http_call(
@@ -706,12 +704,12 @@ mod tests {
         ) -> Result<(), HostError> {
             Ok(())
         }
-        fn define_metric(&self, kind: MetricKind, _: &str) -> Result<u32, HostError> {
+        fn define_metric(&self, kind: MetricType, _: &str) -> Result<u32, HostError> {
             self.defines.set(self.defines.get() + 1);
             if self.refuse_define {
                 return Err(no_host("proxy_define_metric"));
             }
-            Ok(10 + kind as u32)
+            Ok(10 + kind.code())
         }
         fn increment_metric(&self, id: u32, _: i64) -> Result<(), HostError> {
             self.update(id)
@@ -741,7 +739,7 @@ mod tests {
     /// Runs `f` as a callback of a plugin instance on `host`.
     fn in_plugin(host: &Rc<MetricsHost>, f: impl FnOnce()) {
         let driver = Driver::<Nothing>::new(Rc::clone(host) as Rc<dyn crate::host::Host>);
-        crate::logging::install(log::LevelFilter::Trace);
+        crate::logging::install(LogLevel::Trace);
         let _scope = driver.runtime.scope(0);
         f();
     }
@@ -758,7 +756,7 @@ mod tests {
     use std::time::Duration;
 
     use crate::driver::Driver;
-    use crate::host::{BufferKind, Direction, MapKind, Pairs};
+    use crate::host::{BufferType, Direction, LogLevel, MapType, Pairs};
 
     #[test]
     fn a_metric_is_defined_once_per_plugin_instance_then_used_by_id() {

@@ -24,71 +24,23 @@ use std::time::Duration;
 use proxy_async_executor::{Executor, Owner, Registry, TaskId};
 
 use crate::error::Error;
-use crate::host::{Action, BufferKind, Direction, Host, MapKind, Pairs};
+use crate::host::{Action, BufferType, Direction, Host, MapType, Pairs};
 use crate::plugin::{Flow, LocalReply};
 use crate::redis::{RedisReply, RedisState};
 use crate::timer::{TickFunction, Timers};
 
-/// The hook a stream event runs.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Phase {
-    RequestHeaders,
-    RequestBody,
-    RequestTrailers,
-    ResponseHeaders,
-    ResponseBody,
-    ResponseTrailers,
-    Log,
-}
+pub(crate) use proxy_async_abi::Phase;
 
-impl Phase {
-    fn direction(self) -> Direction {
-        match self {
-            Phase::RequestHeaders | Phase::RequestBody | Phase::RequestTrailers => {
-                Direction::Request
-            }
-            Phase::ResponseHeaders | Phase::ResponseBody | Phase::ResponseTrailers | Phase::Log => {
-                Direction::Response
-            }
-        }
-    }
-
-    pub(crate) fn is_body(self) -> bool {
-        matches!(self, Phase::RequestBody | Phase::ResponseBody)
-    }
-
-    /// For a trailers phase, the body phase of its direction.
-    fn body_of_trailers(self) -> Option<Phase> {
-        match self {
-            Phase::RequestTrailers => Some(Phase::RequestBody),
-            Phase::ResponseTrailers => Some(Phase::ResponseBody),
-            _ => None,
-        }
-    }
-
-    /// This phase's bit in [`Runtime`]'s set of hooks the plugin left at their default.
-    fn bit(self) -> u8 {
-        match self {
-            Phase::RequestHeaders => 1,
-            Phase::RequestBody => 2,
-            Phase::ResponseHeaders => 4,
-            Phase::ResponseBody => 8,
-            Phase::Log => 16,
-            Phase::RequestTrailers => 32,
-            Phase::ResponseTrailers => 64,
-        }
-    }
-
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Phase::RequestHeaders => "on_request_headers",
-            Phase::RequestBody => "on_request_body",
-            Phase::ResponseHeaders => "on_response_headers",
-            Phase::ResponseBody => "on_response_body",
-            Phase::RequestTrailers => "on_request_trailers",
-            Phase::ResponseTrailers => "on_response_trailers",
-            Phase::Log => "on_log",
-        }
+/// `phase`'s bit in [`Runtime`]'s set of hooks the plugin left at their default.
+fn phase_bit(phase: Phase) -> u8 {
+    match phase {
+        Phase::RequestHeaders => 1,
+        Phase::RequestBody => 2,
+        Phase::ResponseHeaders => 4,
+        Phase::ResponseBody => 8,
+        Phase::Log => 16,
+        Phase::RequestTrailers => 32,
+        Phase::ResponseTrailers => 64,
     }
 }
 
@@ -192,25 +144,16 @@ impl StreamShared {
         self.ended.get()
     }
 
-    pub(crate) fn map(&self, phase: Phase) -> MapKind {
-        match phase.direction() {
-            Direction::Request => MapKind::RequestHeaders,
-            Direction::Response => MapKind::ResponseHeaders,
-        }
+    pub(crate) fn map(&self, phase: Phase) -> MapType {
+        phase.direction().headers()
     }
 
-    pub(crate) fn trailer_map(&self, phase: Phase) -> MapKind {
-        match phase.direction() {
-            Direction::Request => MapKind::RequestTrailers,
-            Direction::Response => MapKind::ResponseTrailers,
-        }
+    pub(crate) fn trailer_map(&self, phase: Phase) -> MapType {
+        phase.direction().trailers()
     }
 
-    pub(crate) fn buffer(&self, phase: Phase) -> BufferKind {
-        match phase.direction() {
-            Direction::Request => BufferKind::RequestBody,
-            Direction::Response => BufferKind::ResponseBody,
-        }
+    pub(crate) fn buffer(&self, phase: Phase) -> BufferType {
+        phase.direction().body()
     }
 }
 
@@ -389,7 +332,7 @@ impl Runtime {
         }
         match self
             .host
-            .get_map_value(MapKind::RequestHeaders, "x-request-id")
+            .get_map_value(MapType::HttpRequestHeaders, "x-request-id")
         {
             Ok(Some(id)) if !id.is_empty() => String::from_utf8_lossy(&id).into_owned(),
             _ => "nil".to_string(),
@@ -460,8 +403,8 @@ impl Runtime {
 
     /// Whether the plugin used gRPC or shared queues.
     #[cfg_attr(
-        any(target_arch = "wasm32", not(feature = "wasm")),
-        allow(dead_code, reason = "only the testing API's compiled twins read it")
+        target_arch = "wasm32",
+        allow(dead_code, reason = "only the testing API's twins read it")
     )]
     pub(crate) fn used_host_only_feature(&self) -> bool {
         self.host_only.get()
@@ -469,10 +412,6 @@ impl Runtime {
 
     /// Whether the plugin ever started background tasks.
     #[cfg(not(target_arch = "wasm32"))]
-    #[cfg_attr(
-        not(feature = "wasm"),
-        allow(dead_code, reason = "only the testing API's compiled twins read it")
-    )]
     pub(crate) fn has_background(&self) -> bool {
         self.has_background.get()
     }
@@ -500,11 +439,11 @@ impl Runtime {
     /// continues), so later callbacks of that phase need not run it.
     pub(crate) fn note_default_hook(&self, phase: Phase) {
         self.default_hooks
-            .set(self.default_hooks.get() | phase.bit());
+            .set(self.default_hooks.get() | phase_bit(phase));
     }
 
     fn is_default_hook(&self, phase: Phase) -> bool {
-        self.default_hooks.get() & phase.bit() != 0
+        self.default_hooks.get() & phase_bit(phase) != 0
     }
 
     /// The runtime of the callback running now.
@@ -559,7 +498,7 @@ impl Runtime {
     ) -> Action {
         let _scope = self.scope(context_id);
         let Some((task, shared)) = self.stream(context_id) else {
-            log::debug!("{} for unknown context {context_id}", phase.name());
+            log::debug!("{} for unknown context {context_id}", phase.callback_name());
             return Action::Continue;
         };
         // After our own local reply, Envoy runs the response callbacks for the reply itself;
@@ -586,7 +525,7 @@ impl Runtime {
         }
         // Trailers end a body the plugin buffers: its hook runs first, on the whole body, and
         // the trailers' hook after it.
-        if let Some(body_phase) = phase.body_of_trailers()
+        if let Some(body_phase) = phase.body_before_trailers()
             && let Some(held) = shared.held_body[phase.direction() as usize].take()
         {
             let action = self.on_hook(context_id, body_phase, held, true);
@@ -671,7 +610,7 @@ impl Runtime {
         };
         log::warn!(
             "{}: the buffered body has {size} bytes, over the limit of {} bytes; replying {status}",
-            phase.name(),
+            phase.callback_name(),
             self.settings.body_buffer_limit
         );
         let reply = LocalReply::new(status)
@@ -718,7 +657,7 @@ impl Runtime {
     fn read_call_reply(&self, token: u32, body_size: usize, num_trailers: usize) -> ReplyParts {
         let headers = self
             .host
-            .get_map(MapKind::CallResponseHeaders)
+            .get_map(MapType::HttpCallResponseHeaders)
             .unwrap_or_else(|error| {
                 log::warn!("reading the headers of call {token}: {error}");
                 Vec::new()
@@ -727,7 +666,7 @@ impl Runtime {
             Vec::new()
         } else {
             self.host
-                .get_buffer(BufferKind::CallResponseBody, 0, body_size)
+                .get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
                 .unwrap_or_else(|error| {
                     log::warn!("reading the body of call {token}: {error}");
                     Vec::new()
@@ -737,7 +676,7 @@ impl Runtime {
             Vec::new()
         } else {
             self.host
-                .get_map(MapKind::CallResponseTrailers)
+                .get_map(MapType::HttpCallResponseTrailers)
                 .unwrap_or_default()
         };
         ReplyParts {
@@ -769,7 +708,7 @@ impl Runtime {
             // An unreadable reply is decoded as an empty one: the command fails as invalid.
             Ok(self
                 .host
-                .get_buffer(BufferKind::RedisCallResponse, 0, size)
+                .get_buffer(BufferType::RedisCallResponse, 0, size)
                 .unwrap_or_else(|error| {
                     log::warn!("reading the reply of Redis call {token}: {error}");
                     Vec::new()
@@ -788,7 +727,7 @@ impl Runtime {
         }
         let message = self
             .host
-            .get_buffer(BufferKind::GrpcReceive, 0, size)
+            .get_buffer(BufferType::GrpcCallMessage, 0, size)
             .unwrap_or_else(|error| {
                 log::warn!("reading the gRPC message of {token}: {error}");
                 Vec::new()
@@ -961,14 +900,17 @@ impl Runtime {
                     && phase != Phase::Log
                     && let Err(error) = self.host.continue_stream(phase.direction())
                 {
-                    log::warn!("resuming after {}: {error}", phase.name());
+                    log::warn!("resuming after {}: {error}", phase.callback_name());
                 }
                 return Action::Continue;
             }
             Ok(Flow::Reply(reply)) => reply,
             Err(error) => {
                 let status = error.status().unwrap_or(self.settings.error_status);
-                log::error!("{} failed: {error}; replying {status}", phase.name());
+                log::error!(
+                    "{} failed: {error}; replying {status}",
+                    phase.callback_name()
+                );
                 LocalReply::error(status)
             }
         };
@@ -977,7 +919,10 @@ impl Runtime {
             return Action::Continue;
         }
         if shared.replied.replace(true) {
-            log::warn!("a second local reply from {} was dropped", phase.name());
+            log::warn!(
+                "a second local reply from {} was dropped",
+                phase.callback_name()
+            );
             return Action::Pause;
         }
         let headers: Vec<(&str, &[u8])> = reply
@@ -992,7 +937,7 @@ impl Runtime {
             log::warn!(
                 "local reply {} from {}: {error}",
                 reply.status,
-                phase.name()
+                phase.callback_name()
             );
         }
         Action::Pause
@@ -1043,7 +988,7 @@ mod tests {
 
     use super::*;
     use crate::driver::Driver;
-    use crate::host::HostError;
+    use crate::host::{HostError, LogLevel};
     use crate::message::Request;
     use crate::{HttpClient, NoConfig, Plugin};
 
@@ -1055,40 +1000,40 @@ mod tests {
     }
 
     impl Host for ReentrantHost {
-        fn log(&self, _: log::Level, message: &str) {
+        fn log(&self, _: LogLevel, message: &str) {
             self.trace.borrow_mut().push(format!("log {message}"));
         }
-        fn log_level(&self) -> log::LevelFilter {
-            log::LevelFilter::Trace
+        fn log_level(&self) -> LogLevel {
+            LogLevel::Trace
         }
         fn set_effective_context(&self, _: u32) -> Result<(), HostError> {
             Ok(())
         }
-        fn get_map(&self, _: MapKind) -> Result<Pairs, HostError> {
+        fn get_map(&self, _: MapType) -> Result<Pairs, HostError> {
             Ok(vec![(":status".into(), b"200".to_vec())])
         }
-        fn get_map_value(&self, _: MapKind, _: &str) -> Result<Option<Vec<u8>>, HostError> {
+        fn get_map_value(&self, _: MapType, _: &str) -> Result<Option<Vec<u8>>, HostError> {
             Ok(None)
         }
-        fn set_map(&self, _: MapKind, _: &[(&str, &[u8])]) -> Result<(), HostError> {
+        fn set_map(&self, _: MapType, _: &[(&str, &[u8])]) -> Result<(), HostError> {
             Ok(())
         }
-        fn add_map_value(&self, _: MapKind, _: &str, _: &[u8]) -> Result<(), HostError> {
+        fn add_map_value(&self, _: MapType, _: &str, _: &[u8]) -> Result<(), HostError> {
             Ok(())
         }
-        fn replace_map_value(&self, _: MapKind, name: &str, value: &[u8]) -> Result<(), HostError> {
+        fn replace_map_value(&self, _: MapType, name: &str, value: &[u8]) -> Result<(), HostError> {
             self.headers
                 .borrow_mut()
                 .push((name.to_string(), value.to_vec()));
             Ok(())
         }
-        fn remove_map_value(&self, _: MapKind, _: &str) -> Result<(), HostError> {
+        fn remove_map_value(&self, _: MapType, _: &str) -> Result<(), HostError> {
             Ok(())
         }
-        fn get_buffer(&self, _: BufferKind, _: usize, _: usize) -> Result<Vec<u8>, HostError> {
+        fn get_buffer(&self, _: BufferType, _: usize, _: usize) -> Result<Vec<u8>, HostError> {
             Ok(Vec::new())
         }
-        fn set_buffer(&self, _: BufferKind, _: usize, _: usize, _: &[u8]) -> Result<(), HostError> {
+        fn set_buffer(&self, _: BufferType, _: usize, _: usize, _: &[u8]) -> Result<(), HostError> {
             Ok(())
         }
         fn http_call(

@@ -20,19 +20,16 @@
 )]
 
 use std::cell::RefCell;
-use std::path::Path;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use proxy_async_host::plugin_build::build_plugins;
-use proxy_async_host::proxy_emulator::{
-    Action, Call, LogLevel, LogRecord, Pairs, PluginFailure, Proxy, ProxyConfig, SentReply, Side,
+use proxy_async_host::proxy_async_emulator::{
+    Action, Call, Direction, LogLevel, LogRecord, Pairs, PluginFailure, Proxy, ProxyConfig,
+    ProxyState, SentReply,
 };
-use proxy_async_host::{
-    EmulatedAbi, Plugin, PluginModule, PluginStartError, start_emulated_module,
-};
+use proxy_async_host::{Plugin, PluginModule, PluginStartError, start_emulated_module};
 
-type WasmProxy = Proxy<Plugin<EmulatedAbi>>;
+type WasmProxy = Proxy<Plugin<ProxyState>>;
 
 // ---------------------------------------------------------------------------------------------
 // The compiled plugins.
@@ -51,21 +48,13 @@ struct Modules {
     auth_flow_baseline: PluginModule,
 }
 
-/// Builds the two examples and the two baselines (release, wasm32-wasip1) once per process.
+/// The two examples and the two baselines (release, wasm32-wasip1, built by
+/// `compiled-plugins`), compiled once per process.
 fn modules() -> &'static Modules {
     static MODULES: OnceLock<Modules> = OnceLock::new();
     MODULES.get_or_init(|| {
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .and_then(Path::parent)
-            .expect("benches/identical is two levels inside the workspace");
-        let started = Instant::now();
-        let packages = ["hello", "hello-baseline", "auth-flow", "auth-flow-baseline"];
-        let dir = build_plugins(workspace, packages.iter().flat_map(|name| ["-p", name]))
-            .unwrap_or_else(|error| panic!("building the plugins failed:\n{error}"));
-        eprintln!("plugins built in {:.1?}", started.elapsed());
         let load = |name: &str| {
-            let path = dir.join(format!("{name}.wasm"));
+            let path = compiled_plugins::module(name);
             let wasm = std::fs::read(&path)
                 .unwrap_or_else(|error| panic!("cannot read {}: {error}", path.display()));
             PluginModule::new(&wasm).unwrap_or_else(|error| panic!("{name}.wasm: {error}"))
@@ -145,15 +134,15 @@ fn view(proxy: &WasmProxy, streams: &[u32]) -> View {
             .iter()
             .map(|&id| StreamView {
                 id,
-                request_headers: proxy.headers(id, Side::Request),
-                request_body: proxy.body(id, Side::Request),
-                response_headers: proxy.headers(id, Side::Response),
-                response_body: proxy.body(id, Side::Response),
+                request_headers: proxy.headers(id, Direction::Request),
+                request_body: proxy.body(id, Direction::Request),
+                response_headers: proxy.headers(id, Direction::Response),
+                response_body: proxy.body(id, Direction::Response),
                 local_reply: proxy.local_reply(id),
-                request_resumes: proxy.resumes(id, Side::Request),
-                response_resumes: proxy.resumes(id, Side::Response),
-                request_paused: proxy.is_paused(id, Side::Request),
-                response_paused: proxy.is_paused(id, Side::Response),
+                request_resumes: proxy.resumes(id, Direction::Request),
+                response_resumes: proxy.resumes(id, Direction::Response),
+                request_paused: proxy.is_paused(id, Direction::Request),
+                response_paused: proxy.is_paused(id, Direction::Response),
                 reset: proxy.is_reset(id),
             })
             .collect(),
@@ -227,7 +216,7 @@ impl Twin {
     fn send_headers(
         &self,
         stream: u32,
-        side: Side,
+        side: Direction,
         headers: &[(&str, &str)],
         end_of_stream: bool,
     ) -> Action {
@@ -242,10 +231,10 @@ impl Twin {
     }
 
     fn request(&self, stream: u32, headers: &[(&str, &str)]) -> Action {
-        self.send_headers(stream, Side::Request, headers, true)
+        self.send_headers(stream, Direction::Request, headers, true)
     }
 
-    fn send_body(&self, stream: u32, side: Side, chunk: &[u8], end_of_stream: bool) -> Action {
+    fn send_body(&self, stream: u32, side: Direction, chunk: &[u8], end_of_stream: bool) -> Action {
         let step = format!("{side:?} body {chunk:?} on stream {stream}");
         let action = self.sdk.send_body(stream, side, chunk, end_of_stream);
         let baseline = self.baseline.send_body(stream, side, chunk, end_of_stream);
@@ -310,7 +299,7 @@ impl Twin {
         self.sdk.local_reply(stream)
     }
 
-    fn header(&self, stream: u32, side: Side, name: &str) -> Option<String> {
+    fn header(&self, stream: u32, side: Direction, name: &str) -> Option<String> {
         self.sdk
             .headers(stream, side)
             .into_iter()
@@ -319,7 +308,7 @@ impl Twin {
     }
 
     fn resumes(&self, stream: u32) -> u32 {
-        self.sdk.resumes(stream, Side::Request)
+        self.sdk.resumes(stream, Direction::Request)
     }
 
     fn errors(&self) -> Vec<String> {
@@ -365,12 +354,12 @@ fn hello_adds_the_header_and_continues() {
     let stream = twin.open();
     assert_eq!(twin.request(stream, HELLO_REQUEST), Action::Continue);
     assert_eq!(
-        twin.header(stream, Side::Request, "hello").as_deref(),
+        twin.header(stream, Direction::Request, "hello").as_deref(),
         Some("world")
     );
     assert_eq!((twin.resumes(stream), twin.reply(stream)), (0, None));
     assert_eq!(
-        twin.send_headers(stream, Side::Response, &[(":status", "204")], true),
+        twin.send_headers(stream, Direction::Response, &[(":status", "204")], true),
         Action::Continue
     );
     twin.end(stream);
@@ -382,23 +371,23 @@ fn hello_passes_a_body_through() {
     let stream = twin.open();
     let post = [(":method", "POST"), (":path", "/upload")];
     assert_eq!(
-        twin.send_headers(stream, Side::Request, &post, false),
+        twin.send_headers(stream, Direction::Request, &post, false),
         Action::Continue
     );
     assert_eq!(
-        twin.send_body(stream, Side::Request, b"part one, ", false),
+        twin.send_body(stream, Direction::Request, b"part one, ", false),
         Action::Continue
     );
     assert_eq!(
-        twin.send_body(stream, Side::Request, b"part two", true),
+        twin.send_body(stream, Direction::Request, b"part two", true),
         Action::Continue
     );
     assert_eq!(
-        twin.send_headers(stream, Side::Response, &[(":status", "200")], false),
+        twin.send_headers(stream, Direction::Response, &[(":status", "200")], false),
         Action::Continue
     );
     assert_eq!(
-        twin.send_body(stream, Side::Response, b"ok", true),
+        twin.send_body(stream, Direction::Response, b"ok", true),
         Action::Continue
     );
     twin.end(stream);
@@ -451,7 +440,7 @@ fn hello_replaces_the_hello_headers_of_the_client() {
         );
         let hello: Vec<_> = twin
             .sdk
-            .headers(stream, Side::Request)
+            .headers(stream, Direction::Request)
             .into_iter()
             .filter(|(name, _)| name == "hello")
             .collect();
@@ -528,7 +517,7 @@ fn after_users(twin: &Twin, status: u16, body: &str) -> u32 {
 fn assert_no_identity_headers(twin: &Twin, stream: u32) {
     let leaked: Vec<_> = twin
         .sdk
-        .headers(stream, Side::Request)
+        .headers(stream, Direction::Request)
         .into_iter()
         .filter(|(name, _)| {
             name.to_ascii_lowercase()
@@ -599,7 +588,7 @@ fn auth_flow_success() {
     assert_eq!(twin.reply(stream), None);
     let identity: Vec<_> = twin
         .sdk
-        .headers(stream, Side::Request)
+        .headers(stream, Direction::Request)
         .into_iter()
         .filter(|(name, _)| name.starts_with("x-user-"))
         .collect();
@@ -611,18 +600,18 @@ fn auth_flow_success() {
         ]
     );
     assert_eq!(
-        twin.header(stream, Side::Request, "x-request-id")
+        twin.header(stream, Direction::Request, "x-request-id")
             .as_deref(),
         Some("r1")
     );
     assert!(twin.errors().is_empty());
 
     assert_eq!(
-        twin.send_headers(stream, Side::Response, &[(":status", "200")], false),
+        twin.send_headers(stream, Direction::Response, &[(":status", "200")], false),
         Action::Continue
     );
     assert_eq!(
-        twin.send_body(stream, Side::Response, b"orders", true),
+        twin.send_body(stream, Direction::Response, b"orders", true),
         Action::Continue
     );
     twin.end(stream);
@@ -641,26 +630,27 @@ fn auth_flow_post_body_passes_through_after_the_calls() {
         ("X-User-Role", "admin"),
     ];
     assert_eq!(
-        twin.send_headers(stream, Side::Request, &post, false),
+        twin.send_headers(stream, Direction::Request, &post, false),
         Action::Pause
     );
     twin.respond(&twin.only_call("auth"), 200, TOKEN_OK);
     twin.respond(&twin.only_call("users"), 200, USER_OK);
     assert_eq!(twin.resumes(stream), 1);
     assert_eq!(
-        twin.send_body(stream, Side::Request, b"pay", false),
+        twin.send_body(stream, Direction::Request, b"pay", false),
         Action::Continue
     );
     assert_eq!(
-        twin.send_body(stream, Side::Request, b"load", true),
+        twin.send_body(stream, Direction::Request, b"load", true),
         Action::Continue
     );
-    assert_eq!(twin.sdk.body(stream, Side::Request), b"payload");
+    assert_eq!(twin.sdk.body(stream, Direction::Request), b"payload");
     assert_eq!(
-        twin.header(stream, Side::Request, "x-user-id").as_deref(),
+        twin.header(stream, Direction::Request, "x-user-id")
+            .as_deref(),
         Some("u-42")
     );
-    assert_eq!(twin.header(stream, Side::Request, "x-user-role"), None);
+    assert_eq!(twin.header(stream, Direction::Request, "x-user-role"), None);
     twin.end(stream);
 }
 
@@ -938,7 +928,8 @@ fn auth_flow_json_content_types_with_parameters_or_in_another_case_pass() {
         answer_200(&twin, &twin.only_call("users"), &[content_type], USER_OK);
         assert_eq!(twin.resumes(stream), 1);
         assert_eq!(
-            twin.header(stream, Side::Request, "x-user-id").as_deref(),
+            twin.header(stream, Direction::Request, "x-user-id")
+                .as_deref(),
             Some("u-42")
         );
         twin.end(stream);
@@ -1036,7 +1027,8 @@ fn auth_flow_interleaved_streams_stay_apart() {
     assert_eq!(twin.reply(first).map(|reply| reply.status), Some(403));
     assert_eq!(twin.resumes(second), 1);
     assert_eq!(
-        twin.header(second, Side::Request, "x-user-name").as_deref(),
+        twin.header(second, Direction::Request, "x-user-name")
+            .as_deref(),
         Some("Bob")
     );
     twin.end(first);

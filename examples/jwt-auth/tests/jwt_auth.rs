@@ -28,18 +28,18 @@ const CONFIG: &str = r#"{
 }"#;
 
 /// The identity provider's first signing key, and the one it rotates to.
-static KEY_1: LazyLock<RsaPrivateKey> = LazyLock::new(|| rsa_key("rsa-key-1.pem"));
-static KEY_2: LazyLock<RsaPrivateKey> = LazyLock::new(|| rsa_key("rsa-key-2.pem"));
+static KEY_1: LazyLock<RsaPrivateKey> =
+    LazyLock::new(|| rsa_key(include_str!("fixtures/rsa-key-1.pem")));
+static KEY_2: LazyLock<RsaPrivateKey> =
+    LazyLock::new(|| rsa_key(include_str!("fixtures/rsa-key-2.pem")));
 
 /// A P-256 key for ES256 (a fixed scalar: any 32 bytes below the group order will do).
 static EC_KEY: LazyLock<p256::ecdsa::SigningKey> = LazyLock::new(|| {
     p256::ecdsa::SigningKey::from_slice(&[0x5a; 32]).expect("a valid P-256 scalar")
 });
 
-fn rsa_key(file: &str) -> RsaPrivateKey {
-    let path = format!("{}/tests/fixtures/{file}", env!("CARGO_MANIFEST_DIR"));
-    let pem = std::fs::read_to_string(&path).expect("the test key is committed");
-    RsaPrivateKey::from_pkcs8_pem(&pem).expect("a PKCS#8 RSA key")
+fn rsa_key(pem: &str) -> RsaPrivateKey {
+    RsaPrivateKey::from_pkcs8_pem(pem).expect("a PKCS#8 RSA key")
 }
 
 fn b64(bytes: impl AsRef<[u8]>) -> String {
@@ -216,7 +216,6 @@ fn assert_unauthorized(stream: &TestStream<'_, JwtAuth>, body: &str) {
 #[test]
 fn keys_are_fetched_at_start_by_the_background_task() {
     let test = plugin(CONFIG);
-    assert!(test.runs_compiled(), "the scenarios also run as wasm");
     // Before any request: the call is the root context's, not a stream's.
     let call = jwks_call(&test, "idp");
     assert_eq!(call.authority(), "idp");

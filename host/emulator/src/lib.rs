@@ -18,7 +18,9 @@
 //! ```
 //! use std::cell::RefCell;
 //! use std::rc::Rc;
-//! use proxy_emulator::{Action, Callbacks, PluginFailure, Proxy, ProxyConfig, ProxyState, Side};
+//! use proxy_async_emulator::{
+//!     Action, Callbacks, Direction, PluginFailure, Proxy, ProxyConfig, ProxyState,
+//! };
 //!
 //! /// A plugin that pauses every request and never resumes it.
 //! struct Stubborn;
@@ -42,20 +44,25 @@
 //! let state = Rc::new(RefCell::new(ProxyState::default()));
 //! let proxy = Proxy::start(state, Stubborn, ProxyConfig::default()).unwrap();
 //! let stream = proxy.open_stream();
-//! assert_eq!(proxy.send_headers(stream, Side::Request, &[(":path", "/")], true), Action::Pause);
-//! assert!(proxy.is_paused(stream, Side::Request));
+//! assert_eq!(proxy.send_headers(stream, Direction::Request, &[(":path", "/")], true), Action::Pause);
+//! assert!(proxy.is_paused(stream, Direction::Request));
 //! ```
 
-mod abi;
 mod proxy;
 mod redis;
 mod redis_server;
 mod state;
+mod twins;
 
-pub use abi::{Action, BufferType, LogLevel, MapType, MetricType, Side, Status};
-pub use proxy::{Callbacks, ConfigRejected, PluginFailure, Proxy, ProxyConfig};
+pub use proxy::{ConfigRejected, Proxy, ProxyConfig};
+pub use proxy_async_abi as abi;
+pub use proxy_async_abi::{
+    Action, BufferType, Callbacks, Direction, Hostcalls, LogLevel, MapType, MetricType, Phase,
+    PluginFailure, Status,
+};
 pub use redis::{RedisCall, RedisInit};
 pub use redis_server::RedisServer;
 pub use state::{
     Call, ForeignFunction, GrpcCall, LogRecord, Pairs, ProxyState, ROOT_CONTEXT, SentReply,
 };
+pub use twins::{NativeOnly, Twin, TwinKind, Twins};

@@ -7,288 +7,12 @@ use std::fmt;
 use std::rc::Rc;
 use std::time::Duration;
 
-use crate::abi::{Action, LogLevel, Side};
+use proxy_async_abi::{Action, Callbacks, Direction, LogLevel, Phase, PluginFailure};
+
 use crate::redis::RedisCall;
 use crate::state::{
     Call, Effect, GrpcCall, LogRecord, Pairs, ProxyState, ROOT_CONTEXT, SentReply, StreamState,
 };
-
-/// A callback the plugin could not complete: it trapped (a panic, in Rust), or was already
-/// broken by an earlier trap.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PluginFailure {
-    /// What happened, with the plugin's panic message when it logged one.
-    pub message: String,
-}
-
-impl fmt::Display for PluginFailure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for PluginFailure {}
-
-/// The plugin as the proxy sees it: the callbacks (`proxy_on_*` exports) the proxy makes.
-/// A native SDK driver and a compiled wasm module both implement it.
-pub trait Callbacks {
-    /// `proxy_on_context_create`.
-    fn on_context_create(&mut self, context_id: u32, parent_id: u32) -> Result<(), PluginFailure>;
-    /// `proxy_on_vm_start`.
-    fn on_vm_start(&mut self, root_id: u32, vm_config_size: usize) -> Result<bool, PluginFailure>;
-    /// `proxy_on_configure`.
-    fn on_configure(&mut self, root_id: u32, config_size: usize) -> Result<bool, PluginFailure>;
-    /// `proxy_on_request_headers`.
-    fn on_request_headers(
-        &mut self,
-        context_id: u32,
-        headers: usize,
-        end_of_stream: bool,
-    ) -> Result<Action, PluginFailure>;
-    /// `proxy_on_request_body`.
-    fn on_request_body(
-        &mut self,
-        context_id: u32,
-        size: usize,
-        end_of_stream: bool,
-    ) -> Result<Action, PluginFailure>;
-    /// `proxy_on_response_headers`.
-    fn on_response_headers(
-        &mut self,
-        context_id: u32,
-        headers: usize,
-        end_of_stream: bool,
-    ) -> Result<Action, PluginFailure>;
-    /// `proxy_on_response_body`.
-    fn on_response_body(
-        &mut self,
-        context_id: u32,
-        size: usize,
-        end_of_stream: bool,
-    ) -> Result<Action, PluginFailure>;
-    /// `proxy_on_request_trailers` (a plugin without trailer hooks continues).
-    fn on_request_trailers(
-        &mut self,
-        context_id: u32,
-        trailers: usize,
-    ) -> Result<Action, PluginFailure> {
-        let _ = (context_id, trailers);
-        Ok(Action::Continue)
-    }
-    /// `proxy_on_response_trailers`.
-    fn on_response_trailers(
-        &mut self,
-        context_id: u32,
-        trailers: usize,
-    ) -> Result<Action, PluginFailure> {
-        let _ = (context_id, trailers);
-        Ok(Action::Continue)
-    }
-    /// `proxy_on_http_call_response`.
-    fn on_http_call_response(
-        &mut self,
-        context_id: u32,
-        token: u32,
-        headers: usize,
-        body_size: usize,
-        trailers: usize,
-    ) -> Result<(), PluginFailure>;
-    /// `proxy_on_tick` (a plugin that never sets a tick period ignores it).
-    fn on_tick(&mut self, root_id: u32) -> Result<(), PluginFailure> {
-        let _ = root_id;
-        Ok(())
-    }
-    /// `proxy_on_queue_ready`.
-    fn on_queue_ready(&mut self, root_id: u32, queue_id: u32) -> Result<(), PluginFailure> {
-        let _ = (root_id, queue_id);
-        Ok(())
-    }
-    /// `proxy_on_grpc_receive_initial_metadata` (a plugin without gRPC ignores it).
-    fn on_grpc_receive_initial_metadata(
-        &mut self,
-        context_id: u32,
-        token: u32,
-        elements: usize,
-    ) -> Result<(), PluginFailure> {
-        let _ = (context_id, token, elements);
-        Ok(())
-    }
-    /// `proxy_on_grpc_receive`.
-    fn on_grpc_receive(
-        &mut self,
-        context_id: u32,
-        token: u32,
-        size: usize,
-    ) -> Result<(), PluginFailure> {
-        let _ = (context_id, token, size);
-        Ok(())
-    }
-    /// `proxy_on_grpc_receive_trailing_metadata`.
-    fn on_grpc_receive_trailing_metadata(
-        &mut self,
-        context_id: u32,
-        token: u32,
-        elements: usize,
-    ) -> Result<(), PluginFailure> {
-        let _ = (context_id, token, elements);
-        Ok(())
-    }
-    /// `proxy_on_grpc_close`.
-    fn on_grpc_close(
-        &mut self,
-        context_id: u32,
-        token: u32,
-        status_code: u32,
-    ) -> Result<(), PluginFailure> {
-        let _ = (context_id, token, status_code);
-        Ok(())
-    }
-    /// `proxy_on_redis_call_response` (Higress): the reply to a `proxy_redis_call`, readable
-    /// as buffer 9 during the callback; `status != 0` means there is none (a plugin that never
-    /// calls Redis ignores it).
-    fn on_redis_call_response(
-        &mut self,
-        context_id: u32,
-        token: u32,
-        status: u32,
-        response_size: usize,
-    ) -> Result<(), PluginFailure> {
-        let _ = (context_id, token, status, response_size);
-        Ok(())
-    }
-    /// `proxy_on_log`.
-    fn on_log(&mut self, context_id: u32) -> Result<(), PluginFailure>;
-    /// `proxy_on_done`.
-    fn on_done(&mut self, context_id: u32) -> Result<bool, PluginFailure>;
-    /// `proxy_on_delete`.
-    fn on_delete(&mut self, context_id: u32) -> Result<(), PluginFailure>;
-}
-
-/// A boxed plugin is a plugin: a proxy can hold plugins of different kinds (a proxy-wasm
-/// module, a component) behind `Box<dyn Callbacks>`.
-impl<C: Callbacks + ?Sized> Callbacks for Box<C> {
-    fn on_context_create(&mut self, context_id: u32, parent_id: u32) -> Result<(), PluginFailure> {
-        (**self).on_context_create(context_id, parent_id)
-    }
-    fn on_vm_start(&mut self, root_id: u32, vm_config_size: usize) -> Result<bool, PluginFailure> {
-        (**self).on_vm_start(root_id, vm_config_size)
-    }
-    fn on_configure(&mut self, root_id: u32, config_size: usize) -> Result<bool, PluginFailure> {
-        (**self).on_configure(root_id, config_size)
-    }
-    fn on_request_headers(
-        &mut self,
-        context_id: u32,
-        headers: usize,
-        end_of_stream: bool,
-    ) -> Result<Action, PluginFailure> {
-        (**self).on_request_headers(context_id, headers, end_of_stream)
-    }
-    fn on_request_body(
-        &mut self,
-        context_id: u32,
-        size: usize,
-        end_of_stream: bool,
-    ) -> Result<Action, PluginFailure> {
-        (**self).on_request_body(context_id, size, end_of_stream)
-    }
-    fn on_response_headers(
-        &mut self,
-        context_id: u32,
-        headers: usize,
-        end_of_stream: bool,
-    ) -> Result<Action, PluginFailure> {
-        (**self).on_response_headers(context_id, headers, end_of_stream)
-    }
-    fn on_response_body(
-        &mut self,
-        context_id: u32,
-        size: usize,
-        end_of_stream: bool,
-    ) -> Result<Action, PluginFailure> {
-        (**self).on_response_body(context_id, size, end_of_stream)
-    }
-    fn on_request_trailers(
-        &mut self,
-        context_id: u32,
-        trailers: usize,
-    ) -> Result<Action, PluginFailure> {
-        (**self).on_request_trailers(context_id, trailers)
-    }
-    fn on_response_trailers(
-        &mut self,
-        context_id: u32,
-        trailers: usize,
-    ) -> Result<Action, PluginFailure> {
-        (**self).on_response_trailers(context_id, trailers)
-    }
-    fn on_http_call_response(
-        &mut self,
-        context_id: u32,
-        token: u32,
-        headers: usize,
-        body_size: usize,
-        trailers: usize,
-    ) -> Result<(), PluginFailure> {
-        (**self).on_http_call_response(context_id, token, headers, body_size, trailers)
-    }
-    fn on_tick(&mut self, root_id: u32) -> Result<(), PluginFailure> {
-        (**self).on_tick(root_id)
-    }
-    fn on_queue_ready(&mut self, root_id: u32, queue_id: u32) -> Result<(), PluginFailure> {
-        (**self).on_queue_ready(root_id, queue_id)
-    }
-    fn on_grpc_receive_initial_metadata(
-        &mut self,
-        context_id: u32,
-        token: u32,
-        elements: usize,
-    ) -> Result<(), PluginFailure> {
-        (**self).on_grpc_receive_initial_metadata(context_id, token, elements)
-    }
-    fn on_grpc_receive(
-        &mut self,
-        context_id: u32,
-        token: u32,
-        size: usize,
-    ) -> Result<(), PluginFailure> {
-        (**self).on_grpc_receive(context_id, token, size)
-    }
-    fn on_grpc_receive_trailing_metadata(
-        &mut self,
-        context_id: u32,
-        token: u32,
-        elements: usize,
-    ) -> Result<(), PluginFailure> {
-        (**self).on_grpc_receive_trailing_metadata(context_id, token, elements)
-    }
-    fn on_grpc_close(
-        &mut self,
-        context_id: u32,
-        token: u32,
-        status_code: u32,
-    ) -> Result<(), PluginFailure> {
-        (**self).on_grpc_close(context_id, token, status_code)
-    }
-    fn on_redis_call_response(
-        &mut self,
-        context_id: u32,
-        token: u32,
-        status: u32,
-        response_size: usize,
-    ) -> Result<(), PluginFailure> {
-        (**self).on_redis_call_response(context_id, token, status, response_size)
-    }
-    fn on_log(&mut self, context_id: u32) -> Result<(), PluginFailure> {
-        (**self).on_log(context_id)
-    }
-    fn on_done(&mut self, context_id: u32) -> Result<bool, PluginFailure> {
-        (**self).on_done(context_id)
-    }
-    fn on_delete(&mut self, context_id: u32) -> Result<(), PluginFailure> {
-        (**self).on_delete(context_id)
-    }
-}
 
 /// The most Redis calls one [`Proxy::run_redis`] answers.
 const MAX_REDIS_ROUNDS: usize = 100_000;
@@ -377,7 +101,7 @@ impl<B: Callbacks> Proxy<B> {
                 proxy
                     .state
                     .borrow_mut()
-                    .log(LogLevel::Critical, &failure.message);
+                    .log_line(LogLevel::Critical, failure.message.clone());
                 false
             });
         if started {
@@ -454,23 +178,22 @@ impl<B: Callbacks> Proxy<B> {
     pub fn send_headers(
         &self,
         context_id: u32,
-        side: Side,
+        direction: Direction,
         headers: &[(&str, &str)],
         end_of_stream: bool,
     ) -> Action {
         {
             let mut state = self.state.borrow_mut();
             let stream = stream_mut(&mut state, context_id);
-            assert_open(stream, side);
-            stream.half(side).headers = headers
+            assert_open(stream, direction);
+            stream.half(direction).headers = headers
                 .iter()
                 .map(|(name, value)| (name.to_ascii_lowercase(), value.as_bytes().to_vec()))
                 .collect();
         }
         self.stream_callback(
             context_id,
-            side,
-            Part::Headers,
+            Phase::headers(direction),
             headers.len(),
             end_of_stream,
         )
@@ -481,37 +204,42 @@ impl<B: Callbacks> Proxy<B> {
     pub fn send_body(
         &self,
         context_id: u32,
-        side: Side,
+        direction: Direction,
         chunk: &[u8],
         end_of_stream: bool,
     ) -> Action {
         let size = {
             let mut state = self.state.borrow_mut();
             let stream = stream_mut(&mut state, context_id);
-            assert_open(stream, side);
-            let half = stream.half(side);
+            assert_open(stream, direction);
+            let half = stream.half(direction);
             if half.headers_held {
                 panic!(
-                    "the {side:?} headers are paused: the proxy holds body callbacks until the plugin resumes (answer its calls first)"
+                    "the {direction:?} headers are paused: the proxy holds body callbacks until the plugin resumes (answer its calls first)"
                 );
             }
             half.body.extend_from_slice(chunk);
             half.body.len()
         };
-        self.stream_callback(context_id, side, Part::Body, size, end_of_stream)
+        self.stream_callback(context_id, Phase::body(direction), size, end_of_stream)
     }
 
     /// Delivers the trailers of one side, which end it. Panics while that side's headers are
     /// paused, as for a body.
-    pub fn send_trailers(&self, context_id: u32, side: Side, trailers: &[(&str, &str)]) -> Action {
+    pub fn send_trailers(
+        &self,
+        context_id: u32,
+        direction: Direction,
+        trailers: &[(&str, &str)],
+    ) -> Action {
         {
             let mut state = self.state.borrow_mut();
             let stream = stream_mut(&mut state, context_id);
-            assert_open(stream, side);
-            let half = stream.half(side);
+            assert_open(stream, direction);
+            let half = stream.half(direction);
             if half.headers_held {
                 panic!(
-                    "the {side:?} headers are paused: the proxy holds trailer callbacks until the plugin resumes (answer its calls first)"
+                    "the {direction:?} headers are paused: the proxy holds trailer callbacks until the plugin resumes (answer its calls first)"
                 );
             }
             half.trailers = trailers
@@ -519,16 +247,13 @@ impl<B: Callbacks> Proxy<B> {
                 .map(|(name, value)| (name.to_ascii_lowercase(), value.as_bytes().to_vec()))
                 .collect();
         }
-        self.stream_callback(context_id, side, Part::Trailers, trailers.len(), true)
+        self.stream_callback(context_id, Phase::trailers(direction), trailers.len(), true)
     }
 
     /// The trailers of one side, as the plugin left them.
-    pub fn trailers(&self, context_id: u32, side: Side) -> Vec<(String, String)> {
+    pub fn trailers(&self, context_id: u32, direction: Direction) -> Vec<(String, String)> {
         self.read(context_id, |stream| {
-            let half = match side {
-                Side::Request => &stream.request,
-                Side::Response => &stream.response,
-            };
+            let half = stream.half_ref(direction);
             half.trailers
                 .iter()
                 .map(|(name, value)| (name.clone(), String::from_utf8_lossy(value).into_owned()))
@@ -885,12 +610,9 @@ impl<B: Callbacks> Proxy<B> {
     }
 
     /// A side's headers as they are now (after the plugin's changes), lossy as text.
-    pub fn headers(&self, context_id: u32, side: Side) -> Vec<(String, String)> {
+    pub fn headers(&self, context_id: u32, direction: Direction) -> Vec<(String, String)> {
         self.read(context_id, |stream| {
-            let half = match side {
-                Side::Request => &stream.request,
-                Side::Response => &stream.response,
-            };
+            let half = stream.half_ref(direction);
             half.headers
                 .iter()
                 .map(|(name, value)| (name.clone(), String::from_utf8_lossy(value).into_owned()))
@@ -899,12 +621,9 @@ impl<B: Callbacks> Proxy<B> {
     }
 
     /// A side's body as it goes on: what was passed on plus what the proxy holds.
-    pub fn body(&self, context_id: u32, side: Side) -> Vec<u8> {
+    pub fn body(&self, context_id: u32, direction: Direction) -> Vec<u8> {
         self.read(context_id, |stream| {
-            let half = match side {
-                Side::Request => &stream.request,
-                Side::Response => &stream.response,
-            };
+            let half = stream.half_ref(direction);
             [half.forwarded.as_slice(), half.body.as_slice()].concat()
         })
     }
@@ -915,28 +634,19 @@ impl<B: Callbacks> Proxy<B> {
     }
 
     /// How many times the plugin resumed a side of a stream.
-    pub fn resumes(&self, context_id: u32, side: Side) -> u32 {
-        self.read(context_id, |stream| match side {
-            Side::Request => stream.request.resumes,
-            Side::Response => stream.response.resumes,
-        })
+    pub fn resumes(&self, context_id: u32, direction: Direction) -> u32 {
+        self.read(context_id, |stream| stream.half_ref(direction).resumes)
     }
 
     /// Whether a side of a stream is held by the plugin now.
-    pub fn is_paused(&self, context_id: u32, side: Side) -> bool {
-        self.read(context_id, |stream| match side {
-            Side::Request => stream.request.paused,
-            Side::Response => stream.response.paused,
-        })
+    pub fn is_paused(&self, context_id: u32, direction: Direction) -> bool {
+        self.read(context_id, |stream| stream.half_ref(direction).paused)
     }
 
     /// Whether the plugin holds a side's headers now: the proxy sends none of that side's
     /// body until the plugin resumes (a paused body chunk does not stop later chunks).
-    pub fn are_headers_held(&self, context_id: u32, side: Side) -> bool {
-        self.read(context_id, |stream| match side {
-            Side::Request => stream.request.headers_held,
-            Side::Response => stream.response.headers_held,
-        })
+    pub fn are_headers_held(&self, context_id: u32, direction: Direction) -> bool {
+        self.read(context_id, |stream| stream.half_ref(direction).headers_held)
     }
 
     /// Whether the plugin closed (reset) the stream with `proxy_close_stream`.
@@ -976,8 +686,7 @@ impl<B: Callbacks> Proxy<B> {
     fn stream_callback(
         &self,
         context_id: u32,
-        side: Side,
-        part: Part,
+        phase: Phase,
         size: usize,
         end_of_stream: bool,
     ) -> Action {
@@ -988,21 +697,16 @@ impl<B: Callbacks> Proxy<B> {
         self.state.borrow_mut().current = context_id;
         let result = {
             let mut plugin = self.plugin.borrow_mut();
-            match (side, part) {
-                (Side::Request, Part::Headers) => {
-                    plugin.on_request_headers(context_id, size, end_of_stream)
-                }
-                (Side::Request, Part::Body) => {
-                    plugin.on_request_body(context_id, size, end_of_stream)
-                }
-                (Side::Request, Part::Trailers) => plugin.on_request_trailers(context_id, size),
-                (Side::Response, Part::Headers) => {
+            match phase {
+                Phase::RequestHeaders => plugin.on_request_headers(context_id, size, end_of_stream),
+                Phase::RequestBody => plugin.on_request_body(context_id, size, end_of_stream),
+                Phase::RequestTrailers => plugin.on_request_trailers(context_id, size),
+                Phase::ResponseHeaders => {
                     plugin.on_response_headers(context_id, size, end_of_stream)
                 }
-                (Side::Response, Part::Body) => {
-                    plugin.on_response_body(context_id, size, end_of_stream)
-                }
-                (Side::Response, Part::Trailers) => plugin.on_response_trailers(context_id, size),
+                Phase::ResponseBody => plugin.on_response_body(context_id, size, end_of_stream),
+                Phase::ResponseTrailers => plugin.on_response_trailers(context_id, size),
+                Phase::Log => plugin.on_log(context_id).map(|()| Action::Continue),
             }
         };
         let deferred = std::mem::take(&mut self.state.borrow_mut().deferred);
@@ -1013,26 +717,24 @@ impl<B: Callbacks> Proxy<B> {
                 return Action::Pause;
             }
         };
+        let direction = phase.direction();
         {
             let mut state = self.state.borrow_mut();
-            let half = stream_mut(&mut state, context_id).half(side);
-            half.paused = action == Action::Pause;
-            match part {
-                // Going on from the trailers releases the body held before them too.
-                Part::Body | Part::Trailers => {
-                    if action == Action::Continue {
-                        let held = std::mem::take(&mut half.body);
-                        half.forwarded.extend(held);
-                    }
-                }
-                Part::Headers => half.headers_held = action == Action::Pause,
+            let half = stream_mut(&mut state, context_id).half(direction);
+            half.paused = action.pauses();
+            if phase.is_headers() {
+                half.headers_held = action.pauses();
+            } else if !action.pauses() {
+                // Going on from a body chunk or the trailers releases the body held before.
+                let held = std::mem::take(&mut half.body);
+                half.forwarded.extend(held);
             }
         }
         for effect in deferred {
             if let Effect::Continue(target, resumed) = &effect
                 && *target == context_id
-                && *resumed == side
-                && action == Action::Pause
+                && *resumed == direction
+                && action.pauses()
             {
                 panic!(
                     "the plugin resumed the stream inside the callback that paused it (Envoy asserts on this)"
@@ -1045,15 +747,15 @@ impl<B: Callbacks> Proxy<B> {
 
     fn apply(&self, effect: Effect) {
         match effect {
-            Effect::Continue(context_id, side) => {
+            Effect::Continue(context_id, direction) => {
                 let mut state = self.state.borrow_mut();
                 let stream = stream_mut(&mut state, context_id);
                 if stream.local_reply.is_some() {
                     panic!("the plugin resumed a stream after sending a local reply");
                 }
-                let half = stream.half(side);
+                let half = stream.half(direction);
                 if !half.paused {
-                    panic!("the plugin resumed the {side:?} of a stream that is not paused");
+                    panic!("the plugin resumed the {direction:?} of a stream that is not paused");
                 }
                 half.paused = false;
                 half.headers_held = false;
@@ -1105,23 +807,17 @@ impl<B: Callbacks> Proxy<B> {
             return;
         }
         let end_of_stream = reply.body.is_empty();
-        let action =
-            self.stream_callback(context_id, Side::Response, Part::Headers, 0, end_of_stream);
-        if action == Action::Pause && self.failure().is_none() {
+        let action = self.stream_callback(context_id, Phase::ResponseHeaders, 0, end_of_stream);
+        if action.pauses() && self.failure().is_none() {
             panic!("the plugin paused the response of its own local reply");
         }
         if !end_of_stream {
             stream_mut(&mut self.state.borrow_mut(), context_id)
                 .response
                 .body = reply.body.clone();
-            let action = self.stream_callback(
-                context_id,
-                Side::Response,
-                Part::Body,
-                reply.body.len(),
-                true,
-            );
-            if action == Action::Pause && self.failure().is_none() {
+            let action =
+                self.stream_callback(context_id, Phase::ResponseBody, reply.body.len(), true);
+            if action.pauses() && self.failure().is_none() {
                 panic!("the plugin paused the response body of its own local reply");
             }
         }
@@ -1151,7 +847,7 @@ impl<B: Callbacks> Proxy<B> {
         if slot.is_none() {
             self.state
                 .borrow_mut()
-                .log(LogLevel::Critical, &format!("plugin failed: {failure}"));
+                .log_line(LogLevel::Critical, format!("plugin failed: {failure}"));
             *slot = Some(failure);
         }
     }
@@ -1169,21 +865,13 @@ fn stream_mut(state: &mut ProxyState, context_id: u32) -> &mut StreamState {
 }
 
 #[allow(clippy::panic, reason = "sending on a finished stream is a test bug")]
-fn assert_open(stream: &StreamState, side: Side) {
+fn assert_open(stream: &StreamState, direction: Direction) {
     if stream.deleted {
         panic!("the stream has ended");
     }
     if stream.local_reply.is_some() {
         panic!(
-            "the plugin already replied locally on this stream; the proxy delivers no more {side:?} data"
+            "the plugin already replied locally on this stream; the proxy delivers no more {direction:?} data"
         );
     }
-}
-
-/// Which part of one side of a stream a callback delivers.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-enum Part {
-    Headers,
-    Body,
-    Trailers,
 }

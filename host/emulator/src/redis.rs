@@ -15,8 +15,8 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use crate::abi::Status;
 use crate::state::ProxyState;
+use proxy_async_abi::Status;
 
 /// A `proxy_redis_init` the plugin made.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,22 +153,8 @@ pub(crate) struct RedisState {
 const MAX_REPLY: usize = 64 * 1024 * 1024;
 
 impl ProxyState {
-    /// `proxy_redis_init` (Higress): creates the client of the upstream's cluster (replacing
-    /// the one before). BAD_ARGUMENT for a cluster the proxy does not know, or while the test
-    /// refuses inits ([`refuse_redis_init`](ProxyState::refuse_redis_init)).
-    pub fn redis_init(
-        &mut self,
-        upstream: &str,
-        username: &str,
-        password: &str,
-        timeout: Duration,
-    ) -> Result<(), Status> {
-        let init = RedisInit {
-            upstream: upstream.to_string(),
-            username: username.to_string(),
-            password: password.to_string(),
-            timeout,
-        };
+    /// What `proxy_redis_init` does (see the [`Hostcalls`](proxy_async_abi::Hostcalls) impl).
+    pub(crate) fn init_redis_client(&mut self, init: RedisInit) -> Result<(), Status> {
         let cluster = init.cluster().to_string();
         if self.redis.refuse_init {
             return Err(Status::BadArgument);
@@ -181,9 +167,8 @@ impl ProxyState {
         Ok(())
     }
 
-    /// `proxy_redis_call` (Higress): queues a command for `cluster` (the plain cluster name)
-    /// and returns its token. BAD_ARGUMENT for a cluster without a client (never initialized).
-    pub fn redis_call(&mut self, cluster: &str, query: &[u8]) -> Result<u32, Status> {
+    /// What `proxy_redis_call` does (see the [`Hostcalls`](proxy_async_abi::Hostcalls) impl).
+    pub(crate) fn queue_redis_call(&mut self, cluster: &str, query: &[u8]) -> Result<u32, Status> {
         self.known_cluster(cluster)?;
         if !self.redis.clients.contains_key(cluster) {
             return Err(Status::BadArgument);
@@ -359,6 +344,8 @@ pub(crate) fn reply_len(bytes: &[u8]) -> Result<Option<usize>, &'static str> {
 
 #[cfg(test)]
 mod tests {
+    use proxy_async_abi::Hostcalls;
+
     use super::*;
 
     #[test]
@@ -379,13 +366,11 @@ mod tests {
     fn calls_to_clusters_without_a_client_are_refused() {
         let mut state = ProxyState::default();
         assert_eq!(
-            state.redis_call("redis", b"*1\r\n$4\r\nPING\r\n"),
+            state.redis_call(b"redis", b"*1\r\n$4\r\nPING\r\n"),
             Err(Status::BadArgument)
         );
-        state
-            .redis_init("redis?db=2", "", "", Duration::from_millis(5))
-            .unwrap();
-        let token = state.redis_call("redis", b"*1\r\n$4\r\nPING\r\n").unwrap();
+        state.redis_init(b"redis?db=2", b"", b"", 5).unwrap();
+        let token = state.redis_call(b"redis", b"*1\r\n$4\r\nPING\r\n").unwrap();
         assert_eq!(state.redis.calls[0].call.token(), token);
         assert_eq!(
             state.redis.calls[0].call.args(),
@@ -395,7 +380,7 @@ mod tests {
         assert_eq!(state.redis_inits()[0].cluster(), "redis");
         state.refuse_redis_init(true);
         assert_eq!(
-            state.redis_init("redis", "", "", Duration::ZERO),
+            state.redis_init(b"redis", b"", b"", 0),
             Err(Status::BadArgument)
         );
     }

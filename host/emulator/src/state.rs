@@ -7,8 +7,12 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::abi::{BufferType, LogLevel, MapType, MetricType, Side, Status};
-use crate::redis::RedisState;
+use proxy_async_abi::{
+    BufferType, Direction, HeaderPairs, Hostcalls, LogLevel, MapType, MetricType, Status,
+    StreamType,
+};
+
+use crate::redis::{RedisInit, RedisState};
 
 /// Header pairs: names are text (lower-case), values bytes.
 pub type Pairs = Vec<(String, Vec<u8>)>;
@@ -210,7 +214,7 @@ impl SentReply {
 /// What the plugin asked the proxy to do during a callback; applied after it returns.
 #[derive(Debug, Clone)]
 pub(crate) enum Effect {
-    Continue(u32, Side),
+    Continue(u32, Direction),
     Reply(u32, SentReply),
     Reset(u32),
 }
@@ -249,10 +253,17 @@ pub(crate) struct StreamState {
 }
 
 impl StreamState {
-    pub(crate) fn half(&mut self, side: Side) -> &mut Half {
-        match side {
-            Side::Request => &mut self.request,
-            Side::Response => &mut self.response,
+    pub(crate) fn half_ref(&self, direction: Direction) -> &Half {
+        match direction {
+            Direction::Request => &self.request,
+            Direction::Response => &self.response,
+        }
+    }
+
+    pub(crate) fn half(&mut self, direction: Direction) -> &mut Half {
+        match direction {
+            Direction::Request => &mut self.request,
+            Direction::Response => &mut self.response,
         }
     }
 }
@@ -352,10 +363,10 @@ impl ProxyState {
     fn map_mut(&mut self, map: MapType) -> Result<&mut Pairs, Status> {
         let stream = self.current_stream()?;
         match map {
-            MapType::RequestHeaders => Ok(&mut stream.request.headers),
-            MapType::RequestTrailers => Ok(&mut stream.request.trailers),
-            MapType::ResponseHeaders => Ok(&mut stream.response.headers),
-            MapType::ResponseTrailers => Ok(&mut stream.response.trailers),
+            MapType::HttpRequestHeaders => Ok(&mut stream.request.headers),
+            MapType::HttpRequestTrailers => Ok(&mut stream.request.trailers),
+            MapType::HttpResponseHeaders => Ok(&mut stream.response.headers),
+            MapType::HttpResponseTrailers => Ok(&mut stream.response.trailers),
             _ => Err(Status::BadArgument),
         }
     }
@@ -365,20 +376,20 @@ impl ProxyState {
             // Envoy answers OK with an empty map when there is no call response (a failed
             // call's callback, or outside the callback); plugins on the plain proxy-wasm crate
             // read it that way and would panic on anything else.
-            MapType::CallResponseHeaders => Ok(self
+            MapType::HttpCallResponseHeaders => Ok(self
                 .call_response
                 .as_ref()
                 .map(|(headers, _, _)| headers.clone())
                 .unwrap_or_default()),
-            MapType::CallResponseTrailers => Ok(self
+            MapType::HttpCallResponseTrailers => Ok(self
                 .call_response
                 .as_ref()
                 .map(|(_, _, trailers)| trailers.clone())
                 .unwrap_or_default()),
-            MapType::GrpcInitialMetadata => {
+            MapType::GrpcCallInitialMetadata => {
                 Ok(self.grpc_stage.initial_metadata.clone().unwrap_or_default())
             }
-            MapType::GrpcTrailingMetadata => Ok(self
+            MapType::GrpcCallTrailingMetadata => Ok(self
                 .grpc_stage
                 .trailing_metadata
                 .clone()
@@ -387,115 +398,16 @@ impl ProxyState {
         }
     }
 
-    // ---- hostcalls --------------------------------------------------------------------------
-
-    /// `proxy_log`.
-    pub fn log(&mut self, level: LogLevel, message: &str) {
-        self.logs.push(LogRecord {
-            level,
-            message: message.to_string(),
-        });
-    }
-
-    /// `proxy_get_log_level`.
-    pub fn log_level(&self) -> LogLevel {
-        self.log_level
-    }
-
-    /// `proxy_set_effective_context`: BAD_ARGUMENT for a context that does not exist (any more).
-    pub fn set_effective_context(&mut self, context_id: u32) -> Result<(), Status> {
-        let alive = context_id == ROOT_CONTEXT
-            || self
-                .streams
-                .get(&context_id)
-                .is_some_and(|stream| !stream.deleted);
-        if !alive {
-            return Err(Status::BadArgument);
-        }
-        self.current = context_id;
-        Ok(())
-    }
-
-    /// `proxy_get_header_map_pairs`.
-    pub fn get_map(&mut self, map: MapType) -> Result<Pairs, Status> {
-        self.map(map)
-    }
-
-    /// `proxy_get_header_map_value`: NOT_FOUND when absent.
-    pub fn get_map_value(&mut self, map: MapType, name: &str) -> Result<Vec<u8>, Status> {
-        self.map(map)?
-            .into_iter()
-            .find(|(key, _)| key.eq_ignore_ascii_case(name))
-            .map(|(_, value)| value)
-            .ok_or(Status::NotFound)
-    }
-
-    /// `proxy_set_header_map_pairs`.
-    pub fn set_map(&mut self, map: MapType, pairs: Pairs) -> Result<(), Status> {
-        *self.map_mut(map)? = pairs
-            .into_iter()
-            .map(|(name, value)| (name.to_ascii_lowercase(), value))
-            .collect();
-        Ok(())
-    }
-
-    /// `proxy_add_header_map_value`.
-    pub fn add_map_value(&mut self, map: MapType, name: &str, value: &[u8]) -> Result<(), Status> {
-        self.map_mut(map)?
-            .push((name.to_ascii_lowercase(), value.to_vec()));
-        Ok(())
-    }
-
-    /// `proxy_replace_header_map_value`: replaces the first value, drops the others, adds the
-    /// header when missing.
-    pub fn replace_map_value(
-        &mut self,
-        map: MapType,
-        name: &str,
-        value: &[u8],
-    ) -> Result<(), Status> {
-        let pairs = self.map_mut(map)?;
-        match pairs
-            .iter()
-            .position(|(key, _)| key.eq_ignore_ascii_case(name))
-        {
-            Some(first) => {
-                pairs[first].1 = value.to_vec();
-                let mut index = 0;
-                pairs.retain(|(key, _)| {
-                    let keep = index <= first || !key.eq_ignore_ascii_case(name);
-                    index += 1;
-                    keep
-                });
-            }
-            None => pairs.push((name.to_ascii_lowercase(), value.to_vec())),
-        }
-        Ok(())
-    }
-
-    /// `proxy_remove_header_map_value`: OK when missing.
-    pub fn remove_map_value(&mut self, map: MapType, name: &str) -> Result<(), Status> {
-        self.map_mut(map)?
-            .retain(|(key, _)| !key.eq_ignore_ascii_case(name));
-        Ok(())
-    }
-
-    /// `proxy_get_buffer_bytes`: bytes `[start, start + max)`; NOT_FOUND when there is no such
-    /// buffer now.
-    pub fn get_buffer(
-        &mut self,
-        buffer: BufferType,
-        start: usize,
-        max: usize,
-    ) -> Result<Vec<u8>, Status> {
-        let bytes: &[u8] = match buffer {
+    // The bytes of `buffer` now; NOT_FOUND when the proxy has no such buffer now.
+    fn buffer(&mut self, buffer: BufferType) -> Result<&[u8], Status> {
+        Ok(match buffer {
             BufferType::PluginConfiguration => &self.plugin_config,
             BufferType::VmConfiguration => &self.vm_config,
-            BufferType::CallResponseBody => match &self.call_response {
+            BufferType::HttpCallResponseBody => match &self.call_response {
                 Some((_, body, _)) => body,
                 None => return Err(Status::NotFound),
             },
-            BufferType::GrpcMessage => match &self.grpc_stage.message {
+            BufferType::GrpcCallMessage => match &self.grpc_stage.message {
                 Some(message) => message,
                 None => return Err(Status::NotFound),
             },
@@ -503,256 +415,26 @@ impl ProxyState {
                 Some(reply) => reply,
                 None => return Err(Status::NotFound),
             },
-            BufferType::RequestBody => &self.current_stream()?.request.body,
-            BufferType::ResponseBody => &self.current_stream()?.response.body,
+            BufferType::HttpRequestBody => &self.current_stream()?.request.body,
+            BufferType::HttpResponseBody => &self.current_stream()?.response.body,
             _ => return Err(Status::NotFound),
-        };
-        let start = start.min(bytes.len());
-        let end = start.saturating_add(max).min(bytes.len());
-        Ok(bytes[start..end].to_vec())
+        })
     }
 
-    /// `proxy_set_buffer_bytes`: `start == 0 && size == 0` prepends, `start >= len` appends,
-    /// anything else replaces `[start, start + size)`.
-    pub fn set_buffer(
-        &mut self,
-        buffer: BufferType,
-        start: usize,
-        size: usize,
-        data: &[u8],
-    ) -> Result<(), Status> {
-        let stream = self.current_stream()?;
-        let body = match buffer {
-            BufferType::RequestBody => &mut stream.request.body,
-            BufferType::ResponseBody => &mut stream.response.body,
-            _ => return Err(Status::BadArgument),
-        };
-        if start == 0 && size == 0 {
-            body.splice(0..0, data.iter().copied());
-        } else if start >= body.len() {
-            body.extend_from_slice(data);
-        } else {
-            let end = start.saturating_add(size).min(body.len());
-            body.splice(start..end, data.iter().copied());
-        }
-        Ok(())
+    // ---- what the proxy knows, for tests and hosts ----------------------------------------
+
+    /// Records a log line as if the plugin had logged it (the proxy's own notes about the
+    /// plugin, such as a trap, go where the plugin's lines go).
+    pub fn log_line(&mut self, level: LogLevel, message: String) {
+        self.logs.push(LogRecord { level, message });
     }
 
-    /// `proxy_http_call`: BAD_ARGUMENT for a cluster the proxy does not know or a request
-    /// without `:method`, `:path` or `:authority`, as Envoy.
-    pub fn http_call(
-        &mut self,
-        cluster: &str,
-        headers: Pairs,
-        body: &[u8],
-        timeout: Duration,
-    ) -> Result<u32, Status> {
-        let has = |name: &str| headers.iter().any(|(key, _)| key == name);
-        if !(has(":method") && has(":path") && has(":authority")) {
-            return Err(Status::BadArgument);
-        }
-        self.known_cluster(cluster)?;
-        let token = self.next_token();
-        self.calls.push(CallRecord {
-            call: Call {
-                token,
-                context_id: self.current,
-                cluster: cluster.to_string(),
-                headers: headers
-                    .into_iter()
-                    .map(|(name, value)| (name, String::from_utf8_lossy(&value).into_owned()))
-                    .collect(),
-                body: body.to_vec(),
-                timeout,
-            },
-            answered: false,
-        });
-        Ok(token)
+    /// The proxy's log level.
+    pub fn log_level(&self) -> LogLevel {
+        self.log_level
     }
 
-    pub(crate) fn known_cluster(&self, cluster: &str) -> Result<(), Status> {
-        match &self.clusters {
-            Some(known) if !known.contains(cluster) => Err(Status::BadArgument),
-            _ => Ok(()),
-        }
-    }
-
-    pub(crate) fn next_token(&mut self) -> u32 {
-        let token = self.next_token;
-        self.next_token += 1;
-        token
-    }
-
-    /// `proxy_grpc_call`: a unary call; BAD_ARGUMENT for a cluster the proxy does not know.
-    pub fn grpc_call(
-        &mut self,
-        cluster: &str,
-        service: &str,
-        method: &str,
-        metadata: Pairs,
-        message: &[u8],
-        timeout: Duration,
-    ) -> Result<u32, Status> {
-        self.open_grpc(
-            cluster,
-            service,
-            method,
-            metadata,
-            vec![message.to_vec()],
-            Some(timeout),
-        )
-    }
-
-    /// `proxy_grpc_stream`: opens a stream; messages follow with `proxy_grpc_send`.
-    pub fn grpc_stream(
-        &mut self,
-        cluster: &str,
-        service: &str,
-        method: &str,
-        metadata: Pairs,
-    ) -> Result<u32, Status> {
-        self.open_grpc(cluster, service, method, metadata, Vec::new(), None)
-    }
-
-    fn open_grpc(
-        &mut self,
-        cluster: &str,
-        service: &str,
-        method: &str,
-        metadata: Pairs,
-        messages: Vec<Vec<u8>>,
-        timeout: Option<Duration>,
-    ) -> Result<u32, Status> {
-        // An encoded `GrpcService` names its cluster; Envoy opens it without checking the
-        // cluster (an unknown one fails the call later, UNAVAILABLE). A bare name is checked.
-        let cluster = match grpc_service_cluster(cluster.as_bytes()) {
-            Some(name) => name,
-            None => {
-                self.known_cluster(cluster)?;
-                cluster.to_string()
-            }
-        };
-        let token = self.next_token();
-        self.grpc_calls.push(GrpcCall {
-            token,
-            context_id: self.current,
-            cluster,
-            service: service.to_string(),
-            method: method.to_string(),
-            metadata: metadata
-                .into_iter()
-                .map(|(name, value)| (name, String::from_utf8_lossy(&value).into_owned()))
-                .collect(),
-            messages,
-            timeout,
-            half_closed: false,
-            cancelled: false,
-            closed: false,
-        });
-        Ok(token)
-    }
-
-    fn grpc_mut(&mut self, token: u32) -> Result<&mut GrpcCall, Status> {
-        self.grpc_calls
-            .iter_mut()
-            .find(|call| call.token == token && !call.cancelled && !call.closed)
-            .ok_or(Status::NotFound)
-    }
-
-    /// `proxy_grpc_send`: NOT_FOUND for an unknown, cancelled or closed stream; BAD_ARGUMENT
-    /// for a unary call or a stream already half-closed.
-    pub fn grpc_send(
-        &mut self,
-        token: u32,
-        message: &[u8],
-        end_stream: bool,
-    ) -> Result<(), Status> {
-        let call = self.grpc_mut(token)?;
-        if call.timeout.is_some() || call.half_closed {
-            return Err(Status::BadArgument);
-        }
-        call.messages.push(message.to_vec());
-        call.half_closed = end_stream;
-        Ok(())
-    }
-
-    /// `proxy_grpc_cancel`: no callback comes for it afterwards.
-    pub fn grpc_cancel(&mut self, token: u32) -> Result<(), Status> {
-        self.grpc_mut(token)?.cancelled = true;
-        Ok(())
-    }
-
-    /// `proxy_grpc_close`: as Envoy 1.40, half-closes a stream (its replies still come) and
-    /// abandons a unary call (no callback comes for it).
-    pub fn grpc_close(&mut self, token: u32) -> Result<(), Status> {
-        let call = self.grpc_mut(token)?;
-        if call.timeout.is_some() {
-            call.cancelled = true;
-        } else {
-            call.half_closed = true;
-        }
-        Ok(())
-    }
-
-    /// `proxy_get_status`: the gRPC status of the callback running now; NOT_FOUND outside.
-    pub fn get_status(&self) -> Result<(u32, Vec<u8>), Status> {
-        self.grpc_stage.status.clone().ok_or(Status::NotFound)
-    }
-
-    /// `proxy_continue_stream`: deferred until the callback returns.
-    pub fn continue_stream(&mut self, side: Side) -> Result<(), Status> {
-        let context_id = self.current;
-        self.current_stream()?;
-        self.deferred.push(Effect::Continue(context_id, side));
-        Ok(())
-    }
-
-    /// `proxy_send_local_response`: deferred until the callback returns.
-    pub fn send_local_response(
-        &mut self,
-        status: u16,
-        details: &str,
-        body: &[u8],
-        headers: Pairs,
-    ) -> Result<(), Status> {
-        let context_id = self.current;
-        self.current_stream()?;
-        self.deferred.push(Effect::Reply(
-            context_id,
-            SentReply {
-                status,
-                headers: headers
-                    .into_iter()
-                    .map(|(name, value)| (name, String::from_utf8_lossy(&value).into_owned()))
-                    .collect(),
-                body: body.to_vec(),
-                details: details.to_string(),
-            },
-        ));
-        Ok(())
-    }
-
-    /// `proxy_close_stream`: the proxy resets the stream after the callback returns (the client
-    /// sees the connection reset; nothing more reaches the upstream).
-    pub fn close_stream(&mut self) -> Result<(), Status> {
-        let context_id = self.current;
-        self.current_stream()?;
-        self.deferred.push(Effect::Reset(context_id));
-        Ok(())
-    }
-
-    /// Offers a foreign function to plugins, as Envoy offers its built-in ones.
-    pub fn register_foreign_function(&mut self, name: &str, function: ForeignFunction) {
-        self.foreign_functions.insert(name.to_string(), function);
-    }
-
-    /// `proxy_call_foreign_function`: NOT_FOUND for a name nobody registered, as in Envoy.
-    pub fn call_foreign_function(&self, name: &str, arguments: &[u8]) -> Result<Vec<u8>, Status> {
-        let function = self.foreign_functions.get(name).ok_or(Status::NotFound)?;
-        Ok(function(arguments))
-    }
-
-    /// `proxy_set_tick_period_milliseconds`: 0 stops the ticks.
+    /// Starts (or, with zero, stops) the root context's ticks.
     pub fn set_tick_period(&mut self, period: Duration) {
         self.tick_period = (!period.is_zero()).then_some(period);
         self.tick_origin = self.now();
@@ -783,121 +465,9 @@ impl ProxyState {
         })
     }
 
-    /// `proxy_get_shared_data`: the value and its CAS; NOT_FOUND when absent.
-    pub fn get_shared_data(&self, key: &[u8]) -> Result<(Vec<u8>, u32), Status> {
-        self.shared_data.get(key).cloned().ok_or(Status::NotFound)
-    }
-
-    /// `proxy_set_shared_data`: with a non-zero `cas`, CAS_MISMATCH unless it is the current one.
-    pub fn set_shared_data(&mut self, key: &[u8], value: &[u8], cas: u32) -> Result<(), Status> {
-        let current = self.shared_data.get(key).map_or(0, |(_, cas)| *cas);
-        if cas != 0 && cas != current {
-            return Err(Status::CasMismatch);
-        }
-        self.shared_data.insert(
-            key.to_vec(),
-            (value.to_vec(), current.wrapping_add(1).max(1)),
-        );
-        Ok(())
-    }
-
-    /// `proxy_register_shared_queue`: the queue's id (the same for the same name).
-    pub fn register_shared_queue(&mut self, name: &str) -> u32 {
-        let vm_id = self.vm_id.clone();
-        match self
-            .queues
-            .iter()
-            .position(|queue| queue.vm_id == vm_id && queue.name == name)
-        {
-            Some(index) => queue_id(index),
-            None => {
-                self.queues.push(Queue {
-                    vm_id,
-                    name: name.to_string(),
-                    items: VecDeque::new(),
-                });
-                queue_id(self.queues.len() - 1)
-            }
-        }
-    }
-
-    /// `proxy_resolve_shared_queue`: NOT_FOUND when no VM registered it.
-    pub fn resolve_shared_queue(&self, vm_id: &str, name: &str) -> Result<u32, Status> {
-        self.queues
-            .iter()
-            .position(|queue| queue.vm_id == vm_id && queue.name == name)
-            .map(queue_id)
-            .ok_or(Status::NotFound)
-    }
-
-    /// `proxy_enqueue_shared_queue`: the queue becomes ready (`on_queue_ready` follows).
-    pub fn enqueue_shared_queue(&mut self, queue: u32, value: &[u8]) -> Result<(), Status> {
-        let entry = self.queue_mut(queue)?;
-        entry.items.push_back(value.to_vec());
-        if !self.ready_queues.contains(&queue) {
-            self.ready_queues.push(queue);
-        }
-        Ok(())
-    }
-
-    /// `proxy_dequeue_shared_queue`: EMPTY when there is nothing.
-    pub fn dequeue_shared_queue(&mut self, queue: u32) -> Result<Vec<u8>, Status> {
-        self.queue_mut(queue)?
-            .items
-            .pop_front()
-            .ok_or(Status::Empty)
-    }
-
-    fn queue_mut(&mut self, queue: u32) -> Result<&mut Queue, Status> {
-        let index = usize::try_from(queue.wrapping_sub(1)).map_err(|_| Status::NotFound)?;
-        self.queues.get_mut(index).ok_or(Status::NotFound)
-    }
-
-    /// `proxy_define_metric`: the metric's id (the same for the same name and type).
-    pub fn define_metric(&mut self, kind: MetricType, name: &str) -> u32 {
-        match self
-            .metrics
-            .iter()
-            .position(|metric| metric.name == name && metric.kind == kind)
-        {
-            Some(index) => queue_id(index),
-            None => {
-                self.metrics.push(Metric {
-                    name: name.to_string(),
-                    kind,
-                    value: 0,
-                });
-                queue_id(self.metrics.len() - 1)
-            }
-        }
-    }
-
-    /// `proxy_increment_metric`: counters may not go down (BAD_ARGUMENT).
-    pub fn increment_metric(&mut self, id: u32, delta: i64) -> Result<(), Status> {
-        let metric = self.metric_mut(id)?;
-        match metric.kind {
-            MetricType::Counter if delta < 0 => Err(Status::BadArgument),
-            MetricType::Histogram => Err(Status::BadArgument),
-            _ => {
-                metric.value = metric.value.saturating_add(delta);
-                Ok(())
-            }
-        }
-    }
-
-    /// `proxy_record_metric`.
-    pub fn record_metric(&mut self, id: u32, value: i64) -> Result<(), Status> {
-        self.metric_mut(id)?.value = value;
-        Ok(())
-    }
-
-    /// `proxy_get_metric`.
-    pub fn get_metric(&self, id: u32) -> Result<i64, Status> {
-        let index = usize::try_from(id.wrapping_sub(1)).map_err(|_| Status::NotFound)?;
-        self.metrics
-            .get(index)
-            .map(|metric| metric.value)
-            .ok_or(Status::NotFound)
+    /// Offers a foreign function to plugins, as Envoy offers its built-in ones.
+    pub fn register_foreign_function(&mut self, name: &str, function: ForeignFunction) {
+        self.foreign_functions.insert(name.to_string(), function);
     }
 
     /// The value of the metric named `name`, for tests.
@@ -908,26 +478,9 @@ impl ProxyState {
             .map(|metric| metric.value)
     }
 
-    fn metric_mut(&mut self, id: u32) -> Result<&mut Metric, Status> {
-        let index = usize::try_from(id.wrapping_sub(1)).map_err(|_| Status::NotFound)?;
-        self.metrics.get_mut(index).ok_or(Status::NotFound)
-    }
-
-    /// `proxy_get_property`: the path's segments joined with `\0`; NOT_FOUND when unset. On a
-    /// stream, the stream's own properties come first (see
-    /// [`set_stream_property`](ProxyState::set_stream_property)), then the proxy's.
-    pub fn get_property(&self, path: &[u8]) -> Result<Vec<u8>, Status> {
-        self.streams
-            .get(&self.current)
-            .and_then(|stream| stream.properties.get(path))
-            .or_else(|| self.properties.get(path))
-            .cloned()
-            .ok_or(Status::NotFound)
-    }
-
     /// Gives stream `context_id` a property of its own, as the proxy knows per request what
-    /// `route_name` or `cluster_name` are; `path` as in [`get_property`](ProxyState::get_property).
-    /// BAD_ARGUMENT for an unknown stream.
+    /// `route_name` or `cluster_name` are; `path` as `proxy_get_property` takes it (segments
+    /// joined with `\0`). BAD_ARGUMENT for an unknown stream.
     pub fn set_stream_property(
         &mut self,
         context_id: u32,
@@ -942,9 +495,70 @@ impl ProxyState {
         Ok(())
     }
 
-    /// `proxy_set_property`.
-    pub fn set_property(&mut self, path: &[u8], value: &[u8]) {
-        self.properties.insert(path.to_vec(), value.to_vec());
+    pub(crate) fn known_cluster(&self, cluster: &str) -> Result<(), Status> {
+        match &self.clusters {
+            Some(known) if !known.contains(cluster) => Err(Status::BadArgument),
+            _ => Ok(()),
+        }
+    }
+
+    pub(crate) fn next_token(&mut self) -> u32 {
+        let token = self.next_token;
+        self.next_token += 1;
+        token
+    }
+
+    fn open_grpc(
+        &mut self,
+        upstream: &[u8],
+        service: &[u8],
+        method: &[u8],
+        metadata: &[(&[u8], &[u8])],
+        messages: Vec<Vec<u8>>,
+        timeout: Option<Duration>,
+    ) -> Result<u32, Status> {
+        // An encoded `GrpcService` names its cluster; Envoy opens it without checking the
+        // cluster (an unknown one fails the call later, UNAVAILABLE). A bare name is checked.
+        let cluster = match grpc_service_cluster(upstream) {
+            Some(name) => name,
+            None => {
+                let cluster = text(upstream);
+                self.known_cluster(&cluster)?;
+                cluster
+            }
+        };
+        let token = self.next_token();
+        self.grpc_calls.push(GrpcCall {
+            token,
+            context_id: self.current,
+            cluster,
+            service: text(service),
+            method: text(method),
+            metadata: text_pairs(metadata),
+            messages,
+            timeout,
+            half_closed: false,
+            cancelled: false,
+            closed: false,
+        });
+        Ok(token)
+    }
+
+    fn grpc_mut(&mut self, token: u32) -> Result<&mut GrpcCall, Status> {
+        self.grpc_calls
+            .iter_mut()
+            .find(|call| call.token == token && !call.cancelled && !call.closed)
+            .ok_or(Status::NotFound)
+    }
+
+    fn queue_mut(&mut self, queue: u32) -> Result<&mut Queue, Status> {
+        let index = usize::try_from(queue.wrapping_sub(1)).map_err(|_| Status::NotFound)?;
+        self.queues.get_mut(index).ok_or(Status::NotFound)
+    }
+
+    fn metric_mut(&mut self, id: u32) -> Result<&mut Metric, Status> {
+        let index = usize::try_from(id.wrapping_sub(1)).map_err(|_| Status::NotFound)?;
+        self.metrics.get_mut(index).ok_or(Status::NotFound)
     }
 
     // ---- for long-running hosts -------------------------------------------------------------
@@ -971,6 +585,501 @@ impl ProxyState {
             .calls
             .retain(|record| record.call.context_id != context_id);
     }
+}
+
+/// Every hostcall, acting on the proxy's state as Envoy 1.40 does.
+impl Hostcalls for ProxyState {
+    fn log(&mut self, level: LogLevel, message: &[u8]) -> Result<(), Status> {
+        self.log_line(level, text(message));
+        Ok(())
+    }
+
+    fn get_log_level(&mut self) -> Result<LogLevel, Status> {
+        Ok(self.log_level)
+    }
+
+    fn get_current_time_nanoseconds(&mut self) -> Result<u64, Status> {
+        Ok(self.now_nanos())
+    }
+
+    /// 0 stops the ticks.
+    fn set_tick_period_milliseconds(&mut self, period_ms: u32) -> Result<(), Status> {
+        self.set_tick_period(Duration::from_millis(u64::from(period_ms)));
+        Ok(())
+    }
+
+    /// BAD_ARGUMENT for a context that does not exist (any more).
+    fn set_effective_context(&mut self, context_id: u32) -> Result<(), Status> {
+        let alive = context_id == ROOT_CONTEXT
+            || self
+                .streams
+                .get(&context_id)
+                .is_some_and(|stream| !stream.deleted);
+        if !alive {
+            return Err(Status::BadArgument);
+        }
+        self.current = context_id;
+        Ok(())
+    }
+
+    /// Contexts are finalized by the proxy right after `on_done`; nothing is pending.
+    fn done(&mut self) -> Result<(), Status> {
+        Ok(())
+    }
+
+    /// NOT_FOUND when there is no such buffer now.
+    fn get_buffer_bytes(
+        &mut self,
+        buffer: BufferType,
+        start: u32,
+        max_size: u32,
+    ) -> Result<Vec<u8>, Status> {
+        let bytes = self.buffer(buffer)?;
+        let start = usize_of(start).min(bytes.len());
+        let end = start.saturating_add(usize_of(max_size)).min(bytes.len());
+        Ok(bytes[start..end].to_vec())
+    }
+
+    /// `start == 0 && size == 0` prepends, `start >= len` appends, anything else replaces
+    /// `[start, start + size)`.
+    fn set_buffer_bytes(
+        &mut self,
+        buffer: BufferType,
+        start: u32,
+        size: u32,
+        value: &[u8],
+    ) -> Result<(), Status> {
+        let stream = self.current_stream()?;
+        let body = match buffer {
+            BufferType::HttpRequestBody => &mut stream.request.body,
+            BufferType::HttpResponseBody => &mut stream.response.body,
+            _ => return Err(Status::BadArgument),
+        };
+        let (start, size) = (usize_of(start), usize_of(size));
+        if start == 0 && size == 0 {
+            body.splice(0..0, value.iter().copied());
+        } else if start >= body.len() {
+            body.extend_from_slice(value);
+        } else {
+            let end = start.saturating_add(size).min(body.len());
+            body.splice(start..end, value.iter().copied());
+        }
+        Ok(())
+    }
+
+    fn get_buffer_status(&mut self, buffer: BufferType) -> Result<(u32, u32), Status> {
+        let size = self.buffer(buffer)?.len();
+        Ok((u32::try_from(size).unwrap_or(u32::MAX), 0))
+    }
+
+    fn get_header_map_pairs(&mut self, map: MapType) -> Result<HeaderPairs, Status> {
+        Ok(self
+            .map(map)?
+            .into_iter()
+            .map(|(name, value)| (name.into_bytes(), value))
+            .collect())
+    }
+
+    fn set_header_map_pairs(
+        &mut self,
+        map: MapType,
+        pairs: &[(&[u8], &[u8])],
+    ) -> Result<(), Status> {
+        *self.map_mut(map)? = pairs
+            .iter()
+            .map(|(name, value)| (lower(name), value.to_vec()))
+            .collect();
+        Ok(())
+    }
+
+    /// NOT_FOUND when absent.
+    fn get_header_map_value(&mut self, map: MapType, key: &[u8]) -> Result<Vec<u8>, Status> {
+        self.map(map)?
+            .into_iter()
+            .find(|(name, _)| name.as_bytes().eq_ignore_ascii_case(key))
+            .map(|(_, value)| value)
+            .ok_or(Status::NotFound)
+    }
+
+    fn add_header_map_value(
+        &mut self,
+        map: MapType,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<(), Status> {
+        self.map_mut(map)?.push((lower(key), value.to_vec()));
+        Ok(())
+    }
+
+    /// Replaces the first value, drops the others, adds the header when missing.
+    fn replace_header_map_value(
+        &mut self,
+        map: MapType,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<(), Status> {
+        let pairs = self.map_mut(map)?;
+        match pairs
+            .iter()
+            .position(|(name, _)| name.as_bytes().eq_ignore_ascii_case(key))
+        {
+            Some(first) => {
+                pairs[first].1 = value.to_vec();
+                let mut index = 0;
+                pairs.retain(|(name, _)| {
+                    let keep = index <= first || !name.as_bytes().eq_ignore_ascii_case(key);
+                    index += 1;
+                    keep
+                });
+            }
+            None => pairs.push((lower(key), value.to_vec())),
+        }
+        Ok(())
+    }
+
+    /// OK when missing.
+    fn remove_header_map_value(&mut self, map: MapType, key: &[u8]) -> Result<(), Status> {
+        self.map_mut(map)?
+            .retain(|(name, _)| !name.as_bytes().eq_ignore_ascii_case(key));
+        Ok(())
+    }
+
+    /// Deferred until the callback returns.
+    fn continue_stream(&mut self, stream: StreamType) -> Result<(), Status> {
+        let direction = Direction::of_stream(stream).ok_or(Status::BadArgument)?;
+        let context_id = self.current;
+        self.current_stream()?;
+        self.deferred.push(Effect::Continue(context_id, direction));
+        Ok(())
+    }
+
+    /// The proxy resets the stream after the callback returns (the client sees the connection
+    /// reset; nothing more reaches the upstream). Either direction closes the whole HTTP
+    /// stream; TCP streams are not emulated.
+    fn close_stream(&mut self, stream: StreamType) -> Result<(), Status> {
+        Direction::of_stream(stream).ok_or(Status::BadArgument)?;
+        let context_id = self.current;
+        self.current_stream()?;
+        self.deferred.push(Effect::Reset(context_id));
+        Ok(())
+    }
+
+    /// Deferred until the callback returns.
+    fn send_local_response(
+        &mut self,
+        status_code: u32,
+        details: &[u8],
+        body: &[u8],
+        headers: &[(&[u8], &[u8])],
+        _grpc_status: i32,
+    ) -> Result<(), Status> {
+        let status = u16::try_from(status_code).map_err(|_| Status::BadArgument)?;
+        let context_id = self.current;
+        self.current_stream()?;
+        self.deferred.push(Effect::Reply(
+            context_id,
+            SentReply {
+                status,
+                headers: text_pairs(headers),
+                body: body.to_vec(),
+                details: text(details),
+            },
+        ));
+        Ok(())
+    }
+
+    /// The gRPC status of the callback running now; NOT_FOUND outside.
+    fn get_status(&mut self) -> Result<(u32, Vec<u8>), Status> {
+        self.grpc_stage.status.clone().ok_or(Status::NotFound)
+    }
+
+    /// BAD_ARGUMENT for a cluster the proxy does not know or a request without `:method`,
+    /// `:path` or `:authority`, as Envoy.
+    fn http_call(
+        &mut self,
+        upstream: &[u8],
+        headers: &[(&[u8], &[u8])],
+        body: &[u8],
+        _trailers: &[(&[u8], &[u8])],
+        timeout_ms: u32,
+    ) -> Result<u32, Status> {
+        let has = |wanted: &[u8]| headers.iter().any(|(name, _)| *name == wanted);
+        if !(has(b":method") && has(b":path") && has(b":authority")) {
+            return Err(Status::BadArgument);
+        }
+        let cluster = text(upstream);
+        self.known_cluster(&cluster)?;
+        let token = self.next_token();
+        self.calls.push(CallRecord {
+            call: Call {
+                token,
+                context_id: self.current,
+                cluster,
+                headers: text_pairs(headers),
+                body: body.to_vec(),
+                timeout: Duration::from_millis(u64::from(timeout_ms)),
+            },
+            answered: false,
+        });
+        Ok(token)
+    }
+
+    /// Higress's extension: creates the client of the upstream's cluster (replacing the one
+    /// before). BAD_ARGUMENT for a cluster the proxy does not know, or while the test refuses
+    /// inits ([`refuse_redis_init`](ProxyState::refuse_redis_init)).
+    fn redis_init(
+        &mut self,
+        upstream: &[u8],
+        username: &[u8],
+        password: &[u8],
+        timeout_ms: u32,
+    ) -> Result<(), Status> {
+        self.init_redis_client(RedisInit {
+            upstream: text(upstream),
+            username: text(username),
+            password: text(password),
+            timeout: Duration::from_millis(u64::from(timeout_ms)),
+        })
+    }
+
+    /// Higress's extension: queues a command for `upstream` (the plain cluster name) and
+    /// returns its token. BAD_ARGUMENT for a cluster without a client (never initialized).
+    fn redis_call(&mut self, upstream: &[u8], query: &[u8]) -> Result<u32, Status> {
+        self.queue_redis_call(&text(upstream), query)
+    }
+
+    /// A unary call; BAD_ARGUMENT for a cluster the proxy does not know.
+    fn grpc_call(
+        &mut self,
+        upstream: &[u8],
+        service: &[u8],
+        method: &[u8],
+        initial_metadata: &[(&[u8], &[u8])],
+        message: &[u8],
+        timeout_ms: u32,
+    ) -> Result<u32, Status> {
+        self.open_grpc(
+            upstream,
+            service,
+            method,
+            initial_metadata,
+            vec![message.to_vec()],
+            Some(Duration::from_millis(u64::from(timeout_ms))),
+        )
+    }
+
+    /// Opens a stream; messages follow with `proxy_grpc_send`.
+    fn grpc_stream(
+        &mut self,
+        upstream: &[u8],
+        service: &[u8],
+        method: &[u8],
+        initial_metadata: &[(&[u8], &[u8])],
+    ) -> Result<u32, Status> {
+        self.open_grpc(
+            upstream,
+            service,
+            method,
+            initial_metadata,
+            Vec::new(),
+            None,
+        )
+    }
+
+    /// NOT_FOUND for an unknown, cancelled or closed stream; BAD_ARGUMENT for a unary call or
+    /// a stream already half-closed.
+    fn grpc_send(
+        &mut self,
+        stream_id: u32,
+        message: &[u8],
+        end_stream: bool,
+    ) -> Result<(), Status> {
+        let call = self.grpc_mut(stream_id)?;
+        if call.timeout.is_some() || call.half_closed {
+            return Err(Status::BadArgument);
+        }
+        call.messages.push(message.to_vec());
+        call.half_closed = end_stream;
+        Ok(())
+    }
+
+    /// No callback comes for it afterwards.
+    fn grpc_cancel(&mut self, id: u32) -> Result<(), Status> {
+        self.grpc_mut(id)?.cancelled = true;
+        Ok(())
+    }
+
+    /// As Envoy 1.40: half-closes a stream (its replies still come) and abandons a unary call
+    /// (no callback comes for it).
+    fn grpc_close(&mut self, id: u32) -> Result<(), Status> {
+        let call = self.grpc_mut(id)?;
+        if call.timeout.is_some() {
+            call.cancelled = true;
+        } else {
+            call.half_closed = true;
+        }
+        Ok(())
+    }
+
+    /// The value and its CAS; NOT_FOUND when absent.
+    fn get_shared_data(&mut self, key: &[u8]) -> Result<(Vec<u8>, u32), Status> {
+        self.shared_data.get(key).cloned().ok_or(Status::NotFound)
+    }
+
+    /// With a non-zero `cas`, CAS_MISMATCH unless it is the current one.
+    fn set_shared_data(&mut self, key: &[u8], value: &[u8], cas: u32) -> Result<(), Status> {
+        let current = self.shared_data.get(key).map_or(0, |(_, cas)| *cas);
+        if cas != 0 && cas != current {
+            return Err(Status::CasMismatch);
+        }
+        self.shared_data.insert(
+            key.to_vec(),
+            (value.to_vec(), current.wrapping_add(1).max(1)),
+        );
+        Ok(())
+    }
+
+    /// The queue's id (the same for the same name).
+    fn register_shared_queue(&mut self, name: &[u8]) -> Result<u32, Status> {
+        let name = text(name);
+        let vm_id = self.vm_id.clone();
+        let index = match self
+            .queues
+            .iter()
+            .position(|queue| queue.vm_id == vm_id && queue.name == name)
+        {
+            Some(index) => index,
+            None => {
+                self.queues.push(Queue {
+                    vm_id,
+                    name,
+                    items: VecDeque::new(),
+                });
+                self.queues.len() - 1
+            }
+        };
+        Ok(queue_id(index))
+    }
+
+    /// NOT_FOUND when no VM registered it.
+    fn resolve_shared_queue(&mut self, vm_id: &[u8], name: &[u8]) -> Result<u32, Status> {
+        self.queues
+            .iter()
+            .position(|queue| queue.vm_id.as_bytes() == vm_id && queue.name.as_bytes() == name)
+            .map(queue_id)
+            .ok_or(Status::NotFound)
+    }
+
+    /// The queue becomes ready (`on_queue_ready` follows).
+    fn enqueue_shared_queue(&mut self, queue_id: u32, value: &[u8]) -> Result<(), Status> {
+        self.queue_mut(queue_id)?.items.push_back(value.to_vec());
+        if !self.ready_queues.contains(&queue_id) {
+            self.ready_queues.push(queue_id);
+        }
+        Ok(())
+    }
+
+    /// EMPTY when there is nothing.
+    fn dequeue_shared_queue(&mut self, queue_id: u32) -> Result<Vec<u8>, Status> {
+        self.queue_mut(queue_id)?
+            .items
+            .pop_front()
+            .ok_or(Status::Empty)
+    }
+
+    /// The metric's id (the same for the same name and type).
+    fn define_metric(&mut self, metric_type: MetricType, name: &[u8]) -> Result<u32, Status> {
+        if matches!(metric_type, MetricType::Unknown(_)) {
+            return Err(Status::BadArgument);
+        }
+        let name = text(name);
+        let index = match self
+            .metrics
+            .iter()
+            .position(|metric| metric.name == name && metric.kind == metric_type)
+        {
+            Some(index) => index,
+            None => {
+                self.metrics.push(Metric {
+                    name,
+                    kind: metric_type,
+                    value: 0,
+                });
+                self.metrics.len() - 1
+            }
+        };
+        Ok(queue_id(index))
+    }
+
+    fn record_metric(&mut self, metric_id: u32, value: i64) -> Result<(), Status> {
+        self.metric_mut(metric_id)?.value = value;
+        Ok(())
+    }
+
+    /// Counters may not go down, histograms only record (BAD_ARGUMENT).
+    fn increment_metric(&mut self, metric_id: u32, delta: i64) -> Result<(), Status> {
+        let metric = self.metric_mut(metric_id)?;
+        match metric.kind {
+            MetricType::Counter if delta < 0 => Err(Status::BadArgument),
+            MetricType::Histogram => Err(Status::BadArgument),
+            _ => {
+                metric.value = metric.value.saturating_add(delta);
+                Ok(())
+            }
+        }
+    }
+
+    /// A gauge below zero reads as 0: the ABI's value is unsigned.
+    fn get_metric(&mut self, metric_id: u32) -> Result<u64, Status> {
+        let value = self.metric_mut(metric_id)?.value;
+        Ok(u64::try_from(value).unwrap_or(0))
+    }
+
+    /// The path's segments joined with `\0`; NOT_FOUND when unset. On a stream, the stream's
+    /// own properties come first (see [`set_stream_property`](ProxyState::set_stream_property)),
+    /// then the proxy's.
+    fn get_property(&mut self, path: &[u8]) -> Result<Vec<u8>, Status> {
+        self.streams
+            .get(&self.current)
+            .and_then(|stream| stream.properties.get(path))
+            .or_else(|| self.properties.get(path))
+            .cloned()
+            .ok_or(Status::NotFound)
+    }
+
+    fn set_property(&mut self, path: &[u8], value: &[u8]) -> Result<(), Status> {
+        self.properties.insert(path.to_vec(), value.to_vec());
+        Ok(())
+    }
+
+    /// NOT_FOUND for a name nobody registered, as in Envoy.
+    fn call_foreign_function(&mut self, name: &[u8], arguments: &[u8]) -> Result<Vec<u8>, Status> {
+        let function = self
+            .foreign_functions
+            .get(&text(name))
+            .ok_or(Status::NotFound)?;
+        Ok(function(arguments))
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+// Header names as proxies keep them: lower case.
+fn lower(name: &[u8]) -> String {
+    text(name).to_ascii_lowercase()
+}
+
+fn text_pairs(pairs: &[(&[u8], &[u8])]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(name, value)| (text(name), text(value)))
+        .collect()
+}
+
+fn usize_of(value: u32) -> usize {
+    usize::try_from(value).unwrap_or(usize::MAX)
 }
 
 // Ids handed out for queues and metrics start at 1, so that 0 is never valid.
@@ -1018,11 +1127,11 @@ mod tests {
     #[test]
     fn shared_queues_and_metrics() {
         let mut state = ProxyState::default();
-        let queue = state.register_shared_queue("jobs");
-        assert_eq!(state.register_shared_queue("jobs"), queue);
-        assert_eq!(state.resolve_shared_queue("", "jobs"), Ok(queue));
+        let queue = state.register_shared_queue(b"jobs").unwrap();
+        assert_eq!(state.register_shared_queue(b"jobs"), Ok(queue));
+        assert_eq!(state.resolve_shared_queue(b"", b"jobs"), Ok(queue));
         assert_eq!(
-            state.resolve_shared_queue("", "other"),
+            state.resolve_shared_queue(b"", b"other"),
             Err(Status::NotFound)
         );
         assert_eq!(state.dequeue_shared_queue(queue), Err(Status::Empty));
@@ -1031,39 +1140,42 @@ mod tests {
         assert_eq!(state.dequeue_shared_queue(queue), Ok(b"a".to_vec()));
         assert_eq!(state.enqueue_shared_queue(99, b"x"), Err(Status::NotFound));
 
-        let counter = state.define_metric(MetricType::Counter, "requests");
+        let counter = state
+            .define_metric(MetricType::Counter, b"requests")
+            .unwrap();
         state.increment_metric(counter, 2).unwrap();
         assert_eq!(
             state.increment_metric(counter, -1),
             Err(Status::BadArgument)
         );
         assert_eq!(state.get_metric(counter), Ok(2));
-        let gauge = state.define_metric(MetricType::Gauge, "inflight");
+        let gauge = state.define_metric(MetricType::Gauge, b"inflight").unwrap();
         state.record_metric(gauge, 5).unwrap();
         state.increment_metric(gauge, -2).unwrap();
         assert_eq!(state.metric("inflight"), Some(3));
+        state.increment_metric(gauge, -5).unwrap();
+        assert_eq!(
+            state.get_metric(gauge),
+            Ok(0),
+            "a gauge below zero reads as 0"
+        );
+        assert_eq!(
+            state.define_metric(MetricType::Unknown(7), b"odd"),
+            Err(Status::BadArgument)
+        );
     }
 
     #[test]
     fn grpc_calls_and_streams_keep_their_state() {
         let mut state = ProxyState::default();
         let unary = state
-            .grpc_call(
-                "grpc",
-                "svc.S",
-                "M",
-                Vec::new(),
-                b"m",
-                Duration::from_secs(1),
-            )
+            .grpc_call(b"grpc", b"svc.S", b"M", &[], b"m", 1000)
             .unwrap();
         assert_eq!(
             state.grpc_send(unary, b"x", false),
             Err(Status::BadArgument)
         );
-        let stream = state
-            .grpc_stream("grpc", "svc.S", "Watch", Vec::new())
-            .unwrap();
+        let stream = state.grpc_stream(b"grpc", b"svc.S", b"Watch", &[]).unwrap();
         assert_ne!(unary, stream);
         state.grpc_send(stream, b"a", false).unwrap();
         state.grpc_send(stream, b"b", true).unwrap();
@@ -1080,7 +1192,7 @@ mod tests {
         assert_eq!(state.get_status(), Err(Status::NotFound));
         state.clusters = Some(BTreeSet::new());
         assert_eq!(
-            state.grpc_stream("grpc", "svc.S", "M", Vec::new()),
+            state.grpc_stream(b"grpc", b"svc.S", b"M", &[]),
             Err(Status::BadArgument)
         );
     }
@@ -1089,7 +1201,7 @@ mod tests {
     fn foreign_functions_answer_what_was_registered() {
         let mut state = ProxyState::default();
         assert_eq!(
-            state.call_foreign_function("reverse", b"ab"),
+            state.call_foreign_function(b"reverse", b"ab"),
             Err(Status::NotFound)
         );
         state.register_foreign_function(
@@ -1097,7 +1209,7 @@ mod tests {
             Box::new(|arguments: &[u8]| arguments.iter().rev().copied().collect()),
         );
         assert_eq!(
-            state.call_foreign_function("reverse", b"ab"),
+            state.call_foreign_function(b"reverse", b"ab"),
             Ok(b"ba".to_vec())
         );
     }
@@ -1107,7 +1219,7 @@ mod tests {
         let mut state = ProxyState::default();
         state.streams.insert(2, StreamState::default());
         state.streams.insert(3, StreamState::default());
-        state.set_property(b"route_name", b"global");
+        state.set_property(b"route_name", b"global").unwrap();
         state.set_stream_property(2, b"route_name", b"r2").unwrap();
         state.current = 2;
         assert_eq!(state.get_property(b"route_name"), Ok(b"r2".to_vec()));
@@ -1125,12 +1237,44 @@ mod tests {
         let mut state = ProxyState::default();
         assert_eq!(state.set_effective_context(9), Err(Status::BadArgument));
         assert_eq!(
-            state.add_map_value(MapType::RequestHeaders, "a", b"b"),
+            state.add_header_map_value(MapType::HttpRequestHeaders, b"a", b"b"),
             Err(Status::BadArgument)
         );
-        assert_eq!(state.get_map(MapType::CallResponseHeaders), Ok(Vec::new()));
         assert_eq!(
-            state.continue_stream(Side::Request),
+            state.get_header_map_pairs(MapType::HttpCallResponseHeaders),
+            Ok(Vec::new())
+        );
+        assert_eq!(
+            state.continue_stream(StreamType::HttpRequest),
+            Err(Status::BadArgument)
+        );
+        assert_eq!(
+            state.get_buffer_bytes(BufferType::HttpCallResponseBody, 0, 10),
+            Err(Status::NotFound)
+        );
+    }
+
+    #[test]
+    fn header_names_are_case_insensitive_and_kept_lower_case() {
+        let mut state = ProxyState::default();
+        state.streams.insert(2, StreamState::default());
+        state.set_effective_context(2).unwrap();
+        let map = MapType::HttpRequestHeaders;
+        state.add_header_map_value(map, b"X-A", b"1").unwrap();
+        state.add_header_map_value(map, b"x-a", b"2").unwrap();
+        assert_eq!(state.get_header_map_value(map, b"X-a"), Ok(b"1".to_vec()));
+        state.replace_header_map_value(map, b"X-A", b"3").unwrap();
+        assert_eq!(
+            state.get_header_map_pairs(map),
+            Ok(vec![(b"x-a".to_vec(), b"3".to_vec())])
+        );
+        state.remove_header_map_value(map, b"X-A").unwrap();
+        assert_eq!(
+            state.get_header_map_value(map, b"x-a"),
+            Err(Status::NotFound)
+        );
+        assert_eq!(
+            state.get_header_map_pairs(MapType::Unknown(42)),
             Err(Status::BadArgument)
         );
     }

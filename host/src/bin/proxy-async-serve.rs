@@ -12,8 +12,9 @@
 //! `--demo auth-flow` starts, on free loopback ports in this process, the services the
 //! auth-flow example calls (an auth service and a users service) and an echo upstream, maps the
 //! clusters `auth` and `users` to them, and prints curl lines that show each outcome.
-//! `--demo hello` and `--demo hello-no-config` start the echo upstream. Without `--demo`,
-//! `--upstream` is required and the clusters are the `--cluster` ones. Each `--plugin` adds a
+//! `--demo hello` and `--demo hello-no-config` start the echo upstream. Without `--demo`, the
+//! clusters are the `--cluster` ones, and without `--upstream` requests go on to the echo
+//! upstream (it answers with the request it got, as JSON). Each `--plugin` adds a
 //! plugin after the `--wasm` one (a chain, run in order on requests and in reverse order on
 //! responses); a `--config` after a `--plugin` is that plugin's configuration (default empty).
 //! Stops on Ctrl-C (or SIGTERM).
@@ -31,8 +32,8 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use proxy_async_host::demo::{DemoRequest, auth_service, json, users_service};
-use proxy_async_host::proxy_emulator::LogLevel;
+use proxy_async_demo::{DemoRequest, auth_service, json, users_service};
+use proxy_async_host::proxy_async_emulator::LogLevel;
 use proxy_async_host::serve::PluginCode;
 use proxy_async_host::serve::{Gateway, ServeConfig};
 use tokio::net::TcpListener;
@@ -47,7 +48,8 @@ const USAGE: &str =
   --demo EXAMPLE         start the demo services of an example (auth-flow, hello, hello-no-config)
   --config JSON          the plugin configuration (default: the demo's)
   --port N               listen on 127.0.0.1:N (default 8080; 0 picks a free port)
-  --upstream HOST:PORT   where requests go on to (default with --demo: an echo service)
+  --upstream HOST:PORT   where requests go on to (default: an echo service on loopback, which
+                         answers with the request it got, as JSON)
   --cluster NAME=ADDR    a cluster the plugin may call (repeatable)
   --log-level LEVEL      trace, debug, info, warn, error, critical (default: debug with --demo,
                          else info)
@@ -69,18 +71,6 @@ struct Args {
     log_level: Option<LogLevel>,
     /// The `--plugin`s, in chain order after `--wasm`, each with its `--config`.
     more_plugins: Vec<(String, Option<String>)>,
-}
-
-fn parse_level(text: &str) -> Option<LogLevel> {
-    Some(match text.to_ascii_lowercase().as_str() {
-        "trace" => LogLevel::Trace,
-        "debug" => LogLevel::Debug,
-        "info" => LogLevel::Info,
-        "warn" => LogLevel::Warn,
-        "error" => LogLevel::Error,
-        "critical" => LogLevel::Critical,
-        _ => return None,
-    })
 }
 
 impl Args {
@@ -128,7 +118,7 @@ impl Args {
                 "--log-level" => {
                     let level = value()?;
                     parsed.log_level = Some(
-                        parse_level(&level)
+                        LogLevel::from_name(&level)
                             .ok_or_else(|| format!("--log-level {level}: unknown level"))?,
                     );
                 }
@@ -137,9 +127,6 @@ impl Args {
             }
         }
         parsed.wasm = wasm.ok_or("--wasm is required")?;
-        if parsed.demo.is_none() && parsed.upstream.is_none() {
-            return Err("--upstream is required without --demo".to_string());
-        }
         Ok(parsed)
     }
 }

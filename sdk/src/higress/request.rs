@@ -5,7 +5,7 @@
 use std::rc::Rc;
 
 use crate::higress::rules::{MatchInput, RuleSet};
-use crate::host::{Host, MapKind};
+use crate::host::{Host, MapType};
 
 /// The header Higress's consumer-authentication plugins put the consumer's name in.
 const CONSUMER_HEADER: &str = "x-mse-consumer";
@@ -42,7 +42,7 @@ pub(crate) fn authority(host: &dyn Host) -> String {
 
 /// A request header as text (lossy); empty when absent.
 pub(crate) fn request_header(host: &dyn Host, name: &str) -> String {
-    match host.get_map_value(MapKind::RequestHeaders, name) {
+    match host.get_map_value(MapType::HttpRequestHeaders, name) {
         Ok(value) => value
             .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
             .unwrap_or_default(),

@@ -38,53 +38,37 @@
 
 mod native;
 
-#[cfg(feature = "wasm")]
-mod compiled;
-
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeSet;
+use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::rc::Rc;
 
-pub use proxy_emulator::{
-    Call, ConfigRejected, GrpcCall, RedisCall, RedisInit, RedisServer, SentReply,
+pub use proxy_async_emulator::{
+    Call, ConfigRejected, GrpcCall, NativeOnly, ProxyConfig, RedisCall, RedisInit, RedisServer,
+    SentReply, Twin, TwinKind, Twins,
 };
-use proxy_emulator::{LogLevel, Proxy, ProxyConfig, ProxyState, Side};
+use proxy_async_emulator::{Callbacks, Direction, Hostcalls, LogLevel, Pairs, Proxy, ProxyState};
 
-use self::native::{NativePlugin, TestHost};
+use self::native::{NativeHost, NativePlugin};
 use crate::driver::Driver;
 pub use crate::host::Action;
-use crate::host::Pairs;
+use crate::logging;
 use crate::plugin::Plugin;
 
-/// Runs `$op` on the native proxy and, when the plugin also runs compiled, on its proxy-wasm
-/// module and its component too, and fails the test if they disagree; evaluates to the native
-/// result.
+/// Runs `$op` on the native proxy and on every twin still compared, and fails the test if
+/// they disagree; evaluates to the native result.
 macro_rules! lockstep {
     ($test:expr, $what:expr, |$proxy:ident| $op:expr) => {{
         let native = {
             let $proxy = &$test.proxy;
             $op
         };
-        #[cfg(feature = "wasm")]
-        if let Some($proxy) = &$test.compiled {
+        $test.stop_twins_that_lack_what_the_plugin_used();
+        for twin in $test.twins.iter().filter(|twin| twin.compared.get()) {
+            let $proxy = &twin.proxy;
             let compiled = $op;
-            compiled::agree(compiled::MODULE, $what, &native, &compiled, $proxy);
-        }
-        // A component cannot do what the plugin just did natively (gRPC, shared queues): the
-        // component twin stops here, its results would only differ by that.
-        #[cfg(feature = "wasm")]
-        if $test.driver.runtime.used_host_only_feature() {
-            $test.component_stopped.set(true);
-        }
-        #[cfg(feature = "wasm")]
-        if let Some($proxy) = $test
-            .component
-            .as_ref()
-            .filter(|_| !$test.component_stopped.get())
-        {
-            let compiled = $op;
-            compiled::agree(compiled::COMPONENT, $what, &native, &compiled, $proxy);
+            agree(twin.kind.name(), $what, &native, &compiled, &twin.proxy);
         }
         native
     }};
@@ -103,13 +87,13 @@ pub struct LogRecord {
 }
 
 /// Configures a [`PluginTest`].
-pub struct PluginTestBuilder<P: Plugin> {
+pub struct PluginTestBuilder<P: Plugin, T: Twins = NativeOnly> {
     config: ProxyConfig,
     redis_servers: Vec<(String, SocketAddr)>,
-    _plugin: std::marker::PhantomData<P>,
+    _plugin: PhantomData<(P, T)>,
 }
 
-impl<P: Plugin> PluginTestBuilder<P> {
+impl<P: Plugin, T: Twins> PluginTestBuilder<P, T> {
     /// The plugin configuration (JSON; empty for none).
     pub fn config(mut self, json: &str) -> Self {
         self.config.plugin_config = json.as_bytes().to_vec();
@@ -130,14 +114,11 @@ impl<P: Plugin> PluginTestBuilder<P> {
 
     /// The proxy's log level (default: trace, so tests see every line).
     pub fn log_level(mut self, level: log::LevelFilter) -> Self {
-        self.config.log_level = Some(match level {
-            log::LevelFilter::Trace => LogLevel::Trace,
-            log::LevelFilter::Debug => LogLevel::Debug,
-            log::LevelFilter::Info => LogLevel::Info,
-            log::LevelFilter::Warn => LogLevel::Warn,
-            log::LevelFilter::Error => LogLevel::Error,
-            log::LevelFilter::Off => LogLevel::Critical,
-        });
+        self.config.log_level = Some(
+            level
+                .to_level()
+                .map_or(LogLevel::Critical, logging::proxy_level),
+        );
         self
     }
 
@@ -148,91 +129,148 @@ impl<P: Plugin> PluginTestBuilder<P> {
         self
     }
 
-    /// Starts the plugin: creates the root context and runs `on_configure`.
-    pub fn build(self) -> Result<PluginTest<P>, ConfigRejected> {
+    /// Starts the plugin: creates the root context and runs `on_configure`, natively and
+    /// in each twin.
+    pub fn build(self) -> Result<PluginTest<P, T>, ConfigRejected> {
         let state = Rc::new(RefCell::new(ProxyState::default()));
         // Only the native proxy talks to the servers; the compiled twins get its replies.
         for (cluster, server) in &self.redis_servers {
             state.borrow_mut().set_redis_server(cluster, *server);
         }
-        let host = Rc::new(TestHost {
-            state: Rc::clone(&state),
+        let host = Rc::new(NativeHost {
+            hostcalls: Rc::clone(&state),
         });
         let driver = Driver::<P>::new(host);
-        #[cfg(feature = "wasm")]
-        let compiled = compiled::start(&self.config);
+        let twins = T::start(plugin_crate::<P>(), &self.config);
         let native = Proxy::start(
             state,
             NativePlugin {
                 driver: Rc::clone(&driver),
             },
-            self.config.clone(),
+            self.config,
         );
-        // A component has no root context to run background tasks on (they are not started
-        // there): a plugin with some runs natively and as a module.
-        #[cfg(feature = "wasm")]
-        let component = if driver.runtime.has_background() {
-            None
-        } else {
-            compiled::start_component(&self.config)
-        };
-        #[cfg(feature = "wasm")]
-        let compiled = compiled.and_then(|compiled| {
-            compiled::agree_on_start(
-                compiled::MODULE,
-                &native.as_ref().err(),
-                &compiled.as_ref().err(),
-            );
-            compiled.ok()
-        });
-        #[cfg(feature = "wasm")]
-        let component = component.and_then(|component| {
-            compiled::agree_on_start(
-                compiled::COMPONENT,
-                &native.as_ref().err(),
-                &component.as_ref().err(),
-            );
-            component.ok()
-        });
+        let twins = twins
+            .into_iter()
+            // A component has no root context to run background tasks on (they are not
+            // started there): a plugin with some runs natively and as a module.
+            .filter(|twin| {
+                !(lacks_proxy_wasm_only_features(twin.kind) && driver.runtime.has_background())
+            })
+            .filter_map(|twin| {
+                agree_on_start(
+                    twin.kind.name(),
+                    &native.as_ref().err(),
+                    &twin.started.as_ref().err(),
+                );
+                let proxy = twin.started.ok()?;
+                Some(RunningTwin {
+                    kind: twin.kind,
+                    proxy,
+                    compared: Cell::new(true),
+                })
+            })
+            .collect();
         Ok(PluginTest {
             proxy: native?,
             driver,
-            #[cfg(feature = "wasm")]
-            compiled,
-            #[cfg(feature = "wasm")]
-            component,
-            #[cfg(feature = "wasm")]
-            component_stopped: std::cell::Cell::new(false),
+            twins,
+            _twins: PhantomData,
         })
+    }
+}
+
+/// The crate a plugin type is defined in, as Rust names it (`hello::Hello` is `hello`'s): the
+/// name its compiled twins are found by.
+fn plugin_crate<P>() -> &'static str {
+    let name = std::any::type_name::<P>();
+    name.split("::").next().unwrap_or(name)
+}
+
+/// Whether twins of `kind` lack what only the proxy-wasm ABI offers today: gRPC, shared
+/// queues, background tasks and Redis (the `plugin` world has none of them yet).
+fn lacks_proxy_wasm_only_features(kind: TwinKind) -> bool {
+    kind == TwinKind::Component
+}
+
+/// A twin of the plugin under test, running beside it.
+struct RunningTwin {
+    kind: TwinKind,
+    proxy: Proxy<Box<dyn Callbacks>>,
+    /// Whether each step is still compared; a twin that cannot do what the plugin just did
+    /// (its build lacks the feature) is left behind, as its results would only differ by that.
+    compared: Cell<bool>,
+}
+
+/// Fails the test when the native and a twin disagree, with what the twin logged and whether
+/// it trapped.
+#[allow(
+    clippy::panic,
+    reason = "the testing API reports test failures by panicking"
+)]
+fn agree<T: PartialEq + std::fmt::Debug>(
+    twin: &str,
+    what: &str,
+    native: &T,
+    compiled: &T,
+    proxy: &Proxy<Box<dyn Callbacks>>,
+) {
+    if native != compiled {
+        let logs: Vec<String> = proxy
+            .logs()
+            .iter()
+            .map(|record| format!("    {:?} {}", record.level, record.message))
+            .collect();
+        panic!(
+            "the native and the {twin} plugin disagree on {what}:\n  native:   {native:?}\n  {twin}: {compiled:?}\n  {twin} failure: {:?}\n  {twin} logs:\n{}",
+            proxy.failure(),
+            logs.join("\n")
+        );
+    }
+}
+
+/// Fails the test when only one of the native plugin and a twin accepted the configuration.
+#[allow(
+    clippy::panic,
+    reason = "the testing API reports test failures by panicking"
+)]
+fn agree_on_start(
+    twin: &str,
+    native: &Option<&ConfigRejected>,
+    compiled: &Option<&ConfigRejected>,
+) {
+    if native != compiled {
+        panic!(
+            "the native and the {twin} plugin disagree on the configuration:\n  native:   {native:?}\n  {twin}: {compiled:?}"
+        );
     }
 }
 
 /// A plugin under test, with the proxy it runs in emulated.
 ///
-/// With the SDK's `wasm` feature, a test in a plugin crate (a `cdylib`) also builds that crate
-/// to wasm32-wasip1 (a proxy-wasm module) and to wasm32-wasip2 (a component of the `plugin`
-/// world in `wit/`), runs both in the host (`proxy-async-host`) in lockstep with the native
-/// plugin, and fails on the first difference: every scenario runs on all three backends.
-/// `PROXY_ASYNC_TEST_NATIVE_ONLY=1` runs the native backend alone.
-pub struct PluginTest<P: Plugin> {
+/// `T` says which twins run beside the native plugin: other builds of the same crate (its
+/// proxy-wasm module, its component) that get the same traffic step by step, each in its own
+/// emulated proxy, so that the test fails on the first difference. By default there are none
+/// and nothing but the plugin's own crate is built: an ordinary `cargo test` needs no wasm
+/// build and no wasm runtime. `proxy-async-host`'s [`Guests`] provides the compiled twins (see
+/// its `twins` module, and the repository's `tests/lockstep`, which runs every example's
+/// scenarios on all three backends).
+///
+/// [`Guests`]: https://docs.rs/proxy-async-host/latest/proxy_async_host/twins/struct.Guests.html
+pub struct PluginTest<P: Plugin, T: Twins = NativeOnly> {
     proxy: Proxy<NativePlugin<P>>,
     driver: Rc<Driver<P>>,
-    #[cfg(feature = "wasm")]
-    compiled: Option<compiled::CompiledProxy>,
-    #[cfg(feature = "wasm")]
-    component: Option<compiled::ComponentProxy>,
-    #[cfg(feature = "wasm")]
-    component_stopped: std::cell::Cell<bool>,
+    twins: Vec<RunningTwin>,
+    _twins: PhantomData<T>,
 }
 
-impl<P: Plugin> PluginTest<P> {
+impl<P: Plugin, T: Twins> PluginTest<P, T> {
     /// Starts the plugin with this configuration (JSON; empty for none).
     pub fn new(config: &str) -> Result<Self, ConfigRejected> {
         Self::builder().config(config).build()
     }
 
     /// Starts building a test with more settings.
-    pub fn builder() -> PluginTestBuilder<P> {
+    pub fn builder() -> PluginTestBuilder<P, T> {
         PluginTestBuilder {
             config: ProxyConfig {
                 // Time moves only when the test moves it (`advance_time`): timers are exact.
@@ -240,7 +278,7 @@ impl<P: Plugin> PluginTest<P> {
                 ..ProxyConfig::default()
             },
             redis_servers: Vec::new(),
-            _plugin: std::marker::PhantomData,
+            _plugin: PhantomData,
         }
     }
 
@@ -259,7 +297,7 @@ impl<P: Plugin> PluginTest<P> {
     }
 
     /// Opens a new HTTP stream.
-    pub fn stream(&self) -> TestStream<'_, P> {
+    pub fn stream(&self) -> TestStream<'_, P, T> {
         TestStream {
             test: self,
             context_id: lockstep!(self, "opening a stream", |proxy| proxy.open_stream()),
@@ -363,9 +401,11 @@ impl<P: Plugin> PluginTest<P> {
     /// `bool`s as one byte.
     pub fn set_property(&self, path: &[&str], value: impl AsRef<[u8]>) {
         let path = path.join("\0");
-        lockstep!(self, "setting a property", |proxy| proxy
+        let set = lockstep!(self, "setting a property", |proxy| proxy
             .state()
-            .set_property(path.as_bytes(), value.as_ref()));
+            .set_property(path.as_bytes(), value.as_ref())
+            .is_ok());
+        assert!(set, "the proxy refused to set the property {path:?}");
     }
 
     /// Sleeps (and timeouts) the plugin is waiting on.
@@ -406,7 +446,7 @@ impl<P: Plugin> PluginTest<P> {
     pub fn enqueue(&self, name: &str, message: impl AsRef<[u8]>) -> bool {
         lockstep!(self, "enqueueing", |proxy| {
             let mut state = proxy.state();
-            match state.resolve_shared_queue("", name) {
+            match state.resolve_shared_queue(b"", name.as_bytes()) {
                 Ok(queue) => state.enqueue_shared_queue(queue, message.as_ref()).is_ok(),
                 Err(_) => false,
             }
@@ -491,15 +531,15 @@ impl<P: Plugin> PluginTest<P> {
         }
     }
 
-    /// Every log line, in order, of the native run. (The compiled run's may differ by design:
-    /// the `proxy-wasm` crate's dispatcher drops some events, such as a late call response for
-    /// an ended stream, before the SDK sees them.)
+    /// Every log line, in order, of the native run. (A twin's may differ by design: the
+    /// `proxy-wasm` crate's dispatcher drops some events, such as a late call response for an
+    /// ended stream, before the SDK sees them.)
     pub fn logs(&self) -> Vec<LogRecord> {
         self.proxy
             .logs()
             .into_iter()
             .map(|record| LogRecord {
-                level: to_log_level(record.level),
+                level: logging::log_level(record.level),
                 message: record.message,
             })
             .collect()
@@ -514,23 +554,27 @@ impl<P: Plugin> PluginTest<P> {
             .collect()
     }
 
-    /// Whether the scenario also runs against the compiled plugin (see [`PluginTest`]).
-    pub fn runs_compiled(&self) -> bool {
-        #[cfg(feature = "wasm")]
-        return self.compiled.is_some();
-        #[cfg(not(feature = "wasm"))]
-        return false;
+    /// The twins each step is still compared with (see [`PluginTest`]). A component is not
+    /// started for a plugin that sends Redis commands or has background tasks, and is left
+    /// behind once the plugin uses gRPC or shared queues: the component world has none of them
+    /// yet.
+    pub fn twins(&self) -> Vec<TwinKind> {
+        self.twins
+            .iter()
+            .filter(|twin| twin.compared.get())
+            .map(|twin| twin.kind)
+            .collect()
     }
 
-    /// Whether the scenario also runs against the plugin's component build (see
-    /// [`PluginTest`]). Not for a plugin that sends Redis commands or has background tasks,
-    /// and no longer once the plugin used gRPC or shared queues: the component world has none
-    /// of them yet.
-    pub fn runs_component(&self) -> bool {
-        #[cfg(feature = "wasm")]
-        return self.component.is_some() && !self.component_stopped.get();
-        #[cfg(not(feature = "wasm"))]
-        return false;
+    // A twin whose build lacks a feature the plugin just used can no longer be compared.
+    fn stop_twins_that_lack_what_the_plugin_used(&self) {
+        if self.driver.runtime.used_host_only_feature() {
+            for twin in &self.twins {
+                if lacks_proxy_wasm_only_features(twin.kind) {
+                    twin.compared.set(false);
+                }
+            }
+        }
     }
 
     /// Tasks alive in the plugin's executor (one per open stream while it lives).
@@ -553,12 +597,12 @@ impl<P: Plugin> PluginTest<P> {
 const MAX_REDIS_CALLS: usize = 100_000;
 
 /// One HTTP stream through the plugin.
-pub struct TestStream<'t, P: Plugin> {
-    test: &'t PluginTest<P>,
+pub struct TestStream<'t, P: Plugin, T: Twins = NativeOnly> {
+    test: &'t PluginTest<P, T>,
     context_id: u32,
 }
 
-impl<P: Plugin> TestStream<'_, P> {
+impl<P: Plugin, T: Twins> TestStream<'_, P, T> {
     /// The stream's context id.
     pub fn context_id(&self) -> u32 {
         self.context_id
@@ -581,11 +625,10 @@ impl<P: Plugin> TestStream<'_, P> {
     pub fn send_request_headers(&self, headers: &[(&str, &str)], end_of_stream: bool) -> Action {
         lockstep!(self.test, "send_headers", |proxy| proxy.send_headers(
             self.context_id,
-            Side::Request,
+            Direction::Request,
             headers,
             end_of_stream
         ))
-        .into()
     }
 
     /// Delivers a chunk of the request body. Panics while the request headers are paused:
@@ -594,23 +637,21 @@ impl<P: Plugin> TestStream<'_, P> {
         lockstep!(self.test, "the action for a request body chunk", |proxy| {
             proxy.send_body(
                 self.context_id,
-                Side::Request,
+                Direction::Request,
                 chunk.as_ref(),
                 end_of_stream,
             )
         })
-        .into()
     }
 
     /// Delivers the response headers from upstream.
     pub fn send_response_headers(&self, headers: &[(&str, &str)], end_of_stream: bool) -> Action {
         lockstep!(self.test, "send_headers", |proxy| proxy.send_headers(
             self.context_id,
-            Side::Response,
+            Direction::Response,
             headers,
             end_of_stream
         ))
-        .into()
     }
 
     /// Delivers a chunk of the response body.
@@ -618,38 +659,35 @@ impl<P: Plugin> TestStream<'_, P> {
         lockstep!(self.test, "the action for a response body chunk", |proxy| {
             proxy.send_body(
                 self.context_id,
-                Side::Response,
+                Direction::Response,
                 chunk.as_ref(),
                 end_of_stream,
             )
         })
-        .into()
     }
 
     /// Delivers the request trailers (they end the request).
     pub fn send_request_trailers(&self, trailers: &[(&str, &str)]) -> Action {
         lockstep!(self.test, "the action for request trailers", |proxy| proxy
-            .send_trailers(self.context_id, Side::Request, trailers))
-        .into()
+            .send_trailers(self.context_id, Direction::Request, trailers))
     }
 
     /// Delivers the response trailers (they end the response).
     pub fn send_response_trailers(&self, trailers: &[(&str, &str)]) -> Action {
         lockstep!(self.test, "the action for response trailers", |proxy| proxy
-            .send_trailers(self.context_id, Side::Response, trailers))
-        .into()
+            .send_trailers(self.context_id, Direction::Response, trailers))
     }
 
     /// The request trailers as they are now (after the plugin's changes), lossy as text.
     pub fn request_trailers(&self) -> Vec<(String, String)> {
         lockstep!(self.test, "trailers", |proxy| proxy
-            .trailers(self.context_id, Side::Request))
+            .trailers(self.context_id, Direction::Request))
     }
 
     /// The response trailers as they are now.
     pub fn response_trailers(&self) -> Vec<(String, String)> {
         lockstep!(self.test, "trailers", |proxy| proxy
-            .trailers(self.context_id, Side::Response))
+            .trailers(self.context_id, Direction::Response))
     }
 
     /// Ends the stream as the proxy does (`on_log`, `on_done`, `on_delete`): after a complete
@@ -662,7 +700,7 @@ impl<P: Plugin> TestStream<'_, P> {
     /// The request headers as they are now (after the plugin's changes), lossy as text.
     pub fn request_headers(&self) -> Vec<(String, String)> {
         lockstep!(self.test, "headers", |proxy| proxy
-            .headers(self.context_id, Side::Request))
+            .headers(self.context_id, Direction::Request))
     }
 
     /// One request header as it is now.
@@ -673,7 +711,7 @@ impl<P: Plugin> TestStream<'_, P> {
     /// The response headers as they are now (for a local reply, the reply's).
     pub fn response_headers(&self) -> Vec<(String, String)> {
         lockstep!(self.test, "headers", |proxy| proxy
-            .headers(self.context_id, Side::Response))
+            .headers(self.context_id, Direction::Response))
     }
 
     /// One response header as it is now.
@@ -684,13 +722,13 @@ impl<P: Plugin> TestStream<'_, P> {
     /// The request body as the upstream gets it: what was forwarded plus what is buffered.
     pub fn request_body(&self) -> Vec<u8> {
         lockstep!(self.test, "body", |proxy| proxy
-            .body(self.context_id, Side::Request))
+            .body(self.context_id, Direction::Request))
     }
 
     /// The response body as the client gets it.
     pub fn response_body(&self) -> Vec<u8> {
         lockstep!(self.test, "body", |proxy| proxy
-            .body(self.context_id, Side::Response))
+            .body(self.context_id, Direction::Response))
     }
 
     /// The local reply the plugin sent, if any.
@@ -702,32 +740,32 @@ impl<P: Plugin> TestStream<'_, P> {
     /// How many times the plugin resumed the request.
     pub fn resumed_requests(&self) -> u32 {
         lockstep!(self.test, "resumes", |proxy| proxy
-            .resumes(self.context_id, Side::Request))
+            .resumes(self.context_id, Direction::Request))
     }
 
     /// How many times the plugin resumed the response.
     pub fn resumed_responses(&self) -> u32 {
         lockstep!(self.test, "resumes", |proxy| proxy
-            .resumes(self.context_id, Side::Response))
+            .resumes(self.context_id, Direction::Response))
     }
 
     /// Whether the request is held by the plugin now.
     pub fn is_request_paused(&self) -> bool {
         lockstep!(self.test, "is_paused", |proxy| proxy
-            .is_paused(self.context_id, Side::Request))
+            .is_paused(self.context_id, Direction::Request))
     }
 
     /// Whether the plugin holds the request headers now: until it resumes, the proxy sends
     /// no request body (a paused body chunk, by contrast, does not stop later chunks).
     pub fn are_request_headers_held(&self) -> bool {
         lockstep!(self.test, "are_headers_held", |proxy| proxy
-            .are_headers_held(self.context_id, Side::Request))
+            .are_headers_held(self.context_id, Direction::Request))
     }
 
     /// Whether the response is held by the plugin now.
     pub fn is_response_paused(&self) -> bool {
         lockstep!(self.test, "is_paused", |proxy| proxy
-            .is_paused(self.context_id, Side::Response))
+            .is_paused(self.context_id, Direction::Response))
     }
 
     /// This stream's calls not answered yet.
@@ -745,23 +783,4 @@ fn find(pairs: &[(String, String)], name: &str) -> Option<String> {
         .iter()
         .find(|(key, _)| key.eq_ignore_ascii_case(name))
         .map(|(_, value)| value.clone())
-}
-
-fn to_log_level(level: LogLevel) -> log::Level {
-    match level {
-        LogLevel::Trace => log::Level::Trace,
-        LogLevel::Debug => log::Level::Debug,
-        LogLevel::Info => log::Level::Info,
-        LogLevel::Warn => log::Level::Warn,
-        LogLevel::Error | LogLevel::Critical => log::Level::Error,
-    }
-}
-
-impl From<proxy_emulator::Action> for Action {
-    fn from(action: proxy_emulator::Action) -> Self {
-        match action {
-            proxy_emulator::Action::Continue => Action::Continue,
-            proxy_emulator::Action::Pause => Action::Pause,
-        }
-    }
 }

@@ -1,27 +1,19 @@
-//! The SDK's driver run natively as the emulated proxy's plugin, and the SDK's hostcalls
-//! answered by the emulated proxy's state.
+//! The SDK's driver run natively as the emulated proxy's plugin, and the SDK's hostcalls made
+//! through the ABI's [`Hostcalls`] trait, which the emulated proxy implements.
 
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use proxy_emulator::{
-    BufferType, Callbacks, LogLevel, MapType, PluginFailure, ProxyState, Side, Status,
-};
+use proxy_async_emulator::{Action, Callbacks, Hostcalls, PluginFailure};
 
 use crate::driver::Driver;
 use crate::host::{
-    Action, BufferKind, Direction, GrpcRequest, Host, HostError, HostStatus, MapKind, Pairs,
+    BufferType, Direction, GrpcRequest, Host, HostError, HostStatus, LogLevel, MapType, MetricType,
+    Pairs, millis, tick_period_ms,
 };
 use crate::plugin::Plugin;
 use crate::runtime::Phase;
-
-fn to_emulator(action: Action) -> proxy_emulator::Action {
-    match action {
-        Action::Continue => proxy_emulator::Action::Continue,
-        Action::Pause => proxy_emulator::Action::Pause,
-    }
-}
 
 /// The SDK's driver, run natively, as the emulated proxy's plugin.
 pub(super) struct NativePlugin<P: Plugin> {
@@ -35,13 +27,8 @@ impl<P: Plugin> NativePlugin<P> {
         phase: Phase,
         size: usize,
         end_of_stream: bool,
-    ) -> Result<proxy_emulator::Action, PluginFailure> {
-        Ok(to_emulator(self.driver.on_hook(
-            context_id,
-            phase,
-            size,
-            end_of_stream,
-        )))
+    ) -> Result<Action, PluginFailure> {
+        Ok(self.driver.on_hook(context_id, phase, size, end_of_stream))
     }
 }
 
@@ -70,7 +57,7 @@ impl<P: Plugin> Callbacks for NativePlugin<P> {
         context_id: u32,
         headers: usize,
         end_of_stream: bool,
-    ) -> Result<proxy_emulator::Action, PluginFailure> {
+    ) -> Result<Action, PluginFailure> {
         self.hook(context_id, Phase::RequestHeaders, headers, end_of_stream)
     }
 
@@ -79,7 +66,7 @@ impl<P: Plugin> Callbacks for NativePlugin<P> {
         context_id: u32,
         size: usize,
         end_of_stream: bool,
-    ) -> Result<proxy_emulator::Action, PluginFailure> {
+    ) -> Result<Action, PluginFailure> {
         self.hook(context_id, Phase::RequestBody, size, end_of_stream)
     }
 
@@ -88,7 +75,7 @@ impl<P: Plugin> Callbacks for NativePlugin<P> {
         context_id: u32,
         headers: usize,
         end_of_stream: bool,
-    ) -> Result<proxy_emulator::Action, PluginFailure> {
+    ) -> Result<Action, PluginFailure> {
         self.hook(context_id, Phase::ResponseHeaders, headers, end_of_stream)
     }
 
@@ -97,7 +84,7 @@ impl<P: Plugin> Callbacks for NativePlugin<P> {
         context_id: u32,
         size: usize,
         end_of_stream: bool,
-    ) -> Result<proxy_emulator::Action, PluginFailure> {
+    ) -> Result<Action, PluginFailure> {
         self.hook(context_id, Phase::ResponseBody, size, end_of_stream)
     }
 
@@ -124,7 +111,7 @@ impl<P: Plugin> Callbacks for NativePlugin<P> {
         &mut self,
         context_id: u32,
         trailers: usize,
-    ) -> Result<proxy_emulator::Action, PluginFailure> {
+    ) -> Result<Action, PluginFailure> {
         self.hook(context_id, Phase::RequestTrailers, trailers, true)
     }
 
@@ -132,7 +119,7 @@ impl<P: Plugin> Callbacks for NativePlugin<P> {
         &mut self,
         context_id: u32,
         trailers: usize,
-    ) -> Result<proxy_emulator::Action, PluginFailure> {
+    ) -> Result<Action, PluginFailure> {
         self.hook(context_id, Phase::ResponseTrailers, trailers, true)
     }
 
@@ -189,219 +176,176 @@ impl<P: Plugin> Callbacks for NativePlugin<P> {
     }
 }
 
-/// The SDK's hostcalls, answered by the emulated proxy's state.
-pub(super) struct TestHost {
-    pub(super) state: Rc<RefCell<ProxyState>>,
+/// The SDK's hostcalls made natively: the same calls a plugin's module makes, on a
+/// [`Hostcalls`] implementation (the emulated proxy's state, shared with the proxy).
+pub(super) struct NativeHost<H: Hostcalls> {
+    pub(super) hostcalls: Rc<RefCell<H>>,
 }
 
-fn map_type(map: MapKind) -> MapType {
-    match map {
-        MapKind::RequestHeaders => MapType::RequestHeaders,
-        MapKind::RequestTrailers => MapType::RequestTrailers,
-        MapKind::ResponseHeaders => MapType::ResponseHeaders,
-        MapKind::ResponseTrailers => MapType::ResponseTrailers,
-        MapKind::CallResponseHeaders => MapType::CallResponseHeaders,
-        MapKind::CallResponseTrailers => MapType::CallResponseTrailers,
+impl<H: Hostcalls> NativeHost<H> {
+    fn call<R>(
+        &self,
+        call: &'static str,
+        hostcall: impl FnOnce(&mut H) -> Result<R, HostStatus>,
+    ) -> Result<R, HostError> {
+        hostcall(&mut self.hostcalls.borrow_mut()).map_err(|status| HostError { call, status })
+    }
+
+    /// A hostcall whose `absent` status means "nothing there", not a failure.
+    fn lookup<R>(
+        &self,
+        call: &'static str,
+        absent: HostStatus,
+        hostcall: impl FnOnce(&mut H) -> Result<R, HostStatus>,
+    ) -> Result<Option<R>, HostError> {
+        match hostcall(&mut self.hostcalls.borrow_mut()) {
+            Ok(found) => Ok(Some(found)),
+            Err(status) if status == absent => Ok(None),
+            Err(status) => Err(HostError { call, status }),
+        }
     }
 }
 
-fn buffer_type(buffer: BufferKind) -> BufferType {
-    match buffer {
-        BufferKind::RequestBody => BufferType::RequestBody,
-        BufferKind::ResponseBody => BufferType::ResponseBody,
-        BufferKind::CallResponseBody => BufferType::CallResponseBody,
-        BufferKind::GrpcReceive => BufferType::GrpcMessage,
-        BufferKind::PluginConfiguration => BufferType::PluginConfiguration,
-        BufferKind::RedisCallResponse => BufferType::RedisCallResponse,
-    }
-}
-
-fn refused(call: &'static str) -> impl Fn(Status) -> HostError {
-    move |status| HostError {
-        call,
-        status: HostStatus::from_code(status as u32).unwrap_or(HostStatus::InternalFailure),
-    }
-}
-
-fn owned(pairs: &[(&str, &[u8])]) -> Pairs {
+fn bytes<'a>(pairs: &'a [(&'a str, &'a [u8])]) -> Vec<(&'a [u8], &'a [u8])> {
     pairs
         .iter()
-        .map(|(name, value)| (name.to_string(), value.to_vec()))
+        .map(|(name, value)| (name.as_bytes(), *value))
         .collect()
 }
 
-impl Host for TestHost {
-    fn log(&self, level: log::Level, message: &str) {
-        let level = match level {
-            log::Level::Trace => LogLevel::Trace,
-            log::Level::Debug => LogLevel::Debug,
-            log::Level::Info => LogLevel::Info,
-            log::Level::Warn => LogLevel::Warn,
-            log::Level::Error => LogLevel::Error,
-        };
-        self.state.borrow_mut().log(level, message);
+fn u32_of(value: usize) -> u32 {
+    u32::try_from(value).unwrap_or(u32::MAX)
+}
+
+impl<H: Hostcalls> Host for NativeHost<H> {
+    fn log(&self, level: LogLevel, message: &str) {
+        let _ = self.hostcalls.borrow_mut().log(level, message.as_bytes());
     }
 
-    fn log_level(&self) -> log::LevelFilter {
-        match self.state.borrow().log_level() {
-            LogLevel::Trace => log::LevelFilter::Trace,
-            LogLevel::Debug => log::LevelFilter::Debug,
-            LogLevel::Info => log::LevelFilter::Info,
-            LogLevel::Warn => log::LevelFilter::Warn,
-            LogLevel::Error | LogLevel::Critical => log::LevelFilter::Error,
-        }
+    fn log_level(&self) -> LogLevel {
+        self.hostcalls
+            .borrow_mut()
+            .get_log_level()
+            .unwrap_or(LogLevel::Info)
     }
 
     fn set_effective_context(&self, context_id: u32) -> Result<(), HostError> {
-        self.state
-            .borrow_mut()
-            .set_effective_context(context_id)
-            .map_err(refused("proxy_set_effective_context"))
+        self.call("proxy_set_effective_context", |host| {
+            host.set_effective_context(context_id)
+        })
     }
 
-    fn get_map(&self, map: MapKind) -> Result<Pairs, HostError> {
-        self.state
-            .borrow_mut()
-            .get_map(map_type(map))
-            .map_err(refused("proxy_get_header_map_pairs"))
+    fn get_map(&self, map: MapType) -> Result<Pairs, HostError> {
+        let pairs = self.call("proxy_get_header_map_pairs", |host| {
+            host.get_header_map_pairs(map)
+        })?;
+        Ok(pairs
+            .into_iter()
+            .map(|(name, value)| (String::from_utf8_lossy(&name).into_owned(), value))
+            .collect())
     }
 
-    fn get_map_value(&self, map: MapKind, name: &str) -> Result<Option<Vec<u8>>, HostError> {
-        match self.state.borrow_mut().get_map_value(map_type(map), name) {
-            Ok(value) => Ok(Some(value)),
-            Err(Status::NotFound) => Ok(None),
-            Err(status) => Err(refused("proxy_get_header_map_value")(status)),
-        }
+    fn get_map_value(&self, map: MapType, name: &str) -> Result<Option<Vec<u8>>, HostError> {
+        self.lookup("proxy_get_header_map_value", HostStatus::NotFound, |host| {
+            host.get_header_map_value(map, name.as_bytes())
+        })
     }
 
     fn get_property(&self, path: &[&str]) -> Result<Option<Vec<u8>>, HostError> {
-        match self.state.borrow().get_property(path.join("\0").as_bytes()) {
-            Ok(value) => Ok(Some(value)),
-            Err(Status::NotFound) => Ok(None),
-            Err(status) => Err(refused("proxy_get_property")(status)),
-        }
+        let path = path.join("\0");
+        self.lookup("proxy_get_property", HostStatus::NotFound, |host| {
+            host.get_property(path.as_bytes())
+        })
     }
 
-    // Properties (writing), shared data and metrics, answered as the wasmtime host answers
-    // the compiled twins' hostcalls (host/src/emulated.rs, host/src/component.rs), so that
-    // the backends agree.
-
     fn set_property(&self, path: &[&str], value: &[u8]) -> Result<(), HostError> {
-        self.state
-            .borrow_mut()
-            .set_property(path.join("\0").as_bytes(), value);
-        Ok(())
+        let path = path.join("\0");
+        self.call("proxy_set_property", |host| {
+            host.set_property(path.as_bytes(), value)
+        })
     }
 
     fn get_shared_data(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, HostError> {
-        match self.state.borrow().get_shared_data(key.as_bytes()) {
-            Ok(entry) => Ok(Some(entry)),
-            Err(Status::NotFound) => Ok(None),
-            Err(status) => Err(refused("proxy_get_shared_data")(status)),
-        }
+        self.lookup("proxy_get_shared_data", HostStatus::NotFound, |host| {
+            host.get_shared_data(key.as_bytes())
+        })
     }
 
     fn set_shared_data(&self, key: &str, value: &[u8], cas: u32) -> Result<(), HostError> {
-        self.state
-            .borrow_mut()
-            .set_shared_data(key.as_bytes(), value, cas)
-            .map_err(refused("proxy_set_shared_data"))
+        self.call("proxy_set_shared_data", |host| {
+            host.set_shared_data(key.as_bytes(), value, cas)
+        })
     }
 
-    fn define_metric(
-        &self,
-        kind: crate::metrics::MetricKind,
-        name: &str,
-    ) -> Result<u32, HostError> {
-        let kind = match kind {
-            crate::metrics::MetricKind::Counter => proxy_emulator::MetricType::Counter,
-            crate::metrics::MetricKind::Gauge => proxy_emulator::MetricType::Gauge,
-            crate::metrics::MetricKind::Histogram => proxy_emulator::MetricType::Histogram,
-        };
-        Ok(self.state.borrow_mut().define_metric(kind, name))
+    fn define_metric(&self, kind: MetricType, name: &str) -> Result<u32, HostError> {
+        self.call("proxy_define_metric", |host| {
+            host.define_metric(kind, name.as_bytes())
+        })
     }
 
     fn increment_metric(&self, id: u32, delta: i64) -> Result<(), HostError> {
-        self.state
-            .borrow_mut()
-            .increment_metric(id, delta)
-            .map_err(refused("proxy_increment_metric"))
+        self.call("proxy_increment_metric", |host| {
+            host.increment_metric(id, delta)
+        })
     }
 
     fn record_metric(&self, id: u32, value: u64) -> Result<(), HostError> {
+        // The ABI's value is an i64 (the proxy-wasm build passes the same bits).
         let value = i64::try_from(value).unwrap_or(i64::MAX);
-        self.state
-            .borrow_mut()
-            .record_metric(id, value)
-            .map_err(refused("proxy_record_metric"))
+        self.call("proxy_record_metric", |host| host.record_metric(id, value))
     }
 
     fn get_metric(&self, id: u32) -> Result<u64, HostError> {
-        let value = self
-            .state
-            .borrow()
-            .get_metric(id)
-            .map_err(refused("proxy_get_metric"))?;
-        // A gauge below zero reads as 0, as `proxy_get_metric`'s u64 does in our host.
-        Ok(u64::try_from(value).unwrap_or(0))
+        self.call("proxy_get_metric", |host| host.get_metric(id))
     }
 
-    fn set_map(&self, map: MapKind, pairs: &[(&str, &[u8])]) -> Result<(), HostError> {
-        self.state
-            .borrow_mut()
-            .set_map(map_type(map), owned(pairs))
-            .map_err(refused("proxy_set_header_map_pairs"))
+    fn set_map(&self, map: MapType, pairs: &[(&str, &[u8])]) -> Result<(), HostError> {
+        self.call("proxy_set_header_map_pairs", |host| {
+            host.set_header_map_pairs(map, &bytes(pairs))
+        })
     }
 
-    fn add_map_value(&self, map: MapKind, name: &str, value: &[u8]) -> Result<(), HostError> {
-        self.state
-            .borrow_mut()
-            .add_map_value(map_type(map), name, value)
-            .map_err(refused("proxy_add_header_map_value"))
+    fn add_map_value(&self, map: MapType, name: &str, value: &[u8]) -> Result<(), HostError> {
+        self.call("proxy_add_header_map_value", |host| {
+            host.add_header_map_value(map, name.as_bytes(), value)
+        })
     }
 
-    fn replace_map_value(&self, map: MapKind, name: &str, value: &[u8]) -> Result<(), HostError> {
-        self.state
-            .borrow_mut()
-            .replace_map_value(map_type(map), name, value)
-            .map_err(refused("proxy_replace_header_map_value"))
+    fn replace_map_value(&self, map: MapType, name: &str, value: &[u8]) -> Result<(), HostError> {
+        self.call("proxy_replace_header_map_value", |host| {
+            host.replace_header_map_value(map, name.as_bytes(), value)
+        })
     }
 
-    fn remove_map_value(&self, map: MapKind, name: &str) -> Result<(), HostError> {
-        self.state
-            .borrow_mut()
-            .remove_map_value(map_type(map), name)
-            .map_err(refused("proxy_remove_header_map_value"))
+    fn remove_map_value(&self, map: MapType, name: &str) -> Result<(), HostError> {
+        self.call("proxy_remove_header_map_value", |host| {
+            host.remove_header_map_value(map, name.as_bytes())
+        })
     }
 
     fn get_buffer(
         &self,
-        buffer: BufferKind,
+        buffer: BufferType,
         start: usize,
         max: usize,
     ) -> Result<Vec<u8>, HostError> {
-        match self
-            .state
-            .borrow_mut()
-            .get_buffer(buffer_type(buffer), start, max)
-        {
-            Ok(bytes) => Ok(bytes),
-            Err(Status::NotFound) => Ok(Vec::new()),
-            Err(status) => Err(refused("proxy_get_buffer_bytes")(status)),
-        }
+        // No such buffer now (e.g. no body) is an empty body, as in the proxy-wasm build.
+        let bytes = self.lookup("proxy_get_buffer_bytes", HostStatus::NotFound, |host| {
+            host.get_buffer_bytes(buffer, u32_of(start), u32_of(max))
+        })?;
+        Ok(bytes.unwrap_or_default())
     }
 
     fn set_buffer(
         &self,
-        buffer: BufferKind,
+        buffer: BufferType,
         start: usize,
         size: usize,
         data: &[u8],
     ) -> Result<(), HostError> {
-        self.state
-            .borrow_mut()
-            .set_buffer(buffer_type(buffer), start, size, data)
-            .map_err(refused("proxy_set_buffer_bytes"))
+        self.call("proxy_set_buffer_bytes", |host| {
+            host.set_buffer_bytes(buffer, u32_of(start), u32_of(size), data)
+        })
     }
 
     fn http_call(
@@ -411,14 +355,13 @@ impl Host for TestHost {
         body: &[u8],
         timeout: Duration,
     ) -> Result<u32, HostError> {
-        let headers: Pairs = headers
+        let headers: Vec<(&[u8], &[u8])> = headers
             .iter()
-            .map(|(name, value)| (name.to_string(), value.as_bytes().to_vec()))
+            .map(|(name, value)| (name.as_bytes(), value.as_bytes()))
             .collect();
-        self.state
-            .borrow_mut()
-            .http_call(cluster, headers, body, timeout)
-            .map_err(refused("proxy_http_call"))
+        self.call("proxy_http_call", |host| {
+            host.http_call(cluster.as_bytes(), &headers, body, &[], millis(timeout))
+        })
     }
 
     fn redis_init(
@@ -428,37 +371,39 @@ impl Host for TestHost {
         password: &str,
         timeout: Duration,
     ) -> Result<(), HostError> {
-        self.state
-            .borrow_mut()
-            .redis_init(upstream, username, password, timeout)
-            .map_err(refused("proxy_redis_init"))
+        self.call("proxy_redis_init", |host| {
+            host.redis_init(
+                upstream.as_bytes(),
+                username.as_bytes(),
+                password.as_bytes(),
+                millis(timeout),
+            )
+        })
     }
 
     fn redis_call(&self, cluster: &str, query: &[u8]) -> Result<u32, HostError> {
-        self.state
-            .borrow_mut()
-            .redis_call(cluster, query)
-            .map_err(refused("proxy_redis_call"))
+        self.call("proxy_redis_call", |host| {
+            host.redis_call(cluster.as_bytes(), query)
+        })
     }
 
     fn continue_stream(&self, direction: Direction) -> Result<(), HostError> {
-        let side = match direction {
-            Direction::Request => Side::Request,
-            Direction::Response => Side::Response,
-        };
-        self.state
-            .borrow_mut()
-            .continue_stream(side)
-            .map_err(refused("proxy_continue_stream"))
+        self.call("proxy_continue_stream", |host| {
+            host.continue_stream(direction.stream_type())
+        })
     }
 
     fn now_nanos(&self) -> u64 {
-        self.state.borrow().now_nanos()
+        self.hostcalls
+            .borrow_mut()
+            .get_current_time_nanoseconds()
+            .unwrap_or(0)
     }
 
     fn set_tick_period(&self, period: Duration) -> Result<(), HostError> {
-        self.state.borrow_mut().set_tick_period(period);
-        Ok(())
+        self.call("proxy_set_tick_period_milliseconds", |host| {
+            host.set_tick_period_milliseconds(tick_period_ms(period))
+        })
     }
 
     fn send_local_response(
@@ -468,96 +413,88 @@ impl Host for TestHost {
         body: &[u8],
         headers: &[(&str, &[u8])],
     ) -> Result<(), HostError> {
-        self.state
-            .borrow_mut()
-            .send_local_response(status, details, body, owned(headers))
-            .map_err(refused("proxy_send_local_response"))
+        self.call("proxy_send_local_response", |host| {
+            host.send_local_response(
+                u32::from(status),
+                details.as_bytes(),
+                body,
+                &bytes(headers),
+                -1,
+            )
+        })
     }
 
     fn grpc_call(&self, call: &GrpcRequest<'_>, message: &[u8]) -> Result<u32, HostError> {
-        self.state
-            .borrow_mut()
-            .grpc_call(
-                &crate::grpc::upstream(call.cluster),
-                call.service,
-                call.method,
-                owned(call.metadata),
+        let upstream = crate::grpc::upstream(call.cluster);
+        self.call("proxy_grpc_call", |host| {
+            host.grpc_call(
+                upstream.as_bytes(),
+                call.service.as_bytes(),
+                call.method.as_bytes(),
+                &bytes(call.metadata),
                 message,
-                call.timeout,
+                millis(call.timeout),
             )
-            .map_err(refused("proxy_grpc_call"))
+        })
     }
 
     fn grpc_stream(&self, call: &GrpcRequest<'_>) -> Result<u32, HostError> {
-        self.state
-            .borrow_mut()
-            .grpc_stream(
-                &crate::grpc::upstream(call.cluster),
-                call.service,
-                call.method,
-                owned(call.metadata),
+        let upstream = crate::grpc::upstream(call.cluster);
+        self.call("proxy_grpc_stream", |host| {
+            host.grpc_stream(
+                upstream.as_bytes(),
+                call.service.as_bytes(),
+                call.method.as_bytes(),
+                &bytes(call.metadata),
             )
-            .map_err(refused("proxy_grpc_stream"))
+        })
     }
 
     fn grpc_send(&self, token: u32, message: &[u8], end_stream: bool) -> Result<(), HostError> {
-        self.state
-            .borrow_mut()
-            .grpc_send(token, message, end_stream)
-            .map_err(refused("proxy_grpc_send"))
+        self.call("proxy_grpc_send", |host| {
+            host.grpc_send(token, message, end_stream)
+        })
     }
 
     fn grpc_cancel(&self, token: u32, _stream: bool) -> Result<(), HostError> {
-        self.state
-            .borrow_mut()
-            .grpc_cancel(token)
-            .map_err(refused("proxy_grpc_cancel"))
-    }
-
-    fn call_foreign_function(&self, name: &str, arguments: &[u8]) -> Result<Vec<u8>, HostError> {
-        self.state
-            .borrow()
-            .call_foreign_function(name, arguments)
-            .map_err(refused("proxy_call_foreign_function"))
+        self.call("proxy_grpc_cancel", |host| host.grpc_cancel(token))
     }
 
     fn grpc_close(&self, token: u32) -> Result<(), HostError> {
-        self.state
-            .borrow_mut()
-            .grpc_close(token)
-            .map_err(refused("proxy_grpc_close"))
+        self.call("proxy_grpc_close", |host| host.grpc_close(token))
     }
 
     fn grpc_status(&self) -> Result<(u32, Vec<u8>), HostError> {
-        self.state
-            .borrow()
-            .get_status()
-            .map_err(refused("proxy_get_status"))
+        self.call("proxy_get_status", |host| host.get_status())
     }
 
     fn register_queue(&self, name: &str) -> Result<u32, HostError> {
-        Ok(self.state.borrow_mut().register_shared_queue(name))
+        self.call("proxy_register_shared_queue", |host| {
+            host.register_shared_queue(name.as_bytes())
+        })
     }
 
     fn resolve_queue(&self, vm_id: &str, name: &str) -> Result<u32, HostError> {
-        self.state
-            .borrow()
-            .resolve_shared_queue(vm_id, name)
-            .map_err(refused("proxy_resolve_shared_queue"))
+        self.call("proxy_resolve_shared_queue", |host| {
+            host.resolve_shared_queue(vm_id.as_bytes(), name.as_bytes())
+        })
     }
 
     fn enqueue(&self, queue: u32, message: &[u8]) -> Result<(), HostError> {
-        self.state
-            .borrow_mut()
-            .enqueue_shared_queue(queue, message)
-            .map_err(refused("proxy_enqueue_shared_queue"))
+        self.call("proxy_enqueue_shared_queue", |host| {
+            host.enqueue_shared_queue(queue, message)
+        })
     }
 
     fn dequeue(&self, queue: u32) -> Result<Option<Vec<u8>>, HostError> {
-        match self.state.borrow_mut().dequeue_shared_queue(queue) {
-            Ok(message) => Ok(Some(message)),
-            Err(Status::Empty) => Ok(None),
-            Err(status) => Err(refused("proxy_dequeue_shared_queue")(status)),
-        }
+        self.lookup("proxy_dequeue_shared_queue", HostStatus::Empty, |host| {
+            host.dequeue_shared_queue(queue)
+        })
+    }
+
+    fn call_foreign_function(&self, name: &str, arguments: &[u8]) -> Result<Vec<u8>, HostError> {
+        self.call("proxy_call_foreign_function", |host| {
+            host.call_foreign_function(name.as_bytes(), arguments)
+        })
     }
 }

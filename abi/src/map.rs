@@ -1,0 +1,249 @@
+//! The header-map wire format (spec §3.4), little-endian:
+//!
+//! ```text
+//! u32 N | N × (u32 name_len, u32 value_len) | N × (name, 0x00, value, 0x00)
+//! ```
+//!
+//! An empty map is zero bytes or a lone `0x00`. Decoding never trusts the other side: it is as
+//! strict as Envoy's own decoder (proxy-wasm-cpp-host's `PairsUtil::toPairs`): every length
+//! within the bytes, every terminator a `0x00`, nothing left over. Any inconsistency is an
+//! error, never a panic.
+
+use std::fmt;
+
+/// A decoded map, borrowing its names and values from the encoded bytes.
+pub type BorrowedPairs<'a> = Vec<(&'a [u8], &'a [u8])>;
+
+/// A map that does not follow the wire format, and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MalformedMap {
+    /// What is wrong, e.g. `missing 0x00 terminator`.
+    pub reason: &'static str,
+}
+
+impl fmt::Display for MalformedMap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "malformed header map: {}", self.reason)
+    }
+}
+
+impl std::error::Error for MalformedMap {}
+
+fn malformed(reason: &'static str) -> MalformedMap {
+    MalformedMap { reason }
+}
+
+/// The size of `pairs` encoded.
+pub fn encoded_len<N: AsRef<[u8]>, V: AsRef<[u8]>>(pairs: &[(N, V)]) -> usize {
+    4 + pairs
+        .iter()
+        .map(|(name, value)| 8 + name.as_ref().len() + value.as_ref().len() + 2)
+        .sum::<usize>()
+}
+
+/// Encodes `pairs`, in order.
+pub fn encode<N: AsRef<[u8]>, V: AsRef<[u8]>>(pairs: &[(N, V)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(encoded_len(pairs));
+    out.extend_from_slice(&len_u32(pairs.len()).to_le_bytes());
+    for (name, value) in pairs {
+        out.extend_from_slice(&len_u32(name.as_ref().len()).to_le_bytes());
+        out.extend_from_slice(&len_u32(value.as_ref().len()).to_le_bytes());
+    }
+    for (name, value) in pairs {
+        out.extend_from_slice(name.as_ref());
+        out.push(0);
+        out.extend_from_slice(value.as_ref());
+        out.push(0);
+    }
+    out
+}
+
+// Lengths that do not fit u32 cannot be addressed by a wasm32 peer at all; saturating keeps
+// the encoder total (the peer then rejects the map) instead of panicking.
+fn len_u32(len: usize) -> u32 {
+    u32::try_from(len).unwrap_or(u32::MAX)
+}
+
+/// Decodes a map, borrowing names and values from `bytes`.
+pub fn decode(bytes: &[u8]) -> Result<BorrowedPairs<'_>, MalformedMap> {
+    if bytes.len() <= 1 {
+        if bytes.first().is_some_and(|&byte| byte != 0) {
+            return Err(malformed("a one-byte map that is not 0x00"));
+        }
+        return Ok(Vec::new());
+    }
+    let count = read_u32(bytes, 0).ok_or(malformed("truncated count"))?;
+    let count = usize::try_from(count).map_err(|_| malformed("count larger than the map"))?;
+    // Each pair needs 8 bytes of lengths and 2 terminators: an absurd count is rejected before
+    // anything is allocated for it.
+    let sizes_end = count
+        .checked_mul(8)
+        .and_then(|sizes| sizes.checked_add(4))
+        .filter(|&end| end <= bytes.len() && count <= bytes.len() / 10)
+        .ok_or(malformed("count larger than the map"))?;
+    let mut pairs = Vec::with_capacity(count);
+    let mut at = sizes_end;
+    for index in 0..count {
+        let sizes = 4 + index * 8;
+        let (Some(name_len), Some(value_len)) =
+            (read_u32(bytes, sizes), read_u32(bytes, sizes + 4))
+        else {
+            return Err(malformed("truncated sizes"));
+        };
+        let name = take(bytes, &mut at, name_len)?;
+        let value = take(bytes, &mut at, value_len)?;
+        pairs.push((name, value));
+    }
+    if at != bytes.len() {
+        return Err(malformed("bytes after the last pair"));
+    }
+    Ok(pairs)
+}
+
+fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {
+    let word = bytes.get(at..at.checked_add(4)?)?;
+    Some(u32::from_le_bytes([word[0], word[1], word[2], word[3]]))
+}
+
+// Takes `len` bytes at `*at` followed by their 0x00 terminator, and moves past both.
+fn take<'a>(bytes: &'a [u8], at: &mut usize, len: u32) -> Result<&'a [u8], MalformedMap> {
+    let end = usize::try_from(len)
+        .ok()
+        .and_then(|len| at.checked_add(len))
+        .ok_or(malformed("size overflow"))?;
+    let field = bytes
+        .get(*at..end)
+        .ok_or(malformed("field runs past the end"))?;
+    if bytes.get(end) != Some(&0) {
+        return Err(malformed("missing 0x00 terminator"));
+    }
+    *at = end + 1;
+    Ok(field)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // `{a: 1, b: 22}` as in the spec (with its erratum corrected: the values are ASCII).
+    #[rustfmt::skip]
+    const TWO_PAIRS: &[u8] = &[
+        2, 0, 0, 0,
+        1, 0, 0, 0, 1, 0, 0, 0,
+        1, 0, 0, 0, 2, 0, 0, 0,
+        b'a', 0, b'1', 0,
+        b'b', 0, b'2', b'2', 0,
+    ];
+
+    #[test]
+    fn the_spec_example_round_trips() {
+        assert_eq!(encode(&[("a", "1"), ("b", "22")]), TWO_PAIRS);
+        assert_eq!(encoded_len(&[("a", "1"), ("b", "22")]), TWO_PAIRS.len());
+        assert_eq!(
+            decode(TWO_PAIRS).unwrap(),
+            [(&b"a"[..], &b"1"[..]), (&b"b"[..], &b"22"[..])]
+        );
+    }
+
+    #[test]
+    fn empty_maps_decode_to_nothing() {
+        assert!(decode(&[]).unwrap().is_empty());
+        assert!(decode(&[0]).unwrap().is_empty());
+        assert!(decode(&encode::<&str, &str>(&[])).unwrap().is_empty());
+        assert!(decode(&[7]).is_err());
+    }
+
+    #[test]
+    fn values_are_bytes() {
+        let raw = encode(&[("x-bin", &[0xff, 0x00, 0xfe][..])]);
+        assert_eq!(decode(&raw).unwrap()[0].1, [0xff, 0x00, 0xfe]);
+    }
+
+    #[test]
+    fn every_truncation_and_corruption_is_an_error_not_a_panic() {
+        for len in 2..TWO_PAIRS.len() {
+            assert!(decode(&TWO_PAIRS[..len]).is_err(), "prefix of {len} bytes");
+        }
+        let mut huge = TWO_PAIRS.to_vec();
+        huge[0..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(decode(&huge).is_err());
+        let mut long_value = TWO_PAIRS.to_vec();
+        long_value[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(decode(&long_value).is_err());
+        let mut no_terminator = TWO_PAIRS.to_vec();
+        no_terminator[21] = b'x';
+        assert_eq!(
+            decode(&no_terminator),
+            Err(malformed("missing 0x00 terminator"))
+        );
+        let mut trailing = TWO_PAIRS.to_vec();
+        trailing.push(0);
+        assert_eq!(
+            decode(&trailing),
+            Err(malformed("bytes after the last pair"))
+        );
+        // Every single-byte change decodes or fails cleanly.
+        for at in 0..TWO_PAIRS.len() {
+            for byte in [0u8, 1, 0x7f, 0xff] {
+                let mut mutated = TWO_PAIRS.to_vec();
+                mutated[at] = byte;
+                let _ = decode(&mutated);
+            }
+        }
+    }
+
+    mod random {
+        use proptest::prelude::*;
+        use proptest::test_runner::Config;
+
+        use super::super::*;
+
+        fn config() -> Config {
+            Config {
+                cases: if cfg!(miri) { 4 } else { 3000 },
+                failure_persistence: None,
+                ..Config::default()
+            }
+        }
+
+        fn pairs() -> impl Strategy<Value = Vec<(Vec<u8>, Vec<u8>)>> {
+            let bytes = || prop::collection::vec(any::<u8>(), 0..12);
+            prop::collection::vec((bytes(), bytes()), 0..8)
+        }
+
+        proptest! {
+            #![proptest_config(config())]
+
+            #[test]
+            fn any_bytes_decode_or_fail_cleanly(bytes in prop::collection::vec(any::<u8>(), 0..96)) {
+                let _ = decode(&bytes);
+            }
+
+            #[test]
+            fn encoded_maps_decode_to_themselves(pairs in pairs()) {
+                let encoded = encode(&pairs);
+                let decoded: Vec<(Vec<u8>, Vec<u8>)> = decode(&encoded)
+                    .unwrap()
+                    .into_iter()
+                    .map(|(name, value)| (name.to_vec(), value.to_vec()))
+                    .collect();
+                prop_assert_eq!(decoded, pairs);
+            }
+
+            #[test]
+            fn a_corrupted_map_decodes_or_fails_cleanly(
+                pairs in pairs(),
+                edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+                cut in any::<prop::sample::Index>(),
+            ) {
+                let mut bytes = encode(&pairs);
+                for (at, byte) in edits {
+                    let at = at.index(bytes.len());
+                    bytes[at] = byte;
+                }
+                let _ = decode(&bytes);
+                let _ = decode(&bytes[..cut.index(bytes.len() + 1)]);
+            }
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! The host's tests, in one binary (one link of wasmtime): compiled plugins in the emulated
+//! proxy (modules and components), the hostcall glue against hand-written modules (WAT), the
+//! WIT package, Redis against a real `redis-server`, serve mode, and the host soak.
+
+mod common;
+mod component;
+mod emulated_examples;
+mod plugins;
+mod raw_plugin;
+mod redis;
+mod serve;
+mod soak;
+mod wat;
+mod wit;

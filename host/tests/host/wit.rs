@@ -1,0 +1,147 @@
+//! The WIT package in `wit/`: it parses (with wasm-tools' parser), holds the `plugin` world the
+//! SDK's component build exports, and documents every item.
+
+#![allow(clippy::panic, reason = "test code")]
+
+use std::path::Path;
+
+use wit_parser::{Docs, Function, Resolve, TypeDefKind, WorldItem, WorldKey};
+
+fn resolve() -> (Resolve, wit_parser::PackageId) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("wit");
+    let mut resolve = Resolve::default();
+    let (package, _) = resolve
+        .push_dir(&dir)
+        .unwrap_or_else(|error| panic!("wit/ does not parse: {error:?}"));
+    (resolve, package)
+}
+
+fn world_item_name(resolve: &Resolve, key: &WorldKey) -> String {
+    resolve.name_world_key(key)
+}
+
+#[test]
+fn the_plugin_world_imports_the_host_interface_and_exports_the_hooks() {
+    let (resolve, package) = resolve();
+    let package = &resolve.packages[package];
+    assert_eq!(package.name.to_string(), "proxy-async:plugin@0.1.0");
+    let world = &resolve.worlds[package.worlds["plugin"]];
+    let imports: Vec<String> = world
+        .imports
+        .keys()
+        .map(|key| world_item_name(&resolve, key))
+        .collect();
+    for interface in [
+        "http-stream",
+        "http-client",
+        "logging",
+        "properties",
+        "metrics",
+        "shared-data",
+    ] {
+        let name = format!("proxy-async:plugin/{interface}@0.1.0");
+        assert!(imports.contains(&name), "{name} not in {imports:?}");
+    }
+    let exports: Vec<String> = world
+        .exports
+        .keys()
+        .map(|key| world_item_name(&resolve, key))
+        .collect();
+    assert_eq!(exports, ["proxy-async:plugin/hooks@0.1.0"]);
+
+    let hooks = package.interfaces["hooks"];
+    let functions = &resolve.interfaces[hooks].functions;
+    for hook in [
+        "on-request-headers",
+        "on-request-body",
+        "on-response-headers",
+        "on-response-body",
+        "on-log",
+    ] {
+        assert!(
+            functions[hook].kind.is_async(),
+            "{hook} must be an async func"
+        );
+    }
+    assert!(!functions["configure"].kind.is_async());
+    let client = package.interfaces["http-client"];
+    assert!(
+        resolve.interfaces[client].functions["send"].kind.is_async(),
+        "http-client.send must be an async func"
+    );
+}
+
+#[test]
+fn every_item_has_a_doc_comment() {
+    let (resolve, package) = resolve();
+    let package = &resolve.packages[package];
+    let mut undocumented = Vec::new();
+    let mut check = |what: String, docs: &Docs| {
+        if docs
+            .contents
+            .as_deref()
+            .is_none_or(|text| text.trim().is_empty())
+        {
+            undocumented.push(what);
+        }
+    };
+    check("package".to_string(), &package.docs);
+    for (name, world) in &package.worlds {
+        check(format!("world {name}"), &resolve.worlds[*world].docs);
+        for item in resolve.worlds[*world]
+            .imports
+            .values()
+            .chain(resolve.worlds[*world].exports.values())
+        {
+            if let WorldItem::Function(function) = item {
+                check(format!("world function {}", function.name), &function.docs);
+            }
+        }
+    }
+    for (name, id) in &package.interfaces {
+        let interface = &resolve.interfaces[*id];
+        check(format!("interface {name}"), &interface.docs);
+        for function in interface.functions.values() {
+            check_function(&mut check, name, function);
+        }
+        for (type_name, type_id) in &interface.types {
+            let def = &resolve.types[*type_id];
+            // `use` imports are documented where they are defined.
+            if let TypeDefKind::Type(wit_parser::Type::Id(other)) = def.kind
+                && resolve.types[other].owner != def.owner
+            {
+                continue;
+            }
+            check(format!("type {name}.{type_name}"), &def.docs);
+            match &def.kind {
+                TypeDefKind::Record(record) => {
+                    for field in &record.fields {
+                        check(
+                            format!("field {name}.{type_name}.{}", field.name),
+                            &field.docs,
+                        );
+                    }
+                }
+                TypeDefKind::Variant(variant) => {
+                    for case in &variant.cases {
+                        check(format!("case {name}.{type_name}.{}", case.name), &case.docs);
+                    }
+                }
+                TypeDefKind::Enum(enumeration) => {
+                    for case in &enumeration.cases {
+                        check(format!("case {name}.{type_name}.{}", case.name), &case.docs);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    assert!(undocumented.is_empty(), "undocumented: {undocumented:?}");
+}
+
+fn check_function(check: &mut impl FnMut(String, &Docs), interface: &str, function: &Function) {
+    check(
+        format!("function {interface}.{}", function.name),
+        &function.docs,
+    );
+}

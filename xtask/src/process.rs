@@ -1,0 +1,123 @@
+//! Running the commands of a task: each a named step that fails the task with its command line,
+//! and the workspace they run in.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// The workspace root (xtask/ is inside it).
+pub(crate) fn workspace() -> PathBuf {
+    let xtask = Path::new(env!("CARGO_MANIFEST_DIR"));
+    xtask.parent().unwrap_or(xtask).to_path_buf()
+}
+
+/// The main target directory: `CARGO_TARGET_DIR`, else the workspace's `target`.
+pub(crate) fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => std::path::absolute(&dir).unwrap_or_else(|_| PathBuf::from(dir)),
+        None => workspace().join("target"),
+    }
+}
+
+/// The cargo that runs this task (the pinned toolchain's).
+pub(crate) fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string()))
+}
+
+/// Runs `command` as the step `step`: prints the step, then fails with the command line if it
+/// does not succeed.
+pub(crate) fn run(step: &str, command: &mut Command) -> Result<(), String> {
+    println!("xtask: {step}");
+    let status = command
+        .status()
+        .map_err(|error| format!("{step}: could not start {command:?}: {error}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{step} failed ({status}): {command:?}"))
+    }
+}
+
+/// Whether `program` is on PATH.
+pub(crate) fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
+}
+
+/// The steps of a task with how long each took, for the summary at its end.
+#[derive(Debug, Default)]
+pub(crate) struct Timings {
+    steps: Vec<(String, Duration)>,
+}
+
+impl Timings {
+    /// Runs `step` and records how long it took.
+    pub(crate) fn step(
+        &mut self,
+        step: &str,
+        run: impl FnOnce() -> Result<(), String>,
+    ) -> Result<(), String> {
+        let started = Instant::now();
+        let result = run();
+        self.steps.push((step.to_string(), started.elapsed()));
+        result
+    }
+
+    /// Records a step that ran elsewhere (beside the others).
+    pub(crate) fn record(&mut self, step: &str, took: Duration) {
+        self.steps.push((step.to_string(), took));
+    }
+
+    /// One line per step.
+    pub(crate) fn lines(&self) -> Vec<String> {
+        self.steps
+            .iter()
+            .map(|(step, took)| format!("{:>8}  {step}", minutes(*took)))
+            .collect()
+    }
+}
+
+/// `m:ss`.
+pub(crate) fn minutes(took: Duration) -> String {
+    let seconds = took.as_secs();
+    format!("{}:{:02}", seconds / 60, seconds % 60)
+}
+
+/// The bytes of every file under `dir` (0 when it does not exist); links are not followed.
+pub(crate) fn disk_usage(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| match entry.file_type() {
+            Ok(kind) if kind.is_dir() => disk_usage(&entry.path()),
+            Ok(kind) if kind.is_file() => entry.metadata().map_or(0, |meta| meta.len()),
+            _ => 0,
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_minutes_and_seconds() {
+        assert_eq!(minutes(Duration::from_secs(0)), "0:00");
+        assert_eq!(minutes(Duration::from_secs(61)), "1:01");
+        assert_eq!(minutes(Duration::from_secs(725)), "12:05");
+    }
+
+    #[test]
+    fn disk_usage_counts_the_files_below() {
+        let dir = target_dir().join("xtask-disk-usage-test");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("inner")).unwrap();
+        std::fs::write(dir.join("a"), [0; 10]).unwrap();
+        std::fs::write(dir.join("inner").join("b"), [0; 5]).unwrap();
+        assert_eq!(disk_usage(&dir), 15);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(disk_usage(&dir), 0);
+    }
+}
