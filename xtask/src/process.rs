@@ -44,10 +44,11 @@ pub(crate) fn on_path(program: &str) -> bool {
         .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
 }
 
-/// The steps of a task with how long each took, for the summary at its end.
+/// The steps of a task with how long each took (wall, and the CPU time of the processes it
+/// waited for), for the summary at its end.
 #[derive(Debug, Default)]
 pub(crate) struct Timings {
-    steps: Vec<(String, Duration)>,
+    steps: Vec<(String, Duration, Option<Duration>)>,
 }
 
 impl Timings {
@@ -58,23 +59,41 @@ impl Timings {
         run: impl FnOnce() -> Result<(), String>,
     ) -> Result<(), String> {
         let started = Instant::now();
+        let cpu = children_cpu();
         let result = run();
-        self.steps.push((step.to_string(), started.elapsed()));
+        let cpu = children_cpu()
+            .zip(cpu)
+            .map(|(after, before)| after.saturating_sub(before));
+        self.steps.push((step.to_string(), started.elapsed(), cpu));
         result
     }
 
     /// Records a step that ran elsewhere (beside the others).
     pub(crate) fn record(&mut self, step: &str, took: Duration) {
-        self.steps.push((step.to_string(), took));
+        self.steps.push((step.to_string(), took, None));
     }
 
-    /// One line per step.
+    /// One line per step: wall time, then CPU time where it is known.
     pub(crate) fn lines(&self) -> Vec<String> {
         self.steps
             .iter()
-            .map(|(step, took)| format!("{:>8}  {step}", minutes(*took)))
+            .map(|(step, took, cpu)| {
+                let cpu = cpu.map_or_else(String::new, |cpu| format!("cpu {}", minutes(cpu)));
+                format!("{:>6} {cpu:>10}  {step}", minutes(*took))
+            })
             .collect()
     }
+}
+
+/// The user and system time of this process's children that it has waited for (Linux's
+/// `/proc/self/stat`, in clock ticks of 1/100 s); `None` elsewhere.
+pub(crate) fn children_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    // cutime and cstime are fields 16 and 17 of the whole line, 14 and 15 after the name.
+    let ticks: u64 = fields.get(13)?.parse::<u64>().ok()? + fields.get(14)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
 }
 
 /// `m:ss`.
@@ -107,6 +126,17 @@ mod tests {
         assert_eq!(minutes(Duration::from_secs(0)), "0:00");
         assert_eq!(minutes(Duration::from_secs(61)), "1:01");
         assert_eq!(minutes(Duration::from_secs(725)), "12:05");
+    }
+
+    #[test]
+    fn the_cpu_time_of_children_grows_with_their_work() {
+        let before = children_cpu().unwrap();
+        let spin = std::process::Command::new("sh")
+            .args(["-c", "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done"])
+            .status()
+            .unwrap();
+        assert!(spin.success());
+        assert!(children_cpu().unwrap() > before);
     }
 
     #[test]

@@ -164,13 +164,25 @@ fn wasm_artifact(messages: &str) -> Option<PathBuf> {
         })
 }
 
-/// The `proxy-async-serve` command for `plugin`'s `wasm`, with `args`.
-pub(crate) fn serve_command(plugin: &PluginCrate, wasm: &Path, args: &RunArgs) -> Command {
-    let mut serve = cargo();
+/// The `proxy-async-serve` command for `plugin`'s `wasm`, with `args`: the server built by
+/// `cargo run` (in dev), or the one at `server`.
+pub(crate) fn serve_command(
+    plugin: &PluginCrate,
+    wasm: &Path,
+    args: &RunArgs,
+    server: Option<&Path>,
+) -> Command {
+    let mut serve = match server {
+        Some(server) => Command::new(server),
+        None => {
+            let mut run = cargo();
+            run.current_dir(workspace())
+                .args(["run", "--quiet", "-p", "proxy-async-host", "--bin"])
+                .args(["proxy-async-serve", "--"]);
+            run
+        }
+    };
     serve
-        .current_dir(workspace())
-        .args(["run", "--quiet", "-p", "proxy-async-host", "--bin"])
-        .args(["proxy-async-serve", "--"])
         .arg("--wasm")
         .arg(wasm)
         .args(["--port", &args.port.to_string()])
@@ -185,7 +197,7 @@ pub(crate) fn serve_command(plugin: &PluginCrate, wasm: &Path, args: &RunArgs) -
 pub(crate) fn run(args: &RunArgs) -> Result<(), String> {
     let plugin = PluginCrate::find(&args.plugin)?;
     let wasm = plugin.build(args.target(), None)?;
-    let mut serve = serve_command(&plugin, &wasm, args);
+    let mut serve = serve_command(&plugin, &wasm, args, None);
     println!("xtask: serve {} (building the host first)", wasm.display());
     // On Unix the server replaces this process, so Ctrl-C (or a kill of this pid) reaches it
     // directly.

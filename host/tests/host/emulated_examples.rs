@@ -289,7 +289,7 @@ fn a_trap_fails_the_stream_with_503_and_every_stream_after_it() {
 
 /// Prints the wasm instructions (fuel) each step of one auth-flow request consumed (a step is
 /// one proxy event and every callback it caused), on the success path and on a failure path.
-/// `cargo test -p proxy-async-host --test emulated_examples -- --nocapture fuel` shows the table.
+/// `cargo test -p proxy-async-host --test host -- --nocapture fuel` shows the table.
 #[test]
 fn fuel_per_callback_of_an_auth_flow_request() {
     let proxy = start("auth_flow", AUTH_CONFIG);
