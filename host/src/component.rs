@@ -442,36 +442,28 @@ impl timers::HostWithStore<StoreState> for HasSelf<StoreState> {
     }
 }
 
-/// The world's log levels, in the ABI's order: a level's ABI code is its index.
-const WORLD_LEVELS: [types::LogLevel; 6] = {
-    use types::LogLevel as World;
-    [
-        World::Trace,
-        World::Debug,
-        World::Info,
-        World::Warn,
-        World::Error,
-        World::Critical,
-    ]
-};
+/// The world's log level for the ABI's: the world lists them in the ABI's order.
+fn world_level(level: LogLevel) -> types::LogLevel {
+    use types::LogLevel::{Critical, Debug, Error, Info, Trace, Warn};
+    let levels = [Trace, Debug, Info, Warn, Error, Critical];
+    levels
+        .get(level.severity() as usize)
+        .copied()
+        .unwrap_or(Critical)
+}
+
+/// The ABI's log level for the world's.
+fn abi_level(level: types::LogLevel) -> LogLevel {
+    LogLevel::from_code(level as u32)
+}
 
 impl logging::Host for StoreState {
     fn log(&mut self, level: types::LogLevel, message: String) {
-        let level = WORLD_LEVELS
-            .iter()
-            .position(|known| *known == level)
-            .and_then(|code| u32::try_from(code).ok())
-            .map_or(LogLevel::Critical, LogLevel::from_code);
-        let _ = with_state(|state| state.log(level, message.as_bytes()));
+        let _ = with_state(|state| state.log(abi_level(level), message.as_bytes()));
     }
 
     fn get_log_level(&mut self) -> types::LogLevel {
-        let level = with_state(|state| state.log_level()).unwrap_or(LogLevel::Critical);
-        let index = usize::try_from(level.severity()).unwrap_or(usize::MAX);
-        WORLD_LEVELS
-            .get(index)
-            .copied()
-            .unwrap_or(types::LogLevel::Critical)
+        world_level(with_state(|state| state.log_level()).unwrap_or(LogLevel::Critical))
     }
 }
 

@@ -79,18 +79,20 @@ fn unsupported(call: &'static str) -> HostError {
     }
 }
 
-/// The world's log levels, in the ABI's order: a level's ABI code is its index.
-const WORLD_LEVELS: [types::LogLevel; 6] = {
-    use types::LogLevel as World;
-    [
-        World::Trace,
-        World::Debug,
-        World::Info,
-        World::Warn,
-        World::Error,
-        World::Critical,
-    ]
-};
+/// The world's log level for the ABI's: the world lists them in the ABI's order.
+fn world_level(level: LogLevel) -> types::LogLevel {
+    use types::LogLevel::{Critical, Debug, Error, Info, Trace, Warn};
+    let levels = [Trace, Debug, Info, Warn, Error, Critical];
+    levels
+        .get(level.severity() as usize)
+        .copied()
+        .unwrap_or(Critical)
+}
+
+/// The ABI's log level for the world's.
+fn abi_level(level: types::LogLevel) -> LogLevel {
+    LogLevel::from_code(level as u32)
+}
 
 fn u64_of(value: usize) -> u64 {
     u64::try_from(value).unwrap_or(u64::MAX)
@@ -153,21 +155,11 @@ impl ComponentHost {
 
 impl Host for ComponentHost {
     fn log(&self, level: LogLevel, message: &str) {
-        let index = usize::try_from(level.severity()).unwrap_or(usize::MAX);
-        let level = WORLD_LEVELS
-            .get(index)
-            .copied()
-            .unwrap_or(types::LogLevel::Critical);
-        wit_logging::log(level, message);
+        wit_logging::log(world_level(level), message);
     }
 
     fn log_level(&self) -> LogLevel {
-        let level = wit_logging::get_log_level();
-        WORLD_LEVELS
-            .iter()
-            .position(|known| *known == level)
-            .and_then(|code| u32::try_from(code).ok())
-            .map_or(LogLevel::Critical, LogLevel::from_code)
+        abi_level(wit_logging::get_log_level())
     }
 
     fn set_effective_context(&self, _context_id: u32) -> Result<(), HostError> {

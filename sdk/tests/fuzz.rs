@@ -36,13 +36,6 @@ fn cases(native: u32) -> Config {
     Config {
         cases: if cfg!(miri) { 2 } else { native },
         failure_persistence: None,
-        // proptest's default generator (ChaCha) is most of what a case costs under Miri;
-        // XorShift draws the same kinds of cases there for a fraction of it.
-        rng_algorithm: if cfg!(miri) {
-            proptest::test_runner::RngAlgorithm::XorShift
-        } else {
-            proptest::test_runner::RngAlgorithm::ChaCha
-        },
         ..Config::default()
     }
 }

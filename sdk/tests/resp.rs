@@ -26,13 +26,6 @@ proptest! {
     #![proptest_config(ProptestConfig {
         cases: if cfg!(miri) { 4 } else { 2_000 },
         failure_persistence: None,
-        // proptest's default generator (ChaCha) is most of what a case costs under Miri;
-        // XorShift draws the same kinds of cases there for a fraction of it.
-        rng_algorithm: if cfg!(miri) {
-            proptest::test_runner::RngAlgorithm::XorShift
-        } else {
-            proptest::test_runner::RngAlgorithm::ChaCha
-        },
         ..ProptestConfig::default()
     })]
 

@@ -574,13 +574,6 @@ fn config() -> Config {
         // a few cases there, the schedules natively.
         cases: if cfg!(miri) { 6 } else { 10_000 },
         failure_persistence: None,
-        // proptest's default generator (ChaCha) is most of what a case costs under Miri;
-        // XorShift draws the same kinds of cases there for a fraction of it.
-        rng_algorithm: if cfg!(miri) {
-            proptest::test_runner::RngAlgorithm::XorShift
-        } else {
-            proptest::test_runner::RngAlgorithm::ChaCha
-        },
         ..Config::default()
     }
 }

@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::install::MODULE_TARGET;
 use crate::process::{cargo, run, target_dir, workspace};
@@ -175,20 +175,21 @@ pub(crate) fn check() -> Result<(), String> {
 struct Server(Child);
 
 impl Server {
-    /// The address it printed (`Serving <wasm> on http://<address>`).
+    /// The address it printed (`Serving <wasm> on http://<address>`). Its output goes on being
+    /// read (and dropped) afterwards: a server writing to a closed pipe would stop.
     fn address(&mut self) -> Result<String, String> {
         let stdout = self.0.stdout.take().ok_or("the server has no stdout")?;
-        let deadline = Instant::now() + Duration::from_secs(120);
-        for line in BufReader::new(stdout).lines() {
-            let line = line.map_err(|error| format!("reading the server: {error}"))?;
-            if let Some((_, address)) = line.split_once(" on http://") {
-                return Ok(address.trim().to_string());
+        let (found, address) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some((_, address)) = line.split_once(" on http://") {
+                    let _ = found.send(address.trim().to_string());
+                }
             }
-            if Instant::now() > deadline {
-                break;
-            }
-        }
-        Err("the server stopped without saying where it listens".to_string())
+        });
+        address
+            .recv_timeout(Duration::from_secs(120))
+            .map_err(|_| "the server stopped without saying where it listens".to_string())
     }
 }
 

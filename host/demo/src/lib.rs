@@ -27,6 +27,30 @@ pub struct DemoRequest {
     pub body: Bytes,
 }
 
+impl DemoRequest {
+    /// Reads `request` whole (a body of at most 1 MiB); `None` when its body cannot be read or
+    /// is longer.
+    pub async fn read(request: hyper::Request<hyper::body::Incoming>) -> Option<DemoRequest> {
+        use http_body_util::BodyExt;
+        let (parts, body) = request.into_parts();
+        let body = http_body_util::Limited::new(body, 1 << 20)
+            .collect()
+            .await
+            .ok()?;
+        Some(DemoRequest {
+            method: parts.method,
+            path: parts.uri.path().to_string(),
+            target: parts
+                .uri
+                .path_and_query()
+                .map_or("/", |target| target.as_str())
+                .to_string(),
+            headers: parts.headers,
+            body: body.to_bytes(),
+        })
+    }
+}
+
 /// A JSON response with `status`.
 pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(format!("{value}\n"))));

@@ -27,7 +27,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
@@ -320,23 +320,9 @@ where
             };
             tokio::task::spawn_local(async move {
                 let service = service_fn(move |request: Request<Incoming>| async move {
-                    let (parts, body) = request.into_parts();
-                    let response = match Limited::new(body, 1 << 20).collect().await {
-                        Ok(body) => {
-                            handler(DemoRequest {
-                                method: parts.method,
-                                path: parts.uri.path().to_string(),
-                                target: parts
-                                    .uri
-                                    .path_and_query()
-                                    .map_or("/", |target| target.as_str())
-                                    .to_string(),
-                                headers: parts.headers,
-                                body: body.to_bytes(),
-                            })
-                            .await
-                        }
-                        Err(_) => json(StatusCode::BAD_REQUEST, &serde_json::json!({})),
+                    let response = match DemoRequest::read(request).await {
+                        Some(request) => handler(request).await,
+                        None => json(StatusCode::BAD_REQUEST, &serde_json::json!({})),
                     };
                     Ok::<_, Infallible>(response)
                 });

@@ -790,13 +790,6 @@ mod tests {
             #![proptest_config(Config {
                 cases: if cfg!(miri) { 4 } else { 3000 },
                 failure_persistence: None,
-                // proptest's default generator (ChaCha) is most of what a case costs under Miri;
-                // XorShift draws the same kinds of cases there for a fraction of it.
-                rng_algorithm: if cfg!(miri) {
-                    proptest::test_runner::RngAlgorithm::XorShift
-                } else {
-                    proptest::test_runner::RngAlgorithm::ChaCha
-                },
                 ..Config::default()
             })]
 

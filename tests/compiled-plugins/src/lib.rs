@@ -1,6 +1,6 @@
 //! The workspace's plugins compiled to wasm, once, by this crate's build script (see
-//! `build.rs`): the examples and benchmark baselines as they ship (release), the test fixtures
-//! with the `test-wasm` profile; proxy-wasm modules and, for plugins on the SDK, components.
+//! `build.rs`), in release (the test fixtures too: see there why); proxy-wasm modules and, for
+//! plugins on the SDK, components.
 //!
 //! A test that runs compiled plugins depends on this crate and finds each file by the plugin's
 //! crate name; building it is cargo's business, before the test compiles, never the test's.
