@@ -181,18 +181,32 @@ impl LogLevel {
         }
     }
 
+    /// The levels the ABI defines, least severe first.
+    pub const ALL: [LogLevel; 6] = [
+        LogLevel::Trace,
+        LogLevel::Debug,
+        LogLevel::Info,
+        LogLevel::Warn,
+        LogLevel::Error,
+        LogLevel::Critical,
+    ];
+
     /// The level Envoy names `name` (any case); `None` for a name it does not know.
     pub fn from_name(name: &str) -> Option<LogLevel> {
-        [
-            LogLevel::Trace,
-            LogLevel::Debug,
-            LogLevel::Info,
-            LogLevel::Warn,
-            LogLevel::Error,
-            LogLevel::Critical,
-        ]
-        .into_iter()
-        .find(|level| level.name().eq_ignore_ascii_case(name))
+        LogLevel::ALL
+            .into_iter()
+            .find(|level| level.name().eq_ignore_ascii_case(name))
+    }
+
+    /// This level's counterpart among `levels`, another binding's six levels listed in the
+    /// ABI's order (as the WIT world lists them); a level the ABI does not define maps to the
+    /// last, the most severe.
+    pub fn pick<T: Copy>(self, levels: [T; 6]) -> T {
+        let [.., critical] = levels;
+        levels
+            .get(self.severity() as usize)
+            .copied()
+            .unwrap_or(critical)
     }
 }
 
@@ -328,5 +342,16 @@ mod tests {
         assert!(LogLevel::Unknown(9).severity() >= LogLevel::Critical.severity());
         assert!(LogLevel::Debug.severity() < LogLevel::Info.severity());
         assert!(LogLevel::Debug < LogLevel::Info && LogLevel::Critical < LogLevel::Unknown(9));
+    }
+
+    #[test]
+    fn a_level_picks_its_counterpart_in_another_binding() {
+        let names = ["t", "d", "i", "w", "e", "c"];
+        assert_eq!(LogLevel::Trace.pick(names), "t");
+        assert_eq!(LogLevel::Warn.pick(names), "w");
+        assert_eq!(LogLevel::Unknown(17).pick(names), "c");
+        for (level, code) in LogLevel::ALL.into_iter().zip(0..) {
+            assert_eq!(level.pick([0, 1, 2, 3, 4, 5]), code);
+        }
     }
 }

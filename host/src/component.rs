@@ -445,11 +445,7 @@ impl timers::HostWithStore<StoreState> for HasSelf<StoreState> {
 /// The world's log level for the ABI's: the world lists them in the ABI's order.
 fn world_level(level: LogLevel) -> types::LogLevel {
     use types::LogLevel::{Critical, Debug, Error, Info, Trace, Warn};
-    let levels = [Trace, Debug, Info, Warn, Error, Critical];
-    levels
-        .get(level.severity() as usize)
-        .copied()
-        .unwrap_or(Critical)
+    level.pick([Trace, Debug, Info, Warn, Error, Critical])
 }
 
 /// The ABI's log level for the world's.

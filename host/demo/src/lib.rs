@@ -51,6 +51,28 @@ impl DemoRequest {
     }
 }
 
+/// Serves one HTTP/1 connection until it closes: each request is read whole
+/// ([`DemoRequest::read`]; one that cannot be gets a 400) and answered by `handler`.
+pub async fn serve_connection<H, F>(stream: tokio::net::TcpStream, handler: H)
+where
+    H: Fn(DemoRequest) -> F + Clone,
+    F: Future<Output = Response<Full<Bytes>>>,
+{
+    let service = hyper::service::service_fn(move |request| {
+        let handler = handler.clone();
+        async move {
+            let response = match DemoRequest::read(request).await {
+                Some(request) => handler(request).await,
+                None => json(StatusCode::BAD_REQUEST, &serde_json::json!({})),
+            };
+            Ok::<_, std::convert::Infallible>(response)
+        }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+        .await;
+}
+
 /// A JSON response with `status`.
 pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(format!("{value}\n"))));

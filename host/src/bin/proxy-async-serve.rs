@@ -20,7 +20,6 @@
 //! Stops on Ctrl-C (or SIGTERM).
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -28,10 +27,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper::{Response, StatusCode};
 use proxy_async_demo::{DemoRequest, auth_service, json, users_service};
 use proxy_async_host::proxy_async_emulator::LogLevel;
 use proxy_async_host::serve::PluginCode;
@@ -318,18 +314,7 @@ where
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             };
-            tokio::task::spawn_local(async move {
-                let service = service_fn(move |request: Request<Incoming>| async move {
-                    let response = match DemoRequest::read(request).await {
-                        Some(request) => handler(request).await,
-                        None => json(StatusCode::BAD_REQUEST, &serde_json::json!({})),
-                    };
-                    Ok::<_, Infallible>(response)
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
+            tokio::task::spawn_local(proxy_async_demo::serve_connection(stream, handler));
         }
     });
     Ok(addr)

@@ -361,8 +361,8 @@ impl<P: Plugin, T: Twins> PluginTest<P, T> {
     }
 
     /// Moves the proxy's clock forward by `by`, sending the root context's ticks that fall in
-    /// that time (see [`Plugin::TICK_PERIOD`](crate::Plugin::TICK_PERIOD)): sleeps whose
-    /// deadline passed end, due tick functions run. Returns how many ticks were sent. From the
+    /// that time (see [`Plugin::TICK_PERIOD`]): sleeps whose deadline passed end, due tick
+    /// functions run. Returns how many ticks were sent. From the
     /// first call on, the test's clock moves only when the test moves it.
     pub fn advance_time(&self, by: std::time::Duration) -> u32 {
         lockstep!(self, "advancing the clock", |proxy| proxy.advance_time(by))

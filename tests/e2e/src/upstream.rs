@@ -2,7 +2,6 @@
 //! the usual set of an echo upstream and the demo auth and users services (the same behaviour
 //! as the host's `proxy-async-serve --demo auth-flow`).
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -11,10 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper::{Request, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper::StatusCode;
 pub use proxy_async_demo::{DemoRequest, json};
 use proxy_async_demo::{auth_service, users_service};
 use tokio::sync::oneshot;
@@ -115,21 +111,9 @@ where
             continue;
         };
         let handler = Arc::clone(&handler);
-        tokio::spawn(async move {
-            let service = service_fn(move |request: Request<Incoming>| {
-                let handler = Arc::clone(&handler);
-                async move {
-                    let response = match DemoRequest::read(request).await {
-                        Some(request) => handler(request).await,
-                        None => json(StatusCode::BAD_REQUEST, &serde_json::json!({})),
-                    };
-                    Ok::<_, Infallible>(response)
-                }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
+        tokio::spawn(proxy_async_demo::serve_connection(stream, move |request| {
+            handler(request)
+        }));
     }
 }
 
