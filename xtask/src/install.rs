@@ -30,10 +30,8 @@ pub(crate) fn wasm_targets() -> Result<(), String> {
     )
 }
 
-/// What the tests need besides the pinned toolchain, for a thread to install while the first
-/// checks compile: nightly with Miri (and Miri's standard library), Envoy, and the Debian
-/// packages.
-pub(crate) fn for_tests() -> Result<(), String> {
+/// Nightly with Miri (and Miri's standard library), for the Miri run.
+pub(crate) fn miri() -> Result<(), String> {
     run(
         "install nightly with Miri",
         Command::new("rustup").args([
@@ -45,13 +43,12 @@ pub(crate) fn for_tests() -> Result<(), String> {
             "--component",
             "miri,rust-src",
         ]),
-    )?;
-    envoy()?;
-    debian_packages(&DEBIAN_PACKAGES)
+    )
 }
 
-/// What the benchmarks need: Envoy and the Debian packages.
-pub(crate) fn for_benchmarks() -> Result<(), String> {
+/// What the tests and the benchmarks need besides the toolchains: Envoy and the Debian
+/// packages.
+pub(crate) fn for_tests() -> Result<(), String> {
     envoy()?;
     debian_packages(&DEBIAN_PACKAGES)
 }

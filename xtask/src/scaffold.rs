@@ -110,7 +110,8 @@ pub(crate) fn new(dir: &Path) -> Result<(), String> {
 }
 
 /// What CI checks of the outside-crate path: a crate from the template, in a folder of its
-/// own, tested, built to wasm, its twins run, and served by `cargo xtask run`'s code. The
+/// own, tested, built to wasm, its twins' manifest resolved, and served by `cargo xtask run`'s
+/// code. The
 /// workspace's target folders serve only as caches of compiled dependencies (same versions,
 /// same profiles), so that this costs seconds, not another full build.
 pub(crate) fn check() -> Result<(), String> {
@@ -243,6 +244,22 @@ mod tests {
         let manifest = render(TEMPLATE[0].1, "my-plugin", Path::new("/repo"), "x");
         assert!(manifest.contains(r#"proxy-async = { path = "/repo/sdk" }"#));
         assert!(manifest.contains(r#"crate-type = ["cdylib", "rlib"]"#));
+    }
+
+    #[test]
+    fn the_readme_shows_the_plugin_a_new_crate_gets() {
+        let readme = include_str!("../../README.md");
+        let section = readme
+            .split_once("## Write a plugin")
+            .and_then(|(_, rest)| rest.split_once("\n## "))
+            .map(|(section, _)| section)
+            .unwrap();
+        let (_, lib) = TEMPLATE[4];
+        let lib = render(lib, "my-plugin", Path::new("/repo"), "../my-plugin");
+        assert!(
+            section.contains(&format!("```rust\n{lib}```")),
+            "README's \"Write a plugin\" does not show the template's src/lib.rs as `cargo xtask new` writes it"
+        );
     }
 
     #[test]
