@@ -6,8 +6,8 @@
 //! by `compiled-plugins`' build script, the first time a check needs it.
 
 use std::fs::File;
-use std::process::{Child, Command, Stdio};
-use std::time::Instant;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use crate::install::{self, COMPONENT_TARGET, MODULE_TARGET};
 use crate::process::{Timings, cargo, disk_usage, minutes, run, target_dir, workspace};
@@ -177,8 +177,9 @@ fn docs() -> Result<(), String> {
 /// Miri over the crates in [`UNDER_MIRI`], in a process of its own (its own target folder,
 /// `target/miri`), its output in `target/miri.log`.
 struct Miri {
-    child: Child,
-    started: Instant,
+    /// Waits for the process and says how long it ran: timed when it ends, not when this run
+    /// gets round to asking.
+    waiter: std::thread::JoinHandle<(std::io::Result<std::process::ExitStatus>, Duration)>,
 }
 
 impl Miri {
@@ -205,25 +206,24 @@ impl Miri {
             UNDER_MIRI.join(", "),
             log_path.display()
         );
-        let child = command
+        let mut child = command
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(errors))
             .spawn()
             .map_err(|error| format!("cannot start Miri: {error}"))?;
-        Ok(Miri {
-            child,
-            started: Instant::now(),
-        })
+        let started = Instant::now();
+        let waiter = std::thread::spawn(move || (child.wait(), started.elapsed()));
+        Ok(Miri { waiter })
     }
 
     /// Waits for Miri; on a failure, its log.
-    fn finish(mut self) -> Result<std::time::Duration, String> {
+    fn finish(self) -> Result<Duration, String> {
         println!("xtask: wait for Miri");
-        let status = self
-            .child
-            .wait()
-            .map_err(|error| format!("Miri: {error}"))?;
-        let took = self.started.elapsed();
+        let (status, took) = self
+            .waiter
+            .join()
+            .map_err(|_| "waiting for Miri panicked".to_string())?;
+        let status = status.map_err(|error| format!("Miri: {error}"))?;
         let log_path = target_dir().join("miri.log");
         let log = std::fs::read_to_string(&log_path).unwrap_or_default();
         let results: Vec<&str> = log
