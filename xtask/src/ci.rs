@@ -6,11 +6,11 @@
 //! by `compiled-plugins`' build script, the first time a check needs it.
 
 use std::fs::File;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::install::{self, COMPONENT_TARGET, MODULE_TARGET};
-use crate::process::{Timings, cargo, disk_usage, minutes, run, target_dir, workspace};
+use crate::process::{Timings, cargo, disk_usage, exited_cpu, minutes, run, target_dir, workspace};
 use crate::scaffold;
 
 /// The crates a plugin author depends on: what `cargo package` must accept and `cargo doc`
@@ -70,7 +70,11 @@ pub(crate) fn test() -> Result<(), String> {
     installs
         .join()
         .map_err(|_| "installing the tools panicked".to_string())??;
-    timings.record("installs (beside the checks above)", installing.elapsed());
+    timings.record(
+        "installs (beside the checks above)",
+        installing.elapsed(),
+        None,
+    );
     timings.step(
         "clippy and the tests, native (builds every plugin to wasm first)",
         || run("clippy and the tests (native)", &mut clippy_and_tests()?),
@@ -78,8 +82,12 @@ pub(crate) fn test() -> Result<(), String> {
     timings.step("a plugin crate outside the workspace", scaffold::check)?;
     timings.step("cargo package", package)?;
     timings.step("cargo doc", docs)?;
-    let miri_took = miri.finish()?;
-    timings.record("Miri (beside every step since its install)", miri_took);
+    let (miri_took, miri_cpu) = miri.finish()?;
+    timings.record(
+        "Miri (beside every step since its install)",
+        miri_took,
+        miri_cpu,
+    );
     let took = started.elapsed();
     let size = disk_usage(&target_dir());
     println!("xtask: every check passed");
@@ -177,9 +185,12 @@ fn docs() -> Result<(), String> {
 /// Miri over the crates in [`UNDER_MIRI`], in a process of its own (its own target folder,
 /// `target/miri`), its output in `target/miri.log`.
 struct Miri {
-    /// Waits for the process and says how long it ran: timed when it ends, not when this run
-    /// gets round to asking.
-    waiter: std::thread::JoinHandle<(std::io::Result<std::process::ExitStatus>, Duration)>,
+    child: Child,
+    /// Watches for the process's end without waiting for it (see [`exited_cpu`]), so that its
+    /// time is taken when it ends and its CPU time is not counted in whichever step is running
+    /// then; `None` where `/proc` cannot tell.
+    ended: std::thread::JoinHandle<Option<(Duration, Duration)>>,
+    started: Instant,
 }
 
 impl Miri {
@@ -206,24 +217,42 @@ impl Miri {
             UNDER_MIRI.join(", "),
             log_path.display()
         );
-        let mut child = command
+        let child = command
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(errors))
             .spawn()
             .map_err(|error| format!("cannot start Miri: {error}"))?;
         let started = Instant::now();
-        let waiter = std::thread::spawn(move || (child.wait(), started.elapsed()));
-        Ok(Miri { waiter })
+        let pid = child.id();
+        let ended = std::thread::spawn(move || {
+            loop {
+                if let Some(cpu) = exited_cpu(pid) {
+                    return Some((started.elapsed(), cpu));
+                }
+                if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                    return None;
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        });
+        Ok(Miri {
+            child,
+            ended,
+            started,
+        })
     }
 
-    /// Waits for Miri; on a failure, its log.
-    fn finish(self) -> Result<Duration, String> {
+    /// Waits for Miri; its wall time and, where known, CPU time. On a failure, its log.
+    fn finish(mut self) -> Result<(Duration, Option<Duration>), String> {
         println!("xtask: wait for Miri");
-        let (status, took) = self
-            .waiter
-            .join()
-            .map_err(|_| "waiting for Miri panicked".to_string())?;
-        let status = status.map_err(|error| format!("Miri: {error}"))?;
+        let status = self
+            .child
+            .wait()
+            .map_err(|error| format!("Miri: {error}"))?;
+        let (took, cpu) = match self.ended.join().ok().flatten() {
+            Some((took, cpu)) => (took, Some(cpu)),
+            None => (self.started.elapsed(), None),
+        };
         let log_path = target_dir().join("miri.log");
         let log = std::fs::read_to_string(&log_path).unwrap_or_default();
         let results: Vec<&str> = log
@@ -238,7 +267,7 @@ impl Miri {
             minutes(took),
             results.len()
         );
-        Ok(took)
+        Ok((took, cpu))
     }
 }
 

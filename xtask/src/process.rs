@@ -68,9 +68,9 @@ impl Timings {
         result
     }
 
-    /// Records a step that ran elsewhere (beside the others).
-    pub(crate) fn record(&mut self, step: &str, took: Duration) {
-        self.steps.push((step.to_string(), took, None));
+    /// Records a step that ran elsewhere (beside the others), with its CPU time if known.
+    pub(crate) fn record(&mut self, step: &str, took: Duration, cpu: Option<Duration>) {
+        self.steps.push((step.to_string(), took, cpu));
     }
 
     /// One line per step: wall time, then CPU time where it is known.
@@ -88,12 +88,39 @@ impl Timings {
 /// The user and system time of this process's children that it has waited for (Linux's
 /// `/proc/self/stat`, in clock ticks of 1/100 s); `None` elsewhere.
 pub(crate) fn children_cpu() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    // cutime and cstime are fields 16 and 17 of the whole line, 14 and 15 after the name.
-    let ticks: u64 = fields.get(13)?.parse::<u64>().ok()? + fields.get(14)?.parse::<u64>().ok()?;
-    Some(Duration::from_millis(ticks * 10))
+    let fields = stat_fields("self")?;
+    Some(ticks(&fields, 13)? + ticks(&fields, 14)?)
+}
+
+/// For a child process that has exited but not been waited for yet (a zombie, which keeps its
+/// accounting): the user and system time it and the children it waited for used. `None`
+/// while it runs, or where `/proc` cannot tell.
+pub(crate) fn exited_cpu(pid: u32) -> Option<Duration> {
+    let fields = stat_fields(&pid.to_string())?;
+    if *fields.first()? != "Z" {
+        return None;
+    }
+    Some(ticks(&fields, 11)? + ticks(&fields, 12)? + ticks(&fields, 13)? + ticks(&fields, 14)?)
+}
+
+/// The fields of `/proc/<pid>/stat` after the command name (which is in parentheses and may
+/// hold spaces): the state first, utime, stime, cutime and cstime at 11 to 14.
+fn stat_fields(pid: &str) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    Some(
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .map(str::to_string)
+            .collect(),
+    )
+}
+
+/// The field at `index`, in clock ticks of 1/100 s.
+fn ticks(fields: &[String], index: usize) -> Option<Duration> {
+    Some(Duration::from_millis(
+        fields.get(index)?.parse::<u64>().ok()? * 10,
+    ))
 }
 
 /// `m:ss`.
@@ -137,6 +164,23 @@ mod tests {
             .unwrap();
         assert!(spin.success());
         assert!(children_cpu().unwrap() > before);
+    }
+
+    #[test]
+    fn an_exited_child_tells_its_cpu_time_before_it_is_waited_for() {
+        let mut spin = std::process::Command::new("sh")
+            .args(["-c", "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done"])
+            .spawn()
+            .unwrap();
+        let cpu = loop {
+            if let Some(cpu) = exited_cpu(spin.id()) {
+                break cpu;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(cpu > Duration::ZERO);
+        assert!(spin.wait().unwrap().success());
+        assert_eq!(exited_cpu(spin.id()), None);
     }
 
     #[test]
