@@ -111,9 +111,8 @@ pub(crate) fn new(dir: &Path) -> Result<(), String> {
 
 /// What CI checks of the outside-crate path: a crate from the template, in a folder of its
 /// own, tested, built to wasm, its twins' manifest resolved, and served by `cargo xtask run`'s
-/// code. The
-/// workspace's target folders serve only as caches of compiled dependencies (same versions,
-/// same profiles), so that this costs seconds, not another full build.
+/// code. The workspace's target folders serve only as caches of compiled dependencies (same
+/// versions, same profiles), so that this costs seconds, not another full build.
 pub(crate) fn check() -> Result<(), String> {
     let dir = target_dir().join("scaffold").join("my-plugin");
     let _ = std::fs::remove_dir_all(&dir);
@@ -254,7 +253,10 @@ mod tests {
             .and_then(|(_, rest)| rest.split_once("\n## "))
             .map(|(section, _)| section)
             .unwrap();
-        let (_, lib) = TEMPLATE[4];
+        let (_, lib) = TEMPLATE
+            .iter()
+            .find(|(file, _)| *file == "src/lib.rs")
+            .unwrap();
         let lib = render(lib, "my-plugin", Path::new("/repo"), "../my-plugin");
         assert!(
             section.contains(&format!("```rust\n{lib}```")),
