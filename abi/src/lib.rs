@@ -29,9 +29,12 @@
 //!   implements it, a wasm host routes a module's imports to it.
 //! - [`Callbacks`]: the callbacks a host makes, one method per `proxy_on_*` export; a native
 //!   plugin driver and a compiled plugin in a wasm host implement it.
+//! - [`gate`]: the sequencing of one stream's `async` hooks (what to answer, what to run,
+//!   when to resume) as a state machine with no I/O, shared by every driver of a plugin.
 
 pub mod callbacks;
 pub mod codes;
+pub mod gate;
 pub mod hostcalls;
 pub mod map;
 mod phase;

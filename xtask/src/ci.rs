@@ -24,7 +24,7 @@ const PUBLISHED: [&str; 5] = [
 ];
 
 /// The crates Miri runs the tests of: the executor, the SDK (its stream driver), the emulated
-/// proxy and the ABI codec.
+/// proxy and the ABI (its codec and stream gate).
 const UNDER_MIRI: [&str; 4] = [
     "proxy-async-executor",
     "proxy-async",

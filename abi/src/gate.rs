@@ -1,0 +1,569 @@
+//! The stream gate: the sequencing of one HTTP stream's hooks, as a state machine with no I/O.
+//!
+//! A plugin with `async` hooks answers each stream callback before its hook may have finished.
+//! What it then owes the proxy follows from a few rules (Envoy's, through proxy-wasm-cpp-host):
+//!
+//! - a callback is answered `Continue` only when its hook finished inside it; otherwise
+//!   `Pause`, and the direction is later resumed **exactly once**, never inside the callback
+//!   that paused it;
+//! - hooks of a stream run one at a time, in the order their callbacks came; a callback that
+//!   comes while a hook runs is answered `Pause` and its hook runs after;
+//! - a later chunk of a direction whose earlier chunk's hook still runs is held with it: the
+//!   direction is resumed once, after the last held hook, so that no chunk passes unseen;
+//! - at most one local reply per stream; after it, and after the stream ended, no hook runs
+//!   (but `on_log`, after a reply), and the callbacks the proxy makes for the reply itself
+//!   are answered `Continue`;
+//! - a buffered body is held (`Pause` on every chunk) until its last chunk, or until trailers
+//!   end it: its hook then runs once on all of it, before the trailers' hook; a buffered body
+//!   past the limit is refused with a local reply.
+//!
+//! [`StreamGate`] applies them: its inputs are the callbacks ([`StreamGate::callback`],
+//! [`StreamGate::log`], [`StreamGate::end`]) and what a started hook did
+//! ([`StreamGate::returned`], [`StreamGate::awaiting`]); its outputs say what to answer, which
+//! hook to run, which direction to resume and whether to send a hook's reply. Running hooks
+//! and making hostcalls is the caller's part, so the same gate drives a plugin inside a wasm
+//! module and a component from its host.
+//!
+//! ```
+//! use proxy_async_abi::gate::{Arrival, Event, GateSettings, Outcome, StreamGate};
+//! use proxy_async_abi::{Action, Direction, Phase};
+//!
+//! let settings = GateSettings::default();
+//! let mut gate = StreamGate::new();
+//! // The request headers' hook starts inside its callback ...
+//! let Arrival::Run(run) = gate.callback(&settings, Event::new(Phase::RequestHeaders, 3, false))
+//! else { unreachable!() };
+//! assert_eq!(run.phase, Phase::RequestHeaders);
+//! // ... and awaits a call: the callback answers Pause.
+//! assert_eq!(gate.awaiting(), Some(Action::Pause));
+//! // The call's response arrives later and the hook continues: one resume, of the request.
+//! let finish = gate.returned(&settings, Outcome::Continue);
+//! assert_eq!(finish.resume, Some(Direction::Request));
+//! assert_eq!(finish.answer, None);
+//! ```
+
+use std::collections::VecDeque;
+
+use crate::codes::Action;
+use crate::phase::{Direction, Phase};
+
+/// A stream callback as the gate sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Event {
+    /// Which callback.
+    pub phase: Phase,
+    /// Header callbacks: the number of headers. Body callbacks: the bytes the proxy buffers
+    /// for the direction (all of them, not only the new chunk).
+    pub size: usize,
+    /// Whether this callback ends its direction.
+    pub end_of_stream: bool,
+}
+
+impl Event {
+    /// A callback for `phase`.
+    pub const fn new(phase: Phase, size: usize, end_of_stream: bool) -> Event {
+        Event {
+            phase,
+            size,
+            end_of_stream,
+        }
+    }
+}
+
+/// A set of phases.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PhaseSet(u8);
+
+impl PhaseSet {
+    /// No phase.
+    pub const EMPTY: PhaseSet = PhaseSet(0);
+
+    const fn bit(phase: Phase) -> u8 {
+        match phase {
+            Phase::RequestHeaders => 1,
+            Phase::RequestBody => 2,
+            Phase::RequestTrailers => 4,
+            Phase::ResponseHeaders => 8,
+            Phase::ResponseBody => 16,
+            Phase::ResponseTrailers => 32,
+            Phase::Log => 64,
+        }
+    }
+
+    /// This set with `phase`.
+    #[must_use]
+    pub const fn with(self, phase: Phase) -> PhaseSet {
+        PhaseSet(self.0 | PhaseSet::bit(phase))
+    }
+
+    /// Whether `phase` is in the set.
+    pub const fn contains(self, phase: Phase) -> bool {
+        self.0 & PhaseSet::bit(phase) != 0
+    }
+}
+
+/// What the gate needs to know of the plugin: the same for all its streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GateSettings {
+    /// Whether the request body's hook runs once, on the whole body.
+    pub buffer_request_body: bool,
+    /// Whether the response body's hook runs once, on the whole body.
+    pub buffer_response_body: bool,
+    /// The most bytes a buffered body may have; past it, [`Arrival::Refuse`].
+    pub body_buffer_limit: usize,
+    /// The phases whose hook the plugin does not have: their callbacks continue at once.
+    pub skipped: PhaseSet,
+}
+
+impl Default for GateSettings {
+    /// Nothing buffered (a limit of 1 MiB, Envoy's default buffer limit), every hook run.
+    fn default() -> Self {
+        GateSettings {
+            buffer_request_body: false,
+            buffer_response_body: false,
+            body_buffer_limit: 1024 * 1024,
+            skipped: PhaseSet::EMPTY,
+        }
+    }
+}
+
+impl GateSettings {
+    /// Whether `direction`'s body hook runs on the whole body.
+    pub const fn buffers(&self, direction: Direction) -> bool {
+        match direction {
+            Direction::Request => self.buffer_request_body,
+            Direction::Response => self.buffer_response_body,
+        }
+    }
+}
+
+/// The answer to a stream callback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrival {
+    /// Answer the callback with this; no hook runs for it now (it has none, the stream is
+    /// answered already, or its hook waits behind another one).
+    Answer(Action),
+    /// A buffered body grew past the limit: send the local reply for it (413 for a request,
+    /// 500 for a response, as Envoy at its own limit) and answer `Pause`. The gate counts the
+    /// reply as the stream's one local reply.
+    Refuse {
+        /// Whose body.
+        direction: Direction,
+        /// The bytes buffered.
+        size: usize,
+    },
+    /// Start this hook now, inside the callback; then tell the gate whether it
+    /// [`returned`](StreamGate::returned) or is [`awaiting`](StreamGate::awaiting).
+    Run(HookRun),
+}
+
+/// A hook to start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HookRun {
+    /// Which hook.
+    pub phase: Phase,
+    /// Header hooks: the number of headers. Body hooks: the length of the hook's chunk (see
+    /// [`StreamGate::window`]).
+    pub size: usize,
+    /// Whether the hook's callback ended its direction.
+    pub end_of_stream: bool,
+    /// Remove `content-length` from these headers before the hook runs: a buffered body
+    /// follows, and its hook may change its size, so the proxy must frame it itself.
+    pub strip_content_length: bool,
+}
+
+/// What a finished hook decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Let the stream go on.
+    Continue,
+    /// Answer the client with a local reply (a hook's `Err` is one too).
+    Reply,
+}
+
+/// What to do with a finished hook's local reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyFate {
+    /// The hook continued: there is no reply.
+    None,
+    /// Send it now: it is the stream's local reply.
+    Send,
+    /// Drop it: the stream already has its local reply.
+    SecondReply,
+    /// Drop it: `on_log` comes after the response was sent.
+    AfterLog,
+    /// Drop it: the stream ended (or was refused) while the hook ran; the outcome has
+    /// nothing left to act on.
+    Gone,
+}
+
+/// What to do after a hook finished, in this order: send its reply, resume, answer, start the
+/// next hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Finish {
+    /// The hook's local reply.
+    pub reply: ReplyFate,
+    /// Resume this direction: the hook's callback answered `Pause` and the direction may go
+    /// on now.
+    pub resume: Option<Direction>,
+    /// The answer of the callback the hook ran inside of, when it finished there; `None` when
+    /// its callback had answered `Pause` already.
+    pub answer: Option<Action>,
+    /// A hook to start now: one whose callback waited behind this one (it answered `Pause`
+    /// already), or the trailers' hook after the body hook they ended, in the same callback.
+    pub next: Option<HookRun>,
+}
+
+/// Where a direction's body chunks are in the proxy's body buffer.
+///
+/// While a chunk's hook awaits, the proxy holds that chunk and buffers the chunks after it:
+/// the buffer then holds the chunks already handled (`offset` bytes), the chunk whose hook
+/// runs (`len` bytes at `offset`), then the chunks waiting for their hook. Once the direction
+/// goes on, the proxy forwards the buffer and it starts empty again.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BodyWindow {
+    /// Where the running hook's chunk starts.
+    pub offset: usize,
+    /// Its length.
+    pub len: usize,
+    // Bytes of the buffer accounted for: handled, running and waiting chunks.
+    known: usize,
+    // Bytes of the chunks whose hooks finished while the direction stayed held.
+    handled: usize,
+}
+
+/// What the stream's hooks are doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookState {
+    /// No hook runs.
+    Idle,
+    /// A hook started inside the callback running now, which is not answered yet.
+    Running(Phase),
+    /// A hook awaits; its callback answered `Pause`, so its direction is resumed when it
+    /// finishes.
+    Paused(Phase),
+}
+
+/// Where the stream's exchange with the client is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exchange {
+    /// The proxy carries the stream on.
+    Open,
+    /// A local reply answered the client: no hook but `on_log` runs again.
+    Replied,
+    /// The stream is over (`on_done`): nothing runs again.
+    Ended,
+}
+
+/// A callback whose hook waits for the running one.
+#[derive(Debug, Clone, Copy)]
+struct Queued {
+    event: Event,
+    /// Its callback answered `Pause`. Not yet for trailers behind the buffered body they end,
+    /// while the body's hook runs inside the trailers' callback.
+    answered: bool,
+}
+
+/// One HTTP stream's hook sequencing. See the [module](self) for the rules it keeps.
+#[derive(Debug, Clone)]
+pub struct StreamGate {
+    hook: HookState,
+    exchange: Exchange,
+    // Callbacks that came while a hook ran, each run in turn.
+    queued: VecDeque<Queued>,
+    // Per direction, the bytes of a buffered body the proxy holds whose hook has not run.
+    held_body: [Option<usize>; 2],
+    windows: [BodyWindow; 2],
+}
+
+impl Default for StreamGate {
+    fn default() -> Self {
+        StreamGate::new()
+    }
+}
+
+const fn side(direction: Direction) -> usize {
+    match direction {
+        Direction::Request => 0,
+        Direction::Response => 1,
+    }
+}
+
+impl StreamGate {
+    /// A stream that has seen no callback.
+    pub const fn new() -> StreamGate {
+        StreamGate {
+            hook: HookState::Idle,
+            exchange: Exchange::Open,
+            queued: VecDeque::new(),
+            held_body: [None, None],
+            windows: [BodyWindow {
+                offset: 0,
+                len: 0,
+                known: 0,
+                handled: 0,
+            }; 2],
+        }
+    }
+
+    /// What the stream's hooks are doing.
+    pub const fn hook(&self) -> HookState {
+        self.hook
+    }
+
+    /// Where the stream's exchange is.
+    pub const fn exchange(&self) -> Exchange {
+        self.exchange
+    }
+
+    /// Callbacks waiting for their hook.
+    pub fn queued(&self) -> usize {
+        self.queued.len()
+    }
+
+    /// Where `direction`'s running chunk is.
+    pub const fn window(&self, direction: Direction) -> BodyWindow {
+        self.windows[side(direction)]
+    }
+
+    /// The running chunk of `direction` now has `len` bytes: its hook replaced it.
+    pub fn resize_chunk(&mut self, direction: Direction, len: usize) {
+        let window = &mut self.windows[side(direction)];
+        window.known = (window.known + len).saturating_sub(window.len);
+        window.len = len;
+    }
+
+    /// A stream callback (not `on_log`: see [`log`](StreamGate::log)).
+    pub fn callback(&mut self, settings: &GateSettings, event: Event) -> Arrival {
+        // After the stream's local reply, the proxy runs the response callbacks for the reply
+        // itself: the plugin does not see its own reply.
+        if self.exchange != Exchange::Open || event.phase == Phase::Log {
+            return Arrival::Answer(Action::Continue);
+        }
+        let direction = event.phase.direction();
+        let buffered = event.phase.is_body() && settings.buffers(direction);
+        if buffered && event.size > settings.body_buffer_limit {
+            self.exchange = Exchange::Replied;
+            self.queued.clear();
+            return Arrival::Refuse {
+                direction,
+                size: event.size,
+            };
+        }
+        if buffered {
+            if !event.end_of_stream {
+                // Pause on a chunk makes the proxy buffer it with the next ones.
+                self.held_body[side(direction)] = Some(event.size);
+                return Arrival::Answer(Action::Pause);
+            }
+            self.held_body[side(direction)] = None;
+        }
+        // Trailers end a body the plugin buffers: its hook runs first, on all of it, and the
+        // trailers' after it (in this callback, if the body's hook finishes inside it).
+        if let Some(body) = event.phase.body_before_trailers()
+            && let Some(held) = self.held_body[side(direction)].take()
+        {
+            let arrival = self.callback(settings, Event::new(body, held, true));
+            return match arrival {
+                Arrival::Answer(Action::Continue) => self.callback(settings, event),
+                Arrival::Run(_) => {
+                    self.queued.push_back(Queued {
+                        event,
+                        answered: false,
+                    });
+                    arrival
+                }
+                Arrival::Answer(_) => {
+                    self.queued.push_back(Queued {
+                        event,
+                        answered: true,
+                    });
+                    arrival
+                }
+                Arrival::Refuse { .. } => arrival,
+            };
+        }
+        let event = if event.phase.is_body() {
+            // The callback reports every byte buffered; the hook gets the new chunk only.
+            let window = &mut self.windows[side(direction)];
+            let chunk = event.size.saturating_sub(window.known);
+            window.known = event.size;
+            Event::new(event.phase, chunk, event.end_of_stream)
+        } else {
+            event
+        };
+        if self.hook != HookState::Idle {
+            // Another hook of this stream awaits (the response came while a request hook
+            // waits, or a chunk while the previous chunk's hook waits): hold this one too.
+            self.queued.push_back(Queued {
+                event,
+                answered: true,
+            });
+            return Arrival::Answer(Action::Pause);
+        }
+        // Headers before a buffered body still run (the default hook) to drop their
+        // `content-length`: the body's hook may change the body's size.
+        if settings.skipped.contains(event.phase) && !strips_content_length(settings, event) {
+            self.windows[side(direction)] = BodyWindow::default();
+            return Arrival::Answer(Action::Continue);
+        }
+        Arrival::Run(self.start(settings, event, HookState::Running(event.phase)))
+    }
+
+    /// `on_log`: the hook to run, if any. It does not run while another hook awaits (the
+    /// client went away mid-call; that hook is dropped at the stream's end, and the plugin's
+    /// per-stream value with it), after the stream ended, or when the plugin has none.
+    pub fn log(&mut self, settings: &GateSettings) -> Option<HookRun> {
+        if self.hook != HookState::Idle
+            || self.exchange == Exchange::Ended
+            || settings.skipped.contains(Phase::Log)
+        {
+            return None;
+        }
+        self.hook = HookState::Running(Phase::Log);
+        Some(HookRun {
+            phase: Phase::Log,
+            size: 0,
+            end_of_stream: true,
+            strip_content_length: false,
+        })
+    }
+
+    /// The stream ended (`on_done`): nothing runs again. Returns the phase whose hook was
+    /// still running, whose future the caller drops.
+    pub fn end(&mut self) -> Option<Phase> {
+        let running = match self.hook {
+            HookState::Idle => None,
+            HookState::Running(phase) | HookState::Paused(phase) => Some(phase),
+        };
+        self.hook = HookState::Idle;
+        self.exchange = Exchange::Ended;
+        self.queued.clear();
+        self.held_body = [None, None];
+        running
+    }
+
+    /// The hook started last did not finish inside its callback: `Some(Pause)` to answer that
+    /// callback with, or `None` when its callback answered already (a hook started from the
+    /// queue) or no hook runs.
+    pub fn awaiting(&mut self) -> Option<Action> {
+        match self.hook {
+            HookState::Running(phase) => {
+                self.hook = HookState::Paused(phase);
+                // Trailers behind the body hook that runs inside their callback: that
+                // callback answers `Pause` now.
+                for queued in &mut self.queued {
+                    queued.answered = true;
+                }
+                Some(Action::Pause)
+            }
+            HookState::Idle | HookState::Paused(_) => None,
+        }
+    }
+
+    /// The running hook finished with `outcome`.
+    pub fn returned(&mut self, settings: &GateSettings, outcome: Outcome) -> Finish {
+        let (phase, paused) = match self.hook {
+            HookState::Running(phase) => (phase, false),
+            HookState::Paused(phase) => (phase, true),
+            HookState::Idle => {
+                return Finish {
+                    reply: match outcome {
+                        Outcome::Continue => ReplyFate::None,
+                        Outcome::Reply => ReplyFate::Gone,
+                    },
+                    resume: None,
+                    answer: None,
+                    next: None,
+                };
+            }
+        };
+        self.hook = HookState::Idle;
+        let answer = (!paused).then_some(match outcome {
+            Outcome::Continue => Action::Continue,
+            Outcome::Reply => Action::Pause,
+        });
+        let mut finish = Finish {
+            reply: ReplyFate::None,
+            resume: None,
+            answer,
+            next: None,
+        };
+        if self.exchange != Exchange::Open {
+            // Ended, or refused by the SDK (an oversized body) while this hook ran. `on_log`
+            // runs after a reply, and may continue.
+            if outcome == Outcome::Reply {
+                finish.reply = if phase == Phase::Log {
+                    ReplyFate::AfterLog
+                } else {
+                    ReplyFate::Gone
+                };
+            }
+            return finish;
+        }
+        let direction = phase.direction();
+        match outcome {
+            Outcome::Reply if phase == Phase::Log => {
+                finish.reply = ReplyFate::AfterLog;
+                return finish;
+            }
+            Outcome::Reply => {
+                finish.reply = ReplyFate::Send;
+                self.exchange = Exchange::Replied;
+                self.queued.clear();
+                self.windows[side(direction)] = BodyWindow::default();
+                return finish;
+            }
+            Outcome::Continue => {}
+        }
+        let next_holds = self
+            .queued
+            .front()
+            .is_some_and(|next| next.event.phase.direction() == direction);
+        if next_holds {
+            // A later event of this direction waits too: resuming now would pass its data on
+            // before its hook ran. The direction is resumed once, after the last held hook.
+            let window = &mut self.windows[side(direction)];
+            window.handled = window.offset + window.len;
+            window.len = 0;
+        } else {
+            self.windows[side(direction)] = BodyWindow::default();
+            if paused && phase != Phase::Log {
+                finish.resume = Some(direction);
+            }
+        }
+        if let Some(next) = self.queued.pop_front() {
+            let state = if next.answered {
+                HookState::Paused(next.event.phase)
+            } else {
+                // Trailers behind this body hook, in the callback running now: theirs is
+                // that callback's answer.
+                finish.answer = None;
+                HookState::Running(next.event.phase)
+            };
+            finish.next = Some(self.start(settings, next.event, state));
+        }
+        finish
+    }
+
+    /// Starts `event`'s hook in `state`.
+    fn start(&mut self, settings: &GateSettings, event: Event, state: HookState) -> HookRun {
+        self.hook = state;
+        if event.phase.is_body() {
+            let window = &mut self.windows[side(event.phase.direction())];
+            window.offset = window.handled;
+            window.len = event.size;
+        }
+        HookRun {
+            phase: event.phase,
+            size: event.size,
+            end_of_stream: event.end_of_stream,
+            strip_content_length: strips_content_length(settings, event),
+        }
+    }
+}
+
+/// Whether `event` brings headers followed by a body the plugin buffers.
+fn strips_content_length(settings: &GateSettings, event: Event) -> bool {
+    event.phase.is_headers() && !event.end_of_stream && settings.buffers(event.phase.direction())
+}
