@@ -186,10 +186,9 @@ pub enum Outcome {
 pub enum ReplyFate {
     /// The hook continued: there is no reply.
     None,
-    /// Send it now: it is the stream's local reply.
+    /// Send it now: it is the stream's local reply. (No hook runs after that reply but
+    /// `on_log`, so there is never a second one to drop.)
     Send,
-    /// Drop it: the stream already has its local reply.
-    SecondReply,
     /// Drop it: `on_log` comes after the response was sent.
     AfterLog,
     /// Drop it: the stream ended (or was refused) while the hook ran; the outcome has

@@ -265,7 +265,7 @@ impl Proxy<'_> {
                 prop_assert!(run.phase != Phase::Log, "on_log replied");
             }
             ReplyFate::None => prop_assert_eq!(outcome, Outcome::Continue),
-            ReplyFate::SecondReply | ReplyFate::AfterLog | ReplyFate::Gone => {
+            ReplyFate::AfterLog | ReplyFate::Gone => {
                 prop_assert_eq!(outcome, Outcome::Reply)
             }
         }

@@ -20,7 +20,7 @@
 //! that runs it.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::pin::pin;
 use std::rc::Rc;
@@ -30,6 +30,9 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use futures::channel::oneshot;
+use proxy_async_abi::gate::{
+    Arrival, Event, Finish, GateSettings, HookRun, HookState, Outcome, ReplyFate, StreamGate,
+};
 use proxy_async_abi::{
     Action, BufferType, Callbacks, Direction, HeaderPairs, Hostcalls, LogLevel, MapType,
     MetricType, Phase, PluginFailure, Status,
@@ -181,26 +184,29 @@ pub struct StoreState {
     /// The plugin's tick period (from its settings), started with the first sleep.
     tick_period: Duration,
     finished: Vec<Finished>,
-    /// Where each stream's running chunk hook finds its chunk in the body buffer, per side.
-    windows: HashMap<u32, [BodyWindow; 2]>,
-}
-
-/// One side's body as chunk hooks see it (the SDK's proxy-wasm driver keeps the same): while
-/// a chunk's hook runs, the proxy holds that chunk and buffers the ones after it; the buffer
-/// holds the chunks already handled (`handled` bytes), the running chunk (`len` bytes at
-/// `offset`), then the waiting chunks. `get-body`/`set-body` act on the running chunk only.
-#[derive(Copy, Clone, Default, Debug)]
-struct BodyWindow {
-    known: u64,
-    handled: u64,
-    offset: u64,
-    len: u64,
+    /// Each stream's hook sequencing (the same gate as the SDK's proxy-wasm driver); here,
+    /// because `get-body`/`set-body` act on the running chunk only, which its window locates.
+    gates: HashMap<u32, StreamGate>,
 }
 
 impl StoreState {
-    fn window_mut(&mut self, stream: u32, direction: Direction) -> &mut BodyWindow {
-        &mut self.windows.entry(stream).or_default()[direction as usize]
+    /// Where `stream`'s running chunk of `direction` is: (offset, length) in the body buffer.
+    fn window(&self, stream: u32, direction: Direction) -> (u64, u64) {
+        let window = self
+            .gates
+            .get(&stream)
+            .map(|gate| gate.window(direction))
+            .unwrap_or_default();
+        (u64_of(window.offset), u64_of(window.len))
     }
+}
+
+fn u64_of(value: usize) -> u64 {
+    u64::try_from(value).unwrap_or(u64::MAX)
+}
+
+fn usize_of(value: u64) -> usize {
+    usize::try_from(value).unwrap_or(usize::MAX)
 }
 
 impl WasiView for StoreState {
@@ -301,9 +307,9 @@ impl http_stream::Host for StoreState {
         start: u64,
         max: u64,
     ) -> Result<Vec<u8>, types::HostError> {
-        let window = *self.window_mut(stream, direction(message));
-        let max = max.min(window.len.saturating_sub(start));
-        let start = window.offset.saturating_add(start);
+        let (offset, len) = self.window(stream, direction(message));
+        let max = max.min(len.saturating_sub(start));
+        let start = offset.saturating_add(start);
         on_stream(stream, |state| {
             state.get_buffer_bytes(direction(message).body(), u32_of(start), u32_of(max))
         })
@@ -319,13 +325,13 @@ impl http_stream::Host for StoreState {
     ) -> Result<(), types::HostError> {
         // The guest's chunk is `[offset, offset + len)` of the proxy's buffer: the same edits
         // (prepend, append, replace) apply to that range.
-        let window = *self.window_mut(stream, direction(message));
+        let (offset, len) = self.window(stream, direction(message));
         let (at, replaced) = if start == 0 && size == 0 {
-            (window.offset, 0)
-        } else if start >= window.len {
-            (window.offset + window.len, 0)
+            (offset, 0)
+        } else if start >= len {
+            (offset + len, 0)
         } else {
-            (window.offset + start, size.min(window.len - start))
+            (offset + start, size.min(len - start))
         };
         let added = u64::try_from(data.len()).unwrap_or(u64::MAX);
         on_stream(stream, |state| {
@@ -336,9 +342,12 @@ impl http_stream::Host for StoreState {
                 &data,
             )
         })?;
-        let window = self.window_mut(stream, direction(message));
-        window.len = (window.len + added).saturating_sub(replaced);
-        window.known = (window.known + added).saturating_sub(replaced);
+        if let Some(gate) = self.gates.get_mut(&stream) {
+            gate.resize_chunk(
+                direction(message),
+                usize_of((len + added).saturating_sub(replaced)),
+            );
+        }
         Ok(())
     }
 }
@@ -580,7 +589,7 @@ impl ComponentModule {
             next_sleep: 0,
             tick_period: Duration::from_millis(100),
             finished: Vec::new(),
-            windows: HashMap::new(),
+            gates: HashMap::new(),
         };
         let mut store = Store::new(&self.engine, data);
         store.set_fuel(FUEL_PER_RUN).map_err(load_error)?;
@@ -603,29 +612,11 @@ impl ComponentModule {
                 tick_period_ms: 100,
                 tick_functions: false,
             },
-            streams: BTreeMap::new(),
+            gate_settings: GateSettings::default(),
             last_run_fuel: 0,
             total_fuel: 0,
         })
     }
-}
-
-/// What the host knows of one stream's hooks.
-#[derive(Default)]
-struct StreamHooks {
-    /// The phase whose hook export is running.
-    running: Option<Phase>,
-    /// The running hook's callback answered `Pause`: resume (or reply) when it finishes.
-    paused: bool,
-    /// Callbacks that came while a hook ran; each answered `Pause` and runs in turn.
-    queued: VecDeque<(Phase, u64, bool)>,
-    /// The plugin replied locally: its later hooks do not run.
-    replied: bool,
-    /// The stream ended while a hook ran: that hook's result is dropped, and `on-log` skipped.
-    abandoned: bool,
-    /// The size of a buffered body held whose hook has not run, per side (request,
-    /// response): trailers end such a body, and its hook runs before theirs.
-    held_body: [Option<u64>; 2],
 }
 
 /// A component instance of the `plugin` world, as the proxy sees it: the [`Callbacks`] of a
@@ -635,7 +626,8 @@ pub struct ComponentPlugin {
     instance: bindings::Plugin,
     state: Rc<RefCell<ProxyState>>,
     settings: Settings,
-    streams: BTreeMap<u32, StreamHooks>,
+    /// What every stream's gate is told of the plugin (from its settings).
+    gate_settings: GateSettings,
     last_run_fuel: u64,
     total_fuel: u64,
 }
@@ -729,10 +721,7 @@ fn failure(message: impl Into<String>) -> PluginFailure {
 impl ComponentPlugin {
     /// Hook exports running now (started, not returned: typically awaiting a call).
     pub fn running_hooks(&self) -> usize {
-        self.streams
-            .values()
-            .filter(|hooks| hooks.running.is_some())
-            .count()
+        self.store.data().task_streams.len()
     }
 
     /// HTTP calls the guest is awaiting (`http-client.send` imports not yet answered).
@@ -774,13 +763,22 @@ impl ComponentPlugin {
     }
 
     /// Starts the export of `phase` for `stream` as a task of the store.
-    fn start_hook(
-        &mut self,
-        phase: Phase,
-        stream: u32,
-        size: u64,
-        end_of_stream: bool,
-    ) -> Result<(), PluginFailure> {
+    fn start_hook(&mut self, stream: u32, run: HookRun) -> Result<(), PluginFailure> {
+        if run.strip_content_length {
+            // The body may change size: a stale content-length would make the upstream (or
+            // client) read a truncated body, so the proxy must frame the body itself.
+            let mut state = self.state.borrow_mut();
+            let _ = state.set_effective_context(stream);
+            let map = run.phase.direction().headers();
+            if let Err(status) = state.remove_header_map_value(map, b"content-length") {
+                state.log_line(
+                    LogLevel::Warn,
+                    format!("removing content-length before buffering the body: {status:?}"),
+                );
+            }
+        }
+        let (phase, end_of_stream) = (run.phase, run.end_of_stream);
+        let size = u64_of(run.size);
         let hooks = self.instance.proxy_async_plugin_hooks();
         let spawned = match phase {
             Phase::RequestHeaders => self.store.spawn(HookTask {
@@ -827,144 +825,172 @@ impl ComponentPlugin {
             }),
         };
         spawned.map_err(|error| failure(format!("{error:#}")))?;
-        if let Some(hooks) = self.streams.get_mut(&stream) {
-            hooks.running = Some(phase);
-        }
-        if matches!(phase, Phase::RequestBody | Phase::ResponseBody) {
-            let window = self.store.data_mut().window_mut(stream, phase.direction());
-            window.offset = window.handled;
-            window.len = size;
-        }
         Ok(())
     }
 
-    /// A hook callback: runs the hook, or holds the event while another hook of the stream
-    /// runs.
-    fn hook(
+    /// A stream callback: asks the stream's gate, and runs the hook it starts.
+    fn callback(
         &mut self,
         phase: Phase,
-        stream: u32,
-        size: u64,
-        end_of_stream: bool,
-    ) -> Result<Action, PluginFailure> {
-        self.last_run_fuel = 0;
-        let Some(hooks) = self.streams.get_mut(&stream) else {
-            return Ok(Action::Continue);
-        };
-        if hooks.replied || hooks.abandoned {
-            return Ok(Action::Continue);
-        }
-        if hooks.running.is_some() {
-            hooks.queued.push_back((phase, size, end_of_stream));
-            return Ok(Action::Pause);
-        }
-        self.start_hook(phase, stream, size, end_of_stream)?;
-        self.run()?;
-        // The hook of this callback, if it returned, is answered in place; any other finished
-        // hook resumes its stream.
-        let mut action = None;
-        let finished = std::mem::take(&mut self.store.data_mut().finished);
-        for done in finished {
-            if done.stream == stream && action.is_none() {
-                action = Some(self.apply(done, false)?);
-            } else {
-                self.apply(done, true)?;
-            }
-        }
-        self.start_queued()?;
-        match action {
-            Some(action) => Ok(action),
-            None => {
-                if let Some(hooks) = self.streams.get_mut(&stream) {
-                    hooks.paused = true;
-                }
-                Ok(Action::Pause)
-            }
-        }
-    }
-
-    /// A body callback: with `buffered` (the plugin wants the whole body) the proxy holds the
-    /// chunks until the last, and the hook runs once.
-    fn body_hook(
-        &mut self,
-        phase: Phase,
-        buffered: bool,
         stream: u32,
         size: usize,
         end_of_stream: bool,
     ) -> Result<Action, PluginFailure> {
-        let size = u64::try_from(size).unwrap_or(u64::MAX);
-        if buffered && size > self.settings.body_buffer_limit {
-            return Ok(self.refuse_oversized_body(phase, stream, size));
-        }
-        let side = phase.direction() as usize;
-        if buffered && !end_of_stream {
-            if let Some(hooks) = self.streams.get_mut(&stream) {
-                hooks.held_body[side] = Some(size);
+        self.last_run_fuel = 0;
+        let settings = self.gate_settings;
+        let Some(gate) = self.store.data_mut().gates.get_mut(&stream) else {
+            return Ok(Action::Continue);
+        };
+        match gate.callback(&settings, Event::new(phase, size, end_of_stream)) {
+            Arrival::Answer(action) => Ok(action),
+            Arrival::Refuse { direction, size } => {
+                self.refuse_oversized_body(direction, stream, size);
+                Ok(Action::Pause)
             }
-            return Ok(Action::Pause);
+            Arrival::Run(run) => self.run_in_callback(stream, run),
         }
-        if let Some(hooks) = self.streams.get_mut(&stream) {
-            hooks.held_body[side] = None;
-        }
-        // The callback reports every byte the proxy buffers for the side; the hook gets the
-        // new chunk only.
-        let window = self.store.data_mut().window_mut(stream, phase.direction());
-        let chunk = size.saturating_sub(window.known);
-        window.known = size;
-        let action = self.hook(phase, stream, chunk, end_of_stream)?;
-        if action == Action::Continue {
-            *self.store.data_mut().window_mut(stream, phase.direction()) = BodyWindow::default();
-        }
-        Ok(action)
     }
 
-    /// A trailers callback: they end a body the plugin buffers, whose hook runs first.
-    fn trailers_hook(
-        &mut self,
-        body: Phase,
-        trailers: Phase,
-        stream: u32,
-    ) -> Result<Action, PluginFailure> {
-        let side = trailers.direction() as usize;
-        let held = self
-            .streams
-            .get_mut(&stream)
-            .and_then(|hooks| hooks.held_body[side].take());
-        if let Some(size) = held
-            && self.hook(body, stream, size, true)? == Action::Pause
-        {
-            if let Some(hooks) = self.streams.get_mut(&stream)
-                && hooks.running.is_some()
-            {
-                hooks.queued.push_back((trailers, 0, true));
+    /// Runs `run`, which starts inside the callback running now, and what the gate starts
+    /// after it in the same callback; returns the callback's answer. Hooks of other streams
+    /// that finish meanwhile resume their streams.
+    fn run_in_callback(&mut self, stream: u32, run: HookRun) -> Result<Action, PluginFailure> {
+        let mut run = run;
+        loop {
+            self.start_hook(stream, run)?;
+            self.run()?;
+            let finished = std::mem::take(&mut self.store.data_mut().finished);
+            let mut own = None;
+            for done in finished {
+                if done.stream == stream && own.is_none() {
+                    own = Some(done);
+                } else {
+                    self.finish_paused(done)?;
+                }
             }
-            return Ok(Action::Pause);
+            let Some(done) = own else {
+                let action = self
+                    .gate_mut(stream)
+                    .and_then(StreamGate::awaiting)
+                    .unwrap_or(Action::Pause);
+                self.resume_finished()?;
+                return Ok(action);
+            };
+            let flow = done.result.map_err(failure)?;
+            let settings = self.gate_settings;
+            let Some(finish) = self
+                .gate_mut(stream)
+                .map(|gate| gate.returned(&settings, outcome_of(flow.as_ref())))
+            else {
+                return Ok(Action::Continue);
+            };
+            let answer = self.carry_out(stream, run.phase, flow, finish);
+            match (finish.next, answer) {
+                // The trailers' hook after the body hook they ended, in this callback.
+                (Some(next), None) => run = next,
+                (next, answer) => {
+                    if let Some(next) = next {
+                        // Its callback answered Pause already: it resumes its stream.
+                        self.start_hook(stream, next)?;
+                    }
+                    self.resume_finished()?;
+                    return Ok(answer.unwrap_or(Action::Pause));
+                }
+            }
         }
-        self.hook(trailers, stream, 0, true)
+    }
+
+    fn gate_mut(&mut self, stream: u32) -> Option<&mut StreamGate> {
+        self.store.data_mut().gates.get_mut(&stream)
+    }
+
+    /// A hook whose callback answered `Pause` finished: carry out what its gate decides, and
+    /// start the hook queued behind it.
+    fn finish_paused(&mut self, done: Finished) -> Result<(), PluginFailure> {
+        let flow = done.result.map_err(failure)?;
+        let settings = self.gate_settings;
+        let Some(gate) = self.gate_mut(done.stream) else {
+            return Ok(());
+        };
+        let HookState::Paused(phase) = gate.hook() else {
+            // The stream ended while the hook ran: its result has nothing left to act on.
+            return Ok(());
+        };
+        let finish = gate.returned(&settings, outcome_of(flow.as_ref()));
+        self.carry_out(done.stream, phase, flow, finish);
+        if let Some(next) = finish.next {
+            self.start_hook(done.stream, next)?;
+        }
+        Ok(())
+    }
+
+    /// Runs the store and finishes every paused hook that returns, until none does.
+    fn resume_finished(&mut self) -> Result<(), PluginFailure> {
+        loop {
+            self.run()?;
+            let finished = std::mem::take(&mut self.store.data_mut().finished);
+            if finished.is_empty() {
+                return Ok(());
+            }
+            for done in finished {
+                self.finish_paused(done)?;
+            }
+        }
+    }
+
+    /// Carries out what the gate decided for a finished hook of `phase`: its local reply, the
+    /// resume. Returns the answer for the hook's callback, if it finished inside it.
+    fn carry_out(
+        &mut self,
+        stream: u32,
+        phase: Phase,
+        flow: Option<Flow>,
+        finish: Finish,
+    ) -> Option<Action> {
+        let mut state = self.state.borrow_mut();
+        let _ = state.set_effective_context(stream);
+        if finish.reply == ReplyFate::Send
+            && let Some(Flow::Reply(reply)) = flow
+            && let Err(status) = state.send_local_response(
+                u32::from(reply.status),
+                reply.details.as_bytes(),
+                &reply.body,
+                &borrowed(&reply.headers),
+                -1,
+            )
+        {
+            state.log_line(
+                LogLevel::Warn,
+                format!("local reply on stream {stream}: {status:?}"),
+            );
+        }
+        if let Some(direction) = finish.resume
+            && let Err(status) = state.continue_stream(direction.stream_type())
+        {
+            state.log_line(
+                LogLevel::Warn,
+                format!(
+                    "resuming stream {stream} after {}: {status:?}",
+                    phase.callback_name()
+                ),
+            );
+        }
+        finish.answer
     }
 
     /// Refuses a buffered body past the plugin's limit, as Envoy does at its buffer limit:
     /// 413 for a request, 500 for a response. The hook does not run.
-    fn refuse_oversized_body(&mut self, phase: Phase, stream: u32, size: u64) -> Action {
-        let (status, body, details) = match phase.direction() {
+    fn refuse_oversized_body(&mut self, direction: Direction, stream: u32, size: usize) {
+        let (status, body, details) = match direction {
             Direction::Request => (413, "Payload Too Large", "request_payload_too_large"),
             Direction::Response => (500, "Internal Server Error", "response_payload_too_large"),
         };
-        if let Some(hooks) = self.streams.get_mut(&stream) {
-            // The response of a local reply (the plugin's or ours) passes untouched.
-            if hooks.replied || hooks.abandoned {
-                return Action::Continue;
-            }
-            hooks.replied = true;
-            hooks.queued.clear();
-        }
         let mut state = self.state.borrow_mut();
         state.log_line(
             LogLevel::Warn,
             format!(
                 "the buffered body has {size} bytes, over the limit of {} bytes; replying {status}",
-                self.settings.body_buffer_limit
+                self.gate_settings.body_buffer_limit
             ),
         );
         let _ = state.set_effective_context(stream);
@@ -977,125 +1003,17 @@ impl ComponentPlugin {
                 format!("local reply on stream {stream}: {status:?}"),
             );
         }
-        Action::Pause
     }
 
-    /// Applies a finished hook: nothing more for `Continue` inside its own callback, a resume
-    /// for a paused one, the local reply for `reply`.
-    fn apply(&mut self, done: Finished, resume: bool) -> Result<Action, PluginFailure> {
-        let flow = done.result.map_err(failure)?;
-        let Some(hooks) = self.streams.get_mut(&done.stream) else {
-            return Ok(Action::Continue);
-        };
-        let phase = hooks.running.take();
-        let resume = resume && std::mem::take(&mut hooks.paused);
-        // Ended, or refused by the host (an oversized body) while this hook ran: nothing to
-        // act on.
-        if hooks.abandoned || hooks.replied {
-            return Ok(Action::Continue);
-        }
-        let Some(phase) = phase else {
-            return Ok(Action::Continue);
-        };
-        let mut state = self.state.borrow_mut();
-        match flow {
-            None | Some(Flow::Continue) => {
-                // A later event of the same side waits with its callback paused too: resuming
-                // now would pass its data on before its hook ran. The side is resumed once,
-                // when the last held hook is done.
-                let held_next = hooks
-                    .queued
-                    .front()
-                    .is_some_and(|(next, _, _)| next.direction() == phase.direction());
-                let windows = self
-                    .store
-                    .data_mut()
-                    .windows
-                    .entry(done.stream)
-                    .or_default();
-                let window = &mut windows[phase.direction() as usize];
-                if held_next {
-                    window.handled = window.offset + window.len;
-                    window.len = 0;
-                } else if resume {
-                    *window = BodyWindow::default();
-                }
-                if resume && phase != Phase::Log && !held_next {
-                    let _ = state.set_effective_context(done.stream);
-                    if let Err(status) = state.continue_stream(phase.direction().stream_type()) {
-                        state.log_line(
-                            LogLevel::Warn,
-                            format!("resuming stream {}: {status:?}", done.stream),
-                        );
-                    }
-                }
-                Ok(Action::Continue)
-            }
-            Some(Flow::Reply(reply)) => {
-                hooks.replied = true;
-                hooks.queued.clear();
-                let _ = state.set_effective_context(done.stream);
-                if let Err(status) = state.send_local_response(
-                    u32::from(reply.status),
-                    reply.details.as_bytes(),
-                    &reply.body,
-                    &borrowed(&reply.headers),
-                    -1,
-                ) {
-                    state.log_line(
-                        LogLevel::Warn,
-                        format!("local reply on stream {}: {status:?}", done.stream),
-                    );
-                }
-                Ok(Action::Pause)
-            }
-        }
-    }
-
-    /// Runs the store, then resumes (or answers) the stream of every hook that finished: their
-    /// callbacks answered `Pause` earlier.
-    fn run_and_resume(&mut self) -> Result<(), PluginFailure> {
-        self.run()?;
-        let finished = std::mem::take(&mut self.store.data_mut().finished);
-        for done in finished {
-            self.apply(done, true)?;
-        }
-        Ok(())
-    }
-
-    /// Starts the next held event of each stream whose hook finished, and applies what
-    /// finishes, until nothing more does.
-    fn start_queued(&mut self) -> Result<(), PluginFailure> {
-        loop {
-            let next = self.streams.iter_mut().find_map(|(stream, hooks)| {
-                if hooks.running.is_some() || hooks.replied || hooks.abandoned {
-                    return None;
-                }
-                hooks.queued.pop_front().map(|event| (*stream, event))
-            });
-            let Some((stream, (phase, size, end_of_stream))) = next else {
-                return Ok(());
-            };
-            // Its callback answered `Pause`, so it is resumed when it finishes.
-            self.start_hook(phase, stream, size, end_of_stream)?;
-            if let Some(hooks) = self.streams.get_mut(&stream) {
-                hooks.paused = true;
-            }
-            self.run_and_resume()?;
-        }
-    }
-
-    /// Fails the calls `stream`'s running hook awaits with `cancelled`, lets the hook return,
-    /// and drops its result.
+    /// Ends `stream`'s gate; if a hook still runs, fails the calls it awaits with
+    /// `cancelled`, lets it return, and drops its result.
     fn abandon(&mut self, stream: u32) -> Result<(), PluginFailure> {
-        let Some(hooks) = self.streams.get_mut(&stream) else {
+        let Some(gate) = self.gate_mut(stream) else {
             return Ok(());
         };
-        if hooks.running.is_none() {
+        if gate.end().is_none() {
             return Ok(());
         }
-        hooks.abandoned = true;
-        hooks.queued.clear();
         self.store.data_mut().abandoned.insert(stream);
         let calls = &mut self.store.data_mut().calls;
         let tokens: Vec<u32> = calls
@@ -1113,15 +1031,25 @@ impl ComponentPlugin {
             .data_mut()
             .sleeps
             .retain(|_, (owner, _)| *owner != Some(stream));
-        self.run_and_resume()?;
-        self.start_queued()
+        self.resume_finished()
+    }
+}
+
+/// What the gate needs to know of a hook export's result (`None`: `on-log`, which continues).
+fn outcome_of(flow: Option<&Flow>) -> Outcome {
+    match flow {
+        Some(Flow::Reply(_)) => Outcome::Reply,
+        None | Some(Flow::Continue) => Outcome::Continue,
     }
 }
 
 impl Callbacks for ComponentPlugin {
     fn on_context_create(&mut self, context_id: u32, parent_id: u32) -> Result<(), PluginFailure> {
         if parent_id != 0 {
-            self.streams.insert(context_id, StreamHooks::default());
+            self.store
+                .data_mut()
+                .gates
+                .insert(context_id, StreamGate::new());
         }
         Ok(())
     }
@@ -1162,6 +1090,12 @@ impl Callbacks for ComponentPlugin {
                 if settings.tick_functions {
                     self.state.borrow_mut().set_tick_period(tick_period);
                 }
+                self.gate_settings = GateSettings {
+                    buffer_request_body: settings.buffer_request_body,
+                    buffer_response_body: settings.buffer_response_body,
+                    body_buffer_limit: usize_of(settings.body_buffer_limit),
+                    skipped: proxy_async_abi::gate::PhaseSet::EMPTY,
+                };
                 self.settings = settings;
                 Ok(true)
             }
@@ -1173,10 +1107,10 @@ impl Callbacks for ComponentPlugin {
     fn on_request_headers(
         &mut self,
         context_id: u32,
-        _headers: usize,
+        headers: usize,
         end_of_stream: bool,
     ) -> Result<Action, PluginFailure> {
-        self.hook(Phase::RequestHeaders, context_id, 0, end_of_stream)
+        self.callback(Phase::RequestHeaders, context_id, headers, end_of_stream)
     }
 
     fn on_request_body(
@@ -1185,23 +1119,16 @@ impl Callbacks for ComponentPlugin {
         size: usize,
         end_of_stream: bool,
     ) -> Result<Action, PluginFailure> {
-        let buffered = self.settings.buffer_request_body;
-        self.body_hook(
-            Phase::RequestBody,
-            buffered,
-            context_id,
-            size,
-            end_of_stream,
-        )
+        self.callback(Phase::RequestBody, context_id, size, end_of_stream)
     }
 
     fn on_response_headers(
         &mut self,
         context_id: u32,
-        _headers: usize,
+        headers: usize,
         end_of_stream: bool,
     ) -> Result<Action, PluginFailure> {
-        self.hook(Phase::ResponseHeaders, context_id, 0, end_of_stream)
+        self.callback(Phase::ResponseHeaders, context_id, headers, end_of_stream)
     }
 
     fn on_response_body(
@@ -1210,30 +1137,23 @@ impl Callbacks for ComponentPlugin {
         size: usize,
         end_of_stream: bool,
     ) -> Result<Action, PluginFailure> {
-        let buffered = self.settings.buffer_response_body;
-        self.body_hook(
-            Phase::ResponseBody,
-            buffered,
-            context_id,
-            size,
-            end_of_stream,
-        )
+        self.callback(Phase::ResponseBody, context_id, size, end_of_stream)
     }
 
     fn on_request_trailers(
         &mut self,
         context_id: u32,
-        _trailers: usize,
+        trailers: usize,
     ) -> Result<Action, PluginFailure> {
-        self.trailers_hook(Phase::RequestBody, Phase::RequestTrailers, context_id)
+        self.callback(Phase::RequestTrailers, context_id, trailers, true)
     }
 
     fn on_response_trailers(
         &mut self,
         context_id: u32,
-        _trailers: usize,
+        trailers: usize,
     ) -> Result<Action, PluginFailure> {
-        self.trailers_hook(Phase::ResponseBody, Phase::ResponseTrailers, context_id)
+        self.callback(Phase::ResponseTrailers, context_id, trailers, true)
     }
 
     fn on_http_call_response(
@@ -1287,8 +1207,7 @@ impl Callbacks for ComponentPlugin {
         };
         // The guest may have given up on the call meanwhile; nothing to deliver then.
         let _ = call.reply.send(response);
-        self.run_and_resume()?;
-        self.start_queued()
+        self.resume_finished()
     }
 
     fn on_tick(&mut self, _root_id: u32) -> Result<(), PluginFailure> {
@@ -1312,17 +1231,17 @@ impl Callbacks for ComponentPlugin {
                 .ok_or_else(|| failure("on-tick did not complete"))?
                 .map_err(|error| failure(format!("{error:#}")))?;
         }
-        self.run_and_resume()?;
-        self.start_queued()
+        self.resume_finished()
     }
 
     fn on_log(&mut self, context_id: u32) -> Result<(), PluginFailure> {
-        let runnable = self
-            .streams
-            .get(&context_id)
-            .is_some_and(|hooks| hooks.running.is_none() && !hooks.abandoned);
-        if runnable {
-            self.hook(Phase::Log, context_id, 0, true)?;
+        self.last_run_fuel = 0;
+        let settings = self.gate_settings;
+        let run = self
+            .gate_mut(context_id)
+            .and_then(|gate| gate.log(&settings));
+        if let Some(run) = run {
+            self.run_in_callback(context_id, run)?;
         }
         Ok(())
     }
@@ -1336,8 +1255,7 @@ impl Callbacks for ComponentPlugin {
         self.abandon(context_id)?;
         // Context ids are not reused; forgetting it keeps the set from growing.
         self.store.data_mut().abandoned.remove(&context_id);
-        self.store.data_mut().windows.remove(&context_id);
-        if self.streams.remove(&context_id).is_none() {
+        if self.store.data_mut().gates.remove(&context_id).is_none() {
             return Ok(());
         }
         let _scope = ProxyScope::enter(&self.state);

@@ -568,7 +568,7 @@ async fn hook<P: Plugin>(
     let taken = {
         let _scope = runtime.scope(stream);
         let _polling = Polling::enter(stream);
-        instance.take_plugin(phase, stream, end_of_stream)
+        instance.take_plugin(phase, stream)
     };
     let (mut plugin, shared) = match taken {
         Taken::Run(plugin, shared) => (plugin, shared),
@@ -616,7 +616,7 @@ enum Taken<P> {
 
 impl<P: Plugin> Instance<P> {
     /// Takes the stream's plugin value out of its slot (creating the stream on its first hook).
-    fn take_plugin(&self, phase: Phase, stream: StreamId, end_of_stream: bool) -> Taken<P> {
+    fn take_plugin(&self, phase: Phase, stream: StreamId) -> Taken<P> {
         let mut streams = self.streams.borrow_mut();
         let slot = match streams.entry(stream) {
             Entry::Occupied(slot) => slot.into_mut(),
@@ -652,14 +652,6 @@ impl<P: Plugin> Instance<P> {
             );
             return Taken::Skip;
         };
-        if !end_of_stream && self.runtime.buffers_body_after(phase) {
-            // The body may change size: a stale content-length would make the upstream (or
-            // client) read a truncated body, so the proxy must frame the body itself.
-            let map = slot.shared.map(phase);
-            if let Err(error) = slot.shared.host.remove_map_value(map, "content-length") {
-                log::warn!("removing content-length before buffering the body: {error}");
-            }
-        }
         Taken::Run(plugin, Rc::clone(&slot.shared))
     }
 

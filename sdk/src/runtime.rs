@@ -1,26 +1,29 @@
 //! The stream driver: turns host callbacks into hook futures, and hook results into exactly one
 //! of continue, resume or local reply.
 //!
-//! Life of a stream (`ctx` is its proxy-wasm context id):
+//! Which hook runs when, and what the host is owed, is the ABI's [`StreamGate`]: this module
+//! only carries its decisions out. Life of a stream (`ctx` is its proxy-wasm context id):
 //! 1. `create_stream`: the plugin's per-stream value moves into one task owned by `ctx`; the
 //!    task loops "wait for the next event, run that hook, record its outcome".
-//! 2. A hook callback (`on_hook`) puts the event in the stream's mailbox, wakes the task and
-//!    drains the executor. If the hook finished during that drain, its outcome is applied inline:
-//!    `Continue` is returned to the host and no resume is ever issued. Otherwise the stream is
-//!    marked paused in that phase and `Pause` is returned.
+//! 2. A hook callback (`on_hook`) asks the gate; a hook to run goes in the stream's mailbox,
+//!    the task is woken and the executor drained. If the hook finished during that drain, the
+//!    gate's answer is returned to the host (`Continue`, and no resume is ever issued);
+//!    otherwise the hook awaits and the callback answers `Pause`.
 //! 3. A later callback (a call response) wakes the task; when the paused hook finishes, the task
-//!    queues the stream on `finished`, and after the drain `apply_finished` issues exactly one
-//!    resume of the paused direction, or one local reply. Never inside the callback that paused.
-//! 4. After a local reply nothing is resumed, and the response callbacks Envoy runs for the
-//!    reply itself skip the plugin's hooks.
-//! 5. `on_done` drops the task (and with it every call future of the stream: late replies are
-//!    then ignored); `on_delete` forgets the stream.
+//!    queues the stream on `finished`, and after the drain `apply_finished` carries out the
+//!    gate's decision: one resume of the paused direction, or one local reply, never inside the
+//!    callback that paused.
+//! 4. `on_done` ends the gate and drops the task (and with it every call future of the stream:
+//!    late replies are then ignored); `on_delete` forgets the stream.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::Duration;
 
+use proxy_async_abi::gate::{
+    Arrival, BodyWindow, Finish, GateSettings, HookRun, HookState, Outcome, ReplyFate, StreamGate,
+};
 use proxy_async_executor::{Executor, Owner, Registry, TaskId};
 
 use crate::error::Error;
@@ -30,28 +33,7 @@ use crate::redis::{RedisReply, RedisState};
 use crate::timer::{TickFunction, Timers};
 
 pub(crate) use proxy_async_abi::Phase;
-
-/// `phase`'s bit in [`Runtime`]'s set of hooks the plugin left at their default.
-fn phase_bit(phase: Phase) -> u8 {
-    match phase {
-        Phase::RequestHeaders => 1,
-        Phase::RequestBody => 2,
-        Phase::ResponseHeaders => 4,
-        Phase::ResponseBody => 8,
-        Phase::Log => 16,
-        Phase::RequestTrailers => 32,
-        Phase::ResponseTrailers => 64,
-    }
-}
-
-/// One host callback for a stream, as delivered to its task.
-#[derive(Copy, Clone, Debug)]
-pub(crate) struct Event {
-    pub(crate) phase: Phase,
-    /// Body bytes available (body phases), or header count (header phases).
-    pub(crate) size: usize,
-    pub(crate) end_of_stream: bool,
-}
+pub(crate) use proxy_async_abi::gate::Event;
 
 /// A call's reply, copied out of the host inside `on_http_call_response` (the only time the
 /// host lets it be read). `None`: the call failed without a response (timeout, reset).
@@ -68,22 +50,11 @@ pub(crate) struct ReplyParts {
 pub(crate) struct StreamShared {
     pub(crate) context_id: u32,
     pub(crate) host: Rc<dyn Host>,
+    // The hook the task runs next, put there by the driver.
     event: Cell<Option<Event>>,
     // Set by the task when a hook finishes; taken by the driver.
     outcome: RefCell<Option<Result<Flow, Error>>>,
-    // The phase whose hook is running after its callback returned Pause.
-    paused: Cell<Option<Phase>>,
-    // A hook is running (from event delivery until its outcome is recorded).
-    busy: Cell<bool>,
-    // Callbacks that arrived while a hook was running; each answered Pause and runs in turn.
-    waiting: RefCell<VecDeque<Event>>,
-    // The size of a buffered body the proxy holds whose hook has not run, per direction
-    // (request, response): trailers end such a body, and its hook runs before theirs.
-    held_body: [Cell<Option<usize>>; 2],
-    // Where each direction's chunk hooks find their chunk in the proxy's body buffer.
-    windows: [Cell<BodyWindow>; 2],
-    replied: Cell<bool>,
-    ended: Cell<bool>,
+    gate: RefCell<StreamGate>,
     finished: Rc<RefCell<Vec<u32>>>,
 }
 
@@ -108,16 +79,7 @@ impl StreamShared {
             host,
             event: Cell::new(None),
             outcome: RefCell::new(None),
-            paused: Cell::new(None),
-            busy: Cell::new(false),
-            waiting: RefCell::new(VecDeque::new()),
-            held_body: [Cell::new(None), Cell::new(None)],
-            windows: [
-                Cell::new(BodyWindow::default()),
-                Cell::new(BodyWindow::default()),
-            ],
-            replied: Cell::new(false),
-            ended: Cell::new(false),
+            gate: RefCell::new(StreamGate::new()),
             finished,
         }
     }
@@ -131,17 +93,17 @@ impl StreamShared {
         })
     }
 
-    /// Records the outcome of the hook that just finished.
+    /// Records the outcome of the hook that just finished. A hook whose callback answered
+    /// already is applied after the drain; one inside its callback, by that callback.
     pub(crate) fn finish(&self, outcome: Result<Flow, Error>) {
         *self.outcome.borrow_mut() = Some(outcome);
-        self.busy.set(false);
-        if self.paused.get().is_some() {
+        if matches!(self.gate.borrow().hook(), HookState::Paused(_)) {
             self.finished.borrow_mut().push(self.context_id);
         }
     }
 
     pub(crate) fn is_ended(&self) -> bool {
-        self.ended.get()
+        self.gate.borrow().exchange() == proxy_async_abi::gate::Exchange::Ended
     }
 
     pub(crate) fn map(&self, phase: Phase) -> MapType {
@@ -155,74 +117,15 @@ impl StreamShared {
     pub(crate) fn buffer(&self, phase: Phase) -> BufferType {
         phase.direction().body()
     }
-}
 
-/// One direction's body as chunk hooks see it. While a chunk's hook awaits, the proxy holds
-/// that chunk and buffers the chunks after it: the body buffer then holds the chunks already
-/// handled (`handled` bytes), the chunk whose hook runs (`len` bytes at `offset`), then the
-/// chunks waiting for their hook. Each hook sees only its own chunk. Once the direction goes
-/// on, the proxy forwards the buffer and it starts empty again.
-#[derive(Copy, Clone, Default, Debug)]
-pub(crate) struct BodyWindow {
-    // Bytes of the buffer the SDK has accounted for (handled, running and waiting chunks).
-    known: usize,
-    // Bytes of the chunks whose hooks finished while the direction stayed held.
-    handled: usize,
-    pub(crate) offset: usize,
-    pub(crate) len: usize,
-}
-
-impl StreamShared {
-    fn window_cell(&self, direction: Direction) -> &Cell<BodyWindow> {
-        &self.windows[direction as usize]
-    }
-
-    /// A body callback reported `total` buffered bytes: the new chunk is what the SDK did not
-    /// know of yet. Returns its length.
-    fn arrive_chunk(&self, direction: Direction, total: usize) -> usize {
-        let cell = self.window_cell(direction);
-        let mut window = cell.get();
-        let chunk = total.saturating_sub(window.known);
-        window.known = total;
-        cell.set(window);
-        chunk
-    }
-
-    /// A chunk's hook starts: its chunk follows the handled ones.
-    fn start_chunk(&self, direction: Direction, len: usize) {
-        let cell = self.window_cell(direction);
-        let mut window = cell.get();
-        window.offset = window.handled;
-        window.len = len;
-        cell.set(window);
-    }
-
-    /// A chunk's hook finished but the direction stays held (a later chunk's hook is next).
-    fn hold_chunk(&self, direction: Direction) {
-        let cell = self.window_cell(direction);
-        let mut window = cell.get();
-        window.handled = window.offset + window.len;
-        window.len = 0;
-        cell.set(window);
-    }
-
-    /// The direction went on: the proxy forwarded its buffer.
-    fn forward_body(&self, direction: Direction) {
-        self.window_cell(direction).set(BodyWindow::default());
-    }
-
-    /// Where the running chunk of `phase`'s direction is.
+    /// Where the running chunk of `phase`'s direction is in the proxy's body buffer.
     pub(crate) fn window(&self, phase: Phase) -> BodyWindow {
-        self.window_cell(phase.direction()).get()
+        self.gate.borrow().window(phase.direction())
     }
 
     /// The running chunk now has `len` bytes (a hook changed it).
     pub(crate) fn resize_chunk(&self, phase: Phase, len: usize) {
-        let cell = self.window_cell(phase.direction());
-        let mut window = cell.get();
-        window.known = (window.known + len).saturating_sub(window.len);
-        window.len = len;
-        cell.set(window);
+        self.gate.borrow_mut().resize_chunk(phase.direction(), len);
     }
 }
 
@@ -257,9 +160,10 @@ pub(crate) struct Runtime {
     // The context the host applies hostcalls to; 0 when unknown.
     effective: Cell<u32>,
     settings: Settings,
-    // Phases whose hook the plugin type left at the trait's default (learnt when a default
-    // ran): they are answered `Continue` without waking the stream's task.
-    default_hooks: Cell<u8>,
+    // What every stream's gate is told of the plugin. Its skipped phases are the hooks the
+    // plugin type left at the trait's default (learnt when a default ran): they are answered
+    // `Continue` without waking the stream's task.
+    gate_settings: Cell<GateSettings>,
     timers: Timers,
     // `[<plugin name>] [<plugin id>]`, with Higress's log format.
     log_prefix: RefCell<Option<String>>,
@@ -306,7 +210,12 @@ impl Runtime {
             finished: Rc::new(RefCell::new(Vec::new())),
             effective: Cell::new(0),
             settings,
-            default_hooks: Cell::new(0),
+            gate_settings: Cell::new(GateSettings {
+                buffer_request_body: settings.buffer_request_body,
+                buffer_response_body: settings.buffer_response_body,
+                body_buffer_limit: settings.body_buffer_limit,
+                skipped: proxy_async_abi::gate::PhaseSet::EMPTY,
+            }),
             timers: Timers::default(),
             log_prefix: RefCell::new(None),
             has_background: Cell::new(false),
@@ -438,12 +347,9 @@ impl Runtime {
     /// Records that the plugin's hook for `phase` is the trait's default (it does nothing and
     /// continues), so later callbacks of that phase need not run it.
     pub(crate) fn note_default_hook(&self, phase: Phase) {
-        self.default_hooks
-            .set(self.default_hooks.get() | phase_bit(phase));
-    }
-
-    fn is_default_hook(&self, phase: Phase) -> bool {
-        self.default_hooks.get() & phase_bit(phase) != 0
+        let mut settings = self.gate_settings.get();
+        settings.skipped = settings.skipped.with(phase);
+        self.gate_settings.set(settings);
     }
 
     /// The runtime of the callback running now.
@@ -501,110 +407,78 @@ impl Runtime {
             log::debug!("{} for unknown context {context_id}", phase.callback_name());
             return Action::Continue;
         };
-        // After our own local reply, Envoy runs the response callbacks for the reply itself;
-        // the plugin does not see its own reply.
-        if shared.replied.get() || shared.ended.get() {
-            return Action::Continue;
-        }
-        let buffered = match phase {
-            Phase::RequestBody => self.settings.buffer_request_body,
-            Phase::ResponseBody => self.settings.buffer_response_body,
-            _ => false,
-        };
-        if buffered && size > self.settings.body_buffer_limit {
-            self.enter(context_id);
-            return self.refuse_oversized_body(&shared, phase, size);
-        }
-        // Pause on a body chunk makes the proxy buffer it; the hook sees the whole body once.
-        if buffered && !end_of_stream {
-            shared.held_body[phase.direction() as usize].set(Some(size));
-            return Action::Pause;
-        }
-        if buffered {
-            shared.held_body[phase.direction() as usize].set(None);
-        }
-        // Trailers end a body the plugin buffers: its hook runs first, on the whole body, and
-        // the trailers' hook after it.
-        if let Some(body_phase) = phase.body_before_trailers()
-            && let Some(held) = shared.held_body[phase.direction() as usize].take()
-        {
-            let action = self.on_hook(context_id, body_phase, held, true);
-            if action == Action::Pause {
-                if shared.busy.get() {
-                    shared.waiting.borrow_mut().push_back(Event {
-                        phase,
-                        size,
-                        end_of_stream,
-                    });
-                }
-                return Action::Pause;
-            }
-            return self.on_hook(context_id, phase, size, end_of_stream);
-        }
-        let direction = phase.direction();
-        // A body callback reports every byte the proxy buffers for the direction; the hook
-        // gets the new chunk only.
-        let size = if phase.is_body() {
-            shared.arrive_chunk(direction, size)
-        } else {
-            size
-        };
-        // The plugin does not implement this hook: the default would continue at once.
-        if !shared.busy.get() && self.is_default_hook(phase) {
-            shared.forward_body(direction);
-            return Action::Continue;
-        }
-        // Another hook of this stream is still awaiting (the response arrived while the
-        // request body hook waits, or a streamed chunk while the previous chunk's hook waits):
-        // hold this callback too, and run its hook when the running one is done.
-        if shared.busy.get() {
-            shared.waiting.borrow_mut().push_back(Event {
-                phase,
-                size,
-                end_of_stream,
-            });
-            return Action::Pause;
-        }
-        if !end_of_stream && self.buffers_body_after(phase) {
-            // The body may change size: a stale content-length would make the upstream (or
-            // client) read a truncated body, so the proxy must frame the body itself.
-            let map = shared.map(phase);
-            if let Err(error) = self.host.remove_map_value(map, "content-length") {
-                log::warn!("removing content-length before buffering the body: {error}");
-            }
-        }
-        shared.busy.set(true);
-        if phase.is_body() {
-            shared.start_chunk(direction, size);
-        }
-        shared.event.set(Some(Event {
-            phase,
-            size,
-            end_of_stream,
-        }));
-        self.executor.wake(task);
-        self.drain();
-        let outcome = shared.outcome.borrow_mut().take();
-        match outcome {
-            Some(outcome) => {
+        let arrival = shared.gate.borrow_mut().callback(
+            &self.gate_settings.get(),
+            Event::new(phase, size, end_of_stream),
+        );
+        match arrival {
+            Arrival::Answer(action) => action,
+            Arrival::Refuse { direction, size } => {
                 self.enter(context_id);
-                let action = self.apply(&shared, phase, outcome, false);
-                if action == Action::Continue {
-                    shared.forward_body(direction);
-                }
-                action
-            }
-            None => {
-                shared.paused.set(Some(phase));
+                self.refuse_oversized_body(phase, direction, size);
                 Action::Pause
+            }
+            Arrival::Run(run) => self.run_in_callback(task, &shared, run),
+        }
+    }
+
+    /// Runs `run`, which starts inside the callback running now, and what the gate starts
+    /// after it in the same callback; returns the callback's answer.
+    fn run_in_callback(
+        self: &Rc<Self>,
+        task: TaskId,
+        shared: &StreamShared,
+        run: HookRun,
+    ) -> Action {
+        let mut run = run;
+        loop {
+            self.start_hook(task, shared, run);
+            self.drain();
+            let outcome = shared.outcome.borrow_mut().take();
+            let Some(outcome) = outcome else {
+                // The hook awaits: its direction is resumed when it finishes.
+                return shared.gate.borrow_mut().awaiting().unwrap_or(Action::Pause);
+            };
+            let finish = shared
+                .gate
+                .borrow_mut()
+                .returned(&self.gate_settings.get(), outcome_kind(&outcome));
+            self.enter(shared.context_id);
+            let answer = self.carry_out(shared, run.phase, outcome, finish);
+            match (finish.next, answer) {
+                // The trailers' hook after the body hook they ended, in this callback.
+                (Some(next), None) => run = next,
+                (next, answer) => {
+                    if let Some(next) = next {
+                        // Its callback answered Pause already: it finishes after a drain.
+                        self.start_hook(task, shared, next);
+                    }
+                    return answer.unwrap_or(Action::Pause);
+                }
             }
         }
     }
 
+    /// Hands `run` to the stream's task and wakes it (the caller drains).
+    fn start_hook(&self, task: TaskId, shared: &StreamShared, run: HookRun) {
+        if run.strip_content_length {
+            // The body may change size: a stale content-length would make the upstream (or
+            // client) read a truncated body, so the proxy must frame the body itself.
+            let map = shared.map(run.phase);
+            if let Err(error) = self.host.remove_map_value(map, "content-length") {
+                log::warn!("removing content-length before buffering the body: {error}");
+            }
+        }
+        shared
+            .event
+            .set(Some(Event::new(run.phase, run.size, run.end_of_stream)));
+        self.executor.wake(task);
+    }
+
     /// Answers a buffered body that grew past the limit, as Envoy does at its own buffer
     /// limit: 413 for a request, 500 for a response.
-    fn refuse_oversized_body(&self, shared: &StreamShared, phase: Phase, size: usize) -> Action {
-        let (status, body, details) = match phase.direction() {
+    fn refuse_oversized_body(&self, phase: Phase, direction: Direction, size: usize) {
+        let (status, body, details) = match direction {
             Direction::Request => (413, "Payload Too Large", "request_payload_too_large"),
             Direction::Response => (500, "Internal Server Error", "response_payload_too_large"),
         };
@@ -617,16 +491,7 @@ impl Runtime {
             .header("content-type", "text/plain")
             .body(body)
             .details(details);
-        self.apply(shared, phase, Ok(Flow::Reply(reply)), false)
-    }
-
-    /// Whether the headers of `phase` are followed by a body the plugin buffers.
-    pub(crate) fn buffers_body_after(&self, phase: Phase) -> bool {
-        match phase {
-            Phase::RequestHeaders => self.settings.buffer_request_body,
-            Phase::ResponseHeaders => self.settings.buffer_response_body,
-            _ => false,
-        }
+        self.send_reply(phase, &reply);
     }
 
     /// `proxy_on_http_call_response`, on whichever context the host routed it to.
@@ -767,30 +632,17 @@ impl Runtime {
         let Some((task, shared)) = self.stream(context_id) else {
             return;
         };
-        if shared.busy.get() {
-            // A hook is still awaiting (the client went away mid-call): its future is dropped
-            // at on_done, and the per-stream value with it, so there is no one to log.
-            return;
+        let run = shared.gate.borrow_mut().log(&self.gate_settings.get());
+        if let Some(run) = run {
+            self.run_in_callback(task, &shared, run);
         }
-        if self.is_default_hook(Phase::Log) {
-            return;
-        }
-        shared.busy.set(true);
-        shared.event.set(Some(Event {
-            phase: Phase::Log,
-            size: 0,
-            end_of_stream: true,
-        }));
-        self.executor.wake(task);
-        self.drain();
     }
 
     /// `proxy_on_done`: the stream is over; drop everything it was waiting for.
     pub(crate) fn on_done(self: &Rc<Self>, context_id: u32) -> bool {
         let _scope = self.scope(context_id);
         if let Some((_, shared)) = self.stream(context_id) {
-            shared.ended.set(true);
-            shared.paused.set(None);
+            shared.gate.borrow_mut().end();
         }
         self.executor.cancel(Owner(context_id));
         true
@@ -839,92 +691,78 @@ impl Runtime {
         let Some((task, shared)) = self.stream(context_id) else {
             return false;
         };
-        let Some(phase) = shared.paused.take() else {
-            return false;
-        };
         let Some(outcome) = shared.outcome.borrow_mut().take() else {
             return false;
         };
-        // The stream ended, or the SDK replied on it (an oversized body) while this hook ran:
-        // its outcome has nothing left to act on.
-        if shared.ended.get() || shared.replied.get() {
-            return false;
-        }
-        self.enter(context_id);
-        // A later chunk of the same direction arrived while this hook ran, and its callback
-        // answered Pause too: the proxy holds both. Resuming now would send that chunk on
-        // before its hook ran; the direction is resumed once, when the last held hook is done.
-        let hold = matches!(outcome, Ok(Flow::Continue))
-            && shared
-                .waiting
-                .borrow()
-                .front()
-                .is_some_and(|next| next.phase.direction() == phase.direction());
-        if hold {
-            shared.hold_chunk(phase.direction());
-        } else {
-            self.apply(&shared, phase, outcome, true);
-            shared.forward_body(phase.direction());
-        }
-        if shared.replied.get() {
-            // The reply ends the exchange; held callbacks have nothing left to do.
-            shared.waiting.borrow_mut().clear();
-            return false;
-        }
-        let Some(next) = shared.waiting.borrow_mut().pop_front() else {
-            return false;
+        let phase = match shared.gate.borrow().hook() {
+            HookState::Paused(phase) => phase,
+            // The stream ended while this hook ran: its outcome has nothing left to act on.
+            HookState::Idle | HookState::Running(_) => return false,
         };
-        // Its callback already answered Pause, so its direction is resumed when it finishes.
-        shared.paused.set(Some(next.phase));
-        shared.busy.set(true);
-        if next.phase.is_body() {
-            shared.start_chunk(next.phase.direction(), next.size);
+        let finish = shared
+            .gate
+            .borrow_mut()
+            .returned(&self.gate_settings.get(), outcome_kind(&outcome));
+        self.enter(context_id);
+        self.carry_out(&shared, phase, outcome, finish);
+        match finish.next {
+            // Its callback already answered Pause, so its direction is resumed when it
+            // finishes.
+            Some(next) => {
+                self.start_hook(task, &shared, next);
+                true
+            }
+            None => false,
         }
-        shared.event.set(Some(next));
-        self.executor.wake(task);
-        true
     }
 
-    /// Applies a hook's outcome; `resume` says whether the stream is paused and so needs a
-    /// resume to continue (false: the hook finished inside its own callback).
-    fn apply(
+    /// Carries out what the gate decided for a finished hook of `phase`: its local reply, the
+    /// resume. Returns the answer for the hook's callback, if it finished inside it. The gate
+    /// has moved on already, so a host that calls back from inside these hostcalls finds the
+    /// stream in its new state.
+    fn carry_out(
         &self,
         shared: &StreamShared,
         phase: Phase,
         outcome: Result<Flow, Error>,
-        resume: bool,
-    ) -> Action {
-        let reply = match outcome {
-            Ok(Flow::Continue) => {
-                if resume
-                    && phase != Phase::Log
-                    && let Err(error) = self.host.continue_stream(phase.direction())
-                {
-                    log::warn!("resuming after {}: {error}", phase.callback_name());
+        finish: Finish,
+    ) -> Option<Action> {
+        match finish.reply {
+            ReplyFate::None => {}
+            ReplyFate::Send => match outcome {
+                Ok(Flow::Reply(reply)) => self.send_reply(phase, &reply),
+                Err(error) => {
+                    let status = error.status().unwrap_or(self.settings.error_status);
+                    log::error!(
+                        "{} failed: {error}; replying {status}",
+                        phase.callback_name()
+                    );
+                    self.send_reply(phase, &LocalReply::error(status));
                 }
-                return Action::Continue;
+                // The gate sends only what a hook replied.
+                Ok(Flow::Continue) => {}
+            },
+            ReplyFate::AfterLog => {
+                log::warn!("on_log cannot reply: the response was already sent");
             }
-            Ok(Flow::Reply(reply)) => reply,
-            Err(error) => {
-                let status = error.status().unwrap_or(self.settings.error_status);
-                log::error!(
-                    "{} failed: {error}; replying {status}",
-                    phase.callback_name()
+            ReplyFate::Gone => {
+                log::debug!(
+                    "the outcome of {} of context {} was dropped: the stream was answered or ended meanwhile",
+                    phase.callback_name(),
+                    shared.context_id
                 );
-                LocalReply::error(status)
             }
-        };
-        if phase == Phase::Log {
-            log::warn!("on_log cannot reply: the response was already sent");
-            return Action::Continue;
         }
-        if shared.replied.replace(true) {
-            log::warn!(
-                "a second local reply from {} was dropped",
-                phase.callback_name()
-            );
-            return Action::Pause;
+        if let Some(direction) = finish.resume
+            && let Err(error) = self.host.continue_stream(direction)
+        {
+            log::warn!("resuming after {}: {error}", phase.callback_name());
         }
+        finish.answer
+    }
+
+    /// Sends the stream's local reply.
+    fn send_reply(&self, phase: Phase, reply: &LocalReply) {
         let headers: Vec<(&str, &[u8])> = reply
             .headers
             .iter()
@@ -940,7 +778,6 @@ impl Runtime {
                 phase.callback_name()
             );
         }
-        Action::Pause
     }
 
     /// Makes `context_id` the host's effective context, if it is not already.
@@ -975,6 +812,14 @@ impl Runtime {
     #[cfg(not(target_arch = "wasm32"))]
     pub(crate) fn stream_count(&self) -> usize {
         self.streams.borrow().len()
+    }
+}
+
+/// What the gate needs to know of a hook's outcome.
+fn outcome_kind(outcome: &Result<Flow, Error>) -> Outcome {
+    match outcome {
+        Ok(Flow::Continue) => Outcome::Continue,
+        Ok(Flow::Reply(_)) | Err(_) => Outcome::Reply,
     }
 }
 
