@@ -143,8 +143,7 @@ pub enum Arrival {
     /// Answer the callback with this; no hook runs for it now (it has none, the stream is
     /// answered already, or its hook waits behind another one).
     Answer(Action),
-    /// A buffered body grew past the limit: send the local reply for it (413 for a request,
-    /// 500 for a response, as Envoy at its own limit) and answer `Pause`. The gate counts the
+    /// A buffered body grew past the limit: send its [`Refusal`] and answer `Pause`. The gate counts the
     /// reply as the stream's one local reply.
     Refuse {
         /// Whose body.
@@ -155,6 +154,36 @@ pub enum Arrival {
     /// Start this hook now, inside the callback; then tell the gate whether it
     /// [`returned`](StreamGate::returned) or is [`awaiting`](StreamGate::awaiting).
     Run(HookRun),
+}
+
+/// The local reply that carries out an [`Arrival::Refuse`]: what Envoy sends when a body
+/// outgrows its own buffer limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    /// 413 for a request, 500 for a response (the client is not at fault for the upstream's).
+    pub status: u16,
+    /// The reply's `text/plain` body.
+    pub body: &'static str,
+    /// The response-code details the access log shows.
+    pub details: &'static str,
+}
+
+impl Refusal {
+    /// The refusal of `direction`'s body.
+    pub const fn of(direction: Direction) -> Refusal {
+        match direction {
+            Direction::Request => Refusal {
+                status: 413,
+                body: "Payload Too Large",
+                details: "request_payload_too_large",
+            },
+            Direction::Response => Refusal {
+                status: 500,
+                body: "Internal Server Error",
+                details: "response_payload_too_large",
+            },
+        }
+    }
 }
 
 /// A hook to start.

@@ -31,7 +31,8 @@ use std::time::Duration;
 
 use futures::channel::oneshot;
 use proxy_async_abi::gate::{
-    Arrival, Event, Finish, GateSettings, HookRun, HookState, Outcome, ReplyFate, StreamGate,
+    Arrival, Event, Finish, GateSettings, HookRun, HookState, Outcome, Refusal, ReplyFate,
+    StreamGate,
 };
 use proxy_async_abi::{
     Action, BufferType, Callbacks, Direction, HeaderPairs, Hostcalls, LogLevel, MapType,
@@ -856,6 +857,9 @@ impl ComponentPlugin {
     /// that finish meanwhile resume their streams.
     fn run_in_callback(&mut self, stream: u32, run: HookRun) -> Result<Action, PluginFailure> {
         let mut run = run;
+        // Whether a hook started since the store last ran: only then can another run finish
+        // anything.
+        let mut started = false;
         loop {
             self.start_hook(stream, run)?;
             self.run()?;
@@ -865,7 +869,7 @@ impl ComponentPlugin {
                 if done.stream == stream && own.is_none() {
                     own = Some(done);
                 } else {
-                    self.finish_paused(done)?;
+                    started |= self.finish_paused(done)?;
                 }
             }
             let Some(done) = own else {
@@ -873,7 +877,9 @@ impl ComponentPlugin {
                     .gate_mut(stream)
                     .and_then(StreamGate::awaiting)
                     .unwrap_or(Action::Pause);
-                self.resume_finished()?;
+                if started {
+                    self.resume_finished()?;
+                }
                 return Ok(action);
             };
             let flow = done.result.map_err(failure)?;
@@ -892,8 +898,11 @@ impl ComponentPlugin {
                     if let Some(next) = next {
                         // Its callback answered Pause already: it resumes its stream.
                         self.start_hook(stream, next)?;
+                        started = true;
                     }
-                    self.resume_finished()?;
+                    if started {
+                        self.resume_finished()?;
+                    }
                     return Ok(answer.unwrap_or(Action::Pause));
                 }
             }
@@ -905,23 +914,26 @@ impl ComponentPlugin {
     }
 
     /// A hook whose callback answered `Pause` finished: carry out what its gate decides, and
-    /// start the hook queued behind it.
-    fn finish_paused(&mut self, done: Finished) -> Result<(), PluginFailure> {
+    /// start the hook queued behind it. Whether it started one.
+    fn finish_paused(&mut self, done: Finished) -> Result<bool, PluginFailure> {
         let flow = done.result.map_err(failure)?;
         let settings = self.gate_settings;
         let Some(gate) = self.gate_mut(done.stream) else {
-            return Ok(());
+            return Ok(false);
         };
         let HookState::Paused(phase) = gate.hook() else {
             // The stream ended while the hook ran: its result has nothing left to act on.
-            return Ok(());
+            return Ok(false);
         };
         let finish = gate.returned(&settings, outcome_of(flow.as_ref()));
         self.carry_out(done.stream, phase, flow, finish);
-        if let Some(next) = finish.next {
-            self.start_hook(done.stream, next)?;
+        match finish.next {
+            Some(next) => {
+                self.start_hook(done.stream, next)?;
+                Ok(true)
+            }
+            None => Ok(false),
         }
-        Ok(())
     }
 
     /// Runs the store and finishes every paused hook that returns, until none does.
@@ -948,7 +960,10 @@ impl ComponentPlugin {
         finish: Finish,
     ) -> Option<Action> {
         let mut state = self.state.borrow_mut();
-        let _ = state.set_effective_context(stream);
+        let sends_reply = finish.reply == ReplyFate::Send && matches!(flow, Some(Flow::Reply(_)));
+        if sends_reply || finish.resume.is_some() {
+            let _ = state.set_effective_context(stream);
+        }
         if finish.reply == ReplyFate::Send
             && let Some(Flow::Reply(reply)) = flow
             && let Err(status) = state.send_local_response(
@@ -981,23 +996,24 @@ impl ComponentPlugin {
     /// Refuses a buffered body past the plugin's limit, as Envoy does at its buffer limit:
     /// 413 for a request, 500 for a response. The hook does not run.
     fn refuse_oversized_body(&mut self, direction: Direction, stream: u32, size: usize) {
-        let (status, body, details) = match direction {
-            Direction::Request => (413, "Payload Too Large", "request_payload_too_large"),
-            Direction::Response => (500, "Internal Server Error", "response_payload_too_large"),
-        };
+        let refusal = Refusal::of(direction);
         let mut state = self.state.borrow_mut();
         state.log_line(
             LogLevel::Warn,
             format!(
-                "the buffered body has {size} bytes, over the limit of {} bytes; replying {status}",
-                self.gate_settings.body_buffer_limit
+                "the buffered body has {size} bytes, over the limit of {} bytes; replying {}",
+                self.gate_settings.body_buffer_limit, refusal.status
             ),
         );
         let _ = state.set_effective_context(stream);
         let headers: [(&[u8], &[u8]); 1] = [(b"content-type", b"text/plain")];
-        if let Err(status) =
-            state.send_local_response(status, details.as_bytes(), body.as_bytes(), &headers, -1)
-        {
+        if let Err(status) = state.send_local_response(
+            u32::from(refusal.status),
+            refusal.details.as_bytes(),
+            refusal.body.as_bytes(),
+            &headers,
+            -1,
+        ) {
             state.log_line(
                 LogLevel::Warn,
                 format!("local reply on stream {stream}: {status:?}"),

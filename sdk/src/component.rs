@@ -408,15 +408,8 @@ fn instance<P: Plugin>() -> Rc<Instance<P>> {
     if let Some(instance) = existing {
         return instance;
     }
-    let settings = Settings {
-        error_status: P::ERROR_STATUS,
-        buffer_request_body: P::BUFFER_REQUEST_BODY,
-        buffer_response_body: P::BUFFER_RESPONSE_BODY,
-        body_buffer_limit: P::BODY_BUFFER_LIMIT,
-        tick_period: P::TICK_PERIOD,
-    };
     let instance = Rc::new(Instance::<P> {
-        runtime: Runtime::new(Rc::new(ComponentHost { stream: None }), settings),
+        runtime: Runtime::new(Rc::new(ComponentHost { stream: None }), Settings::of::<P>()),
         config: RefCell::new(None),
         streams: RefCell::new(BTreeMap::new()),
     });

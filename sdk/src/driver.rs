@@ -27,15 +27,8 @@ pub(crate) struct Driver<P: Plugin> {
 
 impl<P: Plugin> Driver<P> {
     pub(crate) fn new(host: Rc<dyn Host>) -> Rc<Self> {
-        let settings = Settings {
-            error_status: P::ERROR_STATUS,
-            buffer_request_body: P::BUFFER_REQUEST_BODY,
-            buffer_response_body: P::BUFFER_RESPONSE_BODY,
-            body_buffer_limit: P::BODY_BUFFER_LIMIT,
-            tick_period: P::TICK_PERIOD,
-        };
         Rc::new(Driver {
-            runtime: Runtime::new(host, settings),
+            runtime: Runtime::new(host, Settings::of::<P>()),
             config: RefCell::new(None),
             unmatched: RefCell::new(BTreeMap::new()),
             skipped: RefCell::new(BTreeSet::new()),

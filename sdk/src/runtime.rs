@@ -22,7 +22,8 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use proxy_async_abi::gate::{
-    Arrival, BodyWindow, Finish, GateSettings, HookRun, HookState, Outcome, ReplyFate, StreamGate,
+    Arrival, BodyWindow, Exchange, Finish, GateSettings, HookRun, HookState, Outcome, PhaseSet,
+    Refusal, ReplyFate, StreamGate,
 };
 use proxy_async_executor::{Executor, Owner, Registry, TaskId};
 
@@ -103,7 +104,7 @@ impl StreamShared {
     }
 
     pub(crate) fn is_ended(&self) -> bool {
-        self.gate.borrow().exchange() == proxy_async_abi::gate::Exchange::Ended
+        self.gate.borrow().exchange() == Exchange::Ended
     }
 
     pub(crate) fn map(&self, phase: Phase) -> MapType {
@@ -138,10 +139,25 @@ struct StreamSlot {
 #[derive(Clone, Copy)]
 pub(crate) struct Settings {
     pub(crate) error_status: u16,
-    pub(crate) buffer_request_body: bool,
-    pub(crate) buffer_response_body: bool,
-    pub(crate) body_buffer_limit: usize,
     pub(crate) tick_period: Duration,
+    /// What every stream's gate starts with (no phase skipped yet).
+    pub(crate) gate: GateSettings,
+}
+
+impl Settings {
+    /// The settings plugin type `P` declares.
+    pub(crate) fn of<P: crate::Plugin>() -> Settings {
+        Settings {
+            error_status: P::ERROR_STATUS,
+            tick_period: P::TICK_PERIOD,
+            gate: GateSettings {
+                buffer_request_body: P::BUFFER_REQUEST_BODY,
+                buffer_response_body: P::BUFFER_RESPONSE_BODY,
+                body_buffer_limit: P::BODY_BUFFER_LIMIT,
+                skipped: PhaseSet::EMPTY,
+            },
+        }
+    }
 }
 
 /// One plugin instance's executor, pending calls and streams.
@@ -210,12 +226,7 @@ impl Runtime {
             finished: Rc::new(RefCell::new(Vec::new())),
             effective: Cell::new(0),
             settings,
-            gate_settings: Cell::new(GateSettings {
-                buffer_request_body: settings.buffer_request_body,
-                buffer_response_body: settings.buffer_response_body,
-                body_buffer_limit: settings.body_buffer_limit,
-                skipped: proxy_async_abi::gate::PhaseSet::EMPTY,
-            }),
+            gate_settings: Cell::new(settings.gate),
             timers: Timers::default(),
             log_prefix: RefCell::new(None),
             has_background: Cell::new(false),
@@ -478,19 +489,17 @@ impl Runtime {
     /// Answers a buffered body that grew past the limit, as Envoy does at its own buffer
     /// limit: 413 for a request, 500 for a response.
     fn refuse_oversized_body(&self, phase: Phase, direction: Direction, size: usize) {
-        let (status, body, details) = match direction {
-            Direction::Request => (413, "Payload Too Large", "request_payload_too_large"),
-            Direction::Response => (500, "Internal Server Error", "response_payload_too_large"),
-        };
+        let refusal = Refusal::of(direction);
         log::warn!(
-            "{}: the buffered body has {size} bytes, over the limit of {} bytes; replying {status}",
+            "{}: the buffered body has {size} bytes, over the limit of {} bytes; replying {}",
             phase.callback_name(),
-            self.settings.body_buffer_limit
+            self.gate_settings.get().body_buffer_limit,
+            refusal.status
         );
-        let reply = LocalReply::new(status)
+        let reply = LocalReply::new(refusal.status)
             .header("content-type", "text/plain")
-            .body(body)
-            .details(details);
+            .body(refusal.body)
+            .details(refusal.details);
         self.send_reply(phase, &reply);
     }
 
