@@ -1,29 +1,16 @@
-//! The proxy-wasm ABI side: host imports, and the contexts registered with the `proxy-wasm`
-//! crate's dispatcher (which owns the module's `proxy_on_*` exports).
-//!
-//! The SDK declares the hostcalls it reads through itself instead of using
-//! `proxy_wasm::hostcalls`: those wrappers panic on statuses they do not expect and on header
-//! maps they cannot decode, and a panic kills the VM. HTTP calls still go through
-//! `proxy_wasm::hostcalls::dispatch_http_call`, because the crate's dispatcher only routes a
-//! call's response to contexts for tokens it registered itself.
+//! The proxy-wasm ABI's hostcalls: the host imports the SDK calls, each checked and safe to
+//! call with anything (a status the ABI does not define is an error, a map that does not decode
+//! is reported, never a panic). The module's exports are in `exports`.
 
-use std::cell::RefCell;
 use std::ptr::null_mut;
-use std::rc::{Rc, Weak};
 use std::time::Duration;
 
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action as AbiAction, ContextType};
-
-use crate::driver::Driver;
 use proxy_async_abi::map;
 
 use crate::host::{
-    Action, BufferType, Direction, GrpcRequest, Host, HostError, HostStatus, LogLevel, MapType,
-    Pairs, check, tick_period_ms,
+    BufferType, Direction, GrpcRequest, Host, HostError, HostStatus, LogLevel, MapType, Pairs,
+    check, tick_period_ms,
 };
-use crate::plugin::Plugin;
-use crate::runtime::{Phase, Runtime};
 
 #[link(wasm_import_module = "env")]
 unsafe extern "C" {
@@ -112,6 +99,51 @@ unsafe extern "C" {
         return_value_size: *mut usize,
     ) -> u32;
     fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
+    fn proxy_http_call(
+        upstream_data: *const u8,
+        upstream_size: usize,
+        headers_data: *const u8,
+        headers_size: usize,
+        body_data: *const u8,
+        body_size: usize,
+        trailers_data: *const u8,
+        trailers_size: usize,
+        timeout_milliseconds: u32,
+        return_token: *mut u32,
+    ) -> u32;
+    fn proxy_grpc_call(
+        upstream_data: *const u8,
+        upstream_size: usize,
+        service_name_data: *const u8,
+        service_name_size: usize,
+        method_name_data: *const u8,
+        method_name_size: usize,
+        initial_metadata_data: *const u8,
+        initial_metadata_size: usize,
+        message_data: *const u8,
+        message_size: usize,
+        timeout_milliseconds: u32,
+        return_token: *mut u32,
+    ) -> u32;
+    fn proxy_grpc_stream(
+        upstream_data: *const u8,
+        upstream_size: usize,
+        service_name_data: *const u8,
+        service_name_size: usize,
+        method_name_data: *const u8,
+        method_name_size: usize,
+        initial_metadata_data: *const u8,
+        initial_metadata_size: usize,
+        return_token: *mut u32,
+    ) -> u32;
+    fn proxy_grpc_send(
+        token: u32,
+        message_data: *const u8,
+        message_size: usize,
+        end_stream: u32,
+    ) -> u32;
+    fn proxy_grpc_cancel(token: u32) -> u32;
+    fn proxy_grpc_close(token: u32) -> u32;
     fn proxy_send_local_response(
         status_code: u32,
         details_data: *const u8,
@@ -128,8 +160,8 @@ unsafe extern "C" {
 ///
 /// # Safety
 /// `data` is null, or was returned by the host for this call: the host allocated it with
-/// `proxy_on_memory_allocate(size)` (the `proxy-wasm` crate's allocator, which leaks a
-/// `Vec<u8>` of capacity `size`) and wrote `size` bytes to it, and nothing else owns it.
+/// `proxy_on_memory_allocate(size)` (`exports::memory_allocate`: an allocation of the layout of
+/// a `Vec<u8>` of capacity `size`) and wrote `size` bytes to it, and nothing else owns it.
 pub(crate) unsafe fn take_host_bytes(data: *mut u8, size: usize) -> Vec<u8> {
     if data.is_null() {
         return Vec::new();
@@ -157,8 +189,7 @@ impl AbiHost {
 
 impl Host for AbiHost {
     fn log(&self, level: LogLevel, message: &str) {
-        // SAFETY: `message` is valid for reads of its length during the call.
-        unsafe { proxy_log(level.code(), message.as_ptr(), message.len()) };
+        log_message(level, message);
     }
 
     fn log_level(&self) -> LogLevel {
@@ -318,18 +349,26 @@ impl Host for AbiHost {
         body: &[u8],
         timeout: Duration,
     ) -> Result<u32, HostError> {
-        let body = (!body.is_empty()).then_some(body);
-        // The crate casts the milliseconds to u32 with `as`: 2^32 ms would wrap to 0 (no
-        // timeout at all in Envoy). Saturate instead, as the component build does.
-        let timeout = timeout.min(Duration::from_millis(u64::from(u32::MAX)));
-        proxy_wasm::hostcalls::dispatch_http_call(
-            cluster,
-            headers.to_vec(),
-            body,
-            Vec::new(),
-            timeout,
-        )
-        .map_err(|status| crate_error("proxy_http_call", status))
+        let headers = map::encode(headers);
+        let trailers = map::encode::<&str, &str>(&[]);
+        let mut token = 0;
+        // SAFETY: every pointer is valid for reads of its length, `token` for a write, during
+        // the call.
+        let code = unsafe {
+            proxy_http_call(
+                cluster.as_ptr(),
+                cluster.len(),
+                headers.as_ptr(),
+                headers.len(),
+                body.as_ptr(),
+                body.len(),
+                trailers.as_ptr(),
+                trailers.len(),
+                timeout_ms(timeout),
+                &mut token,
+            )
+        };
+        check("proxy_http_call", code).map(|()| token)
     }
 
     fn continue_stream(&self, direction: Direction) -> Result<(), HostError> {
@@ -383,36 +422,56 @@ impl Host for AbiHost {
 /// vtable would link their imports (and the `proxy-wasm` crate's gRPC code) into every
 /// plugin, while only plugins that use them should have them (see `host::optional`).
 impl AbiHost {
-    // gRPC goes through the `proxy-wasm` crate, whose dispatcher routes the callbacks only
-    // for tokens it registered. Its wrappers panic on statuses they do not expect; the
-    // upstream is given as an encoded `GrpcService` (see `grpc::upstream`), for which Envoy
-    // answers none of those.
+    // The upstream is given as an encoded `GrpcService` (see `grpc::upstream`).
     pub(crate) fn grpc_call(
         &self,
         call: &GrpcRequest<'_>,
         message: &[u8],
     ) -> Result<u32, HostError> {
         let upstream = crate::grpc::upstream(call.cluster);
-        proxy_wasm::hostcalls::dispatch_grpc_call(
-            &upstream,
-            call.service,
-            call.method,
-            call.metadata.to_vec(),
-            Some(message),
-            call.timeout.min(Duration::from_millis(u64::from(u32::MAX))),
-        )
-        .map_err(|status| crate_error("proxy_grpc_call", status))
+        let metadata = map::encode(call.metadata);
+        let mut token = 0;
+        // SAFETY: every pointer is valid for reads of its length, `token` for a write, during
+        // the call.
+        let code = unsafe {
+            proxy_grpc_call(
+                upstream.as_ptr(),
+                upstream.len(),
+                call.service.as_ptr(),
+                call.service.len(),
+                call.method.as_ptr(),
+                call.method.len(),
+                metadata.as_ptr(),
+                metadata.len(),
+                message.as_ptr(),
+                message.len(),
+                timeout_ms(call.timeout),
+                &mut token,
+            )
+        };
+        check("proxy_grpc_call", code).map(|()| token)
     }
 
     pub(crate) fn grpc_stream(&self, call: &GrpcRequest<'_>) -> Result<u32, HostError> {
         let upstream = crate::grpc::upstream(call.cluster);
-        proxy_wasm::hostcalls::open_grpc_stream(
-            &upstream,
-            call.service,
-            call.method,
-            call.metadata.to_vec(),
-        )
-        .map_err(|status| crate_error("proxy_grpc_stream", status))
+        let metadata = map::encode(call.metadata);
+        let mut token = 0;
+        // SAFETY: every pointer is valid for reads of its length, `token` for a write, during
+        // the call.
+        let code = unsafe {
+            proxy_grpc_stream(
+                upstream.as_ptr(),
+                upstream.len(),
+                call.service.as_ptr(),
+                call.service.len(),
+                call.method.as_ptr(),
+                call.method.len(),
+                metadata.as_ptr(),
+                metadata.len(),
+                &mut token,
+            )
+        };
+        check("proxy_grpc_stream", code).map(|()| token)
     }
 
     pub(crate) fn grpc_send(
@@ -421,17 +480,23 @@ impl AbiHost {
         message: &[u8],
         end_stream: bool,
     ) -> Result<(), HostError> {
-        proxy_wasm::hostcalls::send_grpc_stream_message(token, Some(message), end_stream)
-            .map_err(|status| crate_error("proxy_grpc_send", status))
+        // SAFETY: `message` is valid for reads of its length during the call.
+        let code = unsafe {
+            proxy_grpc_send(
+                token,
+                message.as_ptr(),
+                message.len(),
+                u32::from(end_stream),
+            )
+        };
+        check("proxy_grpc_send", code)
     }
 
-    pub(crate) fn grpc_cancel(&self, token: u32, stream: bool) -> Result<(), HostError> {
-        let result = if stream {
-            proxy_wasm::hostcalls::cancel_grpc_stream(token)
-        } else {
-            proxy_wasm::hostcalls::cancel_grpc_call(token)
-        };
-        result.map_err(|status| crate_error("proxy_grpc_cancel", status))
+    /// Cancels a gRPC call or stream (one hostcall for both, whichever `_stream` says).
+    pub(crate) fn grpc_cancel(&self, token: u32, _stream: bool) -> Result<(), HostError> {
+        // SAFETY: plain value argument.
+        let code = unsafe { proxy_grpc_cancel(token) };
+        check("proxy_grpc_cancel", code)
     }
 
     pub(crate) fn call_foreign_function(
@@ -459,8 +524,9 @@ impl AbiHost {
     }
 
     pub(crate) fn grpc_close(&self, token: u32) -> Result<(), HostError> {
-        proxy_wasm::hostcalls::close_grpc_stream(token)
-            .map_err(|status| crate_error("proxy_grpc_close", status))
+        // SAFETY: plain value argument.
+        let code = unsafe { proxy_grpc_close(token) };
+        check("proxy_grpc_close", code)
     }
 
     pub(crate) fn grpc_status(&self) -> Result<(u32, Vec<u8>), HostError> {
@@ -519,241 +585,14 @@ impl AbiHost {
     }
 }
 
-/// A status the `proxy-wasm` crate's wrappers returned, as the SDK reports it (they never
-/// fail with OK; if one did, that is an internal failure).
-fn crate_error(call: &'static str, status: proxy_wasm::types::Status) -> HostError {
-    let status = match HostStatus::from_code(status as u32) {
-        HostStatus::Ok => HostStatus::InternalFailure,
-        status => status,
-    };
-    HostError { call, status }
+/// Writes `message` to the proxy's log at `level`.
+pub(crate) fn log_message(level: LogLevel, message: &str) {
+    // SAFETY: `message` is valid for reads of its length during the call.
+    unsafe { proxy_log(level.code(), message.as_ptr(), message.len()) };
 }
 
-/// Registers plugin `P` with the `proxy-wasm` dispatcher; called from `_initialize` by
-/// [`main!`](crate::main).
-pub fn register<P: Plugin>() {
-    std::panic::set_hook(Box::new(|info| {
-        // A panic aborts the VM (panic = "abort"); say why where the operator looks.
-        let message = info.to_string();
-        // SAFETY: `message` is valid for reads of its length during the call.
-        unsafe { proxy_log(LogLevel::Critical.code(), message.as_ptr(), message.len()) };
-    }));
-    proxy_wasm::set_root_context(|context_id| -> Box<dyn RootContext> {
-        let driver = Driver::<P>::new(Rc::new(AbiHost));
-        ROOTS.with(|roots| {
-            roots
-                .borrow_mut()
-                .push((context_id, Rc::downgrade(&driver.runtime)));
-        });
-        Box::new(Root::<P> { context_id, driver })
-    });
-}
-
-thread_local! {
-    // The runtime of each root context, for callbacks the `proxy-wasm` crate's dispatcher does
-    // not route (Higress's `proxy_on_redis_call_response`).
-    static ROOTS: RefCell<Vec<(u32, Weak<Runtime>)>> = const { RefCell::new(Vec::new()) };
-}
-
-/// The runtime of root context `context_id`; if there is none, the first whose `claims`
-/// (e.g. "waits for this token") holds.
-pub(crate) fn runtime_for(
-    context_id: u32,
-    claims: impl Fn(&Runtime) -> bool,
-) -> Option<Rc<Runtime>> {
-    let runtimes: Vec<(u32, Rc<Runtime>)> = ROOTS.with(|roots| {
-        roots
-            .borrow()
-            .iter()
-            .filter_map(|(id, runtime)| Some((*id, runtime.upgrade()?)))
-            .collect()
-    });
-    let position = runtimes
-        .iter()
-        .position(|(id, _)| *id == context_id)
-        .or_else(|| runtimes.iter().position(|(_, runtime)| claims(runtime)))?;
-    runtimes
-        .into_iter()
-        .nth(position)
-        .map(|(_, runtime)| runtime)
-}
-
-/// The callbacks of calls (HTTP and gRPC), the same on the root context (background tasks'
-/// calls) and on streams: the `proxy-wasm` crate's dispatcher delivers each to the context
-/// that made the call, and both hand it to the runtime, which knows the waiting future.
-macro_rules! call_response_callbacks {
-    () => {
-        fn on_http_call_response(
-            &mut self,
-            token_id: u32,
-            num_headers: usize,
-            body_size: usize,
-            num_trailers: usize,
-        ) {
-            self.driver.runtime.on_call_response(
-                self.context_id,
-                token_id,
-                num_headers,
-                body_size,
-                num_trailers,
-            );
-        }
-
-        fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
-            grpc_call_response(
-                &self.driver.runtime,
-                self.context_id,
-                token_id,
-                status_code,
-                response_size,
-            );
-        }
-
-        fn on_grpc_stream_message(&mut self, token_id: u32, message_size: usize) {
-            self.driver
-                .runtime
-                .on_grpc_receive(self.context_id, token_id, message_size);
-        }
-
-        fn on_grpc_stream_close(&mut self, token_id: u32, status_code: u32) {
-            self.driver
-                .runtime
-                .on_grpc_close(self.context_id, token_id, status_code);
-        }
-    };
-}
-
-/// The `proxy-wasm` crate's dispatcher reports a unary call's reply (status 0) and its failure
-/// (a non-zero status, no message) through one method.
-fn grpc_call_response(
-    runtime: &Rc<Runtime>,
-    context_id: u32,
-    token: u32,
-    status: u32,
-    size: usize,
-) {
-    if status == 0 {
-        runtime.on_grpc_receive(context_id, token, size);
-    } else {
-        runtime.on_grpc_close(context_id, token, status);
-    }
-}
-
-struct Root<P: Plugin> {
-    context_id: u32,
-    driver: Rc<Driver<P>>,
-}
-
-impl<P: Plugin> Drop for Root<P> {
-    // The dispatcher drops a root context in its `proxy_on_delete`.
-    fn drop(&mut self) {
-        ROOTS.with(|roots| {
-            roots.borrow_mut().retain(|(id, _)| *id != self.context_id);
-        });
-    }
-}
-
-impl<P: Plugin> Context for Root<P> {
-    // The plugin stops (its configuration is removed, or the VM shuts down): its background
-    // tasks end here.
-    fn on_done(&mut self) -> bool {
-        self.driver.runtime.on_done(self.context_id)
-    }
-
-    call_response_callbacks!();
-}
-
-impl<P: Plugin> RootContext for Root<P> {
-    fn on_vm_start(&mut self, _vm_configuration_size: usize) -> bool {
-        true
-    }
-
-    fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
-        self.driver
-            .configure(self.context_id, plugin_configuration_size)
-    }
-
-    fn on_tick(&mut self) {
-        self.driver.runtime.on_tick(self.context_id);
-    }
-
-    fn on_queue_ready(&mut self, queue_id: u32) {
-        self.driver
-            .runtime
-            .on_queue_ready(self.context_id, queue_id);
-    }
-
-    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
-        self.driver.create_stream(context_id);
-        Some(Box::new(Stream {
-            context_id,
-            driver: Rc::clone(&self.driver),
-        }))
-    }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
-    }
-}
-
-struct Stream<P: Plugin> {
-    context_id: u32,
-    driver: Rc<Driver<P>>,
-}
-
-impl<P: Plugin> Stream<P> {
-    fn hook(&self, phase: Phase, size: usize, end_of_stream: bool) -> AbiAction {
-        match self
-            .driver
-            .on_hook(self.context_id, phase, size, end_of_stream)
-        {
-            Action::Pause => AbiAction::Pause,
-            _ => AbiAction::Continue,
-        }
-    }
-}
-
-impl<P: Plugin> Context for Stream<P> {
-    call_response_callbacks!();
-
-    fn on_done(&mut self) -> bool {
-        self.driver.runtime.on_done(self.context_id)
-    }
-}
-
-impl<P: Plugin> HttpContext for Stream<P> {
-    fn on_http_request_headers(&mut self, num_headers: usize, end_of_stream: bool) -> AbiAction {
-        self.hook(Phase::RequestHeaders, num_headers, end_of_stream)
-    }
-
-    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> AbiAction {
-        self.hook(Phase::RequestBody, body_size, end_of_stream)
-    }
-
-    fn on_http_request_trailers(&mut self, num_trailers: usize) -> AbiAction {
-        self.hook(Phase::RequestTrailers, num_trailers, true)
-    }
-
-    fn on_http_response_trailers(&mut self, num_trailers: usize) -> AbiAction {
-        self.hook(Phase::ResponseTrailers, num_trailers, true)
-    }
-
-    fn on_http_response_headers(&mut self, num_headers: usize, end_of_stream: bool) -> AbiAction {
-        self.hook(Phase::ResponseHeaders, num_headers, end_of_stream)
-    }
-
-    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> AbiAction {
-        self.hook(Phase::ResponseBody, body_size, end_of_stream)
-    }
-
-    fn on_log(&mut self) {
-        self.driver.runtime.on_log(self.context_id);
-    }
-}
-
-impl<P: Plugin> Drop for Stream<P> {
-    // The dispatcher drops the context in `proxy_on_delete`.
-    fn drop(&mut self) {
-        self.driver.on_delete(self.context_id);
-    }
+/// A timeout in the ABI's milliseconds, saturated: 2^32 ms cast with `as` would wrap to 0, no
+/// timeout at all in Envoy.
+fn timeout_ms(timeout: Duration) -> u32 {
+    u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX)
 }

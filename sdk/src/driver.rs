@@ -147,6 +147,15 @@ impl<P: Plugin> Driver<P> {
         self.runtime.on_hook(context_id, phase, size, end_of_stream)
     }
 
+    /// Whether `context_id` is a stream of this instance (one Higress rules have yet to match,
+    /// or matched none, included).
+    #[cfg(all(target_arch = "wasm32", not(target_env = "p2")))]
+    pub(crate) fn has_stream(&self, context_id: u32) -> bool {
+        self.runtime.has_stream(context_id)
+            || self.unmatched.borrow().contains_key(&context_id)
+            || self.skipped.borrow().contains(&context_id)
+    }
+
     /// `proxy_on_delete`: forgets the stream.
     pub(crate) fn on_delete(&self, context_id: u32) {
         if P::HIGRESS_RULES != Rules::Off {

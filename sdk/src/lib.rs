@@ -102,6 +102,8 @@ mod timer;
 mod abi;
 #[cfg(all(target_arch = "wasm32", target_env = "p2"))]
 mod component;
+#[cfg(all(target_arch = "wasm32", not(target_env = "p2")))]
+mod exports;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
@@ -132,9 +134,101 @@ macro_rules! main {
         // items (and its `missing_docs` lint).
         #[cfg(all(target_arch = "wasm32", not(target_env = "p2")))]
         const _: () = {
-            $crate::__private::proxy_wasm::main! {{
-                $crate::__private::register::<$plugin>();
-            }}
+            use $crate::__private::module as glue;
+
+            ::std::thread_local! {
+                static MODULE: glue::Module<$plugin> = const { glue::Module::new() };
+            }
+
+            #[unsafe(no_mangle)]
+            extern "C" fn _initialize() {
+                glue::initialize();
+            }
+            #[unsafe(no_mangle)]
+            extern "C" fn proxy_abi_version_0_2_1() {}
+            #[unsafe(no_mangle)]
+            extern "C" fn proxy_on_memory_allocate(size: usize) -> *mut u8 {
+                glue::memory_allocate(size)
+            }
+            #[unsafe(no_mangle)]
+            extern "C" fn proxy_on_context_create(context_id: u32, parent_id: u32) {
+                MODULE.with(|module| module.on_context_create(context_id, parent_id));
+            }
+            #[unsafe(no_mangle)]
+            extern "C" fn proxy_on_vm_start(_context_id: u32, _size: usize) -> u32 {
+                1
+            }
+            #[unsafe(no_mangle)]
+            extern "C" fn proxy_on_configure(context_id: u32, size: usize) -> u32 {
+                MODULE.with(|module| module.on_configure(context_id, size))
+            }
+            #[unsafe(no_mangle)]
+            extern "C" fn proxy_on_tick(context_id: u32) {
+                MODULE.with(|module| module.on_tick(context_id));
+            }
+            #[unsafe(no_mangle)]
+            extern "C" fn proxy_on_queue_ready(context_id: u32, queue: u32) {
+                MODULE.with(|module| module.on_queue_ready(context_id, queue));
+            }
+            fn hook(context_id: u32, phase: glue::Phase, size: usize, end: u32) -> u32 {
+                MODULE.with(|module| module.on_hook(context_id, phase, size, end))
+            }
+            #[unsafe(no_mangle)]
+            extern "C" fn proxy_on_request_headers(context_id: u32, size: usize, end: u32) -> u32 {
+                hook(context_id, glue::Phase::RequestHeaders, size, end)
+            }
+            #[unsafe(no_mangle)]
+            extern "C" fn proxy_on_request_body(context_id: u32, size: usize, end: u32) -> u32 {
+                hook(context_id, glue::Phase::RequestBody, size, end)
+            }
+            #[unsafe(no_mangle)]
+            extern "C" fn proxy_on_request_trailers(context_id: u32, size: usize) -> u32 {
+                hook(context_id, glue::Phase::RequestTrailers, size, 1)
+            }
+            #[unsafe(no_mangle)]
+            extern "C" fn proxy_on_response_headers(context_id: u32, size: usize, end: u32) -> u32 {
+                hook(context_id, glue::Phase::ResponseHeaders, size, end)
+            }
+            #[unsafe(no_mangle)]
+            extern "C" fn proxy_on_response_body(context_id: u32, size: usize, end: u32) -> u32 {
+                hook(context_id, glue::Phase::ResponseBody, size, end)
+            }
+            #[unsafe(no_mangle)]
+            extern "C" fn proxy_on_response_trailers(context_id: u32, size: usize) -> u32 {
+                hook(context_id, glue::Phase::ResponseTrailers, size, 1)
+            }
+            #[unsafe(no_mangle)]
+            extern "C" fn proxy_on_log(context_id: u32) {
+                MODULE.with(|module| module.on_log(context_id));
+            }
+            #[unsafe(no_mangle)]
+            extern "C" fn proxy_on_done(context_id: u32) -> u32 {
+                MODULE.with(|module| module.on_done(context_id))
+            }
+            #[unsafe(no_mangle)]
+            extern "C" fn proxy_on_delete(context_id: u32) {
+                MODULE.with(|module| module.on_delete(context_id));
+            }
+            #[unsafe(no_mangle)]
+            extern "C" fn proxy_on_http_call_response(
+                context_id: u32,
+                token: u32,
+                headers: usize,
+                body_size: usize,
+                trailers: usize,
+            ) {
+                MODULE.with(|module| {
+                    module.on_http_call_response(context_id, token, headers, body_size, trailers)
+                });
+            }
+            #[unsafe(no_mangle)]
+            extern "C" fn proxy_on_grpc_receive(context_id: u32, token: u32, size: usize) {
+                MODULE.with(|module| module.on_grpc_receive(context_id, token, size));
+            }
+            #[unsafe(no_mangle)]
+            extern "C" fn proxy_on_grpc_close(context_id: u32, token: u32, status: u32) {
+                MODULE.with(|module| module.on_grpc_close(context_id, token, status));
+            }
         };
         #[cfg(all(target_arch = "wasm32", target_env = "p2"))]
         const _: () = {
@@ -195,10 +289,12 @@ macro_rules! main {
 /// What [`main!`] expands to; not part of the API.
 #[doc(hidden)]
 pub mod __private {
+    /// The proxy-wasm module's glue.
     #[cfg(all(target_arch = "wasm32", not(target_env = "p2")))]
-    pub use crate::abi::register;
-    #[cfg(all(target_arch = "wasm32", not(target_env = "p2")))]
-    pub use proxy_wasm;
+    pub mod module {
+        pub use crate::exports::{Module, initialize, memory_allocate};
+        pub use proxy_async_abi::Phase;
+    }
 
     /// The component build's glue.
     #[cfg(all(target_arch = "wasm32", target_env = "p2"))]

@@ -817,6 +817,12 @@ impl Runtime {
         self.calls.len() + self.redis.pending.len() + self.grpc.len()
     }
 
+    /// Whether `context_id` is a stream of this runtime.
+    #[cfg(all(target_arch = "wasm32", not(target_env = "p2")))]
+    pub(crate) fn has_stream(&self, context_id: u32) -> bool {
+        self.streams.borrow().contains_key(&context_id)
+    }
+
     /// Streams the runtime knows.
     #[cfg(not(target_arch = "wasm32"))]
     pub(crate) fn stream_count(&self) -> usize {

@@ -84,7 +84,7 @@ extern "C" fn proxy_on_redis_call_response(
     status: u32,
     response_size: usize,
 ) {
-    match crate::abi::runtime_for(plugin_context_id, |runtime| {
+    match crate::exports::runtime_for(plugin_context_id, |runtime| {
         runtime.redis.pending.is_waiting(token)
     }) {
         Some(runtime) => {

@@ -531,9 +531,8 @@ impl<P: Plugin, T: Twins> PluginTest<P, T> {
         }
     }
 
-    /// Every log line, in order, of the native run. (A twin's may differ by design: the
-    /// `proxy-wasm` crate's dispatcher drops some events, such as a late call response for an
-    /// ended stream, before the SDK sees them.)
+    /// Every log line, in order, of the native run. (The compiled twins' lines are shown when a
+    /// twin disagrees, not compared: a component's host logs some events itself.)
     pub fn logs(&self) -> Vec<LogRecord> {
         self.proxy
             .logs()

@@ -1,0 +1,277 @@
+//! The proxy-wasm module's callbacks. [`main!`](crate::main) defines the `proxy_on_*` exports
+//! for one plugin type and hands each call to a [`Module`] of that type, which routes it to the
+//! plugin instance (root context) it belongs to: no boxed context per stream, no dispatcher
+//! tables beside the runtime's own, and nothing that panics on what the host passes.
+//!
+//! Arguments the ABI declares as `bool` arrive as `u32` and are read as "not zero": a host that
+//! passes any other value than 0 or 1 must not make the module undefined behaviour.
+
+use std::cell::RefCell;
+use std::rc::{Rc, Weak};
+
+use crate::driver::Driver;
+use crate::host::{Action, LogLevel};
+use crate::plugin::Plugin;
+use crate::runtime::{Phase, Runtime};
+
+/// The plugin instances of one plugin type in this module: one per root context.
+pub struct Module<P: Plugin> {
+    roots: RefCell<Vec<Root<P>>>,
+}
+
+struct Root<P: Plugin> {
+    context_id: u32,
+    driver: Rc<Driver<P>>,
+}
+
+impl<P: Plugin> Default for Module<P> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<P: Plugin> Module<P> {
+    /// No plugin instance yet.
+    pub const fn new() -> Self {
+        Module {
+            roots: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// The instance of `context_id`, a root context or a stream of one. A module has one root
+    /// context per plugin configuration; with one, every context is its own.
+    fn driver(&self, context_id: u32) -> Option<Rc<Driver<P>>> {
+        let roots = self.roots.borrow();
+        if let [only] = roots.as_slice() {
+            return Some(Rc::clone(&only.driver));
+        }
+        roots
+            .iter()
+            .find(|root| root.context_id == context_id)
+            .or_else(|| roots.iter().find(|root| root.driver.has_stream(context_id)))
+            .map(|root| Rc::clone(&root.driver))
+    }
+
+    fn is_root(&self, context_id: u32) -> bool {
+        self.roots
+            .borrow()
+            .iter()
+            .any(|root| root.context_id == context_id)
+    }
+
+    /// `proxy_on_context_create`: a root context (`parent_id` 0) is a new plugin instance; any
+    /// other context is a stream of root `parent_id`.
+    pub fn on_context_create(&self, context_id: u32, parent_id: u32) {
+        if parent_id == 0 {
+            let driver = Driver::<P>::new(Rc::new(crate::abi::AbiHost));
+            register_runtime(context_id, &driver.runtime);
+            let replaced = {
+                let mut roots = self.roots.borrow_mut();
+                let old = roots
+                    .iter()
+                    .position(|root| root.context_id == context_id)
+                    .map(|index| roots.remove(index));
+                roots.push(Root { context_id, driver });
+                old
+            };
+            if replaced.is_some() {
+                log::warn!("root context {context_id} was created twice; dropping the first");
+            }
+            return;
+        }
+        let parent = self
+            .roots
+            .borrow()
+            .iter()
+            .find(|root| root.context_id == parent_id)
+            .map(|root| Rc::clone(&root.driver));
+        match parent {
+            Some(driver) => driver.create_stream(context_id),
+            None => log::warn!("context {context_id} has an unknown root context {parent_id}"),
+        }
+    }
+
+    /// `proxy_on_configure`: 1 if the configuration is accepted.
+    pub fn on_configure(&self, context_id: u32, size: usize) -> u32 {
+        match self.root(context_id) {
+            Some(driver) => u32::from(driver.configure(context_id, size)),
+            None => {
+                log::error!("configuration for unknown root context {context_id}");
+                0
+            }
+        }
+    }
+
+    fn root(&self, context_id: u32) -> Option<Rc<Driver<P>>> {
+        self.roots
+            .borrow()
+            .iter()
+            .find(|root| root.context_id == context_id)
+            .map(|root| Rc::clone(&root.driver))
+    }
+
+    /// `proxy_on_tick`.
+    pub fn on_tick(&self, context_id: u32) {
+        if let Some(driver) = self.root(context_id) {
+            driver.runtime.on_tick(context_id);
+        }
+    }
+
+    /// `proxy_on_queue_ready`.
+    pub fn on_queue_ready(&self, context_id: u32, queue: u32) {
+        if let Some(driver) = self.root(context_id) {
+            driver.runtime.on_queue_ready(context_id, queue);
+        }
+    }
+
+    /// A stream's header, body or trailer callback; the `proxy_action_t` it answers.
+    pub fn on_hook(&self, context_id: u32, phase: Phase, size: usize, end_of_stream: u32) -> u32 {
+        match self.driver(context_id) {
+            Some(driver) => driver
+                .on_hook(context_id, phase, size, end_of_stream != 0)
+                .code(),
+            None => Action::Continue.code(),
+        }
+    }
+
+    /// `proxy_on_log`.
+    pub fn on_log(&self, context_id: u32) {
+        if let Some(driver) = self.driver(context_id) {
+            driver.runtime.on_log(context_id);
+        }
+    }
+
+    /// `proxy_on_done`: 1, the context is done at once.
+    pub fn on_done(&self, context_id: u32) -> u32 {
+        if let Some(driver) = self.driver(context_id) {
+            driver.runtime.on_done(context_id);
+        }
+        1
+    }
+
+    /// `proxy_on_delete`: forgets a stream, or a root context and its plugin instance.
+    pub fn on_delete(&self, context_id: u32) {
+        if self.is_root(context_id) {
+            let removed: Vec<Root<P>> = {
+                let mut roots = self.roots.borrow_mut();
+                let (gone, kept) = std::mem::take(&mut *roots)
+                    .into_iter()
+                    .partition(|root| root.context_id == context_id);
+                *roots = kept;
+                gone
+            };
+            unregister_runtime(context_id);
+            // Dropped outside the borrow: what the instance's tasks hold may log or call out.
+            drop(removed);
+            return;
+        }
+        if let Some(driver) = self.driver(context_id) {
+            driver.on_delete(context_id);
+        }
+    }
+
+    /// `proxy_on_http_call_response`, on the context that made the call.
+    pub fn on_http_call_response(
+        &self,
+        context_id: u32,
+        token: u32,
+        num_headers: usize,
+        body_size: usize,
+        num_trailers: usize,
+    ) {
+        match self.driver(context_id) {
+            Some(driver) => driver.runtime.on_call_response(
+                context_id,
+                token,
+                num_headers,
+                body_size,
+                num_trailers,
+            ),
+            None => log::debug!("response to call {token} for unknown context {context_id}"),
+        }
+    }
+
+    /// `proxy_on_grpc_receive`: a unary call's reply, or a message on a stream.
+    pub fn on_grpc_receive(&self, context_id: u32, token: u32, size: usize) {
+        if let Some(driver) = self.driver(context_id) {
+            driver.runtime.on_grpc_receive(context_id, token, size);
+        }
+    }
+
+    /// `proxy_on_grpc_close`: a gRPC call or stream ended with `status`.
+    pub fn on_grpc_close(&self, context_id: u32, token: u32, status: u32) {
+        if let Some(driver) = self.driver(context_id) {
+            driver.runtime.on_grpc_close(context_id, token, status);
+        }
+    }
+}
+
+/// `_initialize`: runs the module's constructors, then makes a panic (which aborts the VM)
+/// say why where the operator looks.
+pub fn initialize() {
+    unsafe extern "C" {
+        fn __wasm_call_ctors();
+    }
+    // SAFETY: `_initialize` is the reactor's entry point, which the host calls once before
+    // anything else; the constructors run there, as the WASI reactor ABI has them run.
+    unsafe { __wasm_call_ctors() };
+    std::panic::set_hook(Box::new(|info| {
+        crate::abi::log_message(LogLevel::Critical, &info.to_string());
+    }));
+}
+
+/// `proxy_on_memory_allocate`: memory the host writes a hostcall's returned bytes into; the
+/// SDK takes it back as a `Vec<u8>` of capacity `size` (see `abi::take_host_bytes`). Null if
+/// there is no memory for it.
+pub fn memory_allocate(size: usize) -> *mut u8 {
+    let Ok(layout) = std::alloc::Layout::array::<u8>(size) else {
+        return std::ptr::null_mut();
+    };
+    if size == 0 {
+        // A `Vec` of capacity 0 owns no allocation: its pointer is only ever dangling.
+        return std::ptr::NonNull::<u8>::dangling().as_ptr();
+    }
+    // SAFETY: `layout` has a non-zero size.
+    unsafe { std::alloc::alloc(layout) }
+}
+
+thread_local! {
+    // The runtime of each root context, for the callbacks routed by token rather than by
+    // context (Higress's `proxy_on_redis_call_response`, which no plugin type's exports own).
+    static ROOTS: RefCell<Vec<(u32, Weak<Runtime>)>> = const { RefCell::new(Vec::new()) };
+}
+
+fn register_runtime(context_id: u32, runtime: &Rc<Runtime>) {
+    ROOTS.with(|roots| {
+        let mut roots = roots.borrow_mut();
+        roots.retain(|(id, _)| *id != context_id);
+        roots.push((context_id, Rc::downgrade(runtime)));
+    });
+}
+
+fn unregister_runtime(context_id: u32) {
+    ROOTS.with(|roots| roots.borrow_mut().retain(|(id, _)| *id != context_id));
+}
+
+/// The runtime of root context `context_id`; if there is none, the first whose `claims`
+/// (e.g. "waits for this token") holds.
+pub(crate) fn runtime_for(
+    context_id: u32,
+    claims: impl Fn(&Runtime) -> bool,
+) -> Option<Rc<Runtime>> {
+    let runtimes: Vec<(u32, Rc<Runtime>)> = ROOTS.with(|roots| {
+        roots
+            .borrow()
+            .iter()
+            .filter_map(|(id, runtime)| Some((*id, runtime.upgrade()?)))
+            .collect()
+    });
+    let position = runtimes
+        .iter()
+        .position(|(id, _)| *id == context_id)
+        .or_else(|| runtimes.iter().position(|(_, runtime)| claims(runtime)))?;
+    runtimes
+        .into_iter()
+        .nth(position)
+        .map(|(_, runtime)| runtime)
+}
