@@ -1,15 +1,16 @@
 //! `cargo xtask test`, what CI runs, and `cargo xtask bench` and `soak`.
 //!
 //! The order is chosen for a 2-core machine: the installs that wait on the network run in a
-//! thread beside the first checks, and Miri, which interprets on one core for minutes, runs
-//! in its own process (and target folder) beside the rest. Every plugin is built to wasm once,
-//! by `compiled-plugins`' build script, the first time a check needs it.
+//! thread beside the build, and Miri, which interprets on one core for minutes, runs in its own
+//! process (and target folder) beside the rest. Every crate is compiled once: clippy's driver
+//! compiles the tests (natively) and the plugins (to wasm, by `compiled-plugins`' build
+//! script), so no step compiles anything again only to lint it.
 
 use std::fs::File;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::install::{self, COMPONENT_TARGET, MODULE_TARGET};
+use crate::install;
 use crate::process::{Timings, cargo, disk_usage, exited_cpu, minutes, run, target_dir, workspace};
 use crate::scaffold;
 
@@ -39,18 +40,6 @@ const UNDER_MIRI: [&str; 4] = [
 /// native run of them at a hundred times its cost (2 of Miri's 5:40 here); they run natively.
 const MIRI_TESTS: [&str; 5] = ["executor", "schedules", "hooks", "timers", "gate"];
 
-/// The crates that only build natively (wasmtime, servers, test support): left out of the
-/// wasm checks.
-const NATIVE_ONLY: [&str; 7] = [
-    "xtask",
-    "proxy-async-host",
-    "proxy-async-guests",
-    "compiled-plugins",
-    "lockstep",
-    "baseline-identity",
-    "proxy-async-bench",
-];
-
 /// `cargo xtask test`.
 pub(crate) fn test() -> Result<(), String> {
     let started = Instant::now();
@@ -70,22 +59,24 @@ pub(crate) fn test() -> Result<(), String> {
             cargo().args(["fmt", "--all", "--", "--check"]),
         )
     })?;
-    for target in [MODULE_TARGET, COMPONENT_TARGET] {
-        let step = format!("clippy ({target})");
-        timings.step(&step, || run(&step, &mut wasm_clippy(target)))?;
-    }
+    timings.step(
+        "clippy, native and wasm, and the tests' build (every plugin to wasm first)",
+        || {
+            run(
+                "clippy and the build of the tests",
+                clippy_and_tests()?.arg("--no-run"),
+            )
+        },
+    )?;
     installs
         .join()
         .map_err(|_| "installing the tools panicked".to_string())??;
     timings.record(
-        "installs (beside the checks above)",
+        "installs (beside the steps above)",
         installing.elapsed(),
         None,
     );
-    timings.step(
-        "clippy and the tests, native (builds every plugin to wasm first)",
-        || run("clippy and the tests (native)", &mut clippy_and_tests()?),
-    )?;
+    timings.step("the tests", || run("the tests", &mut clippy_and_tests()?))?;
     timings.step("a plugin crate outside the workspace", scaffold::check)?;
     timings.step("cargo package", package)?;
     timings.step("cargo doc", docs)?;
@@ -129,7 +120,11 @@ fn yield_to_miri() {
 /// `cargo test --workspace` with clippy's lints, every warning an error: clippy's driver
 /// compiles the workspace's crates (what `cargo clippy --workspace --all-targets -- -D
 /// warnings` checks), so that their dependencies are compiled once, for the tests, rather than
-/// once more in check mode for clippy.
+/// once more in check mode for clippy. The plugins' wasm builds (`proxy-async-guests`, run by
+/// `compiled-plugins`' build script) lint with the same driver what they compile for
+/// `wasm32-wasip1` and `wasm32-wasip2`: every crate that is ever built for wasm (the SDK, its
+/// executor and ABI, every plugin). The crates that only run natively (the host, the emulated
+/// proxy, the test crates) are linted natively.
 fn clippy_and_tests() -> Result<Command, String> {
     let sysroot = Command::new("rustc")
         .current_dir(workspace())
@@ -146,7 +141,8 @@ fn clippy_and_tests() -> Result<Command, String> {
     let mut command = cargo();
     command
         .current_dir(workspace())
-        .env("RUSTC_WORKSPACE_WRAPPER", driver)
+        .env("RUSTC_WORKSPACE_WRAPPER", &driver)
+        .env(proxy_async_guests::LINT_ENV, &driver)
         // How `cargo clippy -- -D warnings` hands its arguments to the driver.
         .env(
             "CLIPPY_ARGS",
@@ -154,25 +150,6 @@ fn clippy_and_tests() -> Result<Command, String> {
         )
         .args(["test", "--workspace"]);
     Ok(command)
-}
-
-/// `cargo clippy` for `target`: for wasm32-wasip1, of everything that builds for wasm; for
-/// wasm32-wasip2, of the SDK, the only crate whose code differs between the two (its
-/// `target_env = "p2"` cfgs: the component backend); every other crate is the same source on
-/// the same 32-bit arch, linted already.
-fn wasm_clippy(target: &str) -> Command {
-    let mut command = cargo();
-    command.arg("clippy");
-    if target == COMPONENT_TARGET {
-        command.args(["-p", "proxy-async"]);
-    } else {
-        command.arg("--workspace");
-        for native in NATIVE_ONLY {
-            command.args(["--exclude", native]);
-        }
-    }
-    command.args(["--target", target, "--", "-D", "warnings"]);
-    command
 }
 
 /// `cargo package` of the published crates, built from their packages as crates.io would.

@@ -18,6 +18,10 @@
 //! The builds run in their own target directory (`<target>/guests/build`): the cargo running
 //! the build script holds the lock of the main one. The nested cargo rebuilds only what
 //! changed; cargo reruns the build script when a watched path changes.
+//!
+//! With [`LINT_ENV`] set to the path of a `clippy-driver`, the builds lint the workspace's
+//! crates as they compile them for wasm, every warning an error (what `cargo clippy --target
+//! <wasm> -- -D warnings` checks, without compiling everything once more to check it).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -27,6 +31,9 @@ pub const MODULE_TARGET: &str = "wasm32-wasip1";
 
 /// The wasm target of components.
 pub const COMPONENT_TARGET: &str = "wasm32-wasip2";
+
+/// The variable that makes the builds lint what they compile: the path of a `clippy-driver`.
+pub const LINT_ENV: &str = "PROXY_ASYNC_GUESTS_CLIPPY";
 
 /// What a build script builds: packages of a workspace, per target and profile.
 #[derive(Debug, Clone)]
@@ -97,6 +104,7 @@ impl GuestBuild {
         // several may build into one target directory.
         let stamp = guests.join(format!("built-{}", package_name()));
         println!("cargo:rerun-if-changed={}", stamp.display());
+        println!("cargo:rerun-if-env-changed={LINT_ENV}");
         let build_dir = guests.join("build");
         for (target, profile, packages) in &self.builds {
             cargo_build(&self.workspace, &build_dir, target, profile, packages);
@@ -159,7 +167,7 @@ fn target_dir(workspace: &Path) -> PathBuf {
 
 /// `cargo build --profile <profile> --target <target> -p ...` in `target_dir`, with none of
 /// the settings cargo gives the build script for the host build (flags, wrappers such as
-/// clippy's) leaking into the wasm build.
+/// clippy's) leaking into the wasm build; linted with clippy if [`LINT_ENV`] says so.
 #[allow(
     clippy::panic,
     reason = "a build script reports a failure by panicking"
@@ -190,6 +198,15 @@ fn cargo_build(
         "CARGO_BUILD_TARGET",
     ] {
         command.env_remove(leaked);
+    }
+    if let Some(driver) = std::env::var_os(LINT_ENV) {
+        command
+            .env("RUSTC_WORKSPACE_WRAPPER", driver)
+            // How `cargo clippy -- -D warnings` hands its arguments to the driver.
+            .env(
+                "CLIPPY_ARGS",
+                "-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__",
+            );
     }
     match command.status() {
         Ok(status) if status.success() => {}
