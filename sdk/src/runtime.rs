@@ -3,29 +3,32 @@
 //!
 //! Which hook runs when, and what the host is owed, is the ABI's [`StreamGate`]: this module
 //! only carries its decisions out. Life of a stream (`ctx` is its proxy-wasm context id):
-//! 1. `create_stream`: the plugin's per-stream value moves into one task owned by `ctx`; the
-//!    task loops "wait for the next event, run that hook, record its outcome".
-//! 2. A hook callback (`on_hook`) asks the gate; a hook to run goes in the stream's mailbox,
-//!    the task is woken and the executor drained. If the hook finished during that drain, the
-//!    gate's answer is returned to the host (`Continue`, and no resume is ever issued);
-//!    otherwise the hook awaits and the callback answers `Pause`.
-//! 3. A later callback (a call response) wakes the task; when the paused hook finishes, the task
-//!    queues the stream on `finished`, and after the drain `apply_finished` carries out the
-//!    gate's decision: one resume of the paused direction, or one local reply, never inside the
-//!    callback that paused.
+//! 1. `create_stream`: the plugin's per-stream value moves into the stream's task, a future the
+//!    runtime owns and polls itself (no executor task); it loops "wait for the next event, run
+//!    that hook, record its outcome".
+//! 2. A hook callback (`on_hook`) asks the gate; a hook to run goes in the stream's mailbox and
+//!    the task is polled at once. If the hook finished in that poll, the gate's answer is
+//!    returned to the host (`Continue`, and no resume is ever issued); otherwise the hook awaits
+//!    and the callback answers `Pause`.
+//! 3. A later callback (a call response) wakes the task (its waker names the stream's context:
+//!    `context_waker`); the drain polls it, and when the paused hook finishes, the task queues
+//!    the stream on `finished`, and `apply_finished` carries out the gate's decision: one resume
+//!    of the paused direction, or one local reply, never inside the callback that paused.
 //! 4. `on_done` ends the gate and drops the task (and with it every call future of the stream:
 //!    late replies are then ignored); `on_delete` forgets the stream.
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use proxy_async_abi::gate::{
     Arrival, BodyWindow, Exchange, Finish, GateSettings, HookRun, HookState, Outcome, PhaseSet,
     Refusal, ReplyFate, StreamGate,
 };
-use proxy_async_executor::{Executor, Owner, Registry, TaskId};
+use proxy_async_executor::{Executor, Owner, Registry, context_waker};
 
 use crate::error::Error;
 use crate::host::{Action, BufferType, Direction, Host, MapType, Pairs};
@@ -89,7 +92,7 @@ impl StreamShared {
     pub(crate) fn next_event(&self) -> impl Future<Output = Event> + '_ {
         std::future::poll_fn(move |_| match self.event.take() {
             Some(event) => std::task::Poll::Ready(event),
-            // The driver wakes the task by id after delivering an event; no waker to keep.
+            // The driver polls the task after delivering an event; no waker to keep.
             None => std::task::Poll::Pending,
         })
     }
@@ -130,8 +133,12 @@ impl StreamShared {
     }
 }
 
+/// A stream's task: its plugin value and the hook running now, polled by the runtime.
+type StreamTask = Pin<Box<dyn Future<Output = ()>>>;
+
 struct StreamSlot {
-    task: TaskId,
+    // `None` while it is polled (and once it ended).
+    task: Option<StreamTask>,
     shared: Rc<StreamShared>,
 }
 
@@ -172,6 +179,9 @@ pub(crate) struct Runtime {
     // Shared queues some task waits on.
     pub(crate) queues: crate::queue::QueueWaiters,
     streams: RefCell<BTreeMap<u32, StreamSlot>>,
+    // Whether a task (a stream's or the executor's) is being polled: a callback that arrives
+    // meanwhile (from inside a hostcall) queues its stream, the outer drain polls it.
+    polling: Cell<bool>,
     finished: Rc<RefCell<Vec<u32>>>,
     // The context the host applies hostcalls to; 0 when unknown.
     effective: Cell<u32>,
@@ -223,6 +233,7 @@ impl Runtime {
             grpc: Default::default(),
             queues: Default::default(),
             streams: RefCell::new(BTreeMap::new()),
+            polling: Cell::new(false),
             finished: Rc::new(RefCell::new(Vec::new())),
             effective: Cell::new(0),
             settings,
@@ -384,25 +395,62 @@ impl Runtime {
             Rc::clone(&self.host),
             Rc::clone(&self.finished),
         ));
-        let id = self
-            .executor
-            .spawn(Owner(context_id), task(Rc::clone(&shared)));
-        let replaced = self
-            .streams
-            .borrow_mut()
-            .insert(context_id, StreamSlot { task: id, shared });
+        let task: StreamTask = Box::pin(task(Rc::clone(&shared)));
+        let replaced = self.streams.borrow_mut().insert(
+            context_id,
+            StreamSlot {
+                task: Some(task),
+                shared,
+            },
+        );
         if let Some(old) = replaced {
             log::warn!("context {context_id} was created twice; dropping the first");
-            self.executor.cancel(Owner(context_id));
             drop(old);
         }
     }
 
-    fn stream(&self, context_id: u32) -> Option<(TaskId, Rc<StreamShared>)> {
+    fn stream(&self, context_id: u32) -> Option<Rc<StreamShared>> {
         self.streams
             .borrow()
             .get(&context_id)
-            .map(|slot| (slot.task, Rc::clone(&slot.shared)))
+            .map(|slot| Rc::clone(&slot.shared))
+    }
+
+    /// Polls the task of stream `context_id`; whether it did. Inside another poll it only
+    /// queues the stream, for the drain around that poll.
+    fn poll_stream(&self, context_id: u32) -> bool {
+        if self.polling.get() {
+            context_waker::wake(context_id);
+            return false;
+        }
+        let task = self
+            .streams
+            .borrow_mut()
+            .get_mut(&context_id)
+            .and_then(|slot| slot.task.take());
+        let Some(mut task) = task else {
+            return false;
+        };
+        self.enter(context_id);
+        let poll = {
+            let _polling = Polling::enter(&self.polling);
+            let waker = context_waker::waker(context_id);
+            task.as_mut().poll(&mut Context::from_waker(&waker))
+        };
+        if poll == Poll::Pending {
+            let mut streams = self.streams.borrow_mut();
+            if let Some(slot) = streams.get_mut(&context_id)
+                && slot.task.is_none()
+                && !slot.shared.is_ended()
+            {
+                slot.task = Some(task);
+                return true;
+            }
+        }
+        // It ended, or its stream ended (or was replaced) while it ran: dropped outside the
+        // borrow, as its futures' drops may call back into the runtime.
+        drop(task);
+        true
     }
 
     /// A stream callback: runs the phase's hook and answers the host.
@@ -414,7 +462,7 @@ impl Runtime {
         end_of_stream: bool,
     ) -> Action {
         let _scope = self.scope(context_id);
-        let Some((task, shared)) = self.stream(context_id) else {
+        let Some(shared) = self.stream(context_id) else {
             log::debug!("{} for unknown context {context_id}", phase.callback_name());
             return Action::Continue;
         };
@@ -429,21 +477,17 @@ impl Runtime {
                 self.refuse_oversized_body(phase, direction, size);
                 Action::Pause
             }
-            Arrival::Run(run) => self.run_in_callback(task, &shared, run),
+            Arrival::Run(run) => self.run_in_callback(&shared, run),
         }
     }
 
     /// Runs `run`, which starts inside the callback running now, and what the gate starts
     /// after it in the same callback; returns the callback's answer.
-    fn run_in_callback(
-        self: &Rc<Self>,
-        task: TaskId,
-        shared: &StreamShared,
-        run: HookRun,
-    ) -> Action {
+    fn run_in_callback(self: &Rc<Self>, shared: &StreamShared, run: HookRun) -> Action {
         let mut run = run;
         loop {
-            self.start_hook(task, shared, run);
+            self.start_hook(shared, run);
+            self.poll_stream(shared.context_id);
             self.drain();
             let outcome = shared.outcome.borrow_mut().take();
             let Some(outcome) = outcome else {
@@ -461,8 +505,11 @@ impl Runtime {
                 (Some(next), None) => run = next,
                 (next, answer) => {
                     if let Some(next) = next {
-                        // Its callback answered Pause already: it finishes after a drain.
-                        self.start_hook(task, shared, next);
+                        // Its callback answered Pause already: it resumes its stream when it
+                        // finishes, in this drain or a later one.
+                        self.start_hook(shared, next);
+                        context_waker::wake(shared.context_id);
+                        self.drain();
                     }
                     return answer.unwrap_or(Action::Pause);
                 }
@@ -470,8 +517,8 @@ impl Runtime {
         }
     }
 
-    /// Hands `run` to the stream's task and wakes it (the caller drains).
-    fn start_hook(&self, task: TaskId, shared: &StreamShared, run: HookRun) {
+    /// Hands `run` to the stream's task (the caller polls it).
+    fn start_hook(&self, shared: &StreamShared, run: HookRun) {
         if run.strip_content_length {
             // The body may change size: a stale content-length would make the upstream (or
             // client) read a truncated body, so the proxy must frame the body itself.
@@ -483,7 +530,6 @@ impl Runtime {
         shared
             .event
             .set(Some(Event::new(run.phase, run.size, run.end_of_stream)));
-        self.executor.wake(task);
     }
 
     /// Answers a buffered body that grew past the limit, as Envoy does at its own buffer
@@ -638,30 +684,46 @@ impl Runtime {
     /// `proxy_on_log`: runs the plugin's `on_log` hook if the stream is idle.
     pub(crate) fn on_log(self: &Rc<Self>, context_id: u32) {
         let _scope = self.scope(context_id);
-        let Some((task, shared)) = self.stream(context_id) else {
+        let Some(shared) = self.stream(context_id) else {
             return;
         };
         let run = shared.gate.borrow_mut().log(&self.gate_settings.get());
         if let Some(run) = run {
-            self.run_in_callback(task, &shared, run);
+            self.run_in_callback(&shared, run);
         }
     }
 
     /// `proxy_on_done`: the stream is over; drop everything it was waiting for.
+    /// On a root context: its background tasks stop.
     pub(crate) fn on_done(self: &Rc<Self>, context_id: u32) -> bool {
         let _scope = self.scope(context_id);
-        if let Some((_, shared)) = self.stream(context_id) {
-            shared.gate.borrow_mut().end();
+        let task = {
+            let mut streams = self.streams.borrow_mut();
+            streams.get_mut(&context_id).map(|slot| {
+                slot.shared.gate.borrow_mut().end();
+                slot.task.take()
+            })
+        };
+        match task {
+            // Dropped outside the borrow (see `poll_stream`).
+            Some(task) => drop(task),
+            None if !self.executor.is_empty() => {
+                self.executor.cancel(Owner(context_id));
+            }
+            None => {}
         }
-        self.executor.cancel(Owner(context_id));
         true
     }
 
     /// `proxy_on_delete`: forgets the stream.
     pub(crate) fn on_delete(self: &Rc<Self>, context_id: u32) {
         let _scope = self.scope(context_id);
-        self.executor.cancel(Owner(context_id));
         let removed = self.streams.borrow_mut().remove(&context_id);
+        if removed.is_some() {
+            context_waker::forget(context_id);
+        } else if !self.executor.is_empty() {
+            self.executor.cancel(Owner(context_id));
+        }
         drop(removed);
     }
 
@@ -669,11 +731,24 @@ impl Runtime {
     /// finished. Safe to call re-entrantly: a nested call does nothing and the outer one
     /// finishes the work.
     fn drain(self: &Rc<Self>) {
+        if self.polling.get() {
+            return;
+        }
         loop {
-            self.executor
-                .run_until_stalled_with(|Owner(context_id)| self.enter(context_id));
+            let mut progressed = false;
+            while let Some(context_id) = context_waker::take_woken() {
+                progressed |= self.poll_stream(context_id);
+            }
+            if !self.executor.is_empty() {
+                let _polling = Polling::enter(&self.polling);
+                progressed |= self
+                    .executor
+                    .run_until_stalled_with(|Owner(context_id)| self.enter(context_id))
+                    > 0;
+            }
             // Applying may start held hooks; poll them before returning to the host.
-            if !self.apply_finished() {
+            progressed |= self.apply_finished();
+            if !progressed {
                 break;
             }
         }
@@ -697,7 +772,7 @@ impl Runtime {
     }
 
     fn apply_one_finished(&self, context_id: u32) -> bool {
-        let Some((task, shared)) = self.stream(context_id) else {
+        let Some(shared) = self.stream(context_id) else {
             return false;
         };
         let Some(outcome) = shared.outcome.borrow_mut().take() else {
@@ -718,7 +793,8 @@ impl Runtime {
             // Its callback already answered Pause, so its direction is resumed when it
             // finishes.
             Some(next) => {
-                self.start_hook(task, &shared, next);
+                self.start_hook(&shared, next);
+                context_waker::wake(context_id);
                 true
             }
             None => false,
@@ -805,10 +881,16 @@ impl Runtime {
         }
     }
 
-    /// Tasks alive (one per live stream, plus detached ones).
+    /// Tasks alive (one per live stream, plus background ones).
     #[cfg(not(target_arch = "wasm32"))]
     pub(crate) fn task_count(&self) -> usize {
-        self.executor.len()
+        let streams = self
+            .streams
+            .borrow()
+            .values()
+            .filter(|slot| slot.task.is_some())
+            .count();
+        streams + self.executor.len()
     }
 
     /// Calls (HTTP and Redis) waiting for a reply.
@@ -827,6 +909,22 @@ impl Runtime {
     #[cfg(not(target_arch = "wasm32"))]
     pub(crate) fn stream_count(&self) -> usize {
         self.streams.borrow().len()
+    }
+}
+
+/// Marks a poll in progress until dropped (a panic included).
+struct Polling<'a>(&'a Cell<bool>);
+
+impl<'a> Polling<'a> {
+    fn enter(flag: &'a Cell<bool>) -> Polling<'a> {
+        flag.set(true);
+        Polling(flag)
+    }
+}
+
+impl Drop for Polling<'_> {
+    fn drop(&mut self) {
+        self.0.set(false);
     }
 }
 

@@ -154,12 +154,55 @@ fn clippy_and_tests() -> Result<Command, String> {
 
 /// `cargo package` of the published crates, built from their packages as crates.io would.
 fn package() -> Result<(), String> {
+    forget_packaged_sources();
     let mut command = cargo();
     command.args(["package", "--allow-dirty"]);
     for name in PUBLISHED {
         command.args(["-p", name]);
     }
     run("cargo package", &mut command)
+}
+
+/// Removes cargo's extractions of the crates an earlier `cargo package` run packaged. Cargo
+/// verifies a package against the sources it extracts from the temporary local registry it
+/// packages into (`$CARGO_HOME/registry/src/-<hash of that registry's path>/<crate>-<version>`),
+/// and never extracts a crate again whose folder exists: with the version unchanged, a second
+/// run in the same folder compiled the first run's sources and failed on code since removed.
+fn forget_packaged_sources() {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|home| std::path::Path::new(&home).join(".cargo"))
+        });
+    let Some(sources) = home.map(|home| home.join("registry").join("src")) else {
+        return;
+    };
+    let Ok(registries) = std::fs::read_dir(&sources) else {
+        return;
+    };
+    // Local registries' folders are named `-<hash>`; crates.io's, `index.crates.io-<hash>`.
+    let local = registries
+        .flatten()
+        .filter(|entry| entry.file_name().to_string_lossy().starts_with('-'));
+    for registry in local {
+        let Ok(crates) = std::fs::read_dir(registry.path()) else {
+            continue;
+        };
+        for extracted in crates.flatten() {
+            let name = extracted.file_name().to_string_lossy().into_owned();
+            let ours = PUBLISHED.iter().any(|published| {
+                name.strip_prefix(published)
+                    .and_then(|rest| rest.strip_prefix('-'))
+                    .is_some_and(|version| version.starts_with(|c: char| c.is_ascii_digit()))
+            });
+            if ours && let Err(error) = std::fs::remove_dir_all(extracted.path()) {
+                println!(
+                    "xtask: cannot remove {} ({error}); cargo package may verify stale sources",
+                    extracted.path().display()
+                );
+            }
+        }
+    }
 }
 
 /// `cargo doc` of the published crates, every warning an error.
