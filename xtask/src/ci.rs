@@ -76,7 +76,10 @@ pub(crate) fn test() -> Result<(), String> {
         installing.elapsed(),
         None,
     );
-    timings.step("the tests", || run("the tests", &mut clippy_and_tests()?))?;
+    timings.step(
+        "the tests (those that wait on Envoy beside the others)",
+        tests,
+    )?;
     timings.step("a plugin crate outside the workspace", scaffold::check)?;
     timings.step("cargo package", package)?;
     timings.step("cargo doc", docs)?;
@@ -115,6 +118,91 @@ fn yield_to_miri() {
     if !matches!(lowered, Ok(status) if status.success()) {
         println!("xtask: could not lower this process's priority below Miri's ({lowered:?})");
     }
+}
+
+/// The test targets that spend their time waiting on Envoy, wrk and sockets rather than
+/// computing: the end-to-end suite and the quick benchmark (whose figures are counts, and ratios
+/// of runs taken side by side). They run beside the other tests, so that their waiting overlaps
+/// work (cargo runs one test binary at a time).
+const WAITING_TESTS: [&str; 2] = ["envoy", "quick"];
+
+/// Runs every test the build made: [`WAITING_TESTS`] in one `cargo test` (its output in
+/// `target/waiting-tests.log`, printed when it ends), the rest in another beside it, then the
+/// doc tests. Each selects its targets by name across the whole workspace, so that the
+/// features, and with them the binaries, are those of the build: nothing compiles again.
+fn tests() -> Result<(), String> {
+    let log_path = target_dir().join("waiting-tests.log");
+    let log = File::create(&log_path)
+        .map_err(|error| format!("cannot create {}: {error}", log_path.display()))?;
+    let errors = log.try_clone().map_err(|error| error.to_string())?;
+    let mut waiting = clippy_and_tests()?;
+    for name in WAITING_TESTS {
+        waiting.args(["--test", name]);
+    }
+    println!(
+        "xtask: the tests {} (beside the others; output in {})",
+        WAITING_TESTS.join(", "),
+        log_path.display()
+    );
+    let mut waiting = waiting
+        .stdout(Stdio::from(log))
+        .stderr(Stdio::from(errors))
+        .spawn()
+        .map_err(|error| format!("cannot start the tests: {error}"))?;
+    let mut others = clippy_and_tests()?;
+    others.args(["--lib", "--bins"]);
+    for name in other_test_targets()? {
+        others.args(["--test", &name]);
+    }
+    let others = run("the other tests", &mut others);
+    let docs = run("the doc tests", clippy_and_tests()?.arg("--doc"));
+    let status = waiting
+        .wait()
+        .map_err(|error| format!("the tests {}: {error}", WAITING_TESTS.join(", ")))?;
+    print!("{}", std::fs::read_to_string(&log_path).unwrap_or_default());
+    others?;
+    docs?;
+    if !status.success() {
+        return Err(format!(
+            "the tests {} failed ({status}); their output is above",
+            WAITING_TESTS.join(", ")
+        ));
+    }
+    Ok(())
+}
+
+/// The names of the workspace's integration tests, but [`WAITING_TESTS`].
+fn other_test_targets() -> Result<Vec<String>, String> {
+    let output = cargo()
+        .current_dir(workspace())
+        .args(["metadata", "--no-deps", "--format-version", "1"])
+        .output()
+        .map_err(|error| format!("cannot run cargo metadata: {error}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "cargo metadata failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .map_err(|error| format!("cargo metadata: {error}"))?;
+    let mut names: Vec<String> = metadata["packages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|package| package["targets"].as_array().into_iter().flatten())
+        .filter(|target| {
+            target["kind"]
+                .as_array()
+                .is_some_and(|kinds| kinds.iter().any(|kind| kind == "test"))
+        })
+        .filter_map(|target| target["name"].as_str())
+        .filter(|name| !WAITING_TESTS.contains(name))
+        .map(str::to_string)
+        .collect();
+    names.sort();
+    names.dedup();
+    Ok(names)
 }
 
 /// `cargo test --workspace` with clippy's lints, every warning an error: clippy's driver
