@@ -161,7 +161,14 @@ pub(crate) fn measure(built: &Built, table: &mut Table) -> Result<(), String> {
     for (label, sdk, baseline, config, request) in scenarios {
         let sdk = per_request(&start(sdk, config)?, request)?;
         let baseline = per_request(&start(baseline, config)?, request)?;
-        table.push(Row::new(label, sdk, baseline, Target::RatioAtMost(1.05)));
+        // The costs a plugin author accepts for async code: hello's is nearly all the SDK's
+        // own, auth-flow's mostly the calls (issue 15's targets).
+        let limit = if label.starts_with("hello") {
+            1.15
+        } else {
+            1.10
+        };
+        table.push(Row::new(label, sdk, baseline, Target::RatioAtMost(limit)));
     }
     Ok(())
 }

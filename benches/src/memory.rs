@@ -22,7 +22,7 @@ pub(crate) fn measure(built: &Built, settings: &Settings, table: &mut Table) -> 
         format!("auth-flow: linear memory per paused request, {in_flight} in flight (bytes)"),
         sdk,
         baseline,
-        Target::RatioAtMost(1.25),
+        Target::RatioAtMost(2.0),
     ));
     let sdk = growth(&pair.sdk, early, late)?;
     let baseline = growth(&pair.baseline, early, late)?;

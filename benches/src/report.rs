@@ -14,8 +14,6 @@ pub(crate) enum Target {
     RatioAtMost(f64),
     /// SDK/baseline at least this.
     RatioAtLeast(f64),
-    /// Both values at most this (with how to say it).
-    BothAtMost(f64, &'static str),
     /// The SDK's value is zero (and the baseline's, for reference).
     Zero,
     /// No target: a figure for the reader.
@@ -55,7 +53,6 @@ impl Row {
         match self.target {
             Target::RatioAtMost(limit) => Some(self.ratio <= limit),
             Target::RatioAtLeast(limit) => Some(self.ratio >= limit),
-            Target::BothAtMost(limit, _) => Some(self.sdk <= limit && self.baseline <= limit),
             Target::Zero => Some(self.sdk == 0.0),
             Target::None => None,
         }
@@ -65,7 +62,6 @@ impl Row {
         match self.target {
             Target::RatioAtMost(limit) => format!("≤ {limit:.2}×"),
             Target::RatioAtLeast(limit) => format!("≥ {limit:.2}×"),
-            Target::BothAtMost(_, text) => text.to_string(),
             Target::Zero => "0 (no growth)".to_string(),
             Target::None => "—".to_string(),
         }
