@@ -126,49 +126,54 @@ fn yield_to_miri() {
 /// work (cargo runs one test binary at a time).
 const WAITING_TESTS: [&str; 2] = ["envoy", "quick"];
 
-/// Runs every test the build made: [`WAITING_TESTS`] in one `cargo test` (its output in
-/// `target/waiting-tests.log`, printed when it ends), the rest in another beside it, then the
-/// doc tests. Each selects its targets by name across the whole workspace, so that the
-/// features, and with them the binaries, are those of the build: nothing compiles again.
+/// Runs every test the build made: [`WAITING_TESTS`] and then the doc tests (whose compiling
+/// fills the waits) in one thread, their output in `target/waiting-tests.log` (printed when
+/// they end), the other tests beside them. Each `cargo test` selects its targets by name across
+/// the whole workspace, so that the features, and with them the binaries, are those of the
+/// build: nothing compiles again.
 fn tests() -> Result<(), String> {
     let log_path = target_dir().join("waiting-tests.log");
     let log = File::create(&log_path)
         .map_err(|error| format!("cannot create {}: {error}", log_path.display()))?;
-    let errors = log.try_clone().map_err(|error| error.to_string())?;
     let mut waiting = clippy_and_tests()?;
     for name in WAITING_TESTS {
         waiting.args(["--test", name]);
     }
+    let mut docs = clippy_and_tests()?;
+    docs.arg("--doc");
     println!(
-        "xtask: the tests {} (beside the others; output in {})",
+        "xtask: the tests {} and the doc tests (beside the others; output in {})",
         WAITING_TESTS.join(", "),
         log_path.display()
     );
-    let mut waiting = waiting
-        .stdout(Stdio::from(log))
-        .stderr(Stdio::from(errors))
-        .spawn()
-        .map_err(|error| format!("cannot start the tests: {error}"))?;
+    let beside = std::thread::spawn(move || -> Result<(), String> {
+        for (what, mut command) in [("the waiting tests", waiting), ("the doc tests", docs)] {
+            let out = log.try_clone().map_err(|error| error.to_string())?;
+            let errors = log.try_clone().map_err(|error| error.to_string())?;
+            let status = command
+                .stdout(Stdio::from(out))
+                .stderr(Stdio::from(errors))
+                .status()
+                .map_err(|error| format!("cannot start {what}: {error}"))?;
+            if !status.success() {
+                return Err(format!("{what} failed ({status}); their output is above"));
+            }
+        }
+        Ok(())
+    });
     let mut others = clippy_and_tests()?;
     others.args(["--lib", "--bins"]);
     for name in other_test_targets()? {
         others.args(["--test", &name]);
     }
     let others = run("the other tests", &mut others);
-    let docs = run("the doc tests", clippy_and_tests()?.arg("--doc"));
-    let status = waiting
-        .wait()
-        .map_err(|error| format!("the tests {}: {error}", WAITING_TESTS.join(", ")))?;
+    println!("xtask: wait for the tests beside");
+    let beside = beside
+        .join()
+        .map_err(|_| "the tests beside panicked".to_string())?;
     print!("{}", std::fs::read_to_string(&log_path).unwrap_or_default());
     others?;
-    docs?;
-    if !status.success() {
-        return Err(format!(
-            "the tests {} failed ({status}); their output is above",
-            WAITING_TESTS.join(", ")
-        ));
-    }
-    Ok(())
+    beside
 }
 
 /// The names of the workspace's integration tests, but [`WAITING_TESTS`].
