@@ -419,8 +419,8 @@ impl Host for AbiHost {
 }
 
 /// gRPC and shared queues, called directly rather than through the `Host` trait object: its
-/// vtable would link their imports (and the `proxy-wasm` crate's gRPC code) into every
-/// plugin, while only plugins that use them should have them (see `host::optional`).
+/// vtable would link their imports into every plugin, while only plugins that use them should
+/// have them (see `host::optional`).
 impl AbiHost {
     // The upstream is given as an encoded `GrpcService` (see `grpc::upstream`).
     pub(crate) fn grpc_call(
