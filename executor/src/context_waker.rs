@@ -69,13 +69,6 @@ pub fn take_woken() -> Option<u32> {
         .flatten()
 }
 
-/// Whether a context is woken and not yet taken.
-pub fn any_woken() -> bool {
-    WOKEN
-        .try_with(|woken| woken.try_borrow().is_ok_and(|woken| !woken.is_empty()))
-        .unwrap_or(false)
-}
-
 /// Takes context `id` off the list (it is gone: a later wake of it would find nothing).
 pub fn forget(id: u32) {
     let _ = WOKEN.try_with(|woken| {

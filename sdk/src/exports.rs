@@ -52,11 +52,22 @@ impl<P: Plugin> Module<P> {
             .map(|root| Rc::clone(&root.driver))
     }
 
-    fn is_root(&self, context_id: u32) -> bool {
+    fn root(&self, context_id: u32) -> Option<Rc<Driver<P>>> {
         self.roots
             .borrow()
             .iter()
-            .any(|root| root.context_id == context_id)
+            .find(|root| root.context_id == context_id)
+            .map(|root| Rc::clone(&root.driver))
+    }
+
+    /// Takes root context `context_id` out of the module (the caller drops it outside the
+    /// borrow: what its tasks hold may log or call out).
+    fn take_root(&self, context_id: u32) -> Option<Root<P>> {
+        let mut roots = self.roots.borrow_mut();
+        let index = roots
+            .iter()
+            .position(|root| root.context_id == context_id)?;
+        Some(roots.remove(index))
     }
 
     /// `proxy_on_context_create`: a root context (`parent_id` 0) is a new plugin instance; any
@@ -65,27 +76,14 @@ impl<P: Plugin> Module<P> {
         if parent_id == 0 {
             let driver = Driver::<P>::new(Rc::new(crate::abi::AbiHost));
             register_runtime(context_id, &driver.runtime);
-            let replaced = {
-                let mut roots = self.roots.borrow_mut();
-                let old = roots
-                    .iter()
-                    .position(|root| root.context_id == context_id)
-                    .map(|index| roots.remove(index));
-                roots.push(Root { context_id, driver });
-                old
-            };
+            let replaced = self.take_root(context_id);
+            self.roots.borrow_mut().push(Root { context_id, driver });
             if replaced.is_some() {
                 log::warn!("root context {context_id} was created twice; dropping the first");
             }
             return;
         }
-        let parent = self
-            .roots
-            .borrow()
-            .iter()
-            .find(|root| root.context_id == parent_id)
-            .map(|root| Rc::clone(&root.driver));
-        match parent {
+        match self.root(parent_id) {
             Some(driver) => driver.create_stream(context_id),
             None => log::warn!("context {context_id} has an unknown root context {parent_id}"),
         }
@@ -100,14 +98,6 @@ impl<P: Plugin> Module<P> {
                 0
             }
         }
-    }
-
-    fn root(&self, context_id: u32) -> Option<Rc<Driver<P>>> {
-        self.roots
-            .borrow()
-            .iter()
-            .find(|root| root.context_id == context_id)
-            .map(|root| Rc::clone(&root.driver))
     }
 
     /// `proxy_on_tick`.
@@ -151,18 +141,9 @@ impl<P: Plugin> Module<P> {
 
     /// `proxy_on_delete`: forgets a stream, or a root context and its plugin instance.
     pub fn on_delete(&self, context_id: u32) {
-        if self.is_root(context_id) {
-            let removed: Vec<Root<P>> = {
-                let mut roots = self.roots.borrow_mut();
-                let (gone, kept) = std::mem::take(&mut *roots)
-                    .into_iter()
-                    .partition(|root| root.context_id == context_id);
-                *roots = kept;
-                gone
-            };
+        if let Some(root) = self.take_root(context_id) {
             unregister_runtime(context_id);
-            // Dropped outside the borrow: what the instance's tasks hold may log or call out.
-            drop(removed);
+            drop(root);
             return;
         }
         if let Some(driver) = self.driver(context_id) {
