@@ -8,9 +8,9 @@ use std::process::Command;
 use e2e::{Envoy, EnvoyConfig, Upstreams};
 
 use crate::Settings;
-use crate::fuel::AUTH_CONFIG;
 use crate::plugins::Built;
 use crate::report::{Row, Table, Target};
+use crate::scenarios::AUTH_CONFIG;
 
 /// What one `wrk` run measured.
 #[derive(Debug, Clone, Copy)]

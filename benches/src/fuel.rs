@@ -2,20 +2,18 @@
 //!    (context creation, headers, call responses, response, log, done, delete).
 
 use proxy_async_host::proxy_async_emulator::ProxyState;
-use proxy_async_host::proxy_async_emulator::{Direction, Pairs, Proxy, ProxyConfig};
+use proxy_async_host::proxy_async_emulator::{Direction, Proxy, ProxyConfig};
 use proxy_async_host::{Plugin, start_emulated};
 
 use crate::plugins::Built;
 use crate::report::{Row, Table, Target};
+use crate::scenarios::{
+    AUTH_CONFIG, HELLO_HEADER_CONFIG, HELLO_REPLY_CONFIG, WARMUP, answer_last, auth_denied,
+    auth_success, hello_request, response,
+};
 
 type WasmProxy = Proxy<Plugin<ProxyState>>;
 
-/// The auth-flow configuration of the measurements.
-pub(crate) const AUTH_CONFIG: &str =
-    r#"{"auth": {"cluster": "auth"}, "users": {"cluster": "users"}}"#;
-
-/// Requests run before measuring (lazy initialisation, first allocations).
-const WARMUP: u32 = 20;
 /// Requests averaged.
 const MEASURED: u32 = 200;
 
@@ -28,79 +26,6 @@ pub(crate) fn start(wasm: &[u8], config: &str) -> Result<WasmProxy, String> {
         },
     )
     .map_err(|error| format!("starting a plugin: {error}"))
-}
-
-pub(crate) fn response(status: u16, body: &str) -> Option<(Pairs, Vec<u8>)> {
-    // JSON answers say so: `auth-flow` refuses a 200 that is not `application/json`.
-    let mut headers = vec![(":status".to_string(), status.to_string().into_bytes())];
-    if body.starts_with('{') {
-        headers.push(("content-type".to_string(), b"application/json".to_vec()));
-    }
-    Some((headers, body.as_bytes().to_vec()))
-}
-
-/// One request to `hello`: request headers, response headers, end.
-fn hello_request(proxy: &WasmProxy) {
-    let stream = proxy.open_stream();
-    proxy.send_headers(
-        stream,
-        Direction::Request,
-        &[
-            (":method", "GET"),
-            (":path", "/"),
-            (":authority", "example.com"),
-        ],
-        true,
-    );
-    if proxy.local_reply(stream).is_none() {
-        proxy.send_headers(stream, Direction::Response, &[(":status", "200")], true);
-    }
-    proxy.end_stream(stream);
-}
-
-/// One successful auth-flow request: both calls answered, the response goes back.
-pub(crate) fn auth_success(proxy: &WasmProxy) {
-    let stream = proxy.open_stream();
-    proxy.send_headers(
-        stream,
-        Direction::Request,
-        &[
-            (":method", "GET"),
-            (":path", "/orders"),
-            (":authority", "example.com"),
-            ("authorization", "Bearer demo-token"),
-        ],
-        true,
-    );
-    answer_last(proxy, response(200, r#"{"token": "t-alice"}"#));
-    answer_last(proxy, response(200, r#"{"id": "u-1", "name": "alice"}"#));
-    proxy.send_headers(stream, Direction::Response, &[(":status", "200")], true);
-    proxy.end_stream(stream);
-}
-
-/// One refused auth-flow request: the auth service answers 401, the plugin replies 403.
-fn auth_denied(proxy: &WasmProxy) {
-    let stream = proxy.open_stream();
-    proxy.send_headers(
-        stream,
-        Direction::Request,
-        &[
-            (":method", "GET"),
-            (":path", "/orders"),
-            (":authority", "example.com"),
-            ("authorization", "Bearer wrong"),
-        ],
-        true,
-    );
-    answer_last(proxy, response(401, r#"{"error": "unknown credential"}"#));
-    proxy.end_stream(stream);
-}
-
-/// Answers the most recent pending call.
-pub(crate) fn answer_last(proxy: &WasmProxy, response: Option<(Pairs, Vec<u8>)>) {
-    if let Some(call) = proxy.calls().pop() {
-        proxy.answer(&call, response);
-    }
 }
 
 /// The mean fuel of `request` over [`MEASURED`] runs after [`WARMUP`].
@@ -133,14 +58,14 @@ pub(crate) fn measure(built: &Built, table: &mut Table) -> Result<(), String> {
             "hello: instructions/request, header added",
             &built.hello.sdk,
             &built.hello.baseline,
-            r#"{"mockEnable": false}"#,
+            HELLO_HEADER_CONFIG,
             hello_request,
         ),
         (
             "hello: instructions/request, local reply",
             &built.hello.sdk,
             &built.hello.baseline,
-            r#"{"mockEnable": true}"#,
+            HELLO_REPLY_CONFIG,
             hello_request,
         ),
         (
@@ -178,7 +103,7 @@ pub(crate) fn measure(built: &Built, table: &mut Table) -> Result<(), String> {
 pub(crate) fn breakdown(built: &Built) -> Result<Vec<(String, u64, u64)>, String> {
     let mut rows = Vec::new();
     for (name, pair, config) in [
-        ("hello", &built.hello, r#"{"mockEnable": false}"#),
+        ("hello", &built.hello, HELLO_HEADER_CONFIG),
         ("auth-flow", &built.auth_flow, AUTH_CONFIG),
     ] {
         let sdk = steps(&start(&pair.sdk, config)?, name == "auth-flow");
@@ -192,7 +117,7 @@ pub(crate) fn breakdown(built: &Built) -> Result<Vec<(String, u64, u64)>, String
 
 /// The fuel of each step of one request, after a warm-up.
 fn steps(proxy: &WasmProxy, auth: bool) -> Vec<(&'static str, u64)> {
-    let request = if auth { auth_success } else { hello_request };
+    let request: fn(&WasmProxy) = if auth { auth_success } else { hello_request };
     for _ in 0..WARMUP {
         request(proxy);
     }

@@ -20,6 +20,14 @@
 //! It prints one table and writes it (with the machine, the versions and the command) to
 //! `--out` (default `BENCHMARKS.md`). `--quick` shrinks every run so that CI can run the code
 //! in a minute; its figures are not meant to be quoted. Nothing here asserts on timings.
+//!
+//! ```text
+//! proxy-async-bench profile <example> <scenario>
+//! ```
+//!
+//! (`cargo xtask profile`) breaks one request of a measured scenario down instead: the SDK
+//! plugin and its baseline side by side, instructions per callback, per function and the
+//! allocations by call site (`profile.rs`).
 
 #![allow(clippy::print_stdout, reason = "a benchmark prints its figures")]
 
@@ -30,17 +38,28 @@ mod executor_cycle;
 #[cfg(not(target_arch = "wasm32"))]
 mod fuel;
 #[cfg(not(target_arch = "wasm32"))]
+mod instrument;
+#[cfg(not(target_arch = "wasm32"))]
 mod memory;
 #[cfg(not(target_arch = "wasm32"))]
 mod plugins;
 #[cfg(not(target_arch = "wasm32"))]
+mod profile;
+#[cfg(not(target_arch = "wasm32"))]
 mod report;
+#[cfg(not(target_arch = "wasm32"))]
+mod scenarios;
 #[cfg(not(target_arch = "wasm32"))]
 mod size;
 
 #[cfg(not(target_arch = "wasm32"))]
 fn main() -> std::process::ExitCode {
-    match run(std::env::args().skip(1)) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.split_first() {
+        Some((command, rest)) if command == "profile" => profile::run(rest),
+        _ => run(args.into_iter()),
+    };
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("bench: {message}");
@@ -77,7 +96,7 @@ fn run(mut args: impl Iterator<Item = String>) -> Result<(), String> {
             }
             other => {
                 return Err(format!(
-                    "unknown argument {other}; usage: [--quick] [--out FILE]"
+                    "unknown argument {other}; usage: [--quick] [--out FILE] | profile <example> <scenario>"
                 ));
             }
         }

@@ -4,9 +4,10 @@
 use proxy_async_host::proxy_async_emulator::Direction;
 
 use crate::Settings;
-use crate::fuel::{AUTH_CONFIG, auth_success, start};
+use crate::fuel::start;
 use crate::plugins::Built;
 use crate::report::{Row, Table, Target};
+use crate::scenarios::{AUTH_CONFIG, auth_success};
 
 pub(crate) fn measure(built: &Built, settings: &Settings, table: &mut Table) -> Result<(), String> {
     let in_flight: u32 = if settings.quick { 1_000 } else { 10_000 };

@@ -6,8 +6,8 @@ use std::rc::Rc;
 use std::sync::OnceLock;
 
 use wasmtime::{
-    Config, Engine, Instance, Linker, Memory, Module, Store, Trap, TypedFunc, WasmBacktrace,
-    WasmParams, WasmResults,
+    Config, Engine, Global, Instance, Linker, Memory, Module, Store, Trap, TypedFunc, Val,
+    WasmBacktrace, WasmParams, WasmResults,
 };
 
 use crate::guest::HostState;
@@ -370,6 +370,29 @@ impl<H: Hostcalls + 'static> Plugin<H> {
     /// The size of the guest's linear memory, in bytes.
     pub fn memory_size(&self) -> usize {
         self.memory.data_size(&self.store)
+    }
+
+    /// The name and value of every `i64` global the module exports, in export order.
+    ///
+    /// Plugins export none; a module instrumented with counters does (`proxy-async-bench
+    /// profile` adds one per function and per allocator call site and reads them between
+    /// callbacks): counters in globals need no import that the linker would have to provide.
+    pub fn exported_i64_globals(&mut self) -> Vec<(String, i64)> {
+        let globals: Vec<(String, Global)> = self
+            .instance
+            .exports(&mut self.store)
+            .filter_map(|export| {
+                let name = export.name().to_string();
+                export.into_global().map(|global| (name, global))
+            })
+            .collect();
+        globals
+            .into_iter()
+            .filter_map(|(name, global)| match global.get(&mut self.store) {
+                Val::I64(value) => Some((name, value)),
+                _ => None,
+            })
+            .collect()
     }
 
     /// The export that trapped, if the plugin is poisoned.

@@ -1,4 +1,4 @@
-//! `cargo xtask test`, what CI runs, and `cargo xtask bench` and `soak`.
+//! `cargo xtask test`, what CI runs, and `cargo xtask bench`, `profile` and `soak`.
 //!
 //! The order is chosen for a 2-core machine: the installs that wait on the network run in a
 //! thread beside the build, and Miri, which interprets on one core for minutes, runs in its own
@@ -433,6 +433,21 @@ pub(crate) fn bench(quick: bool) -> Result<(), String> {
             "benchmarks"
         },
         &mut command,
+    )
+}
+
+/// `cargo xtask profile <example> <scenario>`: the wasm targets when missing, then the
+/// benchmark binary's `profile` (a debug build, as for `bench --quick`: the counts are the
+/// same): one request's instructions per callback and per function and its allocations by call
+/// site, the SDK plugin beside its baseline, printed (`benches/src/profile.rs`).
+pub(crate) fn profile(example: &str, scenario: &str) -> Result<(), String> {
+    install::wasm_targets()?;
+    run(
+        &format!("profile of {example} {scenario}"),
+        cargo()
+            .current_dir(workspace())
+            .args(["run", "--quiet", "-p", "proxy-async-bench", "--", "profile"])
+            .args([example, scenario]),
     )
 }
 

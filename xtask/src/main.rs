@@ -10,6 +10,8 @@
 //! - `cargo xtask new <dir>`: a new plugin crate outside this workspace (`scaffold.rs`).
 //! - `cargo xtask bench [--quick]`: the SDK measured against hand-written callback plugins,
 //!   written to `BENCHMARKS.md`.
+//! - `cargo xtask profile <example> <scenario>`: where one benchmarked request's instructions
+//!   and allocations go, per callback and per function, SDK beside baseline.
 //! - `cargo xtask soak`: the full soak tests, optimized.
 
 use std::path::Path;
@@ -27,6 +29,7 @@ const USAGE: &str = "usage: cargo xtask test
                        [--log-level LEVEL] [--component]
        cargo xtask new <dir>
        cargo xtask bench [--quick]
+       cargo xtask profile <hello header | hello reply | auth-flow success | auth-flow denied>
        cargo xtask soak
 
   test   install what the tests need, then run every check CI runs; prints how long each
@@ -40,6 +43,10 @@ const USAGE: &str = "usage: cargo xtask test
          tests, the opt-in compiled twins, and a README with its commands
   bench  measure the SDK against hand-written callback plugins; writes BENCHMARKS.md
          (--quick: short runs, written to target/BENCHMARKS.quick.md, as CI does)
+  profile
+         break one request of a benchmarked scenario down, the SDK plugin beside its
+         baseline: wasm instructions per callback (fuel), the top functions by their own
+         instructions, and the allocations by calling function; printed
   soak   the full soak tests, optimized: 1,000,000 requests through auth-flow in our host and
          100,000 in Envoy (10% client aborts, 10% call timeouts, 5% upstream errors); prints
          their figures (`test` runs them shortened)";
@@ -52,6 +59,7 @@ fn main() -> ExitCode {
         (Some("test"), []) => ci::test(),
         (Some("bench"), []) => ci::bench(false),
         (Some("bench"), [flag]) if flag == "--quick" => ci::bench(true),
+        (Some("profile"), [example, scenario]) => ci::profile(example, scenario),
         (Some("soak"), []) => ci::soak(),
         (Some("new"), [dir]) => scaffold::new(Path::new(dir)),
         (Some("run"), _) => match serve::RunArgs::parse(rest.into_iter()) {
