@@ -4,8 +4,10 @@
 
 pub mod context_waker;
 mod executor;
+mod id_map;
 mod registry;
 mod waker;
 
 pub use executor::{Executor, Owner, TaskId};
+pub use id_map::IdMap;
 pub use registry::{Completion, DuplicateToken, Pending, Registry};

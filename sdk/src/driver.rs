@@ -2,7 +2,7 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 
 use crate::config;
 use crate::error::Error;
@@ -12,7 +12,8 @@ use crate::higress::{LogFormat, request};
 use crate::host::{Action, BufferType, Host};
 use crate::logging;
 use crate::plugin::{Plugin, stream_task};
-use crate::runtime::{Phase, Runtime, Settings, StreamShared};
+use crate::runtime::{Phase, Runtime, Settings};
+use crate::stream_task::StreamTask;
 
 /// One configured instance of plugin `P` (a root context, in proxy-wasm terms).
 pub(crate) struct Driver<P: Plugin> {
@@ -172,7 +173,11 @@ pub(crate) fn plugin_id(configuration: &[u8]) -> Option<String> {
     value.get("_plugin_id_")?.as_str().map(str::to_string)
 }
 
-async fn unconfigured_task(shared: Rc<StreamShared>) {
+async fn unconfigured_task(task: Weak<dyn StreamTask>) {
+    let Some(task) = task.upgrade() else {
+        return;
+    };
+    let shared = task.shared();
     loop {
         shared.next_event().await;
         shared.finish(Err(Error::new("the plugin has no valid configuration")));

@@ -94,6 +94,7 @@ mod queue;
 pub mod redis;
 mod runtime;
 pub mod shared_data;
+mod stream_task;
 mod timer;
 
 // The proxy-wasm build (wasm32-wasip1, wasm32-unknown-unknown) and the component build

@@ -67,7 +67,9 @@ impl fmt::Debug for HeaderValue {
 /// hooks) or of the response (in response hooks). [`Request`] and [`Response`] dereference to it.
 ///
 /// Reads and writes go straight to the proxy. A write the proxy refuses (the stream is gone,
-/// or the phase does not allow it) is logged as a warning; the hook goes on.
+/// or the phase does not allow it) is logged as a warning; the hook goes on. Header names are
+/// case-insensitive: the proxy lower-cases every name a hostcall passes (Envoy's header maps do,
+/// and so does every host of this SDK), so names go to it as written, at no cost.
 pub struct Message<'a> {
     stream: &'a StreamShared,
     event: Event,
@@ -91,11 +93,7 @@ impl<'a> Message<'a> {
     /// on ([`Plugin::on_request_trailers`](crate::Plugin::on_request_trailers)); before,
     /// there are none.
     pub fn trailer(&self, name: &str) -> Option<HeaderValue> {
-        match self
-            .stream
-            .host
-            .get_map_value(self.trailer_map, &name.to_ascii_lowercase())
-        {
+        match self.stream.host.get_map_value(self.trailer_map, name) {
             Ok(value) => value.map(HeaderValue),
             Err(error) => {
                 log::debug!("reading trailer {name}: {error}");
@@ -129,11 +127,7 @@ impl<'a> Message<'a> {
 
     /// One header (the first, if repeated); names are case-insensitive.
     pub fn header(&self, name: &str) -> Option<HeaderValue> {
-        match self
-            .stream
-            .host
-            .get_map_value(self.map, &name.to_ascii_lowercase())
-        {
+        match self.stream.host.get_map_value(self.map, name) {
             Ok(value) => value.map(HeaderValue),
             Err(error) => {
                 log::debug!("reading header {name}: {error}");
@@ -317,21 +311,19 @@ impl HeadersMut<'_> {
     pub fn try_insert(&mut self, name: &str, value: impl AsRef<[u8]>) -> Result<(), HostError> {
         self.stream
             .host
-            .replace_map_value(self.map, &name.to_ascii_lowercase(), value.as_ref())
+            .replace_map_value(self.map, name, value.as_ref())
     }
 
     /// [`append`](HeadersMut::append), returning the proxy's refusal.
     pub fn try_append(&mut self, name: &str, value: impl AsRef<[u8]>) -> Result<(), HostError> {
         self.stream
             .host
-            .add_map_value(self.map, &name.to_ascii_lowercase(), value.as_ref())
+            .add_map_value(self.map, name, value.as_ref())
     }
 
     /// [`remove`](HeadersMut::remove), returning the proxy's refusal.
     pub fn try_remove(&mut self, name: &str) -> Result<(), HostError> {
-        self.stream
-            .host
-            .remove_map_value(self.map, &name.to_ascii_lowercase())
+        self.stream.host.remove_map_value(self.map, name)
     }
 
     /// [`remove_prefixed`](HeadersMut::remove_prefixed), returning the proxy's refusal (of
@@ -354,14 +346,9 @@ impl HeadersMut<'_> {
 
     /// [`set_all`](HeadersMut::set_all), returning the proxy's refusal.
     pub fn try_set_all<V: AsRef<[u8]>>(&mut self, pairs: &[(&str, V)]) -> Result<(), HostError> {
-        let lowered: Vec<String> = pairs
+        let pairs: Vec<(&str, &[u8])> = pairs
             .iter()
-            .map(|(name, _)| name.to_ascii_lowercase())
-            .collect();
-        let pairs: Vec<(&str, &[u8])> = lowered
-            .iter()
-            .zip(pairs)
-            .map(|(name, (_, value))| (name.as_str(), value.as_ref()))
+            .map(|(name, value)| (*name, value.as_ref()))
             .collect();
         self.stream.host.set_map(self.map, &pairs)
     }
@@ -488,7 +475,7 @@ impl<'a> Done<'a> {
         }
         self.stream
             .host
-            .get_map_value(map, &name.to_ascii_lowercase())
+            .get_map_value(map, name)
             .ok()
             .flatten()
             .map(HeaderValue)

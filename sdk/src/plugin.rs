@@ -1,12 +1,13 @@
 //! The plugin trait and what its hooks return.
 
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 use crate::config::PluginConfig;
 use crate::error::Error;
 use crate::message::{Done, Request, Response};
 use crate::runtime::{Event, Phase, Runtime, StreamShared};
+use crate::stream_task::StreamTask;
 use crate::timer::TickFunction;
 
 /// A proxy-wasm HTTP plugin with `async` hooks.
@@ -281,10 +282,16 @@ fn reason_phrase(status: u16) -> &'static str {
 
 /// The task of one stream: waits for an event, runs the hook, records the outcome; ends after
 /// `on_log`. The plugin value lives inside it, so dropping the task drops the stream's state.
-pub(crate) async fn stream_task<P: Plugin>(mut plugin: P, shared: Rc<StreamShared>) {
+pub(crate) async fn stream_task<P: Plugin>(mut plugin: P, task: Weak<dyn StreamTask>) {
+    // Upgraded at the first poll, when the task exists: the future then holds its own task
+    // until the runtime stops it (see `stream_task`).
+    let Some(task) = task.upgrade() else {
+        return;
+    };
+    let shared = task.shared();
     loop {
         let event = shared.next_event().await;
-        let outcome = run_hook(&mut plugin, &shared, event).await;
+        let outcome = run_hook(&mut plugin, shared, event).await;
         shared.finish(outcome);
         if event.phase == Phase::Log {
             return;

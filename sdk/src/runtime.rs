@@ -18,22 +18,21 @@
 //!    late replies are then ignored); `on_delete` forgets the stream.
 
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
-use std::pin::Pin;
-use std::rc::Rc;
-use std::task::{Context, Poll};
+use std::rc::{Rc, Weak};
+use std::task::Context;
 use std::time::Duration;
 
 use proxy_async_abi::gate::{
     Arrival, BodyWindow, Exchange, Finish, GateSettings, HookRun, HookState, Outcome, PhaseSet,
     Refusal, ReplyFate, StreamGate,
 };
-use proxy_async_executor::{Executor, Owner, Registry, context_waker};
+use proxy_async_executor::{Executor, IdMap, Owner, Registry, context_waker};
 
 use crate::error::Error;
 use crate::host::{Action, BufferType, Direction, Host, MapType, Pairs};
 use crate::plugin::{Flow, LocalReply};
 use crate::redis::{RedisReply, RedisState};
+use crate::stream_task::{self, StreamTask};
 use crate::timer::{TickFunction, Timers};
 
 pub(crate) use proxy_async_abi::Phase;
@@ -133,15 +132,6 @@ impl StreamShared {
     }
 }
 
-/// A stream's task: its plugin value and the hook running now, polled by the runtime.
-type StreamTask = Pin<Box<dyn Future<Output = ()>>>;
-
-struct StreamSlot {
-    // `None` while it is polled (and once it ended).
-    task: Option<StreamTask>,
-    shared: Rc<StreamShared>,
-}
-
 /// Plugin-wide settings the driver needs.
 #[derive(Clone, Copy)]
 pub(crate) struct Settings {
@@ -178,7 +168,7 @@ pub(crate) struct Runtime {
     pub(crate) grpc: crate::grpc::GrpcState,
     // Shared queues some task waits on.
     pub(crate) queues: crate::queue::QueueWaiters,
-    streams: RefCell<BTreeMap<u32, StreamSlot>>,
+    streams: RefCell<IdMap<Rc<dyn StreamTask>>>,
     // Whether a task (a stream's or the executor's) is being polled: a callback that arrives
     // meanwhile (from inside a hostcall) queues its stream, the outer drain polls it.
     polling: Cell<bool>,
@@ -199,27 +189,34 @@ pub(crate) struct Runtime {
 }
 
 thread_local! {
-    static CURRENT: RefCell<Option<Rc<Runtime>>> = const { RefCell::new(None) };
+    // The runtime of the callback running now: a plain pointer, so that entering and leaving
+    // a callback costs no reference counting. It is set only by a `CallbackScope`, which
+    // borrows an `Rc` of that runtime for as long as it is set (see `Runtime::current`).
+    static CURRENT: Cell<Option<*const Runtime>> = const { Cell::new(None) };
 }
 
 /// Makes a runtime the current one for the length of a host callback, so that code inside hooks
 /// (the HTTP client, the logger) reaches the host. Restores the previous one on drop.
-pub(crate) struct CallbackScope {
-    previous: Option<Rc<Runtime>>,
+pub(crate) struct CallbackScope<'a> {
+    previous: Option<*const Runtime>,
+    // Keeps the runtime's `Rc` borrowed (so alive) while the scope stands.
+    _runtime: std::marker::PhantomData<&'a Rc<Runtime>>,
 }
 
-impl CallbackScope {
-    fn enter(runtime: &Rc<Runtime>, context_id: u32) -> Self {
+impl<'a> CallbackScope<'a> {
+    fn enter(runtime: &'a Rc<Runtime>, context_id: u32) -> Self {
         runtime.effective.set(context_id);
-        let previous = CURRENT.with(|current| current.replace(Some(Rc::clone(runtime))));
-        CallbackScope { previous }
+        let previous = CURRENT.with(|current| current.replace(Some(Rc::as_ptr(runtime))));
+        CallbackScope {
+            previous,
+            _runtime: std::marker::PhantomData,
+        }
     }
 }
 
-impl Drop for CallbackScope {
+impl Drop for CallbackScope<'_> {
     fn drop(&mut self) {
-        let previous = self.previous.take();
-        CURRENT.with(|current| *current.borrow_mut() = previous);
+        CURRENT.with(|current| current.set(self.previous));
     }
 }
 
@@ -232,7 +229,7 @@ impl Runtime {
             redis: RedisState::default(),
             grpc: Default::default(),
             queues: Default::default(),
-            streams: RefCell::new(BTreeMap::new()),
+            streams: RefCell::new(IdMap::new()),
             polling: Cell::new(false),
             finished: Rc::new(RefCell::new(Vec::new())),
             effective: Cell::new(0),
@@ -258,7 +255,7 @@ impl Runtime {
     /// The `x-request-id` of the stream running now, `nil` outside one (as Higress logs it).
     pub(crate) fn request_id(&self) -> String {
         let stream = self.effective.get();
-        if !self.streams.borrow().contains_key(&stream) {
+        if !self.streams.borrow().contains_key(stream) {
             return "nil".to_string();
         }
         match self
@@ -376,80 +373,73 @@ impl Runtime {
 
     /// The runtime of the callback running now.
     pub(crate) fn current() -> Option<Rc<Runtime>> {
-        CURRENT.with(|current| current.borrow().clone())
-    }
-
-    /// Starts a host callback on `context_id`.
-    pub(crate) fn scope(self: &Rc<Self>, context_id: u32) -> CallbackScope {
-        CallbackScope::enter(self, context_id)
-    }
-
-    /// Creates the stream `context_id`; `task` builds its task from the shared mailbox.
-    pub(crate) fn create_stream<F, Fut>(self: &Rc<Self>, context_id: u32, task: F)
-    where
-        F: FnOnce(Rc<StreamShared>) -> Fut,
-        Fut: Future<Output = ()> + 'static,
-    {
-        let shared = Rc::new(StreamShared::new(
-            context_id,
-            Rc::clone(&self.host),
-            Rc::clone(&self.finished),
-        ));
-        let task: StreamTask = Box::pin(task(Rc::clone(&shared)));
-        let replaced = self.streams.borrow_mut().insert(
-            context_id,
-            StreamSlot {
-                task: Some(task),
-                shared,
-            },
-        );
-        if let Some(old) = replaced {
-            log::warn!("context {context_id} was created twice; dropping the first");
-            drop(old);
+        let runtime = CURRENT.with(Cell::get)?;
+        // SAFETY: `CURRENT` holds a pointer only while the `CallbackScope` that set it stands
+        // (scopes are guards on the stack, dropped in reverse order, each restoring the
+        // pointer before it; none is leaked), and that scope borrows an `Rc` of the runtime
+        // for its whole life, so the runtime is alive and its strong count at least 1: making
+        // one more strong reference from the pointer is sound.
+        unsafe {
+            Rc::increment_strong_count(runtime);
+            Some(Rc::from_raw(runtime))
         }
     }
 
-    fn stream(&self, context_id: u32) -> Option<Rc<StreamShared>> {
-        self.streams
-            .borrow()
-            .get(&context_id)
-            .map(|slot| Rc::clone(&slot.shared))
+    /// Starts a host callback on `context_id`.
+    pub(crate) fn scope(self: &Rc<Self>, context_id: u32) -> CallbackScope<'_> {
+        CallbackScope::enter(self, context_id)
+    }
+
+    /// Creates the stream `context_id`; `future` builds its task's future from a weak
+    /// reference to the task (see [`stream_task`](crate::stream_task)).
+    pub(crate) fn create_stream<F, Fut>(self: &Rc<Self>, context_id: u32, future: F)
+    where
+        F: FnOnce(Weak<dyn StreamTask>) -> Fut,
+        Fut: Future<Output = ()> + 'static,
+    {
+        let shared =
+            StreamShared::new(context_id, Rc::clone(&self.host), Rc::clone(&self.finished));
+        let task = stream_task::new(shared, future);
+        let replaced = self.streams.borrow_mut().insert(context_id, task);
+        if let Some(old) = replaced {
+            log::warn!("context {context_id} was created twice; dropping the first");
+            old.stop();
+        }
+    }
+
+    fn stream(&self, context_id: u32) -> Option<Rc<dyn StreamTask>> {
+        self.streams.borrow().get(context_id).cloned()
     }
 
     /// Polls the task of stream `context_id`; whether it did. Inside another poll it only
     /// queues the stream, for the drain around that poll.
     fn poll_stream(&self, context_id: u32) -> bool {
+        let Some(task) = self.stream(context_id) else {
+            return false;
+        };
+        self.poll_task(context_id, &*task)
+    }
+
+    /// [`poll_stream`](Runtime::poll_stream) of a task at hand.
+    fn poll_task(&self, context_id: u32, task: &dyn StreamTask) -> bool {
         if self.polling.get() {
             context_waker::wake(context_id);
             return false;
         }
-        let task = self
-            .streams
-            .borrow_mut()
-            .get_mut(&context_id)
-            .and_then(|slot| slot.task.take());
-        let Some(mut task) = task else {
+        if !task.is_running() {
             return false;
-        };
+        }
         self.enter(context_id);
         let poll = {
             let _polling = Polling::enter(&self.polling);
             let waker = context_waker::waker(context_id);
-            task.as_mut().poll(&mut Context::from_waker(&waker))
+            task.poll(&mut Context::from_waker(&waker))
         };
-        if poll == Poll::Pending {
-            let mut streams = self.streams.borrow_mut();
-            if let Some(slot) = streams.get_mut(&context_id)
-                && slot.task.is_none()
-                && !slot.shared.is_ended()
-            {
-                slot.task = Some(task);
-                return true;
-            }
+        // Its stream ended while it ran: the future goes now (outside every borrow, as its
+        // drop may call back into the runtime).
+        if poll.is_pending() && task.shared().is_ended() {
+            task.stop();
         }
-        // It ended, or its stream ended (or was replaced) while it ran: dropped outside the
-        // borrow, as its futures' drops may call back into the runtime.
-        drop(task);
         true
     }
 
@@ -462,10 +452,11 @@ impl Runtime {
         end_of_stream: bool,
     ) -> Action {
         let _scope = self.scope(context_id);
-        let Some(shared) = self.stream(context_id) else {
+        let Some(task) = self.stream(context_id) else {
             log::debug!("{} for unknown context {context_id}", phase.callback_name());
             return Action::Continue;
         };
+        let shared = task.shared();
         let arrival = shared.gate.borrow_mut().callback(
             &self.gate_settings.get(),
             Event::new(phase, size, end_of_stream),
@@ -477,17 +468,18 @@ impl Runtime {
                 self.refuse_oversized_body(phase, direction, size);
                 Action::Pause
             }
-            Arrival::Run(run) => self.run_in_callback(&shared, run),
+            Arrival::Run(run) => self.run_in_callback(&*task, run),
         }
     }
 
     /// Runs `run`, which starts inside the callback running now, and what the gate starts
     /// after it in the same callback; returns the callback's answer.
-    fn run_in_callback(self: &Rc<Self>, shared: &StreamShared, run: HookRun) -> Action {
+    fn run_in_callback(self: &Rc<Self>, task: &dyn StreamTask, run: HookRun) -> Action {
+        let shared = task.shared();
         let mut run = run;
         loop {
             self.start_hook(shared, run);
-            self.poll_stream(shared.context_id);
+            self.poll_task(shared.context_id, task);
             self.drain();
             let outcome = shared.outcome.borrow_mut().take();
             let Some(outcome) = outcome else {
@@ -683,13 +675,18 @@ impl Runtime {
 
     /// `proxy_on_log`: runs the plugin's `on_log` hook if the stream is idle.
     pub(crate) fn on_log(self: &Rc<Self>, context_id: u32) {
+        // A plugin without an `on_log` (learnt when its default first ran) costs nothing here.
+        if self.gate_settings.get().skipped.contains(Phase::Log) {
+            return;
+        }
         let _scope = self.scope(context_id);
-        let Some(shared) = self.stream(context_id) else {
+        let Some(task) = self.stream(context_id) else {
             return;
         };
+        let shared = task.shared();
         let run = shared.gate.borrow_mut().log(&self.gate_settings.get());
         if let Some(run) = run {
-            self.run_in_callback(&shared, run);
+            self.run_in_callback(&*task, run);
         }
     }
 
@@ -697,16 +694,13 @@ impl Runtime {
     /// On a root context: its background tasks stop.
     pub(crate) fn on_done(self: &Rc<Self>, context_id: u32) -> bool {
         let _scope = self.scope(context_id);
-        let task = {
-            let mut streams = self.streams.borrow_mut();
-            streams.get_mut(&context_id).map(|slot| {
-                slot.shared.gate.borrow_mut().end();
-                slot.task.take()
-            })
-        };
-        match task {
-            // Dropped outside the borrow (see `poll_stream`).
-            Some(task) => drop(task),
+        match self.stream(context_id) {
+            Some(task) => {
+                task.shared().gate.borrow_mut().end();
+                // If it is being polled (this callback came from inside one of its
+                // hostcalls), the poll stops it when it returns.
+                task.stop();
+            }
             None if !self.executor.is_empty() => {
                 self.executor.cancel(Owner(context_id));
             }
@@ -718,13 +712,20 @@ impl Runtime {
     /// `proxy_on_delete`: forgets the stream.
     pub(crate) fn on_delete(self: &Rc<Self>, context_id: u32) {
         let _scope = self.scope(context_id);
-        let removed = self.streams.borrow_mut().remove(&context_id);
-        if removed.is_some() {
-            context_waker::forget(context_id);
-        } else if !self.executor.is_empty() {
-            self.executor.cancel(Owner(context_id));
+        let removed = self.streams.borrow_mut().remove(context_id);
+        match removed {
+            Some(task) => {
+                // Without a `proxy_on_done` first (a host may skip it), the future goes here
+                // (or, if it is being polled, when that poll returns).
+                task.shared().gate.borrow_mut().end();
+                task.stop();
+                context_waker::forget(context_id);
+            }
+            None if !self.executor.is_empty() => {
+                self.executor.cancel(Owner(context_id));
+            }
+            None => {}
         }
-        drop(removed);
     }
 
     /// Polls every woken task, then resumes (or replies to) the streams whose paused hook
@@ -747,7 +748,9 @@ impl Runtime {
                     > 0;
             }
             // Applying may start held hooks; poll them before returning to the host.
-            progressed |= self.apply_finished();
+            if !self.finished.borrow().is_empty() {
+                progressed |= self.apply_finished();
+            }
             if !progressed {
                 break;
             }
@@ -772,9 +775,10 @@ impl Runtime {
     }
 
     fn apply_one_finished(&self, context_id: u32) -> bool {
-        let Some(shared) = self.stream(context_id) else {
+        let Some(task) = self.stream(context_id) else {
             return false;
         };
+        let shared = task.shared();
         let Some(outcome) = shared.outcome.borrow_mut().take() else {
             return false;
         };
@@ -788,12 +792,12 @@ impl Runtime {
             .borrow_mut()
             .returned(&self.gate_settings.get(), outcome_kind(&outcome));
         self.enter(context_id);
-        self.carry_out(&shared, phase, outcome, finish);
+        self.carry_out(shared, phase, outcome, finish);
         match finish.next {
             // Its callback already answered Pause, so its direction is resumed when it
             // finishes.
             Some(next) => {
-                self.start_hook(&shared, next);
+                self.start_hook(shared, next);
                 context_waker::wake(context_id);
                 true
             }
@@ -888,7 +892,7 @@ impl Runtime {
             .streams
             .borrow()
             .values()
-            .filter(|slot| slot.task.is_some())
+            .filter(|task| task.is_running())
             .count();
         streams + self.executor.len()
     }
@@ -902,13 +906,29 @@ impl Runtime {
     /// Whether `context_id` is a stream of this runtime.
     #[cfg(all(target_arch = "wasm32", not(target_env = "p2")))]
     pub(crate) fn has_stream(&self, context_id: u32) -> bool {
-        self.streams.borrow().contains_key(&context_id)
+        self.streams.borrow().contains_key(context_id)
     }
 
     /// Streams the runtime knows.
     #[cfg(not(target_arch = "wasm32"))]
     pub(crate) fn stream_count(&self) -> usize {
         self.streams.borrow().len()
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        // A stream's future holds its own task (see `stream_task`): stop the futures of the
+        // streams still here (a root context deleted before its streams ended), or they leak.
+        let streams: Vec<Rc<dyn StreamTask>> = self
+            .streams
+            .get_mut()
+            .drain()
+            .map(|(_, task)| task)
+            .collect();
+        for task in streams {
+            task.stop();
+        }
     }
 }
 

@@ -1,0 +1,100 @@
+//! A stream's task: what the driver and the hooks share, and the future that runs the hooks,
+//! in one allocation.
+//!
+//! The future borrows the shared part (a hook's [`Request`](crate::Request) holds a
+//! `&StreamShared` across its awaits), so both live in one reference-counted cell that never
+//! moves: the future holds a strong reference to its own cell from its first poll until it is
+//! stopped (at `proxy_on_done`, or when the runtime goes), which breaks the cycle.
+
+use std::cell::RefCell;
+use std::pin::Pin;
+use std::rc::{Rc, Weak};
+use std::task::{Context, Poll};
+
+use crate::runtime::StreamShared;
+
+/// A stream's task, whatever its plugin type.
+pub(crate) trait StreamTask {
+    /// What the driver and the hooks share.
+    fn shared(&self) -> &StreamShared;
+
+    /// Polls the future; `Ready` once it ended or was stopped. A poll of a task that is being
+    /// polled (from a callback inside one of its hostcalls) does nothing and is `Pending`: the
+    /// caller polls it again after the outer poll.
+    fn poll(&self, cx: &mut Context<'_>) -> Poll<()>;
+
+    /// Drops the future (and every call it awaits) now; if it is being polled, the poll drops
+    /// it when it returns. Whether the future was dropped now.
+    fn stop(&self) -> bool;
+
+    /// Whether the future has neither ended nor been stopped.
+    fn is_running(&self) -> bool;
+}
+
+struct StreamCell<F> {
+    shared: StreamShared,
+    // `None` once ended or stopped. Never moved out of: set to `None` in place only, so that
+    // the future stays where it was first polled (see `poll`).
+    future: RefCell<Option<F>>,
+}
+
+/// The task of a stream sharing `shared`, whose future `make` builds from a weak reference to
+/// the task itself (the future upgrades it at its first poll to reach `shared`).
+pub(crate) fn new<F, M>(shared: StreamShared, make: M) -> Rc<dyn StreamTask>
+where
+    M: FnOnce(Weak<dyn StreamTask>) -> F,
+    F: Future<Output = ()> + 'static,
+{
+    let cell: Rc<StreamCell<F>> = Rc::new_cyclic(|weak: &Weak<StreamCell<F>>| {
+        let task: Weak<dyn StreamTask> = weak.clone();
+        StreamCell {
+            shared,
+            future: RefCell::new(Some(make(task))),
+        }
+    });
+    cell
+}
+
+impl<F: Future<Output = ()>> StreamTask for StreamCell<F> {
+    fn shared(&self) -> &StreamShared {
+        &self.shared
+    }
+
+    fn poll(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let Ok(mut slot) = self.future.try_borrow_mut() else {
+            return Poll::Pending;
+        };
+        let Some(future) = slot.as_mut() else {
+            return Poll::Ready(());
+        };
+        // SAFETY: the future lives inside an `Rc` allocation, which never moves, and is only
+        // ever dropped in place (`*slot = None`, here and in `stop`), never moved out of the
+        // cell (no `take`, no `Rc::try_unwrap`: the cell is private to this module and only
+        // handed out as `Rc<dyn StreamTask>`). So it stays pinned from this first poll on.
+        let future = unsafe { Pin::new_unchecked(future) };
+        let poll = future.poll(cx);
+        if poll.is_ready() {
+            *slot = None;
+        }
+        poll
+    }
+
+    fn stop(&self) -> bool {
+        match self.future.try_borrow_mut() {
+            Ok(mut slot) => {
+                // Dropped in place (assignment drops the old value where it is): a pinned
+                // future must not move before its drop. Its drop may call back into the
+                // runtime, which then finds this task busy (`poll` pending, `stop` false).
+                *slot = None;
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn is_running(&self) -> bool {
+        self.future
+            .try_borrow()
+            .map_or(true, |future| future.is_some())
+    }
+}
