@@ -61,6 +61,13 @@ pub fn wake(id: u32) {
     });
 }
 
+/// Whether a context was woken and not yet taken.
+pub fn any_woken() -> bool {
+    WOKEN
+        .try_with(|woken| woken.try_borrow().is_ok_and(|woken| !woken.is_empty()))
+        .unwrap_or(false)
+}
+
 /// The context woken longest ago, if any is, taken off the list.
 pub fn take_woken() -> Option<u32> {
     WOKEN

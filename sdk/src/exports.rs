@@ -38,23 +38,35 @@ impl<P: Plugin> Module<P> {
         }
     }
 
-    /// The instance of `context_id`, a root context or a stream of one. A module has one root
-    /// context per plugin configuration; with one, every context is its own.
-    fn driver(&self, context_id: u32) -> Option<Rc<Driver<P>>> {
-        let roots = self.roots.borrow();
-        if let [only] = roots.as_slice() {
-            return Some(Rc::clone(&only.driver));
-        }
-        roots
-            .iter()
-            .find(|root| root.context_id == context_id)
-            .or_else(|| roots.iter().find(|root| root.driver.has_stream(context_id)))
-            .map(|root| Rc::clone(&root.driver))
+    /// Runs `callback` on the instance of `context_id`, a root context or a stream of one. A
+    /// module has one root context per plugin configuration; with one, every context is its
+    /// own. The roots stay borrowed meanwhile (no reference counted per callback): a root
+    /// created or deleted from inside the callback is refused (see `on_context_create`).
+    fn with_driver<R>(
+        &self,
+        context_id: u32,
+        callback: impl FnOnce(&Rc<Driver<P>>) -> R,
+    ) -> Option<R> {
+        let Ok(roots) = self.roots.try_borrow() else {
+            return None;
+        };
+        let driver = match roots.as_slice() {
+            [only] => &only.driver,
+            roots => {
+                &roots
+                    .iter()
+                    .find(|root| root.context_id == context_id)
+                    .or_else(|| roots.iter().find(|root| root.driver.has_stream(context_id)))?
+                    .driver
+            }
+        };
+        Some(callback(driver))
     }
 
     fn root(&self, context_id: u32) -> Option<Rc<Driver<P>>> {
         self.roots
-            .borrow()
+            .try_borrow()
+            .ok()?
             .iter()
             .find(|root| root.context_id == context_id)
             .map(|root| Rc::clone(&root.driver))
@@ -63,7 +75,7 @@ impl<P: Plugin> Module<P> {
     /// Takes root context `context_id` out of the module (the caller drops it outside the
     /// borrow: what its tasks hold may log or call out).
     fn take_root(&self, context_id: u32) -> Option<Root<P>> {
-        let mut roots = self.roots.borrow_mut();
+        let mut roots = self.roots.try_borrow_mut().ok()?;
         let index = roots
             .iter()
             .position(|root| root.context_id == context_id)?;
@@ -75,9 +87,16 @@ impl<P: Plugin> Module<P> {
     pub fn on_context_create(&self, context_id: u32, parent_id: u32) {
         if parent_id == 0 {
             let driver = Driver::<P>::new(Rc::new(crate::abi::AbiHost));
-            register_runtime(context_id, &driver.runtime);
             let replaced = self.take_root(context_id);
-            self.roots.borrow_mut().push(Root { context_id, driver });
+            let Ok(mut roots) = self.roots.try_borrow_mut() else {
+                log::error!(
+                    "root context {context_id} created from inside a callback of this module; ignored"
+                );
+                return;
+            };
+            register_runtime(context_id, &driver.runtime);
+            roots.push(Root { context_id, driver });
+            drop(roots);
             if replaced.is_some() {
                 log::warn!("root context {context_id} was created twice; dropping the first");
             }
@@ -116,26 +135,21 @@ impl<P: Plugin> Module<P> {
 
     /// A stream's header, body or trailer callback; the `proxy_action_t` it answers.
     pub fn on_hook(&self, context_id: u32, phase: Phase, size: usize, end_of_stream: u32) -> u32 {
-        match self.driver(context_id) {
-            Some(driver) => driver
-                .on_hook(context_id, phase, size, end_of_stream != 0)
-                .code(),
-            None => Action::Continue.code(),
-        }
+        self.with_driver(context_id, |driver| {
+            driver.on_hook(context_id, phase, size, end_of_stream != 0)
+        })
+        .unwrap_or(Action::Continue)
+        .code()
     }
 
     /// `proxy_on_log`.
     pub fn on_log(&self, context_id: u32) {
-        if let Some(driver) = self.driver(context_id) {
-            driver.runtime.on_log(context_id);
-        }
+        self.with_driver(context_id, |driver| driver.runtime.on_log(context_id));
     }
 
     /// `proxy_on_done`: 1, the context is done at once.
     pub fn on_done(&self, context_id: u32) -> u32 {
-        if let Some(driver) = self.driver(context_id) {
-            driver.runtime.on_done(context_id);
-        }
+        self.with_driver(context_id, |driver| driver.runtime.on_done(context_id));
         1
     }
 
@@ -146,9 +160,7 @@ impl<P: Plugin> Module<P> {
             drop(root);
             return;
         }
-        if let Some(driver) = self.driver(context_id) {
-            driver.on_delete(context_id);
-        }
+        self.with_driver(context_id, |driver| driver.on_delete(context_id));
     }
 
     /// `proxy_on_http_call_response`, on the context that made the call.
@@ -160,30 +172,32 @@ impl<P: Plugin> Module<P> {
         body_size: usize,
         num_trailers: usize,
     ) {
-        match self.driver(context_id) {
-            Some(driver) => driver.runtime.on_call_response(
+        let answered = self.with_driver(context_id, |driver| {
+            driver.runtime.on_call_response(
                 context_id,
                 token,
                 num_headers,
                 body_size,
                 num_trailers,
-            ),
-            None => log::debug!("response to call {token} for unknown context {context_id}"),
+            );
+        });
+        if answered.is_none() {
+            log::debug!("response to call {token} for unknown context {context_id}");
         }
     }
 
     /// `proxy_on_grpc_receive`: a unary call's reply, or a message on a stream.
     pub fn on_grpc_receive(&self, context_id: u32, token: u32, size: usize) {
-        if let Some(driver) = self.driver(context_id) {
+        self.with_driver(context_id, |driver| {
             driver.runtime.on_grpc_receive(context_id, token, size);
-        }
+        });
     }
 
     /// `proxy_on_grpc_close`: a gRPC call or stream ended with `status`.
     pub fn on_grpc_close(&self, context_id: u32, token: u32, status: u32) {
-        if let Some(driver) = self.driver(context_id) {
+        self.with_driver(context_id, |driver| {
             driver.runtime.on_grpc_close(context_id, token, status);
-        }
+        });
     }
 }
 

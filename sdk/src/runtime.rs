@@ -451,24 +451,34 @@ impl Runtime {
         size: usize,
         end_of_stream: bool,
     ) -> Action {
-        let _scope = self.scope(context_id);
-        let Some(task) = self.stream(context_id) else {
-            log::debug!("{} for unknown context {context_id}", phase.callback_name());
-            return Action::Continue;
+        // The gate first, on a borrow of the stream: most callbacks of most plugins are
+        // answered there (a phase the plugin leaves at its default), with no scope and no
+        // reference taken. The gate makes no hostcall, so nothing re-enters meanwhile.
+        let arrival = {
+            let streams = self.streams.borrow();
+            let Some(task) = streams.get(context_id) else {
+                drop(streams);
+                let _scope = self.scope(context_id);
+                log::debug!("{} for unknown context {context_id}", phase.callback_name());
+                return Action::Continue;
+            };
+            let arrival = task.shared().gate.borrow_mut().callback(
+                &self.gate_settings.get(),
+                Event::new(phase, size, end_of_stream),
+            );
+            match arrival {
+                Arrival::Answer(action) => return action,
+                Arrival::Refuse { direction, size } => Err((direction, size)),
+                Arrival::Run(run) => Ok((run, Rc::clone(task))),
+            }
         };
-        let shared = task.shared();
-        let arrival = shared.gate.borrow_mut().callback(
-            &self.gate_settings.get(),
-            Event::new(phase, size, end_of_stream),
-        );
+        let _scope = self.scope(context_id);
         match arrival {
-            Arrival::Answer(action) => action,
-            Arrival::Refuse { direction, size } => {
-                self.enter(context_id);
+            Err((direction, size)) => {
                 self.refuse_oversized_body(phase, direction, size);
                 Action::Pause
             }
-            Arrival::Run(run) => self.run_in_callback(&*task, run),
+            Ok((run, task)) => self.run_in_callback(&*task, run),
         }
     }
 
@@ -732,7 +742,11 @@ impl Runtime {
     /// finished. Safe to call re-entrantly: a nested call does nothing and the outer one
     /// finishes the work.
     fn drain(self: &Rc<Self>) {
-        if self.polling.get() {
+        if self.polling.get()
+            || (!context_waker::any_woken()
+                && self.executor.is_empty()
+                && self.finished.borrow().is_empty())
+        {
             return;
         }
         loop {
