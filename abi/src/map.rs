@@ -66,11 +66,27 @@ fn len_u32(len: usize) -> u32 {
 
 /// Decodes a map, borrowing names and values from `bytes`.
 pub fn decode(bytes: &[u8]) -> Result<BorrowedPairs<'_>, MalformedMap> {
+    let mut pairs = Vec::new();
+    walk(bytes, |count, name, value| {
+        if pairs.capacity() == 0 {
+            pairs.reserve_exact(count);
+        }
+        pairs.push((name, value));
+    })?;
+    Ok(pairs)
+}
+
+// Checks `bytes` against the format, handing `each` the number of pairs and every pair, in
+// order.
+fn walk<'a>(
+    bytes: &'a [u8],
+    mut each: impl FnMut(usize, &'a [u8], &'a [u8]),
+) -> Result<usize, MalformedMap> {
     if bytes.len() <= 1 {
         if bytes.first().is_some_and(|&byte| byte != 0) {
             return Err(malformed("a one-byte map that is not 0x00"));
         }
-        return Ok(Vec::new());
+        return Ok(0);
     }
     let count = read_u32(bytes, 0).ok_or(malformed("truncated count"))?;
     let count = usize::try_from(count).map_err(|_| malformed("count larger than the map"))?;
@@ -81,7 +97,6 @@ pub fn decode(bytes: &[u8]) -> Result<BorrowedPairs<'_>, MalformedMap> {
         .and_then(|sizes| sizes.checked_add(4))
         .filter(|&end| end <= bytes.len() && count <= bytes.len() / 10)
         .ok_or(malformed("count larger than the map"))?;
-    let mut pairs = Vec::with_capacity(count);
     let mut at = sizes_end;
     for index in 0..count {
         let sizes = 4 + index * 8;
@@ -92,12 +107,118 @@ pub fn decode(bytes: &[u8]) -> Result<BorrowedPairs<'_>, MalformedMap> {
         };
         let name = take(bytes, &mut at, name_len)?;
         let value = take(bytes, &mut at, value_len)?;
-        pairs.push((name, value));
+        each(count, name, value);
     }
     if at != bytes.len() {
         return Err(malformed("bytes after the last pair"));
     }
-    Ok(pairs)
+    Ok(count)
+}
+
+/// A map in the wire format, checked once, whose pairs are then read in place: a map the proxy
+/// returned is kept as the one buffer it arrived in, with no allocation per name or value.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct EncodedMap {
+    bytes: Vec<u8>,
+    count: usize,
+}
+
+impl EncodedMap {
+    /// Checks `bytes` (as [`decode`] does) and keeps them.
+    pub fn new(bytes: Vec<u8>) -> Result<EncodedMap, MalformedMap> {
+        let count = walk(&bytes, |_, _, _| {})?;
+        Ok(EncodedMap { bytes, count })
+    }
+
+    /// `pairs`, encoded.
+    pub fn encode<N: AsRef<[u8]>, V: AsRef<[u8]>>(pairs: &[(N, V)]) -> EncodedMap {
+        EncodedMap {
+            bytes: encode(pairs),
+            count: pairs.len(),
+        }
+    }
+
+    /// The number of pairs.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether there are no pairs.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The pairs, in order.
+    pub fn iter(&self) -> EncodedPairs<'_> {
+        EncodedPairs {
+            bytes: &self.bytes,
+            index: 0,
+            count: self.count,
+            at: 4 + self.count * 8,
+        }
+    }
+
+    /// The encoded bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl fmt::Debug for EncodedMap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.iter().map(|(name, value)| {
+                (
+                    String::from_utf8_lossy(name),
+                    String::from_utf8_lossy(value),
+                )
+            }))
+            .finish()
+    }
+}
+
+/// The pairs of an [`EncodedMap`], borrowed from it.
+#[derive(Debug, Clone)]
+pub struct EncodedPairs<'a> {
+    bytes: &'a [u8],
+    index: usize,
+    count: usize,
+    at: usize,
+}
+
+impl<'a> Iterator for EncodedPairs<'a> {
+    type Item = (&'a [u8], &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.index >= self.count {
+            return None;
+        }
+        let sizes = 4 + self.index * 8;
+        self.index += 1;
+        // The map was checked when it was made: none of these can fail, and if one did, the
+        // iteration would end rather than panic.
+        let name_len = usize::try_from(read_u32(self.bytes, sizes)?).ok()?;
+        let value_len = usize::try_from(read_u32(self.bytes, sizes + 4)?).ok()?;
+        let name = self.bytes.get(self.at..self.at + name_len)?;
+        let value_at = self.at + name_len + 1;
+        let value = self.bytes.get(value_at..value_at + value_len)?;
+        self.at = value_at + value_len + 1;
+        Some((name, value))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = self.count - self.index;
+        (left, Some(left))
+    }
+}
+
+impl<'a> IntoIterator for &'a EncodedMap {
+    type Item = (&'a [u8], &'a [u8]);
+    type IntoIter = EncodedPairs<'a>;
+
+    fn into_iter(self) -> EncodedPairs<'a> {
+        self.iter()
+    }
 }
 
 fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {
@@ -134,6 +255,17 @@ mod tests {
         b'a', 0, b'1', 0,
         b'b', 0, b'2', b'2', 0,
     ];
+
+    #[test]
+    fn an_encoded_map_reads_what_decode_reads() {
+        let map = EncodedMap::new(TWO_PAIRS.to_vec()).unwrap();
+        assert_eq!(map.len(), 2);
+        let pairs: Vec<(&[u8], &[u8])> = map.iter().collect();
+        assert_eq!(pairs, decode(TWO_PAIRS).unwrap());
+        assert_eq!(EncodedMap::encode(&[("a", "1"), ("b", "22")]), map);
+        assert!(EncodedMap::new(vec![]).unwrap().is_empty());
+        assert!(EncodedMap::new(TWO_PAIRS[..TWO_PAIRS.len() - 1].to_vec()).is_err());
+    }
 
     #[test]
     fn the_spec_example_round_trips() {
@@ -217,6 +349,20 @@ mod tests {
             #[test]
             fn any_bytes_decode_or_fail_cleanly(bytes in prop::collection::vec(any::<u8>(), 0..96)) {
                 let _ = decode(&bytes);
+            }
+
+            #[test]
+            fn an_encoded_map_accepts_and_reads_exactly_what_decode_does(pairs in pairs(), flip in any::<(usize, u8)>()) {
+                let mut bytes = encode(&pairs);
+                if !bytes.is_empty() && flip.1 != 0 {
+                    let at = flip.0 % bytes.len();
+                    bytes[at] ^= flip.1;
+                }
+                let read = EncodedMap::new(bytes.clone())
+                    .map(|map| map.iter().map(|(n, v)| (n.to_vec(), v.to_vec())).collect::<Vec<_>>());
+                let decoded = decode(&bytes)
+                    .map(|pairs| pairs.into_iter().map(|(n, v)| (n.to_vec(), v.to_vec())).collect::<Vec<_>>());
+                prop_assert_eq!(read, decoded);
             }
 
             #[test]

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use proxy_async_abi::map;
 
+use crate::headers::Headers;
+
 use crate::host::{
     BufferType, Direction, GrpcRequest, Host, HostError, HostStatus, LogLevel, MapType, Pairs,
     check, tick_period_ms,
@@ -217,6 +219,20 @@ impl Host for AbiHost {
                 .into_iter()
                 .map(|(name, value)| (String::from_utf8_lossy(name).into_owned(), value.to_vec()))
                 .collect()),
+            Err(error) => {
+                log::warn!("{error}");
+                Err(HostError {
+                    call: "proxy_get_header_map_pairs",
+                    status: HostStatus::SerializationFailure,
+                })
+            }
+        }
+    }
+
+    fn get_headers(&self, map: MapType) -> Result<Headers, HostError> {
+        let raw = Self::get_map_raw(map)?;
+        match map::EncodedMap::new(raw) {
+            Ok(map) => Ok(Headers::from_map(map)),
             Err(error) => {
                 log::warn!("{error}");
                 Err(HostError {

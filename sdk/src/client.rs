@@ -7,7 +7,8 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 
 use crate::error::CallError;
-use crate::host::{AwaitedCall, HostError, Pairs};
+use crate::headers::Headers;
+use crate::host::{AwaitedCall, HostError};
 use crate::runtime::{CallReply, Runtime};
 use proxy_async_executor::Pending;
 
@@ -413,9 +414,8 @@ impl CallBuilder {
         };
         let status = parts
             .headers
-            .iter()
-            .find(|(name, _)| name == ":status")
-            .and_then(|(_, value)| parse_status(value))
+            .get(":status")
+            .and_then(parse_status)
             .ok_or_else(|| CallError::InvalidStatus {
                 cluster: cluster.to_string(),
             })?;
@@ -470,9 +470,9 @@ fn percent_encode(text: &str, out: &mut String) {
 pub struct CallResponse {
     cluster: Rc<str>,
     status: u16,
-    headers: Pairs,
+    headers: Headers,
     body: Vec<u8>,
-    trailers: Pairs,
+    trailers: Headers,
 }
 
 impl CallResponse {
@@ -503,19 +503,16 @@ impl CallResponse {
 
     /// A header's bytes, if present (the first, if repeated).
     pub fn header_bytes(&self, name: &str) -> Option<&[u8]> {
-        self.headers
-            .iter()
-            .find(|(key, _)| key.eq_ignore_ascii_case(name))
-            .map(|(_, value)| value.as_slice())
+        self.headers.get(name)
     }
 
-    /// All headers, pseudo-headers included.
-    pub fn headers(&self) -> &[(String, Vec<u8>)] {
+    /// All headers, pseudo-headers included, read in place (no copy per header).
+    pub fn headers(&self) -> &Headers {
         &self.headers
     }
 
     /// The trailers, if the response had any.
-    pub fn trailers(&self) -> &[(String, Vec<u8>)] {
+    pub fn trailers(&self) -> &Headers {
         &self.trailers
     }
 

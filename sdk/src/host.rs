@@ -4,6 +4,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::headers::Headers;
 use crate::runtime::ReplyParts;
 
 pub use proxy_async_abi::Action;
@@ -75,6 +76,11 @@ pub(crate) trait Host {
     fn set_effective_context(&self, context_id: u32) -> Result<(), HostError>;
 
     fn get_map(&self, map: MapType) -> Result<Pairs, HostError>;
+    /// [`get_map`](Host::get_map) as [`Headers`]: a proxy-wasm host hands the map over in
+    /// the wire format, which is kept as it came (one buffer, no allocation per pair).
+    fn get_headers(&self, map: MapType) -> Result<Headers, HostError> {
+        self.get_map(map).map(|pairs| Headers::from_pairs(&pairs))
+    }
     fn get_map_value(&self, map: MapType, name: &str) -> Result<Option<Vec<u8>>, HostError>;
     fn set_map(&self, map: MapType, pairs: &[(&str, &[u8])]) -> Result<(), HostError>;
     fn add_map_value(&self, map: MapType, name: &str, value: &[u8]) -> Result<(), HostError>;

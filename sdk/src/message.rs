@@ -3,6 +3,7 @@
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 
+use crate::headers::Headers;
 use crate::host::{BufferType, HostError, MapType};
 use crate::runtime::{Event, Phase, StreamShared};
 
@@ -103,17 +104,14 @@ impl<'a> Message<'a> {
     }
 
     /// All trailers, in order; empty before the trailers hook.
-    pub fn trailers(&self) -> Vec<(String, HeaderValue)> {
-        match self.stream.host.get_map(self.trailer_map) {
-            Ok(pairs) => pairs
-                .into_iter()
-                .map(|(name, value)| (name, HeaderValue(value)))
-                .collect(),
-            Err(error) => {
+    pub fn trailers(&self) -> Headers {
+        self.stream
+            .host
+            .get_headers(self.trailer_map)
+            .unwrap_or_else(|error| {
                 log::debug!("reading trailers: {error}");
-                Vec::new()
-            }
-        }
+                Headers::default()
+            })
     }
 
     /// Changes the trailers (in the trailers hook: the proxy cannot add trailers to a message
@@ -142,18 +140,16 @@ impl<'a> Message<'a> {
             .and_then(|value| String::from_utf8(value.into_bytes()).ok())
     }
 
-    /// All headers, in order, pseudo-headers (`:path`, `:status`, ...) included.
-    pub fn headers(&self) -> Vec<(String, HeaderValue)> {
-        match self.stream.host.get_map(self.map) {
-            Ok(pairs) => pairs
-                .into_iter()
-                .map(|(name, value)| (name, HeaderValue(value)))
-                .collect(),
-            Err(error) => {
+    /// All headers, in order, pseudo-headers (`:path`, `:status`, ...) included: one read of
+    /// the proxy's map, kept as one buffer (see [`Headers`]).
+    pub fn headers(&self) -> Headers {
+        self.stream
+            .host
+            .get_headers(self.map)
+            .unwrap_or_else(|error| {
                 log::debug!("reading headers: {error}");
-                Vec::new()
-            }
-        }
+                Headers::default()
+            })
     }
 
     /// Changes the headers.

@@ -29,7 +29,8 @@ use proxy_async_abi::gate::{
 use proxy_async_executor::{Executor, IdMap, Owner, Registry, context_waker};
 
 use crate::error::Error;
-use crate::host::{Action, BufferType, Direction, Host, MapType, Pairs};
+use crate::headers::Headers;
+use crate::host::{Action, BufferType, Direction, Host, MapType};
 use crate::plugin::{Flow, LocalReply};
 use crate::redis::{RedisReply, RedisState};
 use crate::stream_task::{self, StreamTask};
@@ -43,9 +44,9 @@ pub(crate) use proxy_async_abi::gate::Event;
 pub(crate) type CallReply = Option<ReplyParts>;
 
 pub(crate) struct ReplyParts {
-    pub(crate) headers: Pairs,
+    pub(crate) headers: Headers,
     pub(crate) body: Vec<u8>,
-    pub(crate) trailers: Pairs,
+    pub(crate) trailers: Headers,
 }
 
 /// What a stream's task and the driver share. Only `Cell`s and short `RefCell` borrows: the
@@ -579,10 +580,10 @@ impl Runtime {
     fn read_call_reply(&self, token: u32, body_size: usize, num_trailers: usize) -> ReplyParts {
         let headers = self
             .host
-            .get_map(MapType::HttpCallResponseHeaders)
+            .get_headers(MapType::HttpCallResponseHeaders)
             .unwrap_or_else(|error| {
                 log::warn!("reading the headers of call {token}: {error}");
-                Vec::new()
+                Headers::default()
             });
         let body = if body_size == 0 {
             Vec::new()
@@ -595,10 +596,10 @@ impl Runtime {
                 })
         };
         let trailers = if num_trailers == 0 {
-            Vec::new()
+            Headers::default()
         } else {
             self.host
-                .get_map(MapType::HttpCallResponseTrailers)
+                .get_headers(MapType::HttpCallResponseTrailers)
                 .unwrap_or_default()
         };
         ReplyParts {
@@ -980,7 +981,7 @@ mod tests {
 
     use super::*;
     use crate::driver::Driver;
-    use crate::host::{HostError, LogLevel};
+    use crate::host::{HostError, LogLevel, Pairs};
     use crate::message::Request;
     use crate::{HttpClient, NoConfig, Plugin};
 

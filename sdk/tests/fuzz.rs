@@ -388,11 +388,7 @@ fn run_header_script(message: &mut proxy_async::Message<'_>) {
                 message.header_str(&name),
             )),
             HeaderOp::ReadAll => Some(HeaderSeen::All(
-                message
-                    .headers()
-                    .into_iter()
-                    .map(|(name, value)| (name, value.into_bytes()))
-                    .collect(),
+                message.headers().to_vec(),
             )),
             HeaderOp::Insert(name, value) => {
                 message.headers_mut().insert(&name, value);
@@ -949,7 +945,7 @@ impl Plugin for Caller {
                 let names = answer
                     .headers()
                     .iter()
-                    .map(|(name, _)| name.clone())
+                    .map(|(name, _)| name.to_string())
                     .chain([MISSING.to_string()]);
                 let (header, header_bytes) = names
                     .map(|name| {

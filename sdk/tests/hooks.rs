@@ -619,7 +619,7 @@ fn header_operations_cover_get_add_replace_remove_and_set_all() {
         }
         async fn on_request_headers(&mut self, req: &mut Request<'_>) -> Result<Flow, Error> {
             let all = req.headers();
-            let names: Vec<&str> = all.iter().map(|(name, _)| name.as_str()).collect();
+            let names: Vec<&str> = all.iter().map(|(name, _)| name).collect();
             let seen = names.join(",");
             let method = req.method().unwrap_or_default();
             let path = req.path().unwrap_or_default();

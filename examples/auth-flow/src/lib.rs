@@ -59,8 +59,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use proxy_async::{
-    CallResponse, ConfigError, Error, Flow, HeaderValue, HttpClient, LocalReply, Plugin,
-    PluginConfig, Request,
+    CallResponse, ConfigError, Error, Flow, HttpClient, LocalReply, Plugin, PluginConfig, Request,
 };
 
 /// The prefix of the identity headers this plugin owns; client-supplied ones are removed (see
@@ -255,10 +254,11 @@ impl Plugin for AuthFlow {
         // One read of the headers serves both the stripping and the credential. Should the
         // read fail, it yields no headers: no credential either, so the request is refused
         // with a 401 and goes nowhere, identity headers or not.
-        let mut spoofed: Vec<String> = Vec::new();
-        let mut credentials: Vec<HeaderValue> = Vec::new();
-        for (name, value) in req.headers() {
-            if is_identity_header(&name) {
+        let all = req.headers();
+        let mut spoofed: Vec<&str> = Vec::new();
+        let mut credentials: Vec<&[u8]> = Vec::new();
+        for (name, value) in &all {
+            if is_identity_header(name) {
                 if !spoofed.contains(&name) {
                     spoofed.push(name);
                 }
@@ -274,7 +274,9 @@ impl Plugin for AuthFlow {
         }
 
         let credential = match credentials.as_slice() {
-            [value] => value.to_str().map(str::trim).unwrap_or_default(),
+            [value] => std::str::from_utf8(value)
+                .map(str::trim)
+                .unwrap_or_default(),
             [] => "",
             // Whichever value we checked, the upstream might believe another.
             [_, _, ..] => {
@@ -384,11 +386,7 @@ fn check_status(block: &str, upstream: &Upstream, status: u16) -> Result<Option<
 /// an answer to this API (an error page of a gateway in front of it, say), is not trusted even
 /// when its body happens to parse.
 fn check_content_type(block: &str, upstream: &Upstream, reply: &CallResponse) -> Result<(), Error> {
-    let mut types = reply
-        .headers()
-        .iter()
-        .filter(|(name, _)| name.eq_ignore_ascii_case("content-type"))
-        .map(|(_, value)| value.as_slice());
+    let mut types = reply.headers().get_all("content-type");
     let found = match (types.next(), types.next()) {
         (Some(value), None) if is_json_media_type(value) => return Ok(()),
         (Some(value), None) => format!("content-type {:?}", String::from_utf8_lossy(value)),

@@ -93,8 +93,7 @@ use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use proxy_async::{
-    BackgroundTask, ConfigError, Error, Flow, HeaderValue, LocalReply, Plugin, PluginConfig,
-    Request,
+    BackgroundTask, ConfigError, Error, Flow, LocalReply, Plugin, PluginConfig, Request,
 };
 
 pub mod jwks;
@@ -326,12 +325,13 @@ impl Plugin for JwtAuth {
 
     async fn on_request_headers(&mut self, req: &mut Request<'_>) -> Result<Flow, Error> {
         let config = &*self.config;
-        let mut spoofed: Vec<String> = Vec::new();
-        let mut authorizations: Vec<HeaderValue> = Vec::new();
-        for (name, value) in req.headers() {
+        let all = req.headers();
+        let mut spoofed: Vec<&str> = Vec::new();
+        let mut authorizations: Vec<&[u8]> = Vec::new();
+        for (name, value) in &all {
             if name.eq_ignore_ascii_case("authorization") {
                 authorizations.push(value);
-            } else if is_own_header(config, &name) && !spoofed.contains(&name) {
+            } else if is_own_header(config, name) && !spoofed.contains(&name) {
                 spoofed.push(name);
             }
         }
@@ -344,7 +344,7 @@ impl Plugin for JwtAuth {
 
         let token = match authorizations.as_slice() {
             [] => return Ok(refuse(config, Rejection::Missing)),
-            [value] => match value.to_str().and_then(jwt::bearer_token) {
+            [value] => match std::str::from_utf8(value).ok().and_then(jwt::bearer_token) {
                 Some(token) => token.to_string(),
                 None => return Ok(refuse(config, Rejection::Missing)),
             },

@@ -331,16 +331,12 @@ impl KeyAuthRedis {
     /// The API key: from the first configured header present.
     fn key(&self, req: &Request<'_>) -> Result<String, Denied> {
         for name in &self.config.keys {
-            let values: Vec<_> = req
-                .headers()
-                .into_iter()
-                .filter(|(header, _)| header.eq_ignore_ascii_case(name))
-                .map(|(_, value)| value)
-                .collect();
+            let all = req.headers();
+            let values: Vec<&[u8]> = all.get_all(name).collect();
             match values.as_slice() {
                 [] => continue,
                 [value] => {
-                    let bytes = value.as_bytes();
+                    let bytes: &[u8] = value;
                     if bytes.is_empty() {
                         return Err(Denied::Missing);
                     }
