@@ -1,18 +1,17 @@
 //! Host tokens turned into futures.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
-// std's default hasher seeds itself from `random_get` on first use, which adds a WASI import
-// to every plugin and makes runs differ; host tokens are small distinct integers, so a
-// multiplicative hash spreads them well enough.
-type Entries<R> = HashMap<u32, Slot<R>, BuildHasherDefault<TokenHasher>>;
+use crate::id_map::IdMap;
+
+// Host tokens are small distinct integers handed out in increasing order: the case `IdMap` is
+// made for (and unlike std's `HashMap` it needs no random seed, so no WASI import).
+type Entries<R> = IdMap<Slot<R>>;
 
 enum Slot<R> {
     // Registered; holds the waker of the last poll, if the future was polled.
@@ -82,7 +81,7 @@ impl<R> Registry<R> {
     /// Creates an empty registry.
     pub fn new() -> Self {
         Registry {
-            entries: Rc::new(RefCell::new(HashMap::default())),
+            entries: Rc::new(RefCell::new(IdMap::new())),
         }
     }
 
@@ -90,7 +89,7 @@ impl<R> Registry<R> {
     /// [`complete`](Registry::complete) delivers it; dropping the future forgets the token.
     pub fn register(&self, token: u32) -> Result<Pending<R>, DuplicateToken> {
         let mut entries = self.entries.borrow_mut();
-        if entries.contains_key(&token) {
+        if entries.contains_key(token) {
             return Err(DuplicateToken(token));
         }
         entries.insert(token, Slot::Waiting(None));
@@ -107,7 +106,7 @@ impl<R> Registry<R> {
     pub fn complete(&self, token: u32, reply: R) -> Completion {
         let waker = {
             let mut entries = self.entries.borrow_mut();
-            match entries.get_mut(&token) {
+            match entries.get_mut(token) {
                 Some(slot @ Slot::Waiting(_)) => {
                     match std::mem::replace(slot, Slot::Answered(reply)) {
                         Slot::Waiting(waker) => waker,
@@ -136,7 +135,7 @@ impl<R> Registry<R> {
 
     /// Whether a future waits for `token` (registered, not yet answered).
     pub fn is_waiting(&self, token: u32) -> bool {
-        matches!(self.entries.borrow().get(&token), Some(Slot::Waiting(_)))
+        matches!(self.entries.borrow().get(token), Some(Slot::Waiting(_)))
     }
 
     /// How many tokens are registered and not yet consumed by their future.
@@ -186,7 +185,7 @@ impl<R> Future for Pending<R> {
             return Poll::Pending;
         }
         let mut entries = this.entries.borrow_mut();
-        match entries.get_mut(&this.token) {
+        match entries.get_mut(this.token) {
             Some(Slot::Waiting(waker)) => {
                 match waker {
                     Some(known) if known.will_wake(cx.waker()) => {}
@@ -194,7 +193,7 @@ impl<R> Future for Pending<R> {
                 }
                 Poll::Pending
             }
-            Some(Slot::Answered(_)) => match entries.remove(&this.token) {
+            Some(Slot::Answered(_)) => match entries.remove(this.token) {
                 Some(Slot::Answered(reply)) => {
                     this.finished = true;
                     Poll::Ready(reply)
@@ -210,28 +209,9 @@ impl<R> Future for Pending<R> {
 impl<R> Drop for Pending<R> {
     fn drop(&mut self) {
         if !self.finished {
-            let removed = self.entries.borrow_mut().remove(&self.token);
+            let removed = self.entries.borrow_mut().remove(self.token);
             // The reply (user data) is dropped after the borrow ends.
             drop(removed);
         }
-    }
-}
-
-#[derive(Default)]
-struct TokenHasher(u64);
-
-impl Hasher for TokenHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(byte)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-
-    fn write_u32(&mut self, token: u32) {
-        self.0 = u64::from(token).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     }
 }

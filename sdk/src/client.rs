@@ -290,8 +290,8 @@ impl CallBuilder {
         if name.starts_with(':') {
             log::debug!("pseudo-header {name} ignored on a call; the builder sets it");
         } else {
-            self.headers
-                .push((name.to_ascii_lowercase(), value.to_string()));
+            // As written: the proxy lower-cases the names of a call's headers itself.
+            self.headers.push((name.to_string(), value.to_string()));
         }
         self
     }

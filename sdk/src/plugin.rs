@@ -232,10 +232,11 @@ impl LocalReply {
             .details("plugin_error")
     }
 
-    /// Adds a header (lower-cased, as HTTP/2 and the proxy expect).
+    /// Adds a header. The proxy lower-cases its name, as HTTP/2 wants (Envoy does so for
+    /// every header a plugin hands over).
     pub fn header(mut self, name: &str, value: impl AsRef<[u8]>) -> Self {
         self.headers
-            .push((name.to_ascii_lowercase(), value.as_ref().to_vec()));
+            .push((name.to_string(), value.as_ref().to_vec()));
         self
     }
 

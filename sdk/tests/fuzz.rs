@@ -387,9 +387,7 @@ fn run_header_script(message: &mut proxy_async::Message<'_>) {
                 message.header(&name).map(|value| value.as_bytes().to_vec()),
                 message.header_str(&name),
             )),
-            HeaderOp::ReadAll => Some(HeaderSeen::All(
-                message.headers().to_vec(),
-            )),
+            HeaderOp::ReadAll => Some(HeaderSeen::All(message.headers().to_vec())),
             HeaderOp::Insert(name, value) => {
                 message.headers_mut().insert(&name, value);
                 None

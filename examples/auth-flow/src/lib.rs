@@ -85,7 +85,7 @@ pub struct Config {
 }
 
 /// One service the plugin calls, with its defaults filled in.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Upstream {
     /// The proxy's name for the cluster.
     pub cluster: String,
@@ -95,14 +95,37 @@ pub struct Upstream {
     pub path: String,
     /// The timeout of the calls.
     pub timeout: Duration,
+    // Made once, with the configuration: every stream's calls share it.
+    client: HttpClient,
 }
 
+impl PartialEq for Upstream {
+    fn eq(&self, other: &Self) -> bool {
+        // The client is made from the other fields.
+        (&self.cluster, &self.authority, &self.path, self.timeout)
+            == (&other.cluster, &other.authority, &other.path, other.timeout)
+    }
+}
+
+impl Eq for Upstream {}
+
 impl Upstream {
-    /// A client for this service.
-    pub fn client(&self) -> HttpClient {
-        HttpClient::new(self.cluster.as_str())
-            .with_authority(self.authority.as_str())
-            .with_timeout(self.timeout)
+    /// The service's cluster, authority and timeout, with `path` (and its defaults).
+    pub fn new(cluster: &str, authority: &str, path: &str, timeout: Duration) -> Upstream {
+        Upstream {
+            cluster: cluster.to_string(),
+            authority: authority.to_string(),
+            path: path.to_string(),
+            timeout,
+            client: HttpClient::new(cluster)
+                .with_authority(authority)
+                .with_timeout(timeout),
+        }
+    }
+
+    /// The client for this service.
+    pub fn client(&self) -> &HttpClient {
+        &self.client
     }
 
     fn validate(&self, block: &str) -> Result<(), ConfigError> {
@@ -183,14 +206,13 @@ struct RawUpstream {
 
 impl RawUpstream {
     fn resolve(self, default_path: &str) -> Upstream {
-        Upstream {
-            authority: self.authority.unwrap_or_else(|| self.cluster.clone()),
-            cluster: self.cluster,
-            path: self.path.unwrap_or_else(|| default_path.to_string()),
-            timeout: self
-                .timeout_ms
+        Upstream::new(
+            &self.cluster,
+            self.authority.as_deref().unwrap_or(&self.cluster),
+            self.path.as_deref().unwrap_or(default_path),
+            self.timeout_ms
                 .map_or(HttpClient::DEFAULT_TIMEOUT, Duration::from_millis),
-        }
+        )
     }
 }
 

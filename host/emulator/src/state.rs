@@ -803,7 +803,11 @@ impl Hostcalls for ProxyState {
         _trailers: &[(&[u8], &[u8])],
         timeout_ms: u32,
     ) -> Result<u32, Status> {
-        let has = |wanted: &[u8]| headers.iter().any(|(name, _)| *name == wanted);
+        let has = |wanted: &[u8]| {
+            headers
+                .iter()
+                .any(|(name, _)| name.eq_ignore_ascii_case(wanted))
+        };
         if !(has(b":method") && has(b":path") && has(b":authority")) {
             return Err(Status::BadArgument);
         }
@@ -1071,10 +1075,12 @@ fn lower(name: &[u8]) -> String {
     text(name).to_ascii_lowercase()
 }
 
+// Pairs a plugin hands over (a call's headers, a local reply's, gRPC metadata): Envoy builds
+// its header maps from them with lower-cased names (`Http::LowerCaseString`), so do we.
 fn text_pairs(pairs: &[(&[u8], &[u8])]) -> Vec<(String, String)> {
     pairs
         .iter()
-        .map(|(name, value)| (text(name), text(value)))
+        .map(|(name, value)| (lower(name), text(value)))
         .collect()
 }
 
