@@ -1,5 +1,6 @@
 //! HTTP calls to other clusters, awaited.
 
+use std::borrow::Cow;
 use std::fmt::{self, Write as _};
 use std::rc::Rc;
 use std::time::Duration;
@@ -204,38 +205,42 @@ impl HttpClient {
 
     /// A GET request for `path` (which may carry a query string).
     pub fn get(&self, path: &str) -> CallBuilder {
-        self.request("GET", path)
+        self.start(Cow::Borrowed("GET"), path)
     }
 
     /// A POST request.
     pub fn post(&self, path: &str) -> CallBuilder {
-        self.request("POST", path)
+        self.start(Cow::Borrowed("POST"), path)
     }
 
     /// A PUT request.
     pub fn put(&self, path: &str) -> CallBuilder {
-        self.request("PUT", path)
+        self.start(Cow::Borrowed("PUT"), path)
     }
 
     /// A PATCH request.
     pub fn patch(&self, path: &str) -> CallBuilder {
-        self.request("PATCH", path)
+        self.start(Cow::Borrowed("PATCH"), path)
     }
 
     /// A DELETE request.
     pub fn delete(&self, path: &str) -> CallBuilder {
-        self.request("DELETE", path)
+        self.start(Cow::Borrowed("DELETE"), path)
     }
 
     /// A HEAD request.
     pub fn head(&self, path: &str) -> CallBuilder {
-        self.request("HEAD", path)
+        self.start(Cow::Borrowed("HEAD"), path)
     }
 
     /// A request with any method. `path` is a path (`/v1/token?x=1`), or an absolute URL
     /// (`http://auth.internal/v1/token`), whose host becomes the call's `:authority`, as in
     /// the Higress Go client; the call still goes to this client's cluster.
     pub fn request(&self, method: &str, path: &str) -> CallBuilder {
+        self.start(Cow::Owned(method.to_string()), path)
+    }
+
+    fn start(&self, method: Cow<'static, str>, path: &str) -> CallBuilder {
         let (cluster, authority) = match &self.per_call {
             None => (Rc::clone(&self.cluster), Rc::clone(&self.authority)),
             Some(per_call) => (
@@ -259,7 +264,7 @@ impl HttpClient {
         CallBuilder {
             cluster,
             authority,
-            method: method.to_string(),
+            method,
             path,
             headers: Vec::new(),
             body: Vec::new(),
@@ -275,7 +280,7 @@ impl HttpClient {
 pub struct CallBuilder {
     cluster: Rc<str>,
     authority: Rc<str>,
-    method: String,
+    method: Cow<'static, str>,
     path: String,
     headers: Vec<(String, String)>,
     body: Vec<u8>,
@@ -286,20 +291,26 @@ pub struct CallBuilder {
 impl CallBuilder {
     /// Adds a header. Pseudo-headers (`:method`, `:path`, `:authority`) come from the builder
     /// and are ignored here; set the authority with [`authority`](CallBuilder::authority).
-    pub fn header(mut self, name: &str, value: &str) -> Self {
-        if name.starts_with(':') {
-            log::debug!("pseudo-header {name} ignored on a call; the builder sets it");
-        } else {
-            // As written: the proxy lower-cases the names of a call's headers itself.
-            self.headers.push((name.to_string(), value.to_string()));
-        }
-        self
+    pub fn header(self, name: &str, value: &str) -> Self {
+        self.push_header(name, value.to_string())
     }
 
     /// Sets `authorization: Bearer <token>`.
     pub fn bearer(self, token: &str) -> Self {
-        let value = format!("Bearer {token}");
-        self.header("authorization", &value)
+        let mut value = String::with_capacity(7 + token.len());
+        value.push_str("Bearer ");
+        value.push_str(token);
+        self.push_header("authorization", value)
+    }
+
+    fn push_header(mut self, name: &str, value: String) -> Self {
+        if name.starts_with(':') {
+            log::debug!("pseudo-header {name} ignored on a call; the builder sets it");
+        } else {
+            // As written: the proxy lower-cases the names of a call's headers itself.
+            self.headers.push((name.to_string(), value));
+        }
+        self
     }
 
     /// Appends `name=value` to the query string, percent-encoded.
