@@ -355,12 +355,10 @@ impl CallBuilder {
         self
     }
 
-    /// Dispatches the call and waits for its response. The call goes out when the returned
-    /// future is first polled, so two calls joined with `futures::join!` are in flight at once.
-    ///
-    /// A response with any status is `Ok`; check [`CallResponse::status`]. Errors are the
-    /// proxy's refusal to dispatch, no response (timeout, reset), or no valid `:status`.
-    pub async fn send(self) -> Result<CallResponse, CallError> {
+    /// Hands the call to the proxy. What the request was made of is freed here, before the
+    /// caller awaits the answer: a stream paused on the call keeps only the cluster (for error
+    /// messages), the timeout and the pending call.
+    fn dispatch(self) -> Result<(Rc<str>, Duration, Call), CallError> {
         let CallBuilder {
             cluster,
             authority,
@@ -377,42 +375,68 @@ impl CallBuilder {
                 reason,
             });
         }
-        let refused = |error: HostError| CallError::Refused {
-            cluster: cluster.to_string(),
-            status: error.status,
-        };
-        let call = {
-            let runtime = Runtime::current().ok_or(CallError::NoHost)?;
-            let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(headers.len() + 3);
-            pairs.push((":method", &method));
-            pairs.push((":path", &path));
-            pairs.push((":authority", &authority));
-            pairs.extend(
+        let runtime = Runtime::current().ok_or(CallError::NoHost)?;
+        // The pseudo-headers and a few more on the stack; a longer list on the heap.
+        const ON_STACK: usize = 8;
+        let mut stack = [("", ""); ON_STACK];
+        let mut heap = Vec::new();
+        let pairs: &[(&str, &str)] = if headers.len() + 3 <= ON_STACK {
+            stack[0] = (":method", &*method);
+            stack[1] = (":path", &*path);
+            stack[2] = (":authority", &*authority);
+            for (slot, (name, value)) in stack[3..].iter_mut().zip(&headers) {
+                *slot = (name.as_str(), value.as_str());
+            }
+            stack.get(..headers.len() + 3).unwrap_or_default()
+        } else {
+            heap.reserve_exact(headers.len() + 3);
+            heap.extend([
+                (":method", &*method),
+                (":path", &*path),
+                (":authority", &*authority),
+            ]);
+            heap.extend(
                 headers
                     .iter()
                     .map(|(name, value)| (name.as_str(), value.as_str())),
             );
-            match runtime.host.send_awaited(&cluster, &pairs, &body, timeout) {
-                // A component host: the response is the value of the host's async call.
-                Some(awaited) => Call::Awaited(awaited),
-                // proxy-wasm: the response arrives by callback, routed here by its token.
-                None => {
-                    let token = runtime
-                        .host
-                        .http_call(&cluster, &pairs, &body, timeout)
-                        .map_err(refused)?;
-                    Call::Callback(runtime.calls.register(token).map_err(|duplicate| {
-                        log::error!("{duplicate}");
-                        CallError::InvalidResponse {
-                            cluster: cluster.to_string(),
-                            reason: duplicate.to_string(),
-                        }
-                    })?)
-                }
+            &heap
+        };
+        let call = match runtime.host.send_awaited(&cluster, pairs, &body, timeout) {
+            // A component host: the response is the value of the host's async call.
+            Some(awaited) => Call::Awaited(awaited),
+            // proxy-wasm: the response arrives by callback, routed here by its token.
+            None => {
+                let token = runtime
+                    .host
+                    .http_call(&cluster, pairs, &body, timeout)
+                    .map_err(|error| CallError::Refused {
+                        cluster: cluster.to_string(),
+                        status: error.status,
+                    })?;
+                Call::Callback(runtime.calls.register(token).map_err(|duplicate| {
+                    log::error!("{duplicate}");
+                    CallError::InvalidResponse {
+                        cluster: cluster.to_string(),
+                        reason: duplicate.to_string(),
+                    }
+                })?)
             }
         };
-        // The request went out: a stream paused on the call keeps only what the answer needs.
-        drop((authority, method, path, headers, body));
+        Ok((cluster, timeout, call))
+    }
+
+    /// Dispatches the call and waits for its response. The call goes out when the returned
+    /// future is first polled, so two calls joined with `futures::join!` are in flight at once.
+    ///
+    /// A response with any status is `Ok`; check [`CallResponse::status`]. Errors are the
+    /// proxy's refusal to dispatch, no response (timeout, reset), or no valid `:status`.
+    pub async fn send(self) -> Result<CallResponse, CallError> {
+        let (cluster, timeout, call) = self.dispatch()?;
+        let refused = |error: HostError| CallError::Refused {
+            cluster: cluster.to_string(),
+            status: error.status,
+        };
         let reply: CallReply = match call {
             Call::Awaited(awaited) => awaited.await.map_err(refused)?,
             Call::Callback(pending) => pending.await,
