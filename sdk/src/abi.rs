@@ -416,7 +416,12 @@ impl Host for AbiHost {
         body: &[u8],
         headers: &[(&str, &[u8])],
     ) -> Result<(), HostError> {
-        let headers = map::encode(headers);
+        // No headers: an empty map is zero bytes (spec §3.4), which needs no allocation.
+        let headers = if headers.is_empty() {
+            Vec::new()
+        } else {
+            map::encode(headers)
+        };
         // SAFETY: every pointer is valid for reads of its length during the call.
         let code = unsafe {
             proxy_send_local_response(
