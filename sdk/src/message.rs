@@ -350,10 +350,16 @@ impl HeadersMut<'_> {
     }
 }
 
+#[inline]
 fn warn_refused(result: Result<(), HostError>, what: &str, name: &str) {
     if let Err(error) = result {
-        log::warn!("{what} {name}: {error}");
+        warn_refusal(&error, what, name);
     }
+}
+
+#[cold]
+fn warn_refusal(error: &HostError, what: &str, name: &str) {
+    log::warn!("{what} {name}: {error}");
 }
 
 /// The request, in request hooks.

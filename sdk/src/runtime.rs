@@ -59,7 +59,6 @@ pub(crate) struct StreamShared {
     // Set by the task when a hook finishes; taken by the driver.
     outcome: RefCell<Option<Result<Flow, Error>>>,
     gate: RefCell<StreamGate>,
-    finished: Rc<RefCell<Vec<u32>>>,
 }
 
 impl StreamShared {
@@ -73,18 +72,17 @@ impl StreamShared {
         )
     )]
     pub(crate) fn standalone(context_id: u32, host: Rc<dyn Host>) -> StreamShared {
-        StreamShared::new(context_id, host, Rc::new(RefCell::new(Vec::new())))
+        StreamShared::new(context_id, host)
     }
 
-    /// A stream that reports its finished hooks on `finished`.
-    fn new(context_id: u32, host: Rc<dyn Host>, finished: Rc<RefCell<Vec<u32>>>) -> StreamShared {
+    /// A stream with nothing run yet.
+    fn new(context_id: u32, host: Rc<dyn Host>) -> StreamShared {
         StreamShared {
             context_id,
             host,
             event: Cell::new(None),
             outcome: RefCell::new(None),
             gate: RefCell::new(StreamGate::new()),
-            finished,
         }
     }
 
@@ -101,9 +99,11 @@ impl StreamShared {
     /// already is applied after the drain; one inside its callback, by that callback.
     pub(crate) fn finish(&self, outcome: Result<Flow, Error>) {
         *self.outcome.borrow_mut() = Some(outcome);
-        if matches!(self.gate.borrow().hook(), HookState::Paused(_)) {
-            self.finished.borrow_mut().push(self.context_id);
-        }
+    }
+
+    /// Whether a hook whose callback answered already (it paused) has finished.
+    fn finished_paused(&self) -> bool {
+        matches!(self.gate.borrow().hook(), HookState::Paused(_)) && self.outcome.borrow().is_some()
     }
 
     pub(crate) fn is_ended(&self) -> bool {
@@ -173,7 +173,8 @@ pub(crate) struct Runtime {
     // Whether a task (a stream's or the executor's) is being polled: a callback that arrives
     // meanwhile (from inside a hostcall) queues its stream, the outer drain polls it.
     polling: Cell<bool>,
-    finished: Rc<RefCell<Vec<u32>>>,
+    // Streams whose paused hook finished, in the order they did, for `apply_finished`.
+    finished: RefCell<Vec<u32>>,
     // The context the host applies hostcalls to; 0 when unknown.
     effective: Cell<u32>,
     settings: Settings,
@@ -232,7 +233,7 @@ impl Runtime {
             queues: Default::default(),
             streams: RefCell::new(IdMap::new()),
             polling: Cell::new(false),
-            finished: Rc::new(RefCell::new(Vec::new())),
+            finished: RefCell::new(Vec::new()),
             effective: Cell::new(0),
             settings,
             gate_settings: Cell::new(settings.gate),
@@ -398,8 +399,7 @@ impl Runtime {
         F: FnOnce(Weak<dyn StreamTask>) -> Fut,
         Fut: Future<Output = ()> + 'static,
     {
-        let shared =
-            StreamShared::new(context_id, Rc::clone(&self.host), Rc::clone(&self.finished));
+        let shared = StreamShared::new(context_id, Rc::clone(&self.host));
         let task = stream_task::new(shared, future);
         let replaced = self.streams.borrow_mut().insert(context_id, task);
         if let Some(old) = replaced {
@@ -440,6 +440,8 @@ impl Runtime {
         // drop may call back into the runtime).
         if poll.is_pending() && task.shared().is_ended() {
             task.stop();
+        } else if task.shared().finished_paused() {
+            self.finished.borrow_mut().push(context_id);
         }
         true
     }
@@ -521,6 +523,7 @@ impl Runtime {
     }
 
     /// Hands `run` to the stream's task (the caller polls it).
+    #[inline]
     fn start_hook(&self, shared: &StreamShared, run: HookRun) {
         if run.strip_content_length {
             // The body may change size: a stale content-length would make the upstream (or
@@ -885,10 +888,15 @@ impl Runtime {
     }
 
     /// Makes `context_id` the host's effective context, if it is not already.
+    #[inline]
     fn enter(&self, context_id: u32) {
-        if self.effective.get() == context_id {
-            return;
+        if self.effective.get() != context_id {
+            self.switch_context(context_id);
         }
+    }
+
+    #[cold]
+    fn switch_context(&self, context_id: u32) {
         match self.host.set_effective_context(context_id) {
             Ok(()) => self.effective.set(context_id),
             Err(error) => {
