@@ -1,16 +1,20 @@
-//! 4. Throughput and latency in real Envoy (one worker) under `wrk`, with the demo auth and
-//!    users services on loopback: SDK and baseline alternated A/B/A/B, each run in a fresh
-//!    Envoy, the ratio taken per pair so that drift of the machine cancels out.
+//! 4. Throughput and latency in real Envoy (one worker) under `wrk`, a fresh Envoy per run:
+//!    - auth-flow with the demo auth and users services on loopback: SDK and baseline alternated
+//!      A/B/A/B, the ratio taken per pair so that drift of the machine cancels out;
+//!    - hello on a `direct_response` route, so that no upstream is involved and the filter's
+//!      own cost shows: no wasm filter, the baseline and the SDK alternated in rounds, the
+//!      ratios taken per round.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 
-use e2e::{Envoy, EnvoyConfig, Upstreams};
+use e2e::{Envoy, EnvoyConfig, Response, Upstreams, WASM_FAILURE_SIGNS, send};
 
 use crate::Settings;
-use crate::plugins::Built;
+use crate::plugins::{Built, Pair};
 use crate::report::{Row, Table, Target};
-use crate::scenarios::AUTH_CONFIG;
+use crate::scenarios::{AUTH_CONFIG, HELLO_HEADER_CONFIG};
 
 /// What one `wrk` run measured.
 #[derive(Debug, Clone, Copy)]
@@ -20,33 +24,48 @@ struct Run {
     p99_ms: f64,
 }
 
+/// `wrk` load before each measured run of hello on the direct-response route (V8's lazy
+/// compilation, the connections, Envoy's first allocations).
+const WARMUP_SECONDS: u32 = 1;
+
+/// What the direct-response route answers, with status 200.
+const DIRECT_RESPONSE_BODY: &str = "direct response\n";
+
+/// A path answered directly too, with the request's `hello` header (as the filter left it)
+/// copied into the [`HELLO_ECHO_HEADER`] response header: how the check sees, without an
+/// upstream, that the plugin added `hello: world`. A route of its own, so that the measured
+/// route formats nothing.
+const HELLO_CHECK_PATH: &str = "/check-hello-header";
+
+/// The response header of [`HELLO_CHECK_PATH`] carrying the request's `hello` header.
+const HELLO_ECHO_HEADER: &str = "x-request-hello";
+
+/// The stat of the V8 VMs alive in Envoy: none without a wasm filter.
+const ACTIVE_V8_VMS: &str = "wasm.envoy.wasm.runtime.v8.active";
+
 pub(crate) fn measure(built: &Built, settings: &Settings, table: &mut Table) -> Result<(), String> {
-    let (pairs, seconds) = if settings.quick { (1, 1) } else { (4, 10) };
+    let (rounds, seconds) = if settings.quick { (1, 1) } else { (4, 10) };
     let upstreams = Upstreams::start_unrecorded();
-    let pair = &built.auth_flow;
+    auth_flow(&built.auth_flow, &upstreams, rounds, seconds, table)?;
+    hello_direct_response(&built.hello, upstreams.echo, rounds, seconds, table)
+}
+
+/// auth-flow in front of the echo upstream, SDK and baseline alternated for `pairs` pairs.
+fn auth_flow(
+    pair: &Pair,
+    upstreams: &Upstreams,
+    pairs: u32,
+    seconds: u32,
+    table: &mut Table,
+) -> Result<(), String> {
     let mut sdk_runs = Vec::new();
     let mut baseline_runs = Vec::new();
     for round in 0..pairs {
-        println!("bench:   pair {} of {pairs}", round + 1);
-        sdk_runs.push(run(&pair.sdk_path, &upstreams, seconds)?);
-        baseline_runs.push(run(&pair.baseline_path, &upstreams, seconds)?);
+        println!("bench:   auth-flow: pair {} of {pairs}", round + 1);
+        sdk_runs.push(auth_flow_run(&pair.sdk_path, upstreams, seconds)?);
+        baseline_runs.push(auth_flow_run(&pair.baseline_path, upstreams, seconds)?);
     }
-    let ratios: Vec<f64> = sdk_runs
-        .iter()
-        .zip(&baseline_runs)
-        .map(|(sdk, baseline)| sdk.requests_per_second / baseline.requests_per_second)
-        .collect();
-    let mean = |runs: &[Run], field: fn(&Run) -> f64| {
-        runs.iter().map(field).sum::<f64>() / runs.len() as f64
-    };
-    let spread = format!(
-        "per-pair ratios {}",
-        ratios
-            .iter()
-            .map(|ratio| format!("{ratio:.3}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    let ratios = per_run_ratios(&sdk_runs, &baseline_runs);
     let mut throughput = Row::new(
         format!(
             "auth-flow in Envoy: requests/s (1 worker, wrk 16 connections, {seconds} s × {pairs} pairs)"
@@ -55,8 +74,8 @@ pub(crate) fn measure(built: &Built, settings: &Settings, table: &mut Table) -> 
         mean(&baseline_runs, |run| run.requests_per_second),
         Target::RatioAtLeast(0.97),
     );
-    throughput.ratio = ratios.iter().sum::<f64>() / ratios.len() as f64;
-    throughput.note = spread;
+    throughput.ratio = average(&ratios);
+    throughput.note = format!("per-pair ratios {}", list(&ratios));
     table.push(throughput);
     table.push(Row::new(
         "auth-flow in Envoy: p50 latency (ms)",
@@ -73,8 +92,9 @@ pub(crate) fn measure(built: &Built, settings: &Settings, table: &mut Table) -> 
     Ok(())
 }
 
-/// Starts Envoy with `wasm`, checks one request, and loads it with `wrk` for `seconds`.
-fn run(wasm: &Path, upstreams: &Upstreams, seconds: u32) -> Result<Run, String> {
+/// Starts Envoy with auth-flow's `wasm`, checks one request, and loads it with `wrk` for
+/// `seconds`.
+fn auth_flow_run(wasm: &Path, upstreams: &Upstreams, seconds: u32) -> Result<Run, String> {
     let envoy = Envoy::try_start(
         &EnvoyConfig::new(wasm, upstreams.echo)
             .plugin_config(AUTH_CONFIG)
@@ -95,11 +115,222 @@ fn run(wasm: &Path, upstreams: &Upstreams, seconds: u32) -> Result<Run, String> 
             check.status
         ));
     }
-    let output = Command::new("wrk")
+    wrk(
+        &format!("http://127.0.0.1:{}/orders", envoy.port()),
+        &["authorization: Bearer demo-token"],
+        seconds,
+    )
+}
+
+/// What runs in front of hello's direct-response route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HelloFilter {
+    /// No wasm filter: Envoy's own cost.
+    NoFilter,
+    /// `hello-baseline`, hand-written callbacks.
+    Baseline,
+    /// `hello`, the SDK example.
+    Sdk,
+}
+
+impl HelloFilter {
+    /// The order of each round.
+    const ROTATION: [HelloFilter; 3] = [
+        HelloFilter::NoFilter,
+        HelloFilter::Baseline,
+        HelloFilter::Sdk,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            HelloFilter::NoFilter => "no wasm filter",
+            HelloFilter::Baseline => "hello-baseline",
+            HelloFilter::Sdk => "hello",
+        }
+    }
+
+    /// Envoy with this filter (with hello's default configuration: the header added, no local
+    /// reply) before a route that answers every request itself; `upstream` is never reached.
+    fn envoy_config(self, hello: &Pair, upstream: SocketAddr) -> EnvoyConfig {
+        let config = match self {
+            HelloFilter::NoFilter => EnvoyConfig::without_plugin(upstream),
+            HelloFilter::Baseline => EnvoyConfig::new(&hello.baseline_path, upstream),
+            HelloFilter::Sdk => EnvoyConfig::new(&hello.sdk_path, upstream),
+        };
+        let direct_response = serde_json::json!({
+            "status": 200,
+            "body": {"inline_string": DIRECT_RESPONSE_BODY},
+        });
+        config
+            .plugin_config(HELLO_HEADER_CONFIG)
+            .route(serde_json::json!({
+                "match": {"path": HELLO_CHECK_PATH},
+                "direct_response": direct_response,
+                "response_headers_to_add": [{"header": {
+                    "key": HELLO_ECHO_HEADER,
+                    "value": "%REQ(hello)%",
+                }}],
+            }))
+            .route(serde_json::json!({
+                "match": {"prefix": "/"},
+                "direct_response": direct_response,
+            }))
+    }
+}
+
+/// hello on a direct-response route: no filter, baseline and SDK alternated for `rounds`
+/// rounds, each run warmed up first.
+fn hello_direct_response(
+    hello: &Pair,
+    upstream: SocketAddr,
+    rounds: u32,
+    seconds: u32,
+    table: &mut Table,
+) -> Result<(), String> {
+    let mut no_filter_runs = Vec::new();
+    let mut baseline_runs = Vec::new();
+    let mut sdk_runs = Vec::new();
+    for round in 0..rounds {
+        println!(
+            "bench:   hello, direct response: round {} of {rounds}",
+            round + 1
+        );
+        for filter in HelloFilter::ROTATION {
+            let run = hello_run(filter, hello, upstream, seconds)?;
+            match filter {
+                HelloFilter::NoFilter => no_filter_runs.push(run),
+                HelloFilter::Baseline => baseline_runs.push(run),
+                HelloFilter::Sdk => sdk_runs.push(run),
+            }
+        }
+    }
+    let requests_per_second = |runs: &[Run]| mean(runs, |run| run.requests_per_second);
+    let sdk_vs_baseline = per_run_ratios(&sdk_runs, &baseline_runs);
+    let baseline_vs_none = per_run_ratios(&baseline_runs, &no_filter_runs);
+    let sdk_vs_none = per_run_ratios(&sdk_runs, &no_filter_runs);
+    // With one worker kept busy by wrk, 1/throughput is Envoy's time per request: what the
+    // filter adds to it is the filter's own cost.
+    let added_microseconds = |runs: &[Run]| {
+        let per_round: Vec<f64> = runs
+            .iter()
+            .zip(&no_filter_runs)
+            .map(|(with, without)| {
+                1e6 / with.requests_per_second - 1e6 / without.requests_per_second
+            })
+            .collect();
+        average(&per_round)
+    };
+    let label = |comparison: &str| {
+        format!(
+            "hello in Envoy, direct response: requests/s, {comparison} (1 worker, wrk 16 connections, {seconds} s × {rounds} rounds)"
+        )
+    };
+    let mut sdk_row = Row::new(
+        label("SDK vs baseline"),
+        requests_per_second(&sdk_runs),
+        requests_per_second(&baseline_runs),
+        Target::RatioAtLeast(0.97),
+    );
+    sdk_row.ratio = average(&sdk_vs_baseline);
+    sdk_row.note = format!(
+        "per-round ratios {}; time the filter adds per request: SDK {:.2} µs, baseline {:.2} µs",
+        list(&sdk_vs_baseline),
+        added_microseconds(&sdk_runs),
+        added_microseconds(&baseline_runs)
+    );
+    table.push(sdk_row);
+    for (comparison, plugin, runs, ratios) in [
+        (
+            "baseline vs no filter",
+            "hello-baseline",
+            &baseline_runs,
+            &baseline_vs_none,
+        ),
+        ("SDK vs no filter", "hello (SDK)", &sdk_runs, &sdk_vs_none),
+    ] {
+        let mut row = Row::new(
+            label(comparison),
+            requests_per_second(runs),
+            requests_per_second(&no_filter_runs),
+            Target::None,
+        );
+        row.ratio = average(ratios);
+        row.note = format!(
+            "SDK column: {plugin}; baseline column: Envoy without a wasm filter; per-round ratios {}",
+            list(ratios)
+        );
+        table.push(row);
+    }
+    Ok(())
+}
+
+/// Starts Envoy with `filter` before the direct-response route, checks it, warms it up and
+/// loads it with `wrk` for `seconds`.
+fn hello_run(
+    filter: HelloFilter,
+    hello: &Pair,
+    upstream: SocketAddr,
+    seconds: u32,
+) -> Result<Run, String> {
+    let name = filter.name();
+    let envoy = Envoy::try_start(&filter.envoy_config(hello, upstream))
+        .map_err(|exited| format!("Envoy with {name} did not start:\n{}", exited.log))?;
+    check_direct_response(&envoy, filter)?;
+    let url = format!("http://127.0.0.1:{}/", envoy.port());
+    wrk(&url, &[], WARMUP_SECONDS)?;
+    let run = wrk(&url, &[], seconds)?;
+    let log = envoy.log();
+    if let Some(sign) = WASM_FAILURE_SIGNS.iter().find(|sign| log.contains(*sign)) {
+        return Err(format!("Envoy with {name} logged `{sign}`:\n{log}"));
+    }
+    Ok(run)
+}
+
+/// Checks that Envoy answers with the direct response, that the request reached the route
+/// with `hello: world` exactly when a plugin runs, and that a V8 VM runs exactly then.
+fn check_direct_response(envoy: &Envoy, filter: HelloFilter) -> Result<(), String> {
+    let name = filter.name();
+    let direct_response = |path: &str| -> Result<Response, String> {
+        let response = send(envoy.port(), "GET", path, &[], b"")
+            .map_err(|error| format!("{name}: GET {path} failed: {error}\n{}", envoy.log()))?;
+        if response.status != 200 || response.body != DIRECT_RESPONSE_BODY.as_bytes() {
+            return Err(format!(
+                "{name}: GET {path} got {} {:?}, not the direct response 200 {DIRECT_RESPONSE_BODY:?}",
+                response.status,
+                response.text()
+            ));
+        }
+        Ok(response)
+    };
+    let plugin_runs = filter != HelloFilter::NoFilter;
+    direct_response("/")?;
+    let check = direct_response(HELLO_CHECK_PATH)?;
+    let hello = check.header(HELLO_ECHO_HEADER);
+    if (hello == Some("world")) != plugin_runs {
+        return Err(format!(
+            "{name}: the request reached the route with `hello: {}`",
+            hello.unwrap_or("(none)")
+        ));
+    }
+    let active_vms = envoy.stats().get(ACTIVE_V8_VMS).copied().unwrap_or(0);
+    if (active_vms > 0) != plugin_runs {
+        return Err(format!("{name}: Envoy's {ACTIVE_V8_VMS} is {active_vms}"));
+    }
+    Ok(())
+}
+
+/// Loads `url` with `wrk -t1 -c16 --latency` for `seconds`, sending `headers`; a failed
+/// request is an error.
+fn wrk(url: &str, headers: &[&str], seconds: u32) -> Result<Run, String> {
+    let mut command = Command::new("wrk");
+    command
         .args(["-t1", "-c16", "--latency", "-d"])
-        .arg(format!("{seconds}s"))
-        .args(["-H", "authorization: Bearer demo-token"])
-        .arg(format!("http://127.0.0.1:{}/orders", envoy.port()))
+        .arg(format!("{seconds}s"));
+    for header in headers {
+        command.args(["-H", header]);
+    }
+    let output = command
+        .arg(url)
         .output()
         .map_err(|error| format!("cannot run wrk ({error}): `cargo xtask bench` installs it"))?;
     let text = String::from_utf8_lossy(&output.stdout).into_owned();
@@ -113,6 +344,35 @@ fn run(wasm: &Path, upstreams: &Upstreams, seconds: u32) -> Result<Run, String> 
         return Err(format!("wrk saw failed requests:\n{text}"));
     }
     parse_wrk(&text).ok_or_else(|| format!("cannot read wrk's output:\n{text}"))
+}
+
+/// The mean of `field` over `runs`.
+fn mean(runs: &[Run], field: fn(&Run) -> f64) -> f64 {
+    runs.iter().map(field).sum::<f64>() / runs.len() as f64
+}
+
+/// `numerators[i]`'s throughput over `denominators[i]`'s, run by run.
+fn per_run_ratios(numerators: &[Run], denominators: &[Run]) -> Vec<f64> {
+    numerators
+        .iter()
+        .zip(denominators)
+        .map(|(numerator, denominator)| {
+            numerator.requests_per_second / denominator.requests_per_second
+        })
+        .collect()
+}
+
+fn average(values: &[f64]) -> f64 {
+    values.iter().sum::<f64>() / values.len() as f64
+}
+
+/// `0.964, 0.907, ...`
+fn list(ratios: &[f64]) -> String {
+    ratios
+        .iter()
+        .map(|ratio| format!("{ratio:.3}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Reads `Requests/sec:` and the 50% and 99% lines of `--latency`.
@@ -174,5 +434,58 @@ Transfer/sec:      5.00MB
         assert!((run.p50_ms - 0.95).abs() < 1e-9);
         assert!((run.p99_ms - 2010.0).abs() < 1e-9);
         assert!(parse_wrk("Requests/sec: 1").is_none());
+    }
+
+    #[test]
+    fn the_direct_response_configurations_differ_only_in_the_wasm_filter() {
+        let hello = Pair {
+            name: "hello",
+            sdk: Vec::new(),
+            baseline: Vec::new(),
+            sdk_path: "sdk/hello.wasm".into(),
+            baseline_path: "baseline/hello_baseline.wasm".into(),
+        };
+        let upstream: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let manager = |filter: HelloFilter| {
+            filter.envoy_config(&hello, upstream).bootstrap(0, 0)["static_resources"]["listeners"]
+                [0]["filter_chains"][0]["filters"][0]["typed_config"]
+                .clone()
+        };
+        let filter_names = |filter: HelloFilter| -> Vec<String> {
+            manager(filter)["http_filters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|filter| filter["name"].as_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(
+            filter_names(HelloFilter::NoFilter),
+            ["envoy.filters.http.router"]
+        );
+        for (filter, wasm) in [
+            (HelloFilter::Baseline, "baseline/hello_baseline.wasm"),
+            (HelloFilter::Sdk, "sdk/hello.wasm"),
+        ] {
+            assert_eq!(
+                filter_names(filter),
+                ["envoy.filters.http.wasm", "envoy.filters.http.router"]
+            );
+            let config = &manager(filter)["http_filters"][0]["typed_config"]["config"];
+            assert_eq!(config["vm_config"]["code"]["local"]["filename"], wasm);
+            assert_eq!(config["configuration"]["value"], HELLO_HEADER_CONFIG);
+        }
+        for filter in HelloFilter::ROTATION {
+            let routes = manager(filter)["route_config"]["virtual_hosts"][0]["routes"].clone();
+            // The check route, the measured one, then the catch-all to the upstream, which
+            // the measured one shadows.
+            assert_eq!(routes[0]["match"]["path"], HELLO_CHECK_PATH);
+            assert_eq!(routes[1]["match"]["prefix"], "/");
+            assert_eq!(
+                routes[1]["direct_response"]["body"]["inline_string"],
+                DIRECT_RESPONSE_BODY
+            );
+            assert!(routes[1].get("response_headers_to_add").is_none());
+        }
     }
 }

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 
 /// The rows of the table, by the start of their first column.
-const MEASUREMENTS: [&str; 14] = [
+const MEASUREMENTS: [&str; 17] = [
     "hello: size, raw",
     "hello: size, wasm-opt -Oz",
     "auth-flow: size, raw",
@@ -23,6 +23,9 @@ const MEASUREMENTS: [&str; 14] = [
     "auth-flow in Envoy: requests/s",
     "auth-flow in Envoy: p50 latency",
     "auth-flow in Envoy: p99 latency",
+    "hello in Envoy, direct response: requests/s, SDK vs baseline",
+    "hello in Envoy, direct response: requests/s, baseline vs no filter",
+    "hello in Envoy, direct response: requests/s, SDK vs no filter",
     "executor: spawn→pend→wake→complete",
 ];
 

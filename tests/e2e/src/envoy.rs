@@ -34,28 +34,42 @@ pub fn envoy_bin() -> PathBuf {
     path
 }
 
-/// What one Envoy runs: one wasm plugin in front of the `upstream` cluster, plus the clusters
-/// the plugin may call.
+/// What one Envoy runs: one wasm plugin (or none) in front of the `upstream` cluster, plus the
+/// clusters the plugin may call and any routes of its own.
 #[derive(Debug, Clone)]
 pub struct EnvoyConfig {
-    /// The compiled plugin.
-    pub wasm: PathBuf,
+    /// The compiled plugin; `None` for no wasm filter at all (Envoy alone, for reference).
+    pub wasm: Option<PathBuf>,
     /// The plugin configuration (JSON), passed as a `google.protobuf.StringValue`.
     pub plugin_config: String,
     /// Where requests go on to (the `upstream` cluster).
     pub upstream: SocketAddr,
     /// More clusters, by name.
     pub clusters: Vec<(String, SocketAddr)>,
+    /// Routes matched, in order, before the catch-all route to `upstream`: Envoy
+    /// `config.route.v3.Route`s as JSON, e.g. one whose `direct_response` answers without any
+    /// upstream.
+    pub routes: Vec<serde_json::Value>,
 }
 
 impl EnvoyConfig {
     /// `wasm` in front of `upstream`, with an empty plugin configuration and no more clusters.
     pub fn new(wasm: impl Into<PathBuf>, upstream: SocketAddr) -> EnvoyConfig {
         EnvoyConfig {
-            wasm: wasm.into(),
+            wasm: Some(wasm.into()),
+            ..EnvoyConfig::without_plugin(upstream)
+        }
+    }
+
+    /// Envoy with no wasm filter, routing to `upstream`: what a plugin's cost is measured
+    /// against.
+    pub fn without_plugin(upstream: SocketAddr) -> EnvoyConfig {
+        EnvoyConfig {
+            wasm: None,
             plugin_config: String::new(),
             upstream,
             clusters: Vec::new(),
+            routes: Vec::new(),
         }
     }
 
@@ -69,6 +83,38 @@ impl EnvoyConfig {
     pub fn cluster(mut self, name: &str, addr: SocketAddr) -> EnvoyConfig {
         self.clusters.push((name.to_string(), addr));
         self
+    }
+
+    /// Adds `route` (an Envoy `config.route.v3.Route`, as JSON) after the routes added before
+    /// and before the catch-all route to `upstream`.
+    pub fn route(mut self, route: serde_json::Value) -> EnvoyConfig {
+        self.routes.push(route);
+        self
+    }
+
+    /// The `envoy.filters.http.wasm` filter running `wasm` (V8) with the plugin configuration,
+    /// named after the file.
+    fn wasm_filter(&self, wasm: &Path) -> serde_json::Value {
+        let plugin_name = wasm.file_stem().map_or("plugin".to_string(), |stem| {
+            stem.to_string_lossy().into_owned()
+        });
+        serde_json::json!({
+            "name": "envoy.filters.http.wasm",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+                "config": {
+                    "name": plugin_name,
+                    "configuration": {
+                        "@type": "type.googleapis.com/google.protobuf.StringValue",
+                        "value": self.plugin_config,
+                    },
+                    "vm_config": {
+                        "runtime": "envoy.wasm.runtime.v8",
+                        "code": {"local": {"filename": wasm.to_string_lossy()}},
+                    },
+                },
+            },
+        })
     }
 
     /// The Envoy bootstrap, listening on `listen_port` with its admin on `admin_port`. JSON is
@@ -94,9 +140,17 @@ impl EnvoyConfig {
                 .iter()
                 .map(|(name, addr)| cluster(name, *addr)),
         );
-        let plugin_name = self.wasm.file_stem().map_or("plugin".to_string(), |stem| {
-            stem.to_string_lossy().into_owned()
+        let mut routes = self.routes.clone();
+        routes
+            .push(serde_json::json!({"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}));
+        let router = serde_json::json!({
+            "name": "envoy.filters.http.router",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
         });
+        let http_filters = match &self.wasm {
+            Some(wasm) => vec![self.wasm_filter(wasm), router],
+            None => vec![router],
+        };
         serde_json::json!({
             "static_resources": {
                 "listeners": [{
@@ -110,31 +164,9 @@ impl EnvoyConfig {
                             "route_config": {"virtual_hosts": [{
                                 "name": "all",
                                 "domains": ["*"],
-                                "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}],
+                                "routes": routes,
                             }]},
-                            "http_filters": [
-                                {
-                                    "name": "envoy.filters.http.wasm",
-                                    "typed_config": {
-                                        "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-                                        "config": {
-                                            "name": plugin_name,
-                                            "configuration": {
-                                                "@type": "type.googleapis.com/google.protobuf.StringValue",
-                                                "value": self.plugin_config,
-                                            },
-                                            "vm_config": {
-                                                "runtime": "envoy.wasm.runtime.v8",
-                                                "code": {"local": {"filename": self.wasm.to_string_lossy()}},
-                                            },
-                                        },
-                                    },
-                                },
-                                {
-                                    "name": "envoy.filters.http.router",
-                                    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
-                                },
-                            ],
+                            "http_filters": http_filters,
                         },
                     }]}],
                 }],
