@@ -2,14 +2,16 @@
 
 use std::borrow::Cow;
 use std::fmt::{self, Write as _};
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
 use crate::error::CallError;
 use crate::headers::Headers;
-use crate::host::{AwaitedCall, HostError};
+use crate::host::AwaitedCall;
 use crate::runtime::{CallReply, Runtime};
 use proxy_async_executor::Pending;
 
@@ -426,42 +428,118 @@ impl CallBuilder {
         Ok((cluster, timeout, call))
     }
 
-    /// Dispatches the call and waits for its response. The call goes out when the returned
-    /// future is first polled, so two calls joined with `futures::join!` are in flight at once.
+    /// Dispatches the call; the returned future waits for its response. The call goes out
+    /// here, when `send` is called, so calls sent before any of them is awaited (two joined
+    /// with `futures::join!`, say) are in flight at once; a future dropped unawaited leaves its
+    /// answer ignored.
     ///
     /// A response with any status is `Ok`; check [`CallResponse::status`]. Errors are the
     /// proxy's refusal to dispatch, no response (timeout, reset), or no valid `:status`.
-    pub async fn send(self) -> Result<CallResponse, CallError> {
-        let (cluster, timeout, call) = self.dispatch()?;
-        let refused = |error: HostError| CallError::Refused {
-            cluster: cluster.to_string(),
-            status: error.status,
-        };
-        let reply: CallReply = match call {
-            Call::Awaited(awaited) => awaited.await.map_err(refused)?,
-            Call::Callback(pending) => pending.await,
-        };
-        let Some(parts) = reply else {
-            return Err(CallError::NoResponse {
-                cluster: cluster.to_string(),
+    pub fn send(self) -> ResponseFuture {
+        let state = match self.dispatch() {
+            Ok((cluster, timeout, call)) => Awaiting::Answer {
+                cluster,
                 timeout,
-            });
+                call,
+            },
+            Err(error) => Awaiting::Failed(error),
         };
-        let status = parts
-            .headers
-            .get(":status")
-            .and_then(parse_status)
-            .ok_or_else(|| CallError::InvalidStatus {
-                cluster: cluster.to_string(),
-            })?;
-        Ok(CallResponse {
-            cluster,
-            status,
-            headers: parts.headers,
-            body: parts.body,
-            trailers: parts.trailers,
-        })
+        ResponseFuture { state }
     }
+}
+
+/// The response to a call [sent](CallBuilder::send): a future of the reply alone, since
+/// the request was dispatched before it was made. It is what a hook paused on a call keeps,
+/// so it holds no more than the pending call, the cluster (for errors) and the timeout.
+#[must_use = "the response is only read when the future is awaited"]
+pub struct ResponseFuture {
+    state: Awaiting,
+}
+
+enum Awaiting {
+    Answer {
+        cluster: Rc<str>,
+        timeout: Duration,
+        call: Call,
+    },
+    Failed(CallError),
+    Done,
+}
+
+impl fmt::Debug for ResponseFuture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            Awaiting::Answer { .. } => "awaiting the answer",
+            Awaiting::Failed(_) => "failed",
+            Awaiting::Done => "done",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .finish()
+    }
+}
+
+impl Future for ResponseFuture {
+    type Output = Result<CallResponse, CallError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let Awaiting::Answer {
+            cluster,
+            timeout,
+            call,
+        } = &mut this.state
+        else {
+            return match std::mem::replace(&mut this.state, Awaiting::Done) {
+                Awaiting::Failed(error) => Poll::Ready(Err(error)),
+                // Polled again after it finished: there is nothing more to give.
+                _ => Poll::Pending,
+            };
+        };
+        let reply = match call {
+            Call::Awaited(awaited) => match awaited.as_mut().poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(reply)) => Ok(reply),
+                Poll::Ready(Err(error)) => Err(CallError::Refused {
+                    cluster: cluster.to_string(),
+                    status: error.status,
+                }),
+            },
+            Call::Callback(pending) => match Pin::new(pending).poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(reply) => Ok(reply),
+            },
+        };
+        let (cluster, timeout) = (Rc::clone(cluster), *timeout);
+        this.state = Awaiting::Done;
+        Poll::Ready(reply.and_then(|reply| response(cluster, timeout, reply)))
+    }
+}
+
+/// The call's reply as the plugin sees it.
+fn response(
+    cluster: Rc<str>,
+    timeout: Duration,
+    reply: CallReply,
+) -> Result<CallResponse, CallError> {
+    let Some(parts) = reply else {
+        return Err(CallError::NoResponse {
+            cluster: cluster.to_string(),
+            timeout,
+        });
+    };
+    let Some(status) = parts.headers.get(":status").and_then(parse_status) else {
+        return Err(CallError::InvalidStatus {
+            cluster: cluster.to_string(),
+        });
+    };
+    Ok(CallResponse {
+        cluster,
+        status,
+        headers: parts.headers,
+        body: parts.body,
+        trailers: parts.trailers,
+    })
 }
 
 /// An HTTP status as the proxy hands it over: exactly three digits, 100 to 999 (RFC 9110

@@ -111,7 +111,7 @@ mod exports;
 pub mod testing;
 
 pub use background::BackgroundTask;
-pub use client::{CallBuilder, CallResponse, Cluster, HttpClient};
+pub use client::{CallBuilder, CallResponse, Cluster, HttpClient, ResponseFuture};
 pub use config::{NoConfig, PluginConfig};
 pub use error::{CallError, ConfigError, Error};
 pub use foreign::call_foreign_function;
