@@ -60,6 +60,7 @@ use std::time::Duration;
 
 use proxy_async::{
     CallResponse, ConfigError, Error, Flow, HttpClient, LocalReply, Plugin, PluginConfig, Request,
+    ResponseFuture,
 };
 
 /// The prefix of the identity headers this plugin owns; client-supplied ones are removed (see
@@ -276,53 +277,61 @@ impl Plugin for AuthFlow {
         // One read of the headers serves both the stripping and the credential. Should the
         // read fail, it yields no headers: no credential either, so the request is refused
         // with a 401 and goes nowhere, identity headers or not.
-        let all = req.headers();
-        let mut spoofed: Vec<&str> = Vec::new();
-        let mut credentials: Vec<&[u8]> = Vec::new();
-        for (name, value) in &all {
-            if is_identity_header(name) {
-                if !spoofed.contains(&name) {
-                    spoofed.push(name);
+        // The headers are read in this block, which ends once the credential is sent: a
+        // request paused on the call keeps none of them.
+        let sent = {
+            let all = req.headers();
+            let mut spoofed: Vec<&str> = Vec::new();
+            let mut credentials: Vec<&[u8]> = Vec::new();
+            for (name, value) in &all {
+                if is_identity_header(name) {
+                    if !spoofed.contains(&name) {
+                        spoofed.push(name);
+                    }
+                } else if name.eq_ignore_ascii_case(&self.config.credential_header) {
+                    credentials.push(value);
                 }
-            } else if name.eq_ignore_ascii_case(&self.config.credential_header) {
-                credentials.push(value);
             }
-        }
-        // First, before any return: only this plugin may set identity headers. If the proxy
-        // refused to strip one, the request must not go on (the error is a 503).
-        let mut headers = req.headers_mut();
-        for name in &spoofed {
-            headers.try_remove(name)?;
-        }
+            // First, before any return: only this plugin may set identity headers. If the
+            // proxy refused to strip one, the request must not go on (the error is a 503).
+            let mut headers = req.headers_mut();
+            for name in &spoofed {
+                headers.try_remove(name)?;
+            }
 
-        let credential = match credentials.as_slice() {
-            [value] => std::str::from_utf8(value)
-                .map(str::trim)
-                .unwrap_or_default(),
-            [] => "",
-            // Whichever value we checked, the upstream might believe another.
-            [_, _, ..] => {
+            let credential = match credentials.as_slice() {
+                [value] => std::str::from_utf8(value)
+                    .map(str::trim)
+                    .unwrap_or_default(),
+                [] => "",
+                // Whichever value we checked, the upstream might believe another.
+                [_, _, ..] => {
+                    return Ok(unauthorized(
+                        "auth_ambiguous_credential",
+                        "more than one credential",
+                    ));
+                }
+            };
+            if credential.is_empty() {
                 return Ok(unauthorized(
-                    "auth_ambiguous_credential",
-                    "more than one credential",
+                    "auth_missing_credential",
+                    "missing credential",
                 ));
             }
+            self.send_credential(credential)
         };
-        if credential.is_empty() {
-            return Ok(unauthorized(
-                "auth_missing_credential",
-                "missing credential",
-            ));
-        }
 
-        let token = match self.exchange(credential).await? {
+        let token = match self.token(sent).await? {
             Verdict::Granted(token) => token,
             Verdict::Denied(status) => {
                 log::debug!("the auth service denied the credential ({status})");
                 return Ok(denied("auth_denied"));
             }
         };
-        let user = match self.look_up(&token).await? {
+        // Sent, the token is not needed while the users service answers.
+        let sent = self.send_token(&token);
+        drop(token);
+        let user = match self.user(sent).await? {
             Verdict::Granted(user) => user,
             Verdict::Denied(status) => {
                 log::debug!("the users service denied the token ({status})");
@@ -338,14 +347,20 @@ impl Plugin for AuthFlow {
 }
 
 impl AuthFlow {
-    /// Exchanges the credential for a token at the auth service.
-    async fn exchange(&self, credential: &str) -> Result<Verdict<String>, Error> {
+    /// Sends the credential to the auth service, to exchange it for a token.
+    fn send_credential(&self, credential: &str) -> ResponseFuture {
         let upstream = &self.config.auth;
-        let reply = upstream
+        upstream
             .client()
             .post(&upstream.path)
             .json(&TokenRequest { credential })
             .send()
+    }
+
+    /// The auth service's answer: a token, or a denial.
+    async fn token(&self, sent: ResponseFuture) -> Result<Verdict<String>, Error> {
+        let upstream = &self.config.auth;
+        let reply = sent
             .await
             .map_err(|error| Error::new(format_args!("auth: {error}")))?;
         if let Some(denied) = check_status("auth", upstream, reply.status())? {
@@ -365,14 +380,16 @@ impl AuthFlow {
         Ok(Verdict::Granted(token))
     }
 
-    /// Looks up the token's user at the users service.
-    async fn look_up(&self, token: &str) -> Result<Verdict<UserReply>, Error> {
+    /// Sends the token to the users service, to look up its user.
+    fn send_token(&self, token: &str) -> ResponseFuture {
         let upstream = &self.config.users;
-        let reply = upstream
-            .client()
-            .get(&upstream.path)
-            .bearer(token)
-            .send()
+        upstream.client().get(&upstream.path).bearer(token).send()
+    }
+
+    /// The users service's answer: the user, or a denial.
+    async fn user(&self, sent: ResponseFuture) -> Result<Verdict<UserReply>, Error> {
+        let upstream = &self.config.users;
+        let reply = sent
             .await
             .map_err(|error| Error::new(format_args!("users: {error}")))?;
         if let Some(denied) = check_status("users", upstream, reply.status())? {
