@@ -234,8 +234,15 @@ mod tests {
     }
 
     proptest! {
+        // Under Miri: a few cases, and no regression file (Miri's isolation has no file
+        // system).
         #![proptest_config(ProptestConfig {
             cases: if cfg!(miri) { 4 } else { 256 },
+            failure_persistence: if cfg!(miri) {
+                None
+            } else {
+                ProptestConfig::default().failure_persistence
+            },
             ..ProptestConfig::default()
         })]
 

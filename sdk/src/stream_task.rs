@@ -6,7 +6,7 @@
 //! moves: the future holds a strong reference to its own cell from its first poll until it is
 //! stopped (at `proxy_on_done`, or when the runtime goes), which breaks the cycle.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
 use std::task::{Context, Poll};
@@ -33,6 +33,10 @@ pub(crate) trait StreamTask {
 
 struct StreamCell<F> {
     shared: StreamShared,
+    // Whether `future` is `Some`, kept beside it: reading the `Option` through a shared
+    // reference would cover the pinned future's memory, whose own borrows of itself (a hook's
+    // `&mut Request` across an await) such a reference invalidates (Miri's Stacked Borrows).
+    running: Cell<bool>,
     // `None` once ended or stopped. Never moved out of: set to `None` in place only, so that
     // the future stays where it was first polled (see `poll`).
     future: RefCell<Option<F>>,
@@ -49,6 +53,7 @@ where
         let task: Weak<dyn StreamTask> = weak.clone();
         StreamCell {
             shared,
+            running: Cell::new(true),
             future: RefCell::new(Some(make(task))),
         }
     });
@@ -75,6 +80,7 @@ impl<F: Future<Output = ()>> StreamTask for StreamCell<F> {
         let poll = future.poll(cx);
         if poll.is_ready() {
             *slot = None;
+            self.running.set(false);
         }
         poll
     }
@@ -86,6 +92,7 @@ impl<F: Future<Output = ()>> StreamTask for StreamCell<F> {
                 // future must not move before its drop. Its drop may call back into the
                 // runtime, which then finds this task busy (`poll` pending, `stop` false).
                 *slot = None;
+                self.running.set(false);
                 true
             }
             Err(_) => false,
@@ -93,8 +100,6 @@ impl<F: Future<Output = ()>> StreamTask for StreamCell<F> {
     }
 
     fn is_running(&self) -> bool {
-        self.future
-            .try_borrow()
-            .map_or(true, |future| future.is_some())
+        self.running.get()
     }
 }
