@@ -9,7 +9,7 @@ use crate::plugins::Built;
 use crate::report::{Row, Table, Target};
 use crate::scenarios::{
     AUTH_CONFIG, HELLO_HEADER_CONFIG, HELLO_REPLY_CONFIG, WARMUP, answer_last, auth_denied,
-    auth_success, hello_request, response,
+    auth_request, auth_success, hello_request, response,
 };
 
 type WasmProxy = Proxy<Plugin<ProxyState>>;
@@ -136,12 +136,7 @@ fn steps(proxy: &WasmProxy, auth: bool) -> Vec<(&'static str, u64)> {
         proxy.send_headers(
             stream.get(),
             Direction::Request,
-            &[
-                (":method", "GET"),
-                (":path", "/orders"),
-                (":authority", "example.com"),
-                ("authorization", "Bearer demo-token"),
-            ],
+            &auth_request("Bearer demo-token"),
             true,
         );
     });

@@ -7,7 +7,7 @@ use crate::Settings;
 use crate::fuel::start;
 use crate::plugins::Built;
 use crate::report::{Row, Table, Target};
-use crate::scenarios::{AUTH_CONFIG, auth_success};
+use crate::scenarios::{AUTH_CONFIG, auth_request, auth_success};
 
 pub(crate) fn measure(built: &Built, settings: &Settings, table: &mut Table) -> Result<(), String> {
     let in_flight: u32 = if settings.quick { 1_000 } else { 10_000 };
@@ -49,12 +49,7 @@ fn paused_bytes(wasm: &[u8], count: u32) -> Result<f64, String> {
         proxy.send_headers(
             stream,
             Direction::Request,
-            &[
-                (":method", "GET"),
-                (":path", "/orders"),
-                (":authority", "example.com"),
-                ("authorization", "Bearer demo-token"),
-            ],
+            &auth_request("Bearer demo-token"),
             true,
         );
     }

@@ -51,18 +51,23 @@ pub(crate) fn hello_request<B: Callbacks>(proxy: &Proxy<B>) {
     proxy.end_stream(stream);
 }
 
+/// The request headers of an auth-flow request with `authorization`.
+pub(crate) fn auth_request(authorization: &str) -> [(&str, &str); 4] {
+    [
+        (":method", "GET"),
+        (":path", "/orders"),
+        (":authority", "example.com"),
+        ("authorization", authorization),
+    ]
+}
+
 /// One successful auth-flow request: both calls answered, the response goes back.
 pub(crate) fn auth_success<B: Callbacks>(proxy: &Proxy<B>) {
     let stream = proxy.open_stream();
     proxy.send_headers(
         stream,
         Direction::Request,
-        &[
-            (":method", "GET"),
-            (":path", "/orders"),
-            (":authority", "example.com"),
-            ("authorization", "Bearer demo-token"),
-        ],
+        &auth_request("Bearer demo-token"),
         true,
     );
     answer_last(proxy, response(200, r#"{"token": "t-alice"}"#));
@@ -77,12 +82,7 @@ pub(crate) fn auth_denied<B: Callbacks>(proxy: &Proxy<B>) {
     proxy.send_headers(
         stream,
         Direction::Request,
-        &[
-            (":method", "GET"),
-            (":path", "/orders"),
-            (":authority", "example.com"),
-            ("authorization", "Bearer wrong"),
-        ],
+        &auth_request("Bearer wrong"),
         true,
     );
     answer_last(proxy, response(401, r#"{"error": "unknown credential"}"#));
