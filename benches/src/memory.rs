@@ -1,13 +1,11 @@
 //! 3. Linear memory: bytes per request paused on a call (10,000 at once), and whether memory
 //!    grows between the first 1,000 and 100,000 completed requests.
 
-use proxy_async_host::proxy_async_emulator::Direction;
-
 use crate::Settings;
 use crate::fuel::start;
 use crate::plugins::Built;
 use crate::report::{Row, Table, Target};
-use crate::scenarios::{AUTH_CONFIG, auth_request, auth_success};
+use crate::scenarios::{AUTH_CONFIG, auth_success, open_auth_request};
 
 pub(crate) fn measure(built: &Built, settings: &Settings, table: &mut Table) -> Result<(), String> {
     let in_flight: u32 = if settings.quick { 1_000 } else { 10_000 };
@@ -45,13 +43,7 @@ fn paused_bytes(wasm: &[u8], count: u32) -> Result<f64, String> {
     }
     let before = proxy.plugin().memory_size();
     for _ in 0..count {
-        let stream = proxy.open_stream();
-        proxy.send_headers(
-            stream,
-            Direction::Request,
-            &auth_request("Bearer demo-token"),
-            true,
-        );
+        open_auth_request(&proxy, "Bearer demo-token");
     }
     let paused = proxy.calls().len();
     if paused != count as usize {

@@ -61,15 +61,21 @@ pub(crate) fn auth_request(authorization: &str) -> [(&str, &str); 4] {
     ]
 }
 
-/// One successful auth-flow request: both calls answered, the response goes back.
-pub(crate) fn auth_success<B: Callbacks>(proxy: &Proxy<B>) {
+/// Opens a stream and sends it an auth-flow request with `authorization`; the stream.
+pub(crate) fn open_auth_request<B: Callbacks>(proxy: &Proxy<B>, authorization: &str) -> u32 {
     let stream = proxy.open_stream();
     proxy.send_headers(
         stream,
         Direction::Request,
-        &auth_request("Bearer demo-token"),
+        &auth_request(authorization),
         true,
     );
+    stream
+}
+
+/// One successful auth-flow request: both calls answered, the response goes back.
+pub(crate) fn auth_success<B: Callbacks>(proxy: &Proxy<B>) {
+    let stream = open_auth_request(proxy, "Bearer demo-token");
     answer_last(proxy, response(200, r#"{"token": "t-alice"}"#));
     answer_last(proxy, response(200, r#"{"id": "u-1", "name": "alice"}"#));
     proxy.send_headers(stream, Direction::Response, &[(":status", "200")], true);
@@ -78,13 +84,7 @@ pub(crate) fn auth_success<B: Callbacks>(proxy: &Proxy<B>) {
 
 /// One refused auth-flow request: the auth service answers 401, the plugin replies 403.
 pub(crate) fn auth_denied<B: Callbacks>(proxy: &Proxy<B>) {
-    let stream = proxy.open_stream();
-    proxy.send_headers(
-        stream,
-        Direction::Request,
-        &auth_request("Bearer wrong"),
-        true,
-    );
+    let stream = open_auth_request(proxy, "Bearer wrong");
     answer_last(proxy, response(401, r#"{"error": "unknown credential"}"#));
     proxy.end_stream(stream);
 }

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 
 use crate::error::CallError;
 use crate::headers::Headers;
-use crate::host::AwaitedCall;
+use crate::host::{AwaitedCall, HostError};
 use crate::runtime::{CallReply, Runtime};
 use proxy_async_executor::Pending;
 
@@ -381,22 +381,19 @@ impl CallBuilder {
         // The pseudo-headers and a few more on the stack; a longer list on the heap.
         const ON_STACK: usize = 8;
         let mut stack = [("", ""); ON_STACK];
+        stack[0] = (":method", &*method);
+        stack[1] = (":path", &*path);
+        stack[2] = (":authority", &*authority);
+        let len = headers.len() + 3;
         let mut heap = Vec::new();
-        let pairs: &[(&str, &str)] = if headers.len() + 3 <= ON_STACK {
-            stack[0] = (":method", &*method);
-            stack[1] = (":path", &*path);
-            stack[2] = (":authority", &*authority);
+        let pairs: &[(&str, &str)] = if len <= ON_STACK {
             for (slot, (name, value)) in stack[3..].iter_mut().zip(&headers) {
                 *slot = (name.as_str(), value.as_str());
             }
-            stack.get(..headers.len() + 3).unwrap_or_default()
+            stack.get(..len).unwrap_or_default()
         } else {
-            heap.reserve_exact(headers.len() + 3);
-            heap.extend([
-                (":method", &*method),
-                (":path", &*path),
-                (":authority", &*authority),
-            ]);
+            heap.reserve_exact(len);
+            heap.extend_from_slice(&stack[..3]);
             heap.extend(
                 headers
                     .iter()
@@ -412,10 +409,7 @@ impl CallBuilder {
                 let token = runtime
                     .host
                     .http_call(&cluster, pairs, &body, timeout)
-                    .map_err(|error| CallError::Refused {
-                        cluster: cluster.to_string(),
-                        status: error.status,
-                    })?;
+                    .map_err(|error| refused(&cluster, &error))?;
                 Call::Callback(runtime.calls.register(token).map_err(|duplicate| {
                     log::error!("{duplicate}");
                     CallError::InvalidResponse {
@@ -500,10 +494,7 @@ impl Future for ResponseFuture {
             Call::Awaited(awaited) => match awaited.as_mut().poll(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Ok(reply)) => Ok(reply),
-                Poll::Ready(Err(error)) => Err(CallError::Refused {
-                    cluster: cluster.to_string(),
-                    status: error.status,
-                }),
+                Poll::Ready(Err(error)) => Err(refused(cluster, &error)),
             },
             Call::Callback(pending) => match Pin::new(pending).poll(cx) {
                 Poll::Pending => return Poll::Pending,
@@ -513,6 +504,14 @@ impl Future for ResponseFuture {
         let (cluster, timeout) = (Rc::clone(cluster), *timeout);
         this.state = Awaiting::Done;
         Poll::Ready(reply.and_then(|reply| response(cluster, timeout, reply)))
+    }
+}
+
+/// The proxy refused the call to `cluster`.
+fn refused(cluster: &str, error: &HostError) -> CallError {
+    CallError::Refused {
+        cluster: cluster.to_string(),
+        status: error.status,
     }
 }
 

@@ -418,11 +418,12 @@ impl Runtime {
         let Some(task) = self.stream(context_id) else {
             return false;
         };
-        self.poll_task(context_id, &*task)
+        self.poll_task(&*task)
     }
 
     /// [`poll_stream`](Runtime::poll_stream) of a task at hand.
-    fn poll_task(&self, context_id: u32, task: &dyn StreamTask) -> bool {
+    fn poll_task(&self, task: &dyn StreamTask) -> bool {
+        let context_id = task.shared().context_id;
         if self.polling.get() {
             context_waker::wake(context_id);
             return false;
@@ -457,7 +458,7 @@ impl Runtime {
         // The gate first, on a borrow of the stream: most callbacks of most plugins are
         // answered there (a phase the plugin leaves at its default), with no scope and no
         // reference taken. The gate makes no hostcall, so nothing re-enters meanwhile.
-        let arrival = {
+        let (arrival, task) = {
             let streams = self.streams.borrow();
             let Some(task) = streams.get(context_id) else {
                 drop(streams);
@@ -469,19 +470,19 @@ impl Runtime {
                 &self.gate_settings.get(),
                 Event::new(phase, size, end_of_stream),
             );
-            match arrival {
-                Arrival::Answer(action) => return action,
-                Arrival::Refuse { direction, size } => Err((direction, size)),
-                Arrival::Run(run) => Ok((run, Rc::clone(task))),
+            if let Arrival::Answer(action) = arrival {
+                return action;
             }
+            (arrival, Rc::clone(task))
         };
         let _scope = self.scope(context_id);
         match arrival {
-            Err((direction, size)) => {
+            Arrival::Answer(action) => action,
+            Arrival::Refuse { direction, size } => {
                 self.refuse_oversized_body(phase, direction, size);
                 Action::Pause
             }
-            Ok((run, task)) => self.run_in_callback(&*task, run),
+            Arrival::Run(run) => self.run_in_callback(&*task, run),
         }
     }
 
@@ -492,7 +493,7 @@ impl Runtime {
         let mut run = run;
         loop {
             self.start_hook(shared, run);
-            self.poll_task(shared.context_id, task);
+            self.poll_task(task);
             self.drain();
             let outcome = shared.outcome.borrow_mut().take();
             let Some(outcome) = outcome else {
@@ -709,12 +710,7 @@ impl Runtime {
     pub(crate) fn on_done(self: &Rc<Self>, context_id: u32) -> bool {
         let _scope = self.scope(context_id);
         match self.stream(context_id) {
-            Some(task) => {
-                task.shared().gate.borrow_mut().end();
-                // If it is being polled (this callback came from inside one of its
-                // hostcalls), the poll stops it when it returns.
-                task.stop();
-            }
+            Some(task) => end_stream(&*task),
             None if !self.executor.is_empty() => {
                 self.executor.cancel(Owner(context_id));
             }
@@ -729,10 +725,8 @@ impl Runtime {
         let removed = self.streams.borrow_mut().remove(context_id);
         match removed {
             Some(task) => {
-                // Without a `proxy_on_done` first (a host may skip it), the future goes here
-                // (or, if it is being polled, when that poll returns).
-                task.shared().gate.borrow_mut().end();
-                task.stop();
+                // Without a `proxy_on_done` first (a host may skip it), the stream ends here.
+                end_stream(&*task);
                 context_waker::forget(context_id);
             }
             None if !self.executor.is_empty() => {
@@ -943,16 +937,17 @@ impl Drop for Runtime {
     fn drop(&mut self) {
         // A stream's future holds its own task (see `stream_task`): stop the futures of the
         // streams still here (a root context deleted before its streams ended), or they leak.
-        let streams: Vec<Rc<dyn StreamTask>> = self
-            .streams
-            .get_mut()
-            .drain()
-            .map(|(_, task)| task)
-            .collect();
-        for task in streams {
+        for (_, task) in self.streams.get_mut().drain() {
             task.stop();
         }
     }
+}
+
+/// Ends the stream of `task`: no hook runs again, and its future goes now (or, if it is being
+/// polled, from inside one of its hostcalls, when that poll returns: see `poll_task`).
+fn end_stream(task: &dyn StreamTask) {
+    task.shared().gate.borrow_mut().end();
+    task.stop();
 }
 
 /// Marks a poll in progress until dropped (a panic included).
