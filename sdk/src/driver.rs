@@ -4,7 +4,6 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::{Rc, Weak};
 
-use crate::config;
 use crate::error::Error;
 use crate::higress::Rules;
 use crate::higress::rules::{self, RuleSet};
@@ -12,16 +11,17 @@ use crate::higress::{LogFormat, request};
 use crate::host::{Action, BufferType, Host};
 use crate::logging;
 use crate::plugin::{Plugin, stream_task};
-use crate::runtime::{Phase, Runtime, Settings};
+use crate::root::Root;
+use crate::runtime::{Phase, Runtime};
 use crate::stream_task::StreamTask;
 
 /// One configured instance of plugin `P` (a root context, in proxy-wasm terms).
 pub(crate) struct Driver<P: Plugin> {
     pub(crate) runtime: Rc<Runtime>,
-    config: RefCell<Option<Rc<RuleSet<P::Config>>>>,
+    config: RefCell<Option<Rc<RuleSet<P::Root>>>>,
     // Streams whose configuration Higress rules choose from their request headers, which
     // their first callback brings: no plugin value (and no runtime stream) until then.
-    unmatched: RefCell<BTreeMap<u32, Rc<RuleSet<P::Config>>>>,
+    unmatched: RefCell<BTreeMap<u32, Rc<RuleSet<P::Root>>>>,
     // Streams no rule matched, with no global configuration: the plugin leaves them alone.
     skipped: RefCell<BTreeSet<u32>>,
 }
@@ -29,7 +29,7 @@ pub(crate) struct Driver<P: Plugin> {
 impl<P: Plugin> Driver<P> {
     pub(crate) fn new(host: Rc<dyn Host>) -> Rc<Self> {
         Rc::new(Driver {
-            runtime: Runtime::new(host, Settings::of::<P>()),
+            runtime: Runtime::new(host, P::ERROR_STATUS),
             config: RefCell::new(None),
             unmatched: RefCell::new(BTreeMap::new()),
             skipped: RefCell::new(BTreeSet::new()),
@@ -64,17 +64,20 @@ impl<P: Plugin> Driver<P> {
         // A constant per plugin type: a plugin without rules compiles none of their parsing
         // or matching in.
         let parsed = if P::HIGRESS_RULES == Rules::Off {
-            config::parse::<P::Config>(&bytes).map(RuleSet::global_only)
+            rules::parse_without_rules::<P::Root>(&bytes)
         } else {
-            rules::parse::<P::Config>(&bytes, P::HIGRESS_RULES)
+            rules::parse::<P::Root>(&bytes, P::HIGRESS_RULES)
         };
         match parsed {
             Ok(parsed) => {
+                if let Some(root) = parsed.configs().next() {
+                    self.runtime.apply_settings(root.settings());
+                }
                 // Higress registers tick functions from every configuration it parses, the
                 // rules' included.
-                let ticks = parsed.configs().flat_map(P::tick_functions).collect();
+                let ticks = parsed.configs().flat_map(Root::tick_functions).collect();
                 self.runtime.set_tick_functions(ticks);
-                let background = parsed.configs().flat_map(P::background_tasks).collect();
+                let background = parsed.configs().flat_map(Root::background_tasks).collect();
                 *self.config.borrow_mut() = Some(Rc::new(parsed));
                 self.runtime.start_background(context_id, background);
                 true
@@ -109,9 +112,9 @@ impl<P: Plugin> Driver<P> {
         }
     }
 
-    fn start_stream(&self, context_id: u32, config: &Rc<P::Config>) {
+    fn start_stream(&self, context_id: u32, root: &Rc<P::Root>) {
         let _scope = self.runtime.scope(context_id);
-        let plugin = P::new(config);
+        let plugin = P::new(root);
         self.runtime
             .create_stream(context_id, move |shared| stream_task(plugin, shared));
     }
@@ -155,6 +158,12 @@ impl<P: Plugin> Driver<P> {
         self.runtime.has_stream(context_id)
             || self.unmatched.borrow().contains_key(&context_id)
             || self.skipped.borrow().contains(&context_id)
+    }
+
+    /// The root of the configuration in force: the global one's, or the first rule's.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(crate) fn root(&self) -> Option<Rc<P::Root>> {
+        self.config.borrow().as_ref()?.configs().next().cloned()
     }
 
     /// `proxy_on_delete`: forgets the stream.

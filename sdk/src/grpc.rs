@@ -244,7 +244,7 @@ pub(crate) fn upstream(cluster: &str) -> String {
 /// struct Check;
 ///
 /// impl Plugin for Check {
-///     type Config = NoConfig;
+///     type Root = NoConfig;
 ///     fn new(_: &Rc<NoConfig>) -> Self { Check }
 ///     async fn on_request_headers(&mut self, req: &mut Request<'_>) -> Result<Flow, Error> {
 ///         let path = req.path().unwrap_or_default();

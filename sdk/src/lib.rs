@@ -20,7 +20,7 @@
 //! }
 //!
 //! impl Plugin for Auth {
-//!     type Config = Config;
+//!     type Root = Config;
 //!
 //!     fn new(config: &Rc<Config>) -> Self {
 //!         Auth { auth: HttpClient::new(config.auth_cluster.as_str()) }
@@ -93,6 +93,7 @@ mod plugin;
 pub mod properties;
 mod queue;
 pub mod redis;
+mod root;
 mod runtime;
 pub mod shared_data;
 mod stream_task;
@@ -123,6 +124,7 @@ pub use metrics::{Counter, Gauge, Histogram, MetricName};
 pub use plugin::{Flow, LocalReply, Plugin};
 pub use queue::{QueueMessages, SharedQueue};
 pub use redis::RedisClient;
+pub use root::{Root, Settings};
 pub use shared_data::{Cas, SharedData, SharedDataError};
 pub use timer::{Elapsed, Sleep, TickFunction, Timeout, now, sleep, timeout};
 

@@ -16,7 +16,7 @@
 //! struct Hello;
 //!
 //! impl Plugin for Hello {
-//!     type Config = NoConfig;
+//!     type Root = NoConfig;
 //!     fn new(_: &Rc<NoConfig>) -> Self { Hello }
 //!     async fn on_request_headers(&mut self, req: &mut Request<'_>) -> Result<Flow, Error> {
 //!         REQUESTS.increment(1);
@@ -747,7 +747,7 @@ mod tests {
     struct Nothing;
 
     impl crate::Plugin for Nothing {
-        type Config = crate::NoConfig;
+        type Root = crate::NoConfig;
         fn new(_: &Rc<crate::NoConfig>) -> Self {
             Nothing
         }

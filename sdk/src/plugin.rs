@@ -1,19 +1,17 @@
 //! The plugin trait and what its hooks return.
 
 use std::rc::{Rc, Weak};
-use std::time::Duration;
 
-use crate::config::PluginConfig;
 use crate::error::Error;
 use crate::message::{Done, Request, Response};
+use crate::root::Root;
 use crate::runtime::{Event, Phase, Runtime, StreamShared};
 use crate::stream_task::StreamTask;
-use crate::timer::TickFunction;
 
 /// A proxy-wasm HTTP plugin with `async` hooks.
 ///
 /// One value of the implementing type exists per HTTP stream, made by [`Plugin::new`] from the
-/// plugin-wide configuration; every hook gets it as `&mut self`. A hook may `.await` calls to
+/// configuration's [`Root`]; every hook gets it as `&mut self`. A hook may `.await` calls to
 /// other clusters: while it waits the stream is paused, and when it returns the SDK resumes the
 /// stream (or sends the local reply the hook asked for) by itself. A hook that returns without
 /// waiting continues the stream at once, with no resume at all.
@@ -29,9 +27,9 @@ use crate::timer::TickFunction;
 /// struct AddHeader;
 ///
 /// impl Plugin for AddHeader {
-///     type Config = NoConfig;
+///     type Root = NoConfig;
 ///
-///     fn new(_config: &Rc<NoConfig>) -> Self {
+///     fn new(_root: &Rc<NoConfig>) -> Self {
 ///         AddHeader
 ///     }
 ///
@@ -47,36 +45,20 @@ use crate::timer::TickFunction;
     reason = "plugins are single-threaded; hook futures are never sent"
 )]
 pub trait Plugin: Sized + 'static {
-    /// The plugin configuration, parsed from the JSON the proxy delivers.
-    type Config: PluginConfig;
+    /// What the plugin keeps per configuration: the configuration itself when it needs
+    /// nothing more (every [`PluginConfig`](crate::PluginConfig) is a [`Root`]), or a value
+    /// of its own built from it (clients, caches, settings, background tasks).
+    type Root: Root;
 
     /// The status of the local reply sent when a hook returns `Err` (unless the error names one).
     const ERROR_STATUS: u16 = 500;
 
-    /// When true, [`on_request_body`](Plugin::on_request_body) runs once, with the whole body,
-    /// after the proxy has buffered it (bodies over [`BODY_BUFFER_LIMIT`](Plugin::BODY_BUFFER_LIMIT)
-    /// get a 413). When false, it runs once per chunk as the chunks arrive.
-    ///
-    /// When true, the SDK removes `content-length` from request headers that are followed by a
-    /// body, so that the hook may change the body's size (the proxy then frames it itself).
-    const BUFFER_REQUEST_BODY: bool = false;
-
-    /// Like [`BUFFER_REQUEST_BODY`](Plugin::BUFFER_REQUEST_BODY), for the response body.
-    const BUFFER_RESPONSE_BODY: bool = false;
-
-    /// The most bytes a buffered body may have. A longer request body is refused with a local
-    /// `413 Payload Too Large` (details `request_payload_too_large`), a longer response body
-    /// with a `500` (details `response_payload_too_large`), as soon as the proxy has buffered
-    /// more than this; the body hook does not run. The default matches Envoy's default
-    /// per-connection buffer limit (1 MiB), which refuses such bodies the same way when it is
-    /// the lower of the two.
-    const BODY_BUFFER_LIMIT: usize = 1024 * 1024;
-
     /// Whether the configuration's `_rules_` are Higress's rule-level configuration: with
     /// [`Rules::Separate`](crate::higress::Rules::Separate) or
     /// [`Rules::Override`](crate::higress::Rules::Override), [`new`](Plugin::new) gets the
-    /// configuration of the first rule the request's route, domain or service matches, else
-    /// the global one; without a global configuration, a request no rule matches runs no hook
+    /// root of the first rule the request's route, domain or service matches, else the global
+    /// one (each configuration has its own root; the settings are the global root's, or the
+    /// first rule's without one); without a global configuration, a request no rule matches runs no hook
     /// at all. See [`higress`](crate::higress).
     const HIGRESS_RULES: crate::higress::Rules = crate::higress::Rules::Off;
 
@@ -86,35 +68,9 @@ pub trait Plugin: Sized + 'static {
     /// log tooling and its operators expect. See [`LogFormat`](crate::higress::LogFormat).
     const LOG_FORMAT: crate::higress::LogFormat = crate::higress::LogFormat::Plain;
 
-    /// The period of the root context's tick, which drives [`sleep`](crate::sleep),
-    /// [`timeout`](crate::timeout) and [`tick_functions`](Plugin::tick_functions). A timer ends
-    /// on the first tick at or after its deadline: late by less than this, never early. The
-    /// tick starts with the first timer and then runs while the plugin lives (one callback per
-    /// period per worker). Higress's Go SDK ticks every 100 ms too.
-    const TICK_PERIOD: Duration = Duration::from_millis(100);
-
-    /// Functions to run periodically on the root context, outside any request (Higress's
-    /// `RegisterTickFunc`); asked once per (re)configuration. None by default.
-    fn tick_functions(config: &Rc<Self::Config>) -> Vec<TickFunction> {
-        let _ = config;
-        Vec::new()
-    }
-
-    /// Tasks to run on the root context, outside any request, while this configuration is in
-    /// force (refreshing a key set, warming a cache): started right after the configuration
-    /// is accepted, dropped when the plugin is reconfigured or stops. Asked once per
-    /// (re)configuration, for each configuration it holds (Higress rules included). None by
-    /// default. See [`BackgroundTask`](crate::BackgroundTask).
-    ///
-    /// The component build (wasm32-wasip2) has no root context to run them on: there they are
-    /// not started, and a warning says so at configuration.
-    fn background_tasks(config: &Rc<Self::Config>) -> Vec<crate::BackgroundTask> {
-        let _ = config;
-        Vec::new()
-    }
-
-    /// Creates the per-stream value at the start of an HTTP stream.
-    fn new(config: &Rc<Self::Config>) -> Self;
+    /// Creates the per-stream value at the start of an HTTP stream, from the root of the
+    /// configuration that serves it.
+    fn new(root: &Rc<Self::Root>) -> Self;
 
     /// The request headers arrived.
     async fn on_request_headers(&mut self, req: &mut Request<'_>) -> Result<Flow, Error> {
@@ -123,7 +79,7 @@ pub trait Plugin: Sized + 'static {
         Ok(Flow::Continue)
     }
 
-    /// Request body data arrived (all of it, when [`BUFFER_REQUEST_BODY`](Plugin::BUFFER_REQUEST_BODY)).
+    /// Request body data arrived (all of it, when the root's [`Settings`](crate::Settings) buffer it).
     /// Not called for requests without a body.
     async fn on_request_body(&mut self, req: &mut Request<'_>) -> Result<Flow, Error> {
         let _ = req;
@@ -147,7 +103,7 @@ pub trait Plugin: Sized + 'static {
         Ok(Flow::Continue)
     }
 
-    /// Response body data arrived (all of it, when [`BUFFER_RESPONSE_BODY`](Plugin::BUFFER_RESPONSE_BODY)).
+    /// Response body data arrived (all of it, when the root's [`Settings`](crate::Settings) buffer it).
     async fn on_response_body(&mut self, resp: &mut Response<'_>) -> Result<Flow, Error> {
         let _ = resp;
         default_hook(Phase::ResponseBody);

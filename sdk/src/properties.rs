@@ -22,7 +22,7 @@
 //! struct Routes;
 //!
 //! impl Plugin for Routes {
-//!     type Config = NoConfig;
+//!     type Root = NoConfig;
 //!     fn new(_: &Rc<NoConfig>) -> Self { Routes }
 //!     async fn on_request_headers(&mut self, req: &mut Request<'_>) -> Result<Flow, Error> {
 //!         if let Some(route) = properties::route_name() {

@@ -133,31 +133,6 @@ impl StreamShared {
     }
 }
 
-/// Plugin-wide settings the driver needs.
-#[derive(Clone, Copy)]
-pub(crate) struct Settings {
-    pub(crate) error_status: u16,
-    pub(crate) tick_period: Duration,
-    /// What every stream's gate starts with (no phase skipped yet).
-    pub(crate) gate: GateSettings,
-}
-
-impl Settings {
-    /// The settings plugin type `P` declares.
-    pub(crate) fn of<P: crate::Plugin>() -> Settings {
-        Settings {
-            error_status: P::ERROR_STATUS,
-            tick_period: P::TICK_PERIOD,
-            gate: GateSettings {
-                buffer_request_body: P::BUFFER_REQUEST_BODY,
-                buffer_response_body: P::BUFFER_RESPONSE_BODY,
-                body_buffer_limit: P::BODY_BUFFER_LIMIT,
-                skipped: PhaseSet::EMPTY,
-            },
-        }
-    }
-}
-
 /// One plugin instance's executor, pending calls and streams.
 pub(crate) struct Runtime {
     pub(crate) host: Rc<dyn Host>,
@@ -177,8 +152,11 @@ pub(crate) struct Runtime {
     finished: RefCell<Vec<u32>>,
     // The context the host applies hostcalls to; 0 when unknown.
     effective: Cell<u32>,
-    settings: Settings,
-    // What every stream's gate is told of the plugin. Its skipped phases are the hooks the
+    // The status of the local reply for a hook's `Err` without one (the plugin type's).
+    error_status: u16,
+    // The root's tick period (its `Settings`).
+    tick_period: Cell<Duration>,
+    // What every stream's gate is told of the plugin: the root's body settings. Its skipped phases are the hooks the
     // plugin type left at the trait's default (learnt when a default ran): they are answered
     // `Continue` without waking the stream's task.
     gate_settings: Cell<GateSettings>,
@@ -223,7 +201,10 @@ impl Drop for CallbackScope<'_> {
 }
 
 impl Runtime {
-    pub(crate) fn new(host: Rc<dyn Host>, settings: Settings) -> Rc<Self> {
+    /// A runtime with the default [`Settings`](crate::Settings) until a root is configured
+    /// (see [`apply_settings`](Runtime::apply_settings)).
+    pub(crate) fn new(host: Rc<dyn Host>, error_status: u16) -> Rc<Self> {
+        let defaults = crate::root::Settings::default();
         Rc::new(Runtime {
             host,
             executor: Executor::new(),
@@ -235,13 +216,35 @@ impl Runtime {
             polling: Cell::new(false),
             finished: RefCell::new(Vec::new()),
             effective: Cell::new(0),
-            settings,
-            gate_settings: Cell::new(settings.gate),
+            error_status,
+            tick_period: Cell::new(defaults.tick_period),
+            gate_settings: Cell::new(GateSettings {
+                buffer_request_body: defaults.buffer_request_body,
+                buffer_response_body: defaults.buffer_response_body,
+                body_buffer_limit: defaults.body_buffer_limit,
+                skipped: PhaseSet::EMPTY,
+            }),
             timers: Timers::default(),
             log_prefix: RefCell::new(None),
             has_background: Cell::new(false),
             host_only: Cell::new(false),
         })
+    }
+
+    /// Runs the streams created from now on with a root's `settings` (a configuration was
+    /// accepted); a running tick takes the new period.
+    pub(crate) fn apply_settings(&self, settings: crate::root::Settings) {
+        let mut gate = self.gate_settings.get();
+        gate.buffer_request_body = settings.buffer_request_body;
+        gate.buffer_response_body = settings.buffer_response_body;
+        gate.body_buffer_limit = settings.body_buffer_limit;
+        self.gate_settings.set(gate);
+        if self.tick_period.replace(settings.tick_period) != settings.tick_period
+            && self.timers.is_ticking()
+            && let Err(error) = self.host.set_tick_period(settings.tick_period)
+        {
+            log::warn!("changing the tick period: {error}");
+        }
     }
 
     /// Sets the prefix of every log line (Higress's log format), or none.
@@ -286,7 +289,7 @@ impl Runtime {
         }
         // The proxy applies a tick period to the root context of whichever context is
         // current, so this works from a stream's hook too.
-        if let Err(error) = self.host.set_tick_period(self.settings.tick_period) {
+        if let Err(error) = self.host.set_tick_period(self.tick_period.get()) {
             log::warn!("starting the tick for timers: {error}; sleeps will not end");
         }
     }
@@ -362,7 +365,7 @@ impl Runtime {
         allow(dead_code, reason = "only the component driver reads it from here")
     )]
     pub(crate) fn error_status(&self) -> u16 {
-        self.settings.error_status
+        self.error_status
     }
 
     /// Records that the plugin's hook for `phase` is the trait's default (it does nothing and
@@ -833,7 +836,7 @@ impl Runtime {
             ReplyFate::Send => match outcome {
                 Ok(Flow::Reply(reply)) => self.send_reply(phase, &reply),
                 Err(error) => {
-                    let status = error.status().unwrap_or(self.settings.error_status);
+                    let status = error.status().unwrap_or(self.error_status);
                     log::error!(
                         "{} failed: {error}; replying {status}",
                         phase.callback_name()
@@ -1072,7 +1075,7 @@ mod tests {
     struct TwoPhases;
 
     impl Plugin for TwoPhases {
-        type Config = NoConfig;
+        type Root = NoConfig;
         fn new(_: &Rc<NoConfig>) -> Self {
             TwoPhases
         }

@@ -13,7 +13,7 @@
 //! struct CountRequests;
 //!
 //! impl Plugin for CountRequests {
-//!     type Config = NoConfig;
+//!     type Root = NoConfig;
 //!     fn new(_: &Rc<NoConfig>) -> Self { CountRequests }
 //!     async fn on_request_headers(&mut self, req: &mut Request<'_>) -> Result<Flow, Error> {
 //!         // Every worker counts into the same value.

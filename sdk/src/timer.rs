@@ -1,12 +1,12 @@
 //! Time on the root context's tick: `sleep`, `timeout` and tick functions.
 //!
 //! proxy-wasm has no timer per task, only one periodic `proxy_on_tick` per root context. The
-//! first timer a plugin asks for starts the tick (at [`Plugin::TICK_PERIOD`]); on each tick
+//! first timer a plugin asks for starts the tick (at [`Settings::tick_period`]); on each tick
 //! the SDK wakes every sleep whose deadline has passed and runs every tick function whose
 //! period has elapsed, reading the proxy's clock. A timer fires on the first tick at or after
 //! its deadline, so it is late by less than one tick period, never early.
 //!
-//! [`Plugin::TICK_PERIOD`]: crate::Plugin::TICK_PERIOD
+//! [`Settings::tick_period`]: crate::Settings::tick_period
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -22,7 +22,7 @@ use crate::runtime::Runtime;
 
 /// A function the plugin runs periodically on its root context, outside any request (Higress's
 /// `RegisterTickFunc`): refresh a cache, flush counters. Returned from
-/// [`Plugin::tick_functions`](crate::Plugin::tick_functions).
+/// [`Root::tick_functions`](crate::Root::tick_functions).
 pub struct TickFunction {
     period: Duration,
     run: Box<dyn FnMut()>,
@@ -112,6 +112,11 @@ impl Timers {
         !self.functions.borrow().is_empty()
     }
 
+    /// Whether the tick runs.
+    pub(crate) fn is_ticking(&self) -> bool {
+        self.ticking.get()
+    }
+
     /// Marks the tick as started; false if it already was.
     pub(crate) fn start_ticking(&self) -> bool {
         !self.ticking.replace(true)
@@ -165,7 +170,7 @@ pub fn now() -> std::time::SystemTime {
     }
 }
 
-/// Waits for `duration` on the proxy's clock. See [`Plugin::TICK_PERIOD`] for its accuracy:
+/// Waits for `duration` on the proxy's clock. See [`Settings::tick_period`] for its accuracy:
 /// it ends on the first tick at or after the deadline.
 ///
 /// Outside a plugin (no host to ask for the time) it ends at once.
@@ -178,7 +183,7 @@ pub fn now() -> std::time::SystemTime {
 /// # }
 /// ```
 ///
-/// [`Plugin::TICK_PERIOD`]: crate::Plugin::TICK_PERIOD
+/// [`Settings::tick_period`]: crate::Settings::tick_period
 pub fn sleep(duration: Duration) -> Sleep {
     Sleep {
         duration,

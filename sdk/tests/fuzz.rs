@@ -28,7 +28,7 @@ use proptest::test_runner::Config;
 use proxy_async::testing::{Action, PluginTest, TestStream};
 use proxy_async::{
     CallError, ConfigError, Error, Flow, HttpClient, NoConfig, Plugin, PluginConfig, Request,
-    Response,
+    Response, Root,
 };
 
 /// `native` cases natively; under Miri, where one case takes seconds, two.
@@ -137,7 +137,7 @@ struct ShowConfig {
 }
 
 impl Plugin for ShowConfig {
-    type Config = Settings;
+    type Root = Settings;
 
     fn new(config: &Rc<Settings>) -> Self {
         ShowConfig {
@@ -420,7 +420,7 @@ fn run_header_script(message: &mut proxy_async::Message<'_>) {
 }
 
 impl Plugin for HeaderScript {
-    type Config = NoConfig;
+    type Root = NoConfig;
 
     fn new(_: &Rc<NoConfig>) -> Self {
         HeaderScript
@@ -730,7 +730,7 @@ async fn body_hook(req: &mut Request<'_>) -> Result<Flow, Error> {
 struct PerChunk;
 
 impl Plugin for PerChunk {
-    type Config = NoConfig;
+    type Root = NoConfig;
 
     fn new(_: &Rc<NoConfig>) -> Self {
         PerChunk
@@ -744,15 +744,30 @@ impl Plugin for PerChunk {
 /// The most a [`Buffered`] body may have.
 const LIMIT: usize = 256;
 
+/// No configuration; buffers request bodies of up to `MAX` bytes.
+struct Buffering<const MAX: usize>;
+
+impl<const MAX: usize> Root for Buffering<MAX> {
+    type Config = NoConfig;
+
+    fn configure(_: NoConfig) -> Result<Self, ConfigError> {
+        Ok(Buffering)
+    }
+
+    fn settings(&self) -> proxy_async::Settings {
+        proxy_async::Settings::default()
+            .buffer_request_body(true)
+            .body_buffer_limit(MAX)
+    }
+}
+
 /// Buffers the request body, up to [`LIMIT`] bytes.
 struct Buffered;
 
 impl Plugin for Buffered {
-    type Config = NoConfig;
-    const BUFFER_REQUEST_BODY: bool = true;
-    const BODY_BUFFER_LIMIT: usize = LIMIT;
+    type Root = Buffering<LIMIT>;
 
-    fn new(_: &Rc<NoConfig>) -> Self {
+    fn new(_: &Rc<Buffering<LIMIT>>) -> Self {
         Buffered
     }
 
@@ -765,11 +780,9 @@ impl Plugin for Buffered {
 struct BufferedHuge;
 
 impl Plugin for BufferedHuge {
-    type Config = NoConfig;
-    const BUFFER_REQUEST_BODY: bool = true;
-    const BODY_BUFFER_LIMIT: usize = HUGE;
+    type Root = Buffering<HUGE>;
 
-    fn new(_: &Rc<NoConfig>) -> Self {
+    fn new(_: &Rc<Buffering<HUGE>>) -> Self {
         BufferedHuge
     }
 
@@ -926,7 +939,7 @@ const MISSING: &str = "x-not-there-at-all";
 struct Caller;
 
 impl Plugin for Caller {
-    type Config = NoConfig;
+    type Root = NoConfig;
 
     fn new(_: &Rc<NoConfig>) -> Self {
         Caller

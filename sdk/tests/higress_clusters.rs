@@ -247,7 +247,7 @@ struct ProbeConfig {
 impl PluginConfig for ProbeConfig {}
 
 impl Plugin for Probe {
-    type Config = ProbeConfig;
+    type Root = ProbeConfig;
 
     fn new(config: &Rc<ProbeConfig>) -> Self {
         let table = table();
@@ -293,7 +293,7 @@ struct RouteConfig {
 impl PluginConfig for RouteConfig {}
 
 impl Plugin for RouteProbe {
-    type Config = RouteConfig;
+    type Root = RouteConfig;
 
     fn new(config: &Rc<RouteConfig>) -> Self {
         let cluster = RouteCluster {

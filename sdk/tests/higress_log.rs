@@ -5,24 +5,35 @@ use std::time::Duration;
 
 use proxy_async::higress::LogFormat;
 use proxy_async::testing::PluginTest;
-use proxy_async::{Error, Flow, NoConfig, Plugin, Request, TickFunction};
+use proxy_async::{ConfigError, Error, Flow, NoConfig, Plugin, Request, Root, TickFunction};
+
+/// Logs on every tick, outside any request.
+struct Ticker;
+
+impl Root for Ticker {
+    type Config = NoConfig;
+
+    fn configure(_: NoConfig) -> Result<Self, ConfigError> {
+        Ok(Ticker)
+    }
+
+    fn tick_functions(self: &Rc<Self>) -> Vec<TickFunction> {
+        vec![TickFunction::new(Duration::from_millis(100), || {
+            log::warn!("tick");
+        })]
+    }
+}
 
 struct Audit;
 
 impl Plugin for Audit {
-    type Config = NoConfig;
+    type Root = Ticker;
     const LOG_FORMAT: LogFormat = LogFormat::Higress {
         plugin_name: "audit",
     };
 
-    fn new(_: &Rc<NoConfig>) -> Self {
+    fn new(_: &Rc<Ticker>) -> Self {
         Audit
-    }
-
-    fn tick_functions(_: &Rc<NoConfig>) -> Vec<TickFunction> {
-        vec![TickFunction::new(Duration::from_millis(100), || {
-            log::warn!("tick");
-        })]
     }
 
     async fn on_request_headers(&mut self, req: &mut Request<'_>) -> Result<Flow, Error> {

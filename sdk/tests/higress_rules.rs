@@ -7,7 +7,8 @@ use std::rc::Rc;
 use proxy_async::higress::Rules;
 use proxy_async::testing::{Action, PluginTest};
 use proxy_async::{
-    Done, Error, Flow, HttpClient, LocalReply, Plugin, PluginConfig, Request, Response,
+    ConfigError, Done, Error, Flow, HttpClient, LocalReply, Plugin, PluginConfig, Request,
+    Response, Root, Settings,
 };
 
 #[derive(serde::Deserialize, Default)]
@@ -29,7 +30,7 @@ struct Greeter {
 }
 
 impl Plugin for Greeter {
-    type Config = Config;
+    type Root = Config;
     const HIGRESS_RULES: Rules = Rules::Separate;
 
     fn new(config: &Rc<Config>) -> Self {
@@ -241,24 +242,38 @@ fn a_matched_rule_can_await_calls_and_other_streams_go_on_meanwhile() {
 }
 
 /// Like [`Greeter`], but rules override the global keys.
-struct Inheriting(Rc<Config>);
+struct Inheriting(Rc<BufferingConfig>);
+
+/// A [`Config`] whose streams buffer the request body: a request no rule matches must not be
+/// buffered either.
+struct BufferingConfig(Config);
+
+impl Root for BufferingConfig {
+    type Config = Config;
+
+    fn configure(config: Config) -> Result<Self, ConfigError> {
+        Ok(BufferingConfig(config))
+    }
+
+    fn settings(&self) -> Settings {
+        Settings::default().buffer_request_body(true)
+    }
+}
 
 impl Plugin for Inheriting {
-    type Config = Config;
+    type Root = BufferingConfig;
     const HIGRESS_RULES: Rules = Rules::Override;
-    // Buffering the request body: a request no rule matches must not be buffered either.
-    const BUFFER_REQUEST_BODY: bool = true;
 
-    fn new(config: &Rc<Config>) -> Self {
-        Inheriting(Rc::clone(config))
+    fn new(root: &Rc<BufferingConfig>) -> Self {
+        Inheriting(Rc::clone(root))
     }
 
     async fn on_request_body(&mut self, req: &mut Request<'_>) -> Result<Flow, Error> {
-        if self.0.deny {
-            return Ok(LocalReply::new(403).body(self.0.greeting.clone()).into());
+        if self.0.0.deny {
+            return Ok(LocalReply::new(403).body(self.0.0.greeting.clone()).into());
         }
         req.headers_mut()
-            .insert("x-greeting", self.0.greeting.as_str());
+            .insert("x-greeting", self.0.0.greeting.as_str());
         Ok(Flow::Continue)
     }
 }
@@ -366,7 +381,7 @@ fn with_rules_a_global_config_that_does_not_parse_is_dropped_with_a_warning() {
 struct Plain;
 
 impl Plugin for Plain {
-    type Config = proxy_async::NoConfig;
+    type Root = proxy_async::NoConfig;
 
     fn new(_: &Rc<proxy_async::NoConfig>) -> Self {
         Plain

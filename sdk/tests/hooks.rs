@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use proxy_async::testing::{Action, PluginTest};
 use proxy_async::{
-    CallError, Done, Error, Flow, HttpClient, LocalReply, NoConfig, Plugin, PluginConfig, Request,
-    Response,
+    CallError, ConfigError, Done, Error, Flow, HttpClient, LocalReply, NoConfig, Plugin,
+    PluginConfig, Request, Response, Root, Settings,
 };
 
 /// Calls the `backend` cluster, copies `x-token` from its answer into the request; replies 403
@@ -17,7 +17,7 @@ struct Gate {
 }
 
 impl Plugin for Gate {
-    type Config = NoConfig;
+    type Root = NoConfig;
 
     fn new(_: &Rc<NoConfig>) -> Self {
         Gate {
@@ -49,7 +49,7 @@ impl Plugin for Gate {
 fn a_hook_that_does_not_await_continues_without_resume() {
     struct Immediate;
     impl Plugin for Immediate {
-        type Config = NoConfig;
+        type Root = NoConfig;
         fn new(_: &Rc<NoConfig>) -> Self {
             Immediate
         }
@@ -188,7 +188,7 @@ fn a_response_without_status_is_an_invalid_status_error() {
 fn a_cluster_unknown_to_the_proxy_is_refused_with_a_typed_error() {
     struct Probe;
     impl Plugin for Probe {
-        type Config = NoConfig;
+        type Root = NoConfig;
         fn new(_: &Rc<NoConfig>) -> Self {
             Probe
         }
@@ -224,7 +224,7 @@ fn a_cluster_unknown_to_the_proxy_is_refused_with_a_typed_error() {
 fn error_status_comes_from_the_plugin_or_the_error() {
     struct Strict;
     impl Plugin for Strict {
-        type Config = NoConfig;
+        type Root = NoConfig;
         const ERROR_STATUS: u16 = 503;
         fn new(_: &Rc<NoConfig>) -> Self {
             Strict
@@ -312,7 +312,7 @@ fn interleaved_streams_are_each_resumed_once_with_their_own_answer() {
 fn joined_calls_are_in_flight_together() {
     struct Both;
     impl Plugin for Both {
-        type Config = NoConfig;
+        type Root = NoConfig;
         fn new(_: &Rc<NoConfig>) -> Self {
             Both
         }
@@ -345,11 +345,32 @@ fn joined_calls_are_in_flight_together() {
 /// Sees the whole request body once, asks a cluster about it, and replaces it.
 struct Rewrite;
 
-impl Plugin for Rewrite {
-    type Config = NoConfig;
-    const BUFFER_REQUEST_BODY: bool = true;
+/// No configuration; buffers request bodies (and response bodies when `BOTH`) of up to `LIMIT`
+/// bytes.
+struct Buffering<const BOTH: bool, const LIMIT: usize>;
 
-    fn new(_: &Rc<NoConfig>) -> Self {
+impl<const BOTH: bool, const LIMIT: usize> Root for Buffering<BOTH, LIMIT> {
+    type Config = NoConfig;
+
+    fn configure(_: NoConfig) -> Result<Self, ConfigError> {
+        Ok(Buffering)
+    }
+
+    fn settings(&self) -> Settings {
+        Settings::default()
+            .buffer_request_body(true)
+            .buffer_response_body(BOTH)
+            .body_buffer_limit(LIMIT)
+    }
+}
+
+/// Buffers request bodies up to the default limit.
+type BufferRequests = Buffering<false, { 1024 * 1024 }>;
+
+impl Plugin for Rewrite {
+    type Root = BufferRequests;
+
+    fn new(_: &Rc<BufferRequests>) -> Self {
         Rewrite
     }
 
@@ -391,12 +412,9 @@ fn a_buffered_body_hook_sees_the_whole_body_once_and_can_replace_it() {
 struct Small;
 
 impl Plugin for Small {
-    type Config = NoConfig;
-    const BUFFER_REQUEST_BODY: bool = true;
-    const BUFFER_RESPONSE_BODY: bool = true;
-    const BODY_BUFFER_LIMIT: usize = 16;
+    type Root = Buffering<true, 16>;
 
-    fn new(_: &Rc<NoConfig>) -> Self {
+    fn new(_: &Rc<Buffering<true, 16>>) -> Self {
         Small
     }
 
@@ -473,9 +491,8 @@ fn a_buffered_response_body_over_the_limit_is_refused_with_500() {
 fn a_response_that_arrives_while_the_body_hook_awaits_runs_its_hook_afterwards() {
     struct Both;
     impl Plugin for Both {
-        type Config = NoConfig;
-        const BUFFER_REQUEST_BODY: bool = true;
-        fn new(_: &Rc<NoConfig>) -> Self {
+        type Root = BufferRequests;
+        fn new(_: &Rc<BufferRequests>) -> Self {
             Both
         }
         async fn on_request_body(&mut self, req: &mut Request<'_>) -> Result<Flow, Error> {
@@ -511,7 +528,7 @@ fn a_response_that_arrives_while_the_body_hook_awaits_runs_its_hook_afterwards()
 fn a_streaming_body_hook_runs_per_chunk() {
     struct Stamp;
     impl Plugin for Stamp {
-        type Config = NoConfig;
+        type Root = NoConfig;
         fn new(_: &Rc<NoConfig>) -> Self {
             Stamp
         }
@@ -538,7 +555,7 @@ fn a_chunk_that_arrives_while_the_previous_chunk_awaits_is_held_until_its_own_ho
     // before its hook ran, and the second hook's resume then hit a stream no longer paused.
     struct Inspect;
     impl Plugin for Inspect {
-        type Config = NoConfig;
+        type Root = NoConfig;
         fn new(_: &Rc<NoConfig>) -> Self {
             Inspect
         }
@@ -574,7 +591,7 @@ fn a_chunk_that_arrives_while_the_previous_chunk_awaits_is_held_until_its_own_ho
 fn a_paused_response_hook_resumes_the_response() {
     struct Annotate;
     impl Plugin for Annotate {
-        type Config = NoConfig;
+        type Root = NoConfig;
         fn new(_: &Rc<NoConfig>) -> Self {
             Annotate
         }
@@ -613,7 +630,7 @@ fn a_paused_response_hook_resumes_the_response() {
 fn header_operations_cover_get_add_replace_remove_and_set_all() {
     struct Headers;
     impl Plugin for Headers {
-        type Config = NoConfig;
+        type Root = NoConfig;
         fn new(_: &Rc<NoConfig>) -> Self {
             Headers
         }
@@ -682,7 +699,7 @@ fn header_operations_cover_get_add_replace_remove_and_set_all() {
 fn on_log_reads_the_finished_exchange_and_logs_through_the_log_crate() {
     struct Access;
     impl Plugin for Access {
-        type Config = NoConfig;
+        type Root = NoConfig;
         fn new(_: &Rc<NoConfig>) -> Self {
             Access
         }
@@ -713,7 +730,7 @@ fn on_log_reads_the_finished_exchange_and_logs_through_the_log_crate() {
 fn json_bodies_and_timeouts_reach_the_call() {
     struct Post;
     impl Plugin for Post {
-        type Config = NoConfig;
+        type Root = NoConfig;
         fn new(_: &Rc<NoConfig>) -> Self {
             Post
         }
@@ -764,7 +781,7 @@ fn a_bad_configuration_is_rejected_with_the_field_named() {
     impl PluginConfig for Config {}
     struct Configured;
     impl Plugin for Configured {
-        type Config = Config;
+        type Root = Config;
         fn new(_: &Rc<Config>) -> Self {
             Configured
         }
@@ -797,7 +814,7 @@ fn the_test_proxy_holds_the_body_while_headers_are_paused() {
 struct OnlyRequest;
 
 impl Plugin for OnlyRequest {
-    type Config = NoConfig;
+    type Root = NoConfig;
 
     fn new(_: &Rc<NoConfig>) -> Self {
         OnlyRequest
@@ -813,7 +830,7 @@ impl Plugin for OnlyRequest {
 struct OnlyResponse;
 
 impl Plugin for OnlyResponse {
-    type Config = NoConfig;
+    type Root = NoConfig;
 
     fn new(_: &Rc<NoConfig>) -> Self {
         OnlyResponse

@@ -52,7 +52,7 @@ struct RedisPlugin {
 }
 
 impl Plugin for RedisPlugin {
-    type Config = Config;
+    type Root = Config;
 
     fn new(config: &Rc<Config>) -> Self {
         RedisPlugin {

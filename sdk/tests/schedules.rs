@@ -190,7 +190,7 @@ impl Scripted {
 }
 
 impl Plugin for Scripted {
-    type Config = NoConfig;
+    type Root = NoConfig;
 
     fn new(_: &Rc<NoConfig>) -> Self {
         Scripted {

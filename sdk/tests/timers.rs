@@ -6,14 +6,15 @@ use std::time::Duration;
 
 use proxy_async::testing::{Action, PluginTest};
 use proxy_async::{
-    Error, Flow, HttpClient, LocalReply, NoConfig, Plugin, Request, TickFunction, sleep, timeout,
+    ConfigError, Error, Flow, HttpClient, LocalReply, NoConfig, Plugin, Request, Root,
+    TickFunction, sleep, timeout,
 };
 
 /// Waits `x-delay-ms` before letting the request go on.
 struct Delay;
 
 impl Plugin for Delay {
-    type Config = NoConfig;
+    type Root = NoConfig;
 
     fn new(_: &Rc<NoConfig>) -> Self {
         Delay
@@ -91,7 +92,7 @@ fn a_stream_that_ends_while_sleeping_leaves_no_timer() {
 struct Impatient;
 
 impl Plugin for Impatient {
-    type Config = NoConfig;
+    type Root = NoConfig;
 
     fn new(_: &Rc<NoConfig>) -> Self {
         Impatient
@@ -141,40 +142,47 @@ fn a_future_that_finishes_in_time_wins_and_its_timer_is_freed() {
     assert_eq!(test.live_timers(), 0);
 }
 
-thread_local! {
-    static RUNS: Cell<u32> = const { Cell::new(0) };
+/// Counts the runs of its tick function, which has a 250 ms period.
+struct Runs(Cell<u32>);
+
+impl Root for Runs {
+    type Config = NoConfig;
+
+    fn configure(_: NoConfig) -> Result<Self, ConfigError> {
+        Ok(Runs(Cell::new(0)))
+    }
+
+    fn tick_functions(self: &Rc<Self>) -> Vec<TickFunction> {
+        let runs = Rc::clone(self);
+        vec![TickFunction::new(Duration::from_millis(250), move || {
+            runs.0.set(runs.0.get() + 1);
+        })]
+    }
 }
 
-/// Counts runs of a tick function with a 250 ms period.
 struct Ticking;
 
 impl Plugin for Ticking {
-    type Config = NoConfig;
+    type Root = Runs;
 
-    fn new(_: &Rc<NoConfig>) -> Self {
+    fn new(_: &Rc<Runs>) -> Self {
         Ticking
-    }
-
-    fn tick_functions(_: &Rc<NoConfig>) -> Vec<TickFunction> {
-        vec![TickFunction::new(Duration::from_millis(250), || {
-            RUNS.with(|runs| runs.set(runs.get() + 1));
-        })]
     }
 }
 
 #[test]
 fn a_tick_function_runs_once_per_period_on_the_tick() {
-    RUNS.with(|runs| runs.set(0));
     let test = PluginTest::<Ticking>::new("").unwrap();
+    let runs = test.root().expect("configured");
     // Ticks at 100, 200, 300: the period (250) has elapsed at 300.
     test.advance_time(Duration::from_millis(300));
-    assert_eq!(RUNS.with(Cell::get), 1);
+    assert_eq!(runs.0.get(), 1);
     // Next due 250 after 300: the tick at 600 (not 500).
     test.advance_time(Duration::from_millis(200));
-    assert_eq!(RUNS.with(Cell::get), 1);
+    assert_eq!(runs.0.get(), 1);
     test.advance_time(Duration::from_millis(100));
-    assert_eq!(RUNS.with(Cell::get), 2);
+    assert_eq!(runs.0.get(), 2);
     // Three more seconds: every 300 ms (the first tick at or after each 250 ms period).
     test.advance_time(Duration::from_millis(3_000));
-    assert_eq!(RUNS.with(Cell::get), 12);
+    assert_eq!(runs.0.get(), 12);
 }

@@ -60,7 +60,7 @@ use std::time::Duration;
 
 use proxy_async::{
     CallResponse, ConfigError, Error, Flow, HttpClient, LocalReply, Plugin, PluginConfig, Request,
-    ResponseFuture,
+    ResponseFuture, Root,
 };
 
 /// The prefix of the identity headers this plugin owns; client-supplied ones are removed (see
@@ -73,16 +73,96 @@ pub const USER_ID_HEADER: &str = "x-user-id";
 /// The request header carrying the user's name, set after a successful lookup.
 pub const USER_NAME_HEADER: &str = "x-user-name";
 
-/// The plugin configuration; see the [crate documentation](crate) for the JSON.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
-#[serde(from = "RawConfig")]
+/// The plugin configuration as written; see the [crate documentation](crate) for the JSON.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(default)]
 pub struct Config {
+    /// The service that exchanges the credential for a token.
+    pub auth: UpstreamConfig,
+    /// The service that maps a token to a user.
+    pub users: UpstreamConfig,
+    /// The request header holding the client's credential (`authorization` when absent).
+    pub credential_header: Option<String>,
+}
+
+/// One service in the configuration, as written.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// The proxy's name for the cluster.
+    pub cluster: String,
+    /// The `:authority` of the calls (the cluster name when absent).
+    pub authority: Option<String>,
+    /// The path of the calls (`/token` for `auth`, `/me` for `users`, when absent).
+    pub path: Option<String>,
+    /// The timeout of the calls in milliseconds (the SDK's default when absent).
+    pub timeout_ms: Option<u64>,
+}
+
+impl UpstreamConfig {
+    fn resolve(self, default_path: &str) -> Upstream {
+        let timeout = self
+            .timeout_ms
+            .map_or(HttpClient::DEFAULT_TIMEOUT, Duration::from_millis);
+        let authority = self.authority.unwrap_or_else(|| self.cluster.clone());
+        Upstream {
+            client: HttpClient::new(self.cluster.as_str())
+                .with_authority(authority.as_str())
+                .with_timeout(timeout),
+            cluster: self.cluster,
+            authority,
+            path: self.path.unwrap_or_else(|| default_path.to_string()),
+            timeout,
+        }
+    }
+}
+
+impl PluginConfig for Config {}
+
+/// What the plugin keeps per configuration: the two services, each with its client, and the
+/// credential header.
+#[derive(Debug)]
+pub struct Services {
     /// The service that exchanges the credential for a token.
     pub auth: Upstream,
     /// The service that maps a token to a user.
     pub users: Upstream,
     /// The request header holding the client's credential (lower case).
     pub credential_header: String,
+}
+
+impl Root for Services {
+    type Config = Config;
+
+    fn configure(config: Config) -> Result<Self, ConfigError> {
+        let auth = config.auth.resolve("/token");
+        auth.validate("auth")?;
+        let users = config.users.resolve("/me");
+        users.validate("users")?;
+        let header = config
+            .credential_header
+            .unwrap_or_else(|| "authorization".to_string())
+            .to_ascii_lowercase();
+        if header.is_empty() || !header.bytes().all(is_token_char) {
+            return Err(ConfigError::field(
+                "credential_header",
+                "must be a header name (letters, digits, `-`, ...)",
+            ));
+        }
+        if is_identity_header(&header) {
+            return Err(ConfigError::field(
+                "credential_header",
+                format!(
+                    "must not be an identity header (`{USER_HEADER_PREFIX}*`, also with `_` for `-`): those headers are removed"
+                ),
+            ));
+        }
+        Ok(Services {
+            auth,
+            users,
+            credential_header: header,
+        })
+    }
 }
 
 /// One service the plugin calls, with its defaults filled in.
@@ -100,30 +180,7 @@ pub struct Upstream {
     client: HttpClient,
 }
 
-impl PartialEq for Upstream {
-    fn eq(&self, other: &Self) -> bool {
-        // The client is made from the other fields.
-        (&self.cluster, &self.authority, &self.path, self.timeout)
-            == (&other.cluster, &other.authority, &other.path, other.timeout)
-    }
-}
-
-impl Eq for Upstream {}
-
 impl Upstream {
-    /// The service's cluster, authority and timeout, with `path` (and its defaults).
-    pub fn new(cluster: &str, authority: &str, path: &str, timeout: Duration) -> Upstream {
-        Upstream {
-            cluster: cluster.to_string(),
-            authority: authority.to_string(),
-            path: path.to_string(),
-            timeout,
-            client: HttpClient::new(cluster)
-                .with_authority(authority)
-                .with_timeout(timeout),
-        }
-    }
-
     /// The client for this service.
     pub fn client(&self) -> &HttpClient {
         &self.client
@@ -158,81 +215,9 @@ impl Upstream {
     }
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        RawConfig::default().into()
-    }
-}
-
-impl PluginConfig for Config {
-    fn validate(&self) -> Result<(), ConfigError> {
-        self.auth.validate("auth")?;
-        self.users.validate("users")?;
-        let header = &self.credential_header;
-        if header.is_empty() || !header.bytes().all(is_token_char) {
-            return Err(ConfigError::field(
-                "credential_header",
-                "must be a header name (letters, digits, `-`, ...)",
-            ));
-        }
-        if is_identity_header(header) {
-            return Err(ConfigError::field(
-                "credential_header",
-                format!(
-                    "must not be an identity header (`{USER_HEADER_PREFIX}*`, also with `_` for `-`): those headers are removed"
-                ),
-            ));
-        }
-        Ok(())
-    }
-}
-
-/// The configuration as written, before the defaults are filled in.
-#[derive(Default, serde::Deserialize)]
-#[serde(default)]
-struct RawConfig {
-    auth: RawUpstream,
-    users: RawUpstream,
-    credential_header: Option<String>,
-}
-
-#[derive(Default, serde::Deserialize)]
-#[serde(default, deny_unknown_fields)]
-struct RawUpstream {
-    cluster: String,
-    authority: Option<String>,
-    path: Option<String>,
-    timeout_ms: Option<u64>,
-}
-
-impl RawUpstream {
-    fn resolve(self, default_path: &str) -> Upstream {
-        Upstream::new(
-            &self.cluster,
-            self.authority.as_deref().unwrap_or(&self.cluster),
-            self.path.as_deref().unwrap_or(default_path),
-            self.timeout_ms
-                .map_or(HttpClient::DEFAULT_TIMEOUT, Duration::from_millis),
-        )
-    }
-}
-
-impl From<RawConfig> for Config {
-    fn from(raw: RawConfig) -> Self {
-        Config {
-            auth: raw.auth.resolve("/token"),
-            users: raw.users.resolve("/me"),
-            credential_header: raw
-                .credential_header
-                .unwrap_or_else(|| "authorization".to_string())
-                .to_ascii_lowercase(),
-        }
-    }
-}
-
 /// The plugin: one value per HTTP stream.
 pub struct AuthFlow {
-    config: Rc<Config>,
+    services: Rc<Services>,
 }
 
 /// The body of the call to the auth cluster.
@@ -261,15 +246,15 @@ enum Verdict<T> {
 }
 
 impl Plugin for AuthFlow {
-    type Config = Config;
+    type Root = Services;
 
     /// Every failure that is not the caller's fault (the auth or users service is down, slow,
     /// or answers nonsense) is a 503: the request is refused, never let through.
     const ERROR_STATUS: u16 = 503;
 
-    fn new(config: &Rc<Config>) -> Self {
+    fn new(services: &Rc<Services>) -> Self {
         AuthFlow {
-            config: Rc::clone(config),
+            services: Rc::clone(services),
         }
     }
 
@@ -288,7 +273,7 @@ impl Plugin for AuthFlow {
                     if !spoofed.contains(&name) {
                         spoofed.push(name);
                     }
-                } else if name.eq_ignore_ascii_case(&self.config.credential_header) {
+                } else if name.eq_ignore_ascii_case(&self.services.credential_header) {
                     credentials.push(value);
                 }
             }
@@ -349,7 +334,7 @@ impl Plugin for AuthFlow {
 impl AuthFlow {
     /// Sends the credential to the auth service, to exchange it for a token.
     fn send_credential(&self, credential: &str) -> ResponseFuture {
-        let upstream = &self.config.auth;
+        let upstream = &self.services.auth;
         upstream
             .client()
             .post(&upstream.path)
@@ -359,7 +344,7 @@ impl AuthFlow {
 
     /// The auth service's answer: a token, or a denial.
     async fn token(&self, sent: ResponseFuture) -> Result<Verdict<String>, Error> {
-        let upstream = &self.config.auth;
+        let upstream = &self.services.auth;
         let reply = sent
             .await
             .map_err(|error| Error::new(format_args!("auth: {error}")))?;
@@ -382,13 +367,13 @@ impl AuthFlow {
 
     /// Sends the token to the users service, to look up its user.
     fn send_token(&self, token: &str) -> ResponseFuture {
-        let upstream = &self.config.users;
+        let upstream = &self.services.users;
         upstream.client().get(&upstream.path).bearer(token).send()
     }
 
     /// The users service's answer: the user, or a denial.
     async fn user(&self, sent: ResponseFuture) -> Result<Verdict<UserReply>, Error> {
-        let upstream = &self.config.users;
+        let upstream = &self.services.users;
         let reply = sent
             .await
             .map_err(|error| Error::new(format_args!("users: {error}")))?;

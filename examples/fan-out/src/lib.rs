@@ -44,7 +44,7 @@ use std::time::Duration;
 
 use proxy_async::{
     CallError, CallResponse, ConfigError, Error, Flow, HttpClient, LocalReply, Plugin,
-    PluginConfig, Request,
+    PluginConfig, Request, Root,
 };
 
 /// The request header naming the user (read).
@@ -56,121 +56,113 @@ pub const TIER_HEADER: &str = "x-profile-tier";
 /// The request header carrying the user's feature flags, comma-separated (set when known).
 pub const FLAGS_HEADER: &str = "x-flags";
 
-/// The plugin configuration; see the [crate documentation](crate) for the JSON.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
-#[serde(from = "RawConfig")]
+/// The plugin configuration as written; see the [crate documentation](crate) for the JSON.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(default)]
 pub struct Config {
+    /// The profile service (required answer).
+    pub profile: UpstreamConfig,
+    /// The feature-flag service (optional answer).
+    pub flags: UpstreamConfig,
+}
+
+/// One service in the configuration, as written.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// The proxy's name for the cluster.
+    pub cluster: String,
+    /// The `:authority` of the calls (the cluster name when absent).
+    pub authority: Option<String>,
+    /// The path of the calls (`/profile` or `/flags` when absent).
+    pub path: Option<String>,
+    /// The timeout of the calls in milliseconds (the SDK's default when absent).
+    pub timeout_ms: Option<u64>,
+}
+
+impl PluginConfig for Config {}
+
+/// What the plugin keeps per configuration: the two services.
+#[derive(Debug)]
+pub struct Services {
     /// The profile service (required answer).
     pub profile: Upstream,
     /// The feature-flag service (optional answer).
     pub flags: Upstream,
 }
 
+impl Root for Services {
+    type Config = Config;
+
+    fn configure(config: Config) -> Result<Self, ConfigError> {
+        Ok(Services {
+            profile: Upstream::resolve(config.profile, "profile", "/profile")?,
+            flags: Upstream::resolve(config.flags, "flags", "/flags")?,
+        })
+    }
+}
+
 /// One service the plugin calls, with its defaults filled in.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Upstream {
     /// The proxy's name for the cluster.
     pub cluster: String,
-    /// The `:authority` of the calls.
-    pub authority: String,
     /// The path of the calls (the `user` query parameter is appended).
     pub path: String,
-    /// The timeout of the calls.
-    pub timeout: Duration,
+    /// The client of the calls: the cluster, its `:authority` and the timeout.
+    pub client: HttpClient,
 }
 
 impl Upstream {
-    /// A client for this service.
-    pub fn client(&self) -> HttpClient {
-        HttpClient::new(self.cluster.as_str())
-            .with_authority(self.authority.as_str())
-            .with_timeout(self.timeout)
-    }
-
-    fn validate(&self, block: &str) -> Result<(), ConfigError> {
-        if self.cluster.trim().is_empty() {
+    /// The service of configuration block `block`, its defaults filled in; the error names the
+    /// field.
+    fn resolve(
+        config: UpstreamConfig,
+        block: &str,
+        default_path: &str,
+    ) -> Result<Upstream, ConfigError> {
+        if config.cluster.trim().is_empty() {
             return Err(ConfigError::field(
                 format!("{block}.cluster"),
                 "must name a cluster of the proxy",
             ));
         }
-        if self.authority.trim().is_empty() {
+        let authority = config.authority.unwrap_or_else(|| config.cluster.clone());
+        if authority.trim().is_empty() {
             return Err(ConfigError::field(
                 format!("{block}.authority"),
                 "must not be empty (leave it out to use the cluster name)",
             ));
         }
-        if !self.path.starts_with('/') {
+        let path = config.path.unwrap_or_else(|| default_path.to_string());
+        if !path.starts_with('/') {
             return Err(ConfigError::field(
                 format!("{block}.path"),
                 "must start with `/`",
             ));
         }
-        if self.timeout.is_zero() {
+        let timeout = config
+            .timeout_ms
+            .map_or(HttpClient::DEFAULT_TIMEOUT, Duration::from_millis);
+        if timeout.is_zero() {
             return Err(ConfigError::field(
                 format!("{block}.timeout_ms"),
                 "must be at least 1",
             ));
         }
-        Ok(())
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        RawConfig::default().into()
-    }
-}
-
-impl PluginConfig for Config {
-    fn validate(&self) -> Result<(), ConfigError> {
-        self.profile.validate("profile")?;
-        self.flags.validate("flags")
-    }
-}
-
-/// The configuration as written, before the defaults are filled in.
-#[derive(Default, serde::Deserialize)]
-#[serde(default)]
-struct RawConfig {
-    profile: RawUpstream,
-    flags: RawUpstream,
-}
-
-#[derive(Default, serde::Deserialize)]
-#[serde(default, deny_unknown_fields)]
-struct RawUpstream {
-    cluster: String,
-    authority: Option<String>,
-    path: Option<String>,
-    timeout_ms: Option<u64>,
-}
-
-impl RawUpstream {
-    fn resolve(self, default_path: &str) -> Upstream {
-        Upstream {
-            authority: self.authority.unwrap_or_else(|| self.cluster.clone()),
-            cluster: self.cluster,
-            path: self.path.unwrap_or_else(|| default_path.to_string()),
-            timeout: self
-                .timeout_ms
-                .map_or(HttpClient::DEFAULT_TIMEOUT, Duration::from_millis),
-        }
-    }
-}
-
-impl From<RawConfig> for Config {
-    fn from(raw: RawConfig) -> Self {
-        Config {
-            profile: raw.profile.resolve("/profile"),
-            flags: raw.flags.resolve("/flags"),
-        }
+        Ok(Upstream {
+            client: HttpClient::new(config.cluster.as_str())
+                .with_authority(authority)
+                .with_timeout(timeout),
+            cluster: config.cluster,
+            path,
+        })
     }
 }
 
 /// The plugin: one value per HTTP stream.
 pub struct FanOut {
-    config: Rc<Config>,
+    services: Rc<Services>,
 }
 
 /// The answer of the profile service.
@@ -186,14 +178,14 @@ struct FlagsReply {
 }
 
 impl Plugin for FanOut {
-    type Config = Config;
+    type Root = Services;
 
     /// The profile is required: when it cannot be had, the request is refused with 503.
     const ERROR_STATUS: u16 = 503;
 
-    fn new(config: &Rc<Config>) -> Self {
+    fn new(services: &Rc<Services>) -> Self {
         FanOut {
-            config: Rc::clone(config),
+            services: Rc::clone(services),
         }
     }
 
@@ -210,9 +202,11 @@ impl Plugin for FanOut {
         }
 
         // Both calls go out when `join!` first polls them, before either is answered.
-        let config = &self.config;
-        let (profile, flags) =
-            futures::join!(fetch(&config.profile, &user), fetch(&config.flags, &user));
+        let services = &self.services;
+        let (profile, flags) = futures::join!(
+            fetch(&services.profile, &user),
+            fetch(&services.flags, &user)
+        );
 
         let tier = tier(profile).map_err(|error| Error::new(format_args!("profile: {error}")))?;
         let flags = match flag_list(flags) {
@@ -235,7 +229,7 @@ impl Plugin for FanOut {
 /// `GET <path>?user=<user>` on `upstream`; any status is `Ok`.
 async fn fetch(upstream: &Upstream, user: &str) -> Result<CallResponse, CallError> {
     upstream
-        .client()
+        .client
         .get(&upstream.path)
         .query("user", user)
         .send()

@@ -18,7 +18,7 @@ use proxy_async::{Error, Flow, LocalReply, NoConfig, Plugin, Request};
 pub struct HelloNoConfig;
 
 impl Plugin for HelloNoConfig {
-    type Config = NoConfig;
+    type Root = NoConfig;
 
     fn new(_config: &Rc<NoConfig>) -> Self {
         HelloNoConfig

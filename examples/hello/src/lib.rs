@@ -39,7 +39,7 @@ pub struct Hello {
 }
 
 impl Plugin for Hello {
-    type Config = HelloConfig;
+    type Root = HelloConfig;
 
     fn new(config: &Rc<HelloConfig>) -> Self {
         Hello {

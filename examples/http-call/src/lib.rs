@@ -217,7 +217,7 @@ impl HttpCall {
 }
 
 impl Plugin for HttpCall {
-    type Config = HttpCallConfig;
+    type Root = HttpCallConfig;
 
     fn new(config: &Rc<HttpCallConfig>) -> Self {
         HttpCall {

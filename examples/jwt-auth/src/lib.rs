@@ -93,7 +93,7 @@ use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use proxy_async::{
-    BackgroundTask, ConfigError, Error, Flow, LocalReply, Plugin, PluginConfig, Request,
+    BackgroundTask, ConfigError, Error, Flow, LocalReply, Plugin, PluginConfig, Request, Root,
 };
 
 pub mod jwks;
@@ -107,10 +107,139 @@ use store::{JwksSource, KeyStore};
 /// can send such a token, and must not be able to make the plugin hammer the key server.
 pub const UNKNOWN_KID_REFETCH_GAP: Duration = Duration::from_secs(10);
 
-/// The plugin configuration; see the [crate documentation](crate) for the JSON.
+/// The plugin configuration as written; see the [crate documentation](crate) for the JSON.
 #[derive(Debug, serde::Deserialize)]
-#[serde(from = "RawConfig")]
+#[serde(default)]
 pub struct Config {
+    /// Where the key set comes from.
+    pub jwks: JwksConfig,
+    /// The required `iss`, if any.
+    pub issuer: Option<String>,
+    /// The accepted audiences (any, when empty).
+    pub audiences: Vec<String>,
+    /// The seconds between successful fetches of the key set.
+    pub refresh_interval_s: u64,
+    /// The seconds after a failed fetch before the next.
+    pub retry_interval_s: u64,
+    /// The tolerance on `exp` and `nbf`, in seconds.
+    pub clock_skew_s: u64,
+    /// Whether a token without `exp` is refused.
+    pub require_expiration: bool,
+    /// The request header receiving `sub`, if any.
+    pub forward_claim_header: Option<String>,
+    /// The request header receiving the payload, if any.
+    pub forward_payload_header: Option<String>,
+    /// Whether `Authorization` stays on the forwarded request.
+    pub forward: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            jwks: JwksConfig::default(),
+            issuer: None,
+            audiences: Vec::new(),
+            refresh_interval_s: 60,
+            retry_interval_s: 1,
+            clock_skew_s: 60,
+            require_expiration: false,
+            forward_claim_header: None,
+            forward_payload_header: None,
+            forward: false,
+        }
+    }
+}
+
+/// `jwks` in the configuration: where the key set comes from.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JwksConfig {
+    /// The proxy's cluster serving the JWKS document.
+    pub cluster: String,
+    /// The `:authority` of the fetch (the cluster name when absent).
+    pub authority: Option<String>,
+    /// The path of the document (`/.well-known/jwks.json` when absent).
+    pub path: Option<String>,
+    /// The timeout of one fetch in milliseconds (1000 when absent).
+    pub timeout_ms: Option<u64>,
+}
+
+impl PluginConfig for Config {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let jwks = &self.jwks;
+        if jwks.cluster.trim().is_empty() {
+            return Err(ConfigError::field(
+                "jwks.cluster",
+                "must name a cluster of the proxy",
+            ));
+        }
+        if jwks
+            .authority
+            .as_deref()
+            .is_some_and(|authority| authority.trim().is_empty())
+        {
+            return Err(ConfigError::field(
+                "jwks.authority",
+                "must not be empty (leave it out to use the cluster name)",
+            ));
+        }
+        if jwks
+            .path
+            .as_deref()
+            .is_some_and(|path| !path.starts_with('/'))
+        {
+            return Err(ConfigError::field("jwks.path", "must start with `/`"));
+        }
+        if jwks.timeout_ms == Some(0) {
+            return Err(ConfigError::field("jwks.timeout_ms", "must be at least 1"));
+        }
+        if self.issuer.as_deref().is_some_and(str::is_empty) {
+            return Err(ConfigError::field(
+                "issuer",
+                "must not be empty (leave it out to accept any issuer)",
+            ));
+        }
+        if let Some(index) = self.audiences.iter().position(String::is_empty) {
+            return Err(ConfigError::field(
+                format!("audiences[{index}]"),
+                "must not be empty",
+            ));
+        }
+        if self.refresh_interval_s == 0 {
+            return Err(ConfigError::field(
+                "refresh_interval_s",
+                "must be at least 1",
+            ));
+        }
+        if self.retry_interval_s == 0 {
+            return Err(ConfigError::field("retry_interval_s", "must be at least 1"));
+        }
+        for (field, header) in [
+            ("forward_claim_header", &self.forward_claim_header),
+            ("forward_payload_header", &self.forward_payload_header),
+        ] {
+            if let Some(header) = header {
+                validate_header_name(field, &header.to_ascii_lowercase())?;
+            }
+        }
+        if self.forward_claim_header.as_deref().is_some_and(|claim| {
+            self.forward_payload_header
+                .as_deref()
+                .is_some_and(|payload| claim.eq_ignore_ascii_case(payload))
+        }) {
+            return Err(ConfigError::field(
+                "forward_payload_header",
+                "must differ from forward_claim_header",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What the plugin keeps per configuration: the checks a token must pass, and the key set
+/// that the background task and every stream of this configuration share.
+#[derive(Debug)]
+pub struct Verifier {
     /// Where the key set comes from.
     pub jwks: JwksSource,
     /// The required `iss`, if any.
@@ -131,62 +260,16 @@ pub struct Config {
     pub forward_payload_header: Option<String>,
     /// Whether `Authorization` stays on the forwarded request.
     pub forward: bool,
-    /// The key set, shared by the background task and the streams of this configuration.
+    /// The key set.
     pub keys: KeyStore,
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        RawConfig::default().into()
-    }
-}
+impl Root for Verifier {
+    type Config = Config;
 
-/// The configuration as written, before the defaults are filled in.
-#[derive(serde::Deserialize)]
-#[serde(default)]
-struct RawConfig {
-    jwks: RawJwks,
-    issuer: Option<String>,
-    audiences: Vec<String>,
-    refresh_interval_s: u64,
-    retry_interval_s: u64,
-    clock_skew_s: u64,
-    require_expiration: bool,
-    forward_claim_header: Option<String>,
-    forward_payload_header: Option<String>,
-    forward: bool,
-}
-
-impl Default for RawConfig {
-    fn default() -> Self {
-        RawConfig {
-            jwks: RawJwks::default(),
-            issuer: None,
-            audiences: Vec::new(),
-            refresh_interval_s: 60,
-            retry_interval_s: 1,
-            clock_skew_s: 60,
-            require_expiration: false,
-            forward_claim_header: None,
-            forward_payload_header: None,
-            forward: false,
-        }
-    }
-}
-
-#[derive(Default, serde::Deserialize)]
-#[serde(default, deny_unknown_fields)]
-struct RawJwks {
-    cluster: String,
-    authority: Option<String>,
-    path: Option<String>,
-    timeout_ms: Option<u64>,
-}
-
-impl From<RawConfig> for Config {
-    fn from(raw: RawConfig) -> Self {
-        let jwks = raw.jwks;
-        Config {
+    fn configure(config: Config) -> Result<Self, ConfigError> {
+        let jwks = config.jwks;
+        Ok(Verifier {
             jwks: JwksSource {
                 authority: jwks.authority.unwrap_or_else(|| jwks.cluster.clone()),
                 cluster: jwks.cluster,
@@ -195,83 +278,25 @@ impl From<RawConfig> for Config {
                     .unwrap_or_else(|| "/.well-known/jwks.json".to_string()),
                 timeout: Duration::from_millis(jwks.timeout_ms.unwrap_or(1000)),
             },
-            issuer: raw.issuer,
-            audiences: raw.audiences,
-            refresh_interval: Duration::from_secs(raw.refresh_interval_s),
-            retry_interval: Duration::from_secs(raw.retry_interval_s),
-            clock_skew_s: raw.clock_skew_s,
-            require_expiration: raw.require_expiration,
-            forward_claim_header: raw
+            issuer: config.issuer,
+            audiences: config.audiences,
+            refresh_interval: Duration::from_secs(config.refresh_interval_s),
+            retry_interval: Duration::from_secs(config.retry_interval_s),
+            clock_skew_s: config.clock_skew_s,
+            require_expiration: config.require_expiration,
+            forward_claim_header: config
                 .forward_claim_header
                 .map(|name| name.to_ascii_lowercase()),
-            forward_payload_header: raw
+            forward_payload_header: config
                 .forward_payload_header
                 .map(|name| name.to_ascii_lowercase()),
-            forward: raw.forward,
+            forward: config.forward,
             keys: KeyStore::default(),
-        }
+        })
     }
-}
 
-impl PluginConfig for Config {
-    fn validate(&self) -> Result<(), ConfigError> {
-        let jwks = &self.jwks;
-        if jwks.cluster.trim().is_empty() {
-            return Err(ConfigError::field(
-                "jwks.cluster",
-                "must name a cluster of the proxy",
-            ));
-        }
-        if jwks.authority.trim().is_empty() {
-            return Err(ConfigError::field(
-                "jwks.authority",
-                "must not be empty (leave it out to use the cluster name)",
-            ));
-        }
-        if !jwks.path.starts_with('/') {
-            return Err(ConfigError::field("jwks.path", "must start with `/`"));
-        }
-        if jwks.timeout.is_zero() {
-            return Err(ConfigError::field("jwks.timeout_ms", "must be at least 1"));
-        }
-        if self.issuer.as_deref().is_some_and(str::is_empty) {
-            return Err(ConfigError::field(
-                "issuer",
-                "must not be empty (leave it out to accept any issuer)",
-            ));
-        }
-        if let Some(index) = self.audiences.iter().position(String::is_empty) {
-            return Err(ConfigError::field(
-                format!("audiences[{index}]"),
-                "must not be empty",
-            ));
-        }
-        if self.refresh_interval.is_zero() {
-            return Err(ConfigError::field(
-                "refresh_interval_s",
-                "must be at least 1",
-            ));
-        }
-        if self.retry_interval.is_zero() {
-            return Err(ConfigError::field("retry_interval_s", "must be at least 1"));
-        }
-        for (field, header) in [
-            ("forward_claim_header", &self.forward_claim_header),
-            ("forward_payload_header", &self.forward_payload_header),
-        ] {
-            if let Some(header) = header {
-                validate_header_name(field, header)?;
-            }
-        }
-        if self.forward_claim_header.is_some()
-            && self.forward_claim_header == self.forward_payload_header
-        {
-            return Err(ConfigError::field(
-                "forward_payload_header",
-                "must differ from forward_claim_header",
-            ));
-        }
-        Ok(())
+    fn background_tasks(self: &Rc<Self>) -> Vec<BackgroundTask> {
+        vec![BackgroundTask::new(refresh_keys(Rc::clone(self)))]
     }
 }
 
@@ -307,24 +332,20 @@ fn is_token_char(byte: u8) -> bool {
 
 /// The plugin: one value per HTTP stream.
 pub struct JwtAuth {
-    config: Rc<Config>,
+    verifier: Rc<Verifier>,
 }
 
 impl Plugin for JwtAuth {
-    type Config = Config;
+    type Root = Verifier;
 
-    fn background_tasks(config: &Rc<Config>) -> Vec<BackgroundTask> {
-        vec![BackgroundTask::new(refresh_keys(Rc::clone(config)))]
-    }
-
-    fn new(config: &Rc<Config>) -> Self {
+    fn new(verifier: &Rc<Verifier>) -> Self {
         JwtAuth {
-            config: Rc::clone(config),
+            verifier: Rc::clone(verifier),
         }
     }
 
     async fn on_request_headers(&mut self, req: &mut Request<'_>) -> Result<Flow, Error> {
-        let config = &*self.config;
+        let config = &*self.verifier;
         let all = req.headers();
         let mut spoofed: Vec<&str> = Vec::new();
         let mut authorizations: Vec<&[u8]> = Vec::new();
@@ -381,7 +402,7 @@ impl Plugin for JwtAuth {
 impl JwtAuth {
     /// Everything a token must pass; its claims once it has.
     async fn check<'t>(&self, compact: &'t str) -> Result<Token<'t>, Rejection> {
-        let config = &*self.config;
+        let config = &*self.verifier;
         let token = Token::parse(compact)?;
         let now = proxy_async::now()
             .duration_since(UNIX_EPOCH)
@@ -431,7 +452,7 @@ impl JwtAuth {
 
 /// The background task: fetch the key set now, then every refresh interval (every retry
 /// interval after a failure), for as long as the configuration is in force.
-async fn refresh_keys(config: Rc<Config>) {
+async fn refresh_keys(config: Rc<Verifier>) {
     loop {
         let loaded = config.keys.refresh(&config.jwks).await;
         let pause = if loaded {
@@ -444,7 +465,7 @@ async fn refresh_keys(config: Rc<Config>) {
 }
 
 /// Whether `name` is a header this plugin sets (in any case).
-fn is_own_header(config: &Config, name: &str) -> bool {
+fn is_own_header(config: &Verifier, name: &str) -> bool {
     [&config.forward_claim_header, &config.forward_payload_header]
         .into_iter()
         .flatten()
@@ -452,7 +473,7 @@ fn is_own_header(config: &Config, name: &str) -> bool {
 }
 
 /// The local reply for `rejection`.
-fn refuse(config: &Config, rejection: Rejection) -> Flow {
+fn refuse(config: &Verifier, rejection: Rejection) -> Flow {
     let mut reply = LocalReply::new(rejection.status());
     reply = match rejection {
         Rejection::Missing => reply.header("www-authenticate", "Bearer"),

@@ -49,7 +49,8 @@ use std::time::{Duration, SystemTime};
 use proxy_async::higress::FqdnCluster;
 use proxy_async::redis::{RedisClient, RedisError};
 use proxy_async::{
-    Cluster, ConfigError, Error, Flow, LocalReply, Plugin, PluginConfig, Request, TickFunction,
+    Cluster, ConfigError, Error, Flow, LocalReply, Plugin, PluginConfig, Request, Root,
+    TickFunction,
 };
 
 /// The longest API key accepted, in bytes.
@@ -217,20 +218,51 @@ struct Cached {
     until: SystemTime,
 }
 
-thread_local! {
-    // One VM per worker, single-threaded: the cache is per worker, as Higress's Go caches are.
-    static CACHE: RefCell<HashMap<String, Cached>> = RefCell::new(HashMap::new());
+/// What the plugin keeps per configuration: the configuration, its Redis client, and the
+/// consumers it looked up (one VM per worker: the cache is per worker, as Higress's Go caches
+/// are).
+pub struct KeyAuth {
+    config: Config,
+    redis: RedisClient,
+    cache: RefCell<HashMap<String, Cached>>,
 }
 
-/// Consumers in the local cache now (for tests and logs).
-pub fn cached_keys() -> usize {
-    CACHE.with(|cache| cache.borrow().len())
+impl Root for KeyAuth {
+    type Config = Config;
+
+    fn configure(config: Config) -> Result<Self, ConfigError> {
+        Ok(KeyAuth {
+            redis: config.redis_client(),
+            config,
+            cache: RefCell::new(HashMap::new()),
+        })
+    }
+
+    fn tick_functions(self: &Rc<Self>) -> Vec<TickFunction> {
+        if self.config.cache_ttl_ms == 0 {
+            return Vec::new();
+        }
+        let root = Rc::clone(self);
+        vec![TickFunction::new(
+            Duration::from_millis(self.config.cache_ttl_ms),
+            move || {
+                let now = proxy_async::now();
+                root.cache.borrow_mut().retain(|_, entry| entry.until > now);
+            },
+        )]
+    }
+}
+
+impl KeyAuth {
+    /// Consumers in the local cache now (for tests and logs).
+    pub fn cached_keys(&self) -> usize {
+        self.cache.borrow().len()
+    }
 }
 
 /// The plugin: one value per HTTP stream.
 pub struct KeyAuthRedis {
-    config: Rc<Config>,
-    redis: RedisClient,
+    root: Rc<KeyAuth>,
 }
 
 /// The outcome of the checks, before it becomes a reply.
@@ -264,34 +296,20 @@ impl Denied {
 }
 
 impl Plugin for KeyAuthRedis {
-    type Config = Config;
+    type Root = KeyAuth;
 
     /// Redis is down, slow or answers nonsense: refuse, never let the request through.
     const ERROR_STATUS: u16 = 503;
 
-    fn new(config: &Rc<Config>) -> Self {
+    fn new(root: &Rc<KeyAuth>) -> Self {
         KeyAuthRedis {
-            config: Rc::clone(config),
-            redis: config.redis_client(),
+            root: Rc::clone(root),
         }
-    }
-
-    fn tick_functions(config: &Rc<Config>) -> Vec<TickFunction> {
-        if config.cache_ttl_ms == 0 {
-            return Vec::new();
-        }
-        vec![TickFunction::new(
-            Duration::from_millis(config.cache_ttl_ms),
-            || {
-                let now = proxy_async::now();
-                CACHE.with(|cache| cache.borrow_mut().retain(|_, entry| entry.until > now));
-            },
-        )]
     }
 
     async fn on_request_headers(&mut self, req: &mut Request<'_>) -> Result<Flow, Error> {
         // First: only this plugin names the consumer, on every path.
-        let header = &self.config.consumer_header;
+        let header = &self.root.config.consumer_header;
         {
             let mut headers = req.headers_mut();
             headers.try_remove(header)?;
@@ -301,7 +319,7 @@ impl Plugin for KeyAuthRedis {
         match self.check(req).await? {
             Ok(consumer) => {
                 req.headers_mut()
-                    .try_insert(&self.config.consumer_header, &consumer)?;
+                    .try_insert(&self.root.config.consumer_header, &consumer)?;
                 Ok(Flow::Continue)
             }
             Err(denied) => Ok(denied.reply().into()),
@@ -320,7 +338,7 @@ impl KeyAuthRedis {
             Some(consumer) => consumer,
             None => return Ok(Err(Denied::Invalid)),
         };
-        if let Some(limit) = self.config.rate_limit
+        if let Some(limit) = self.root.config.rate_limit
             && let Some(retry_after) = self.over_limit(&consumer, limit).await?
         {
             return Ok(Err(Denied::Limited(retry_after)));
@@ -330,7 +348,7 @@ impl KeyAuthRedis {
 
     /// The API key: from the first configured header present.
     fn key(&self, req: &Request<'_>) -> Result<String, Denied> {
-        for name in &self.config.keys {
+        for name in &self.root.config.keys {
             let all = req.headers();
             let values: Vec<&[u8]> = all.get_all(name).collect();
             match values.as_slice() {
@@ -355,19 +373,20 @@ impl KeyAuthRedis {
     /// The key's consumer: from the cache, or from Redis.
     async fn consumer(&self, key: &str) -> Result<Option<String>, Error> {
         let now = proxy_async::now();
-        let cached = CACHE.with(|cache| {
-            cache
-                .borrow()
-                .get(key)
-                .filter(|entry| entry.until > now)
-                .map(|entry| entry.consumer.clone())
-        });
+        let cached = self
+            .root
+            .cache
+            .borrow()
+            .get(key)
+            .filter(|entry| entry.until > now)
+            .map(|entry| entry.consumer.clone());
         if let Some(consumer) = cached {
             return Ok(Some(consumer));
         }
         let stored = self
+            .root
             .redis
-            .get(format!("{}{key}", self.config.key_prefix))
+            .get(format!("{}{key}", self.root.config.key_prefix))
             .await
             .map_err(redis_failure)?;
         let Some(stored) = stored else {
@@ -379,19 +398,17 @@ impl KeyAuthRedis {
             .ok_or_else(|| {
                 Error::new("redis: the stored consumer is empty or not a header value")
             })?;
-        if self.config.cache_ttl_ms > 0 {
-            CACHE.with(|cache| {
-                let mut cache = cache.borrow_mut();
-                if cache.len() < MAX_CACHED_KEYS || cache.contains_key(key) {
-                    cache.insert(
-                        key.to_string(),
-                        Cached {
-                            consumer: consumer.clone(),
-                            until: now + Duration::from_millis(self.config.cache_ttl_ms),
-                        },
-                    );
-                }
-            });
+        if self.root.config.cache_ttl_ms > 0 {
+            let mut cache = self.root.cache.borrow_mut();
+            if cache.len() < MAX_CACHED_KEYS || cache.contains_key(key) {
+                cache.insert(
+                    key.to_string(),
+                    Cached {
+                        consumer: consumer.clone(),
+                        until: now + Duration::from_millis(self.root.config.cache_ttl_ms),
+                    },
+                );
+            }
         }
         Ok(Some(consumer))
     }
@@ -403,11 +420,17 @@ impl KeyAuthRedis {
             .unwrap_or_default()
             .as_secs();
         let window = now / limit.window_seconds;
-        let counter = format!("{}{consumer}:{window}", self.config.rate_prefix);
-        let count = self.redis.incr(&counter).await.map_err(redis_failure)?;
+        let counter = format!("{}{consumer}:{window}", self.root.config.rate_prefix);
+        let count = self
+            .root
+            .redis
+            .incr(&counter)
+            .await
+            .map_err(redis_failure)?;
         if count == 1 {
             // Twice the window: the counter outlives its window a little, never a lot.
-            self.redis
+            self.root
+                .redis
                 .expire(&counter, limit.window_seconds.saturating_mul(2))
                 .await
                 .map_err(redis_failure)?;

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use key_auth_redis::{KeyAuthRedis, cached_keys};
+use key_auth_redis::KeyAuthRedis;
 use proxy_async::testing::{Action, PluginTest, RedisServer, TestStream};
 
 const CLUSTER: &str = "outbound|6379||redis.static";
@@ -215,10 +215,11 @@ fn the_tick_function_drops_expired_entries() {
     let test = plugin(&server, CONFIG);
     request(&test, &[("x-api-key", "k-alice")]);
     request(&test, &[("x-api-key", "k-bob")]);
-    assert_eq!(cached_keys(), 2);
+    let root = test.root().expect("configured");
+    assert_eq!(root.cached_keys(), 2);
     // Expired at 1 s, dropped by the tick function that runs every 1 s (on the 100 ms tick).
     test.advance_time(Duration::from_millis(1_100));
-    assert_eq!(cached_keys(), 0);
+    assert_eq!(root.cached_keys(), 0);
 }
 
 #[test]

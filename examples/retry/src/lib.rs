@@ -36,7 +36,7 @@ use std::time::Duration;
 
 use proxy_async::{
     CallError, ConfigError, Error, Flow, HttpClient, LocalReply, Plugin, PluginConfig, Request,
-    TickFunction, sleep, timeout,
+    Root, TickFunction, sleep, timeout,
 };
 
 /// The request header telling the upstream how many calls the check took.
@@ -120,14 +120,55 @@ impl PluginConfig for Config {
     }
 }
 
-thread_local! {
-    // Retries since the last report; the VM is single-threaded.
-    static RETRIES: Cell<u64> = const { Cell::new(0) };
+/// What the plugin keeps per configuration: the check service's client, the retry policy,
+/// and the retries since the last report.
+pub struct Checker {
+    client: HttpClient,
+    path: String,
+    attempts: u32,
+    backoff: Duration,
+    deadline: Duration,
+    report_every: Duration,
+    retries: Cell<u64>,
+}
+
+impl Root for Checker {
+    type Config = Config;
+
+    fn configure(config: Config) -> Result<Self, ConfigError> {
+        let check = config.check;
+        let authority = if check.authority.is_empty() {
+            check.cluster.clone()
+        } else {
+            check.authority
+        };
+        Ok(Checker {
+            client: HttpClient::new(check.cluster)
+                .with_authority(authority)
+                .with_timeout(Duration::from_millis(check.timeout_ms)),
+            path: check.path,
+            attempts: config.attempts,
+            backoff: Duration::from_millis(config.backoff_ms),
+            deadline: Duration::from_millis(config.deadline_ms),
+            report_every: Duration::from_millis(config.report_ms),
+            retries: Cell::new(0),
+        })
+    }
+
+    fn tick_functions(self: &Rc<Self>) -> Vec<TickFunction> {
+        let checker = Rc::clone(self);
+        vec![TickFunction::new(self.report_every, move || {
+            let retries = checker.retries.replace(0);
+            if retries > 0 {
+                log::info!("{retries} retries of the check service since the last report");
+            }
+        })]
+    }
 }
 
 /// The plugin: one value per HTTP stream.
 pub struct Retry {
-    config: Rc<Config>,
+    checker: Rc<Checker>,
 }
 
 /// How one call went.
@@ -139,33 +180,20 @@ enum Verdict {
 }
 
 impl Plugin for Retry {
-    type Config = Config;
+    type Root = Checker;
 
     /// The check service is unavailable: refuse, never let the request through unchecked.
     const ERROR_STATUS: u16 = 503;
 
-    fn new(config: &Rc<Config>) -> Self {
+    fn new(checker: &Rc<Checker>) -> Self {
         Retry {
-            config: Rc::clone(config),
+            checker: Rc::clone(checker),
         }
-    }
-
-    fn tick_functions(config: &Rc<Config>) -> Vec<TickFunction> {
-        vec![TickFunction::new(
-            Duration::from_millis(config.report_ms),
-            || {
-                let retries = RETRIES.with(|retries| retries.replace(0));
-                if retries > 0 {
-                    log::info!("{retries} retries of the check service since the last report");
-                }
-            },
-        )]
     }
 
     async fn on_request_headers(&mut self, req: &mut Request<'_>) -> Result<Flow, Error> {
         let path = req.header_str(":path").unwrap_or_default();
-        let deadline = Duration::from_millis(self.config.deadline_ms);
-        match timeout(deadline, self.admit(&path)).await {
+        match timeout(self.checker.deadline, self.admit(&path)).await {
             Ok(Ok(attempts)) => {
                 req.headers_mut()
                     .insert(ATTEMPTS_HEADER, attempts.to_string());
@@ -186,11 +214,12 @@ impl Plugin for Retry {
 impl Retry {
     /// Asks the check service until it admits or denies; `Ok(attempts)` when admitted.
     async fn admit(&self, path: &str) -> Result<u32, LocalReply> {
-        let mut backoff = Duration::from_millis(self.config.backoff_ms);
+        let checker = &*self.checker;
+        let mut backoff = checker.backoff;
         let mut last = String::new();
-        for attempt in 1..=self.config.attempts {
+        for attempt in 1..=checker.attempts {
             if attempt > 1 {
-                RETRIES.with(|retries| retries.set(retries.get() + 1));
+                checker.retries.set(checker.retries.get() + 1);
                 sleep(backoff).await;
                 backoff = backoff.saturating_mul(2);
             }
@@ -216,16 +245,10 @@ impl Retry {
     }
 
     async fn ask(&self, path: &str) -> Verdict {
-        let check = &self.config.check;
-        let authority = if check.authority.is_empty() {
-            check.cluster.as_str()
-        } else {
-            check.authority.as_str()
-        };
-        let answer = HttpClient::new(check.cluster.as_str())
-            .with_authority(authority)
-            .with_timeout(Duration::from_millis(check.timeout_ms))
-            .get(&check.path)
+        let answer = self
+            .checker
+            .client
+            .get(&self.checker.path)
             .header("x-original-path", path)
             .send()
             .await;

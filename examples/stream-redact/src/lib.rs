@@ -2,7 +2,7 @@
 //!
 //! Every occurrence of a configured literal pattern (an API key prefix, a token, an internal
 //! host name) in a response body is replaced with a fixed text before the client sees it. The
-//! body is never buffered whole ([`StreamRedact::BUFFER_RESPONSE_BODY`] is `false`): each chunk
+//! body is never buffered whole (the default [`Settings`](proxy_async::Settings)): each chunk
 //! goes on as soon as it arrived, minus at most the last `longest pattern - 1` bytes, which
 //! could be the start of a match that the next chunk completes. So a pattern split across any
 //! number of chunks (down to one byte per chunk) is found, and memory per stream stays at most
@@ -430,10 +430,7 @@ pub struct StreamRedact {
 }
 
 impl Plugin for StreamRedact {
-    type Config = Config;
-
-    /// Chunks go on as they arrive: the plugin never holds more than a partial match.
-    const BUFFER_RESPONSE_BODY: bool = false;
+    type Root = Config;
 
     fn new(config: &Rc<Config>) -> Self {
         StreamRedact {

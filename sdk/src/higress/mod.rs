@@ -23,7 +23,7 @@
 //! plugin configuration as `_rules_`: each rule names routes, domains or services and carries
 //! the configuration for the requests they match. A plugin opts in with
 //! [`Plugin::HIGRESS_RULES`](crate::Plugin::HIGRESS_RULES); its hooks do not change:
-//! [`Plugin::new`](crate::Plugin::new) gets the configuration of the rule the request matched
+//! [`Plugin::new`](crate::Plugin::new) gets the root of the rule the request matched
 //! (the first, in order), else the global one, and a request that matches neither is left
 //! alone (no hook runs for it).
 //!
@@ -42,7 +42,7 @@
 //! struct Greet(Rc<Config>);
 //!
 //! impl Plugin for Greet {
-//!     type Config = Config;
+//!     type Root = Config;
 //!     const HIGRESS_RULES: Rules = Rules::Separate;
 //!
 //!     fn new(config: &Rc<Config>) -> Self {
@@ -126,7 +126,7 @@ pub enum Rules {
 /// struct Audit;
 ///
 /// impl Plugin for Audit {
-///     type Config = NoConfig;
+///     type Root = NoConfig;
 ///     const LOG_FORMAT: LogFormat = LogFormat::Higress { plugin_name: "audit" };
 ///     fn new(_: &Rc<NoConfig>) -> Self { Audit }
 ///     async fn on_request_headers(&mut self, _req: &mut Request<'_>) -> Result<Flow, Error> {

@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 use crate::config::{self, PluginConfig};
 use crate::error::ConfigError;
 use crate::higress::Rules;
+use crate::root::Root;
 
 const RULES: &str = "_rules_";
 const MATCH_ROUTE: &str = "_match_route_";
@@ -188,9 +189,17 @@ impl<C> RuleSet<C> {
     }
 }
 
+/// Parses the configuration bytes the proxy delivered as one configuration, `_rules_` a key
+/// like any other, and builds its root.
+pub(crate) fn parse_without_rules<R: Root>(bytes: &[u8]) -> Result<RuleSet<R>, ConfigError> {
+    config::parse::<R::Config>(bytes)
+        .and_then(R::configure)
+        .map(RuleSet::global_only)
+}
+
 /// Parses the configuration bytes the proxy delivered, reading `_rules_` as `mode` says.
-pub(crate) fn parse<C: PluginConfig>(bytes: &[u8], mode: Rules) -> Result<RuleSet<C>, ConfigError> {
-    let plain = || config::parse::<C>(bytes).map(RuleSet::global_only);
+pub(crate) fn parse<R: Root>(bytes: &[u8], mode: Rules) -> Result<RuleSet<R>, ConfigError> {
+    let plain = || parse_without_rules::<R>(bytes);
     if mode == Rules::Off {
         return plain();
     }
@@ -214,7 +223,7 @@ pub(crate) fn parse<C: PluginConfig>(bytes: &[u8], mode: Rules) -> Result<RuleSe
         }
     };
     let global =
-        (!global_keys.is_empty()).then(|| from_json::<C>(&Value::Object(global_keys.clone()), ""));
+        (!global_keys.is_empty()).then(|| from_json::<R>(&Value::Object(global_keys.clone()), ""));
     if rules.is_empty() {
         return match global {
             Some(global) => global.map(RuleSet::global_only),
@@ -238,17 +247,17 @@ pub(crate) fn parse<C: PluginConfig>(bytes: &[u8], mode: Rules) -> Result<RuleSe
     let rules = rules
         .into_iter()
         .enumerate()
-        .map(|(index, rule)| parse_rule::<C>(index, rule, mode, &global_keys))
+        .map(|(index, rule)| parse_rule::<R>(index, rule, mode, &global_keys))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(RuleSet { rules, global })
 }
 
-fn parse_rule<C: PluginConfig>(
+fn parse_rule<R: Root>(
     index: usize,
     rule: Value,
     mode: Rules,
     global_keys: &Map<String, Value>,
-) -> Result<Rule<C>, ConfigError> {
+) -> Result<Rule<R>, ConfigError> {
     let at = format!("{RULES}[{index}]");
     let Value::Object(mut keys) = rule else {
         return Err(ConfigError::field(
@@ -306,7 +315,7 @@ fn parse_rule<C: PluginConfig>(
         services,
         route_prefixes,
         consumers,
-        config: Rc::new(from_json::<C>(&json, &at)?),
+        config: Rc::new(from_json::<R>(&json, &at)?),
     })
 }
 
@@ -336,10 +345,10 @@ fn take_names(
     }
 }
 
-/// Deserializes and validates a configuration; errors name fields from the top of the whole
-/// configuration (`_rules_[1].timeout`) when `at` is a rule.
-fn from_json<C: PluginConfig>(json: &Value, at: &str) -> Result<C, ConfigError> {
-    let config: C = serde_path_to_error::deserialize(json).map_err(|error| {
+/// Deserializes and validates a configuration and builds its root; errors name fields from the
+/// top of the whole configuration (`_rules_[1].timeout`) when `at` is a rule.
+fn from_json<R: Root>(json: &Value, at: &str) -> Result<R, ConfigError> {
+    let config: R::Config = serde_path_to_error::deserialize(json).map_err(|error| {
         let path = error.path().to_string();
         let inner = error.into_inner();
         match (at.is_empty(), path == ".") {
@@ -350,7 +359,7 @@ fn from_json<C: PluginConfig>(json: &Value, at: &str) -> Result<C, ConfigError> 
         }
     })?;
     config.validate().map_err(|error| within(at, error))?;
-    Ok(config)
+    R::configure(config).map_err(|error| within(at, error))
 }
 
 /// `validate`'s error about field `f` (or the whole configuration) of rule `at`, as an error

@@ -11,7 +11,7 @@
 //! }
 //!
 //! impl Plugin for RateLimit {
-//!     type Config = NoConfig;
+//!     type Root = NoConfig;
 //!
 //!     fn new(_: &Rc<NoConfig>) -> Self {
 //!         RateLimit { redis: RedisClient::new("outbound|6379||redis.static") }

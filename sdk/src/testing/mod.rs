@@ -21,7 +21,7 @@
 //! struct Hello;
 //!
 //! impl Plugin for Hello {
-//!     type Config = NoConfig;
+//!     type Root = NoConfig;
 //!     fn new(_: &Rc<NoConfig>) -> Self { Hello }
 //!     async fn on_request_headers(&mut self, req: &mut Request<'_>) -> Result<Flow, Error> {
 //!         req.headers_mut().insert("hello", "world");
@@ -296,6 +296,13 @@ impl<P: Plugin, T: Twins> PluginTest<P, T> {
         lockstep!(self, "stopping the plugin", |proxy| proxy.stop());
     }
 
+    /// The root the plugin's configuration built (the global configuration's, or the first
+    /// rule's without one), as its streams get it; `None` before a configuration was
+    /// accepted. For asserting on per-configuration state (a cache, a counter), natively.
+    pub fn root(&self) -> Option<Rc<P::Root>> {
+        self.driver.root()
+    }
+
     /// Opens a new HTTP stream.
     pub fn stream(&self) -> TestStream<'_, P, T> {
         TestStream {
@@ -361,7 +368,7 @@ impl<P: Plugin, T: Twins> PluginTest<P, T> {
     }
 
     /// Moves the proxy's clock forward by `by`, sending the root context's ticks that fall in
-    /// that time (see [`Plugin::TICK_PERIOD`]): sleeps whose deadline passed end, due tick
+    /// that time (see [`Settings::tick_period`](crate::Settings::tick_period)): sleeps whose deadline passed end, due tick
     /// functions run. Returns how many ticks were sent. From the
     /// first call on, the test's clock moves only when the test moves it.
     pub fn advance_time(&self, by: std::time::Duration) -> u32 {

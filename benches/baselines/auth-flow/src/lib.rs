@@ -43,7 +43,7 @@ unsafe extern "C" {
 // ---------------------------------------------------------------------------------------------
 // Configuration.
 
-struct Config {
+struct Services {
     auth: Upstream,
     users: Upstream,
     credential_header: String,
@@ -57,25 +57,25 @@ struct Upstream {
 }
 
 /// The configuration as written. Named as in the SDK example: serde puts the names of these
-/// types in some errors (`expected struct RawUpstream`).
+/// types in some errors (`expected struct UpstreamConfig`).
 #[derive(Default, serde::Deserialize)]
 #[serde(default)]
-struct RawConfig {
-    auth: RawUpstream,
-    users: RawUpstream,
+struct Config {
+    auth: UpstreamConfig,
+    users: UpstreamConfig,
     credential_header: Option<String>,
 }
 
 #[derive(Default, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
-struct RawUpstream {
+struct UpstreamConfig {
     cluster: String,
     authority: Option<String>,
     path: Option<String>,
     timeout_ms: Option<u64>,
 }
 
-impl RawUpstream {
+impl UpstreamConfig {
     fn resolve(self, block: &str, default_path: &str) -> Result<Upstream, String> {
         let upstream = Upstream {
             authority: self.authority.unwrap_or_else(|| self.cluster.clone()),
@@ -115,10 +115,10 @@ fn field_error(field: &str, message: &str) -> String {
 }
 
 /// Parses and checks the configuration: empty is the default, errors name the field.
-fn parse_config(bytes: &[u8]) -> Result<Config, String> {
+fn parse_config(bytes: &[u8]) -> Result<Services, String> {
     let json = bytes.trim_ascii();
     let raw = if json.is_empty() {
-        RawConfig::default()
+        Config::default()
     } else {
         let mut deserializer = serde_json::Deserializer::from_slice(json);
         let raw = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
@@ -139,7 +139,7 @@ fn parse_config(bytes: &[u8]) -> Result<Config, String> {
         })?;
         raw
     };
-    let config = Config {
+    let config = Services {
         auth: raw.auth.resolve("auth", "/token")?,
         users: raw.users.resolve("users", "/me")?,
         credential_header: raw
@@ -170,7 +170,7 @@ fn parse_config(bytes: &[u8]) -> Result<Config, String> {
 
 #[derive(Default)]
 struct Root {
-    config: Option<Rc<Config>>,
+    config: Option<Rc<Services>>,
 }
 
 impl Context for Root {}
@@ -217,7 +217,7 @@ enum Waiting {
 
 struct AuthFlow {
     /// `None` only if the proxy creates streams for a rejected configuration: fail closed.
-    config: Option<Rc<Config>>,
+    config: Option<Rc<Services>>,
     waiting: Waiting,
 }
 
@@ -327,7 +327,7 @@ impl AuthFlow {
     /// The auth service answered: on to the users call, or a reply.
     fn on_token(
         &mut self,
-        config: &Config,
+        config: &Services,
         num_headers: usize,
         body_size: usize,
     ) -> Result<(), String> {
@@ -363,7 +363,7 @@ impl AuthFlow {
     /// The users service answered: set the identity and resume, or a reply.
     fn on_user(
         &mut self,
-        config: &Config,
+        config: &Services,
         num_headers: usize,
         body_size: usize,
     ) -> Result<(), String> {
