@@ -129,7 +129,7 @@ impl<P: Plugin> Module<P> {
     /// `proxy_on_queue_ready`.
     pub fn on_queue_ready(&self, context_id: u32, queue: u32) {
         if let Some(driver) = self.root(context_id) {
-            driver.runtime.on_queue_ready(context_id, queue);
+            crate::queue::on_ready(&driver.runtime, context_id, queue);
         }
     }
 
@@ -189,14 +189,14 @@ impl<P: Plugin> Module<P> {
     /// `proxy_on_grpc_receive`: a unary call's reply, or a message on a stream.
     pub fn on_grpc_receive(&self, context_id: u32, token: u32, size: usize) {
         self.with_driver(context_id, |driver| {
-            driver.runtime.on_grpc_receive(context_id, token, size);
+            crate::grpc::on_receive(&driver.runtime, context_id, token, size);
         });
     }
 
     /// `proxy_on_grpc_close`: a gRPC call or stream ended with `status`.
     pub fn on_grpc_close(&self, context_id: u32, token: u32, status: u32) {
         self.with_driver(context_id, |driver| {
-            driver.runtime.on_grpc_close(context_id, token, status);
+            crate::grpc::on_close(&driver.runtime, context_id, token, status);
         });
     }
 }

@@ -15,8 +15,8 @@ use std::time::Duration;
 use proxy_async_executor::Registry;
 
 use crate::client::Cluster;
-use crate::host::{GrpcRequest, HostError, HostStatus, optional};
-use crate::runtime::Runtime;
+use crate::host::{BufferType, GrpcRequest, HostError, HostStatus, optional};
+use crate::runtime::{Extension, Runtime};
 
 /// A gRPC status code (<https://grpc.github.io/grpc/core/md_doc_statuscodes.html>).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
@@ -164,6 +164,51 @@ pub(crate) struct GrpcState {
     streams: RefCell<HashMap<u32, Rc<RefCell<Inbox>>>>,
 }
 
+impl Extension for GrpcState {
+    #[cfg(not(target_arch = "wasm32"))]
+    fn pending(&self) -> usize {
+        self.calls.len() + self.streams.borrow().len()
+    }
+}
+
+/// `proxy_on_grpc_receive`: a message on a gRPC call (its reply) or stream, readable now.
+pub(crate) fn on_receive(runtime: &Rc<Runtime>, context_id: u32, token: u32, size: usize) {
+    runtime.deliver(context_id, |runtime| {
+        let grpc = runtime.extension::<GrpcState>();
+        if !grpc.is_open(token) {
+            log::debug!("gRPC message on {token} ignored: nothing waits for it");
+            return;
+        }
+        let message = runtime
+            .host
+            .get_buffer(BufferType::GrpcCallMessage, 0, size)
+            .unwrap_or_else(|error| {
+                log::warn!("reading the gRPC message of {token}: {error}");
+                Vec::new()
+            });
+        grpc.receive(token, message);
+    });
+}
+
+/// `proxy_on_grpc_close`: a gRPC call or stream ended with `code`.
+pub(crate) fn on_close(runtime: &Rc<Runtime>, context_id: u32, token: u32, code: u32) {
+    runtime.deliver(context_id, |runtime| {
+        let grpc = runtime.extension::<GrpcState>();
+        if !grpc.is_open(token) {
+            log::debug!("gRPC close of {token} ignored: nothing waits for it");
+            return;
+        }
+        let message = match crate::host::optional(runtime).grpc_status() {
+            Ok((_, message)) => String::from_utf8_lossy(&message).into_owned(),
+            Err(error) => {
+                log::debug!("reading the status of gRPC {token}: {error}");
+                String::new()
+            }
+        };
+        grpc.close(token, code, message);
+    });
+}
+
 impl GrpcState {
     /// Whether a unary call or a stream waits for callbacks on `token`.
     pub(crate) fn is_open(&self, token: u32) -> bool {
@@ -206,12 +251,6 @@ impl GrpcState {
                 waker.wake();
             }
         }
-    }
-
-    /// Calls and streams waiting.
-    #[cfg(not(target_arch = "wasm32"))]
-    pub(crate) fn len(&self) -> usize {
-        self.calls.len() + self.streams.borrow().len()
     }
 }
 
@@ -329,13 +368,17 @@ impl GrpcClient {
         let token = optional(&runtime)
             .grpc_call(&self.request(service, method, &metadata), message.as_ref())
             .map_err(|error| self.refused(error))?;
-        let pending = runtime.grpc.calls.register(token).map_err(|duplicate| {
-            log::error!("{duplicate}");
-            GrpcError::Status {
-                code: GrpcCode::INTERNAL,
-                message: duplicate.to_string(),
-            }
-        })?;
+        let pending = runtime
+            .extension::<GrpcState>()
+            .calls
+            .register(token)
+            .map_err(|duplicate| {
+                log::error!("{duplicate}");
+                GrpcError::Status {
+                    code: GrpcCode::INTERNAL,
+                    message: duplicate.to_string(),
+                }
+            })?;
         // Dropped before the reply (the stream ended, a timeout around it fired): the proxy
         // is told to abandon the call.
         let mut guard = CancelOnDrop {
@@ -359,7 +402,7 @@ impl GrpcClient {
             .map_err(|error| self.refused(error))?;
         let inbox = Rc::new(RefCell::new(Inbox::default()));
         runtime
-            .grpc
+            .extension::<GrpcState>()
             .streams
             .borrow_mut()
             .insert(token, Rc::clone(&inbox));
@@ -506,7 +549,11 @@ impl Drop for GrpcStream {
         if self.inbox.borrow().closed.is_some() {
             return;
         }
-        self.runtime.grpc.streams.borrow_mut().remove(&self.token);
+        self.runtime
+            .extension::<GrpcState>()
+            .streams
+            .borrow_mut()
+            .remove(&self.token);
         if let Err(error) = optional(&self.runtime).grpc_cancel(self.token, true) {
             log::debug!("cancelling gRPC stream {}: {error}", self.token);
         }

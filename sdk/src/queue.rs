@@ -9,12 +9,21 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 use crate::host::{HostError, HostStatus, optional};
-use crate::runtime::Runtime;
+use crate::runtime::{Extension, Runtime};
 
 /// The tasks waiting for messages, per queue.
 #[derive(Default)]
 pub(crate) struct QueueWaiters {
     waiting: RefCell<HashMap<u32, Vec<Waker>>>,
+}
+
+impl Extension for QueueWaiters {}
+
+/// `proxy_on_queue_ready`: shared queue `queue` has messages.
+pub(crate) fn on_ready(runtime: &Rc<Runtime>, root_id: u32, queue: u32) {
+    runtime.deliver(root_id, |runtime| {
+        runtime.extension::<QueueWaiters>().ready(queue);
+    });
 }
 
 impl QueueWaiters {
@@ -137,7 +146,9 @@ impl futures::Stream for QueueMessages {
         match optional(&runtime).dequeue(this.queue.id) {
             Ok(Some(message)) => Poll::Ready(Some(message)),
             Ok(None) => {
-                runtime.queues.wait(this.queue.id, cx.waker());
+                runtime
+                    .extension::<QueueWaiters>()
+                    .wait(this.queue.id, cx.waker());
                 Poll::Pending
             }
             Err(error) => {

@@ -17,6 +17,7 @@
 //! 4. `on_done` ends the gate and drops the task (and with it every call future of the stream:
 //!    late replies are then ignored); `on_delete` forgets the stream.
 
+use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::rc::{Rc, Weak};
 use std::task::Context;
@@ -32,7 +33,6 @@ use crate::error::Error;
 use crate::headers::Headers;
 use crate::host::{Action, BufferType, Direction, Host, MapType};
 use crate::plugin::{Flow, LocalReply};
-use crate::redis::{RedisReply, RedisState};
 use crate::stream_task::{self, StreamTask};
 use crate::timer::{TickFunction, Timers};
 
@@ -133,17 +133,24 @@ impl StreamShared {
     }
 }
 
+/// The state a feature outside the core keeps per plugin instance (see
+/// [`Runtime::extension`]).
+pub(crate) trait Extension: Any {
+    /// Its calls in flight, which count as the instance's pending calls (for tests).
+    #[cfg(not(target_arch = "wasm32"))]
+    fn pending(&self) -> usize {
+        0
+    }
+}
+
 /// One plugin instance's executor, pending calls and streams.
 pub(crate) struct Runtime {
     pub(crate) host: Rc<dyn Host>,
     executor: Executor,
     pub(crate) calls: Registry<CallReply>,
-    // Redis commands in flight (Higress), and the Redis clients the proxy initialized.
-    pub(crate) redis: RedisState,
-    // gRPC calls and streams in flight.
-    pub(crate) grpc: crate::grpc::GrpcState,
-    // Shared queues some task waits on.
-    pub(crate) queues: crate::queue::QueueWaiters,
+    // The state of the features outside the core (Redis, gRPC, shared queues), one value per
+    // feature type, made when the plugin first uses it.
+    extensions: RefCell<Vec<Rc<dyn Extension>>>,
     streams: RefCell<IdMap<Rc<dyn StreamTask>>>,
     // Whether a task (a stream's or the executor's) is being polled: a callback that arrives
     // meanwhile (from inside a hostcall) queues its stream, the outer drain polls it.
@@ -209,9 +216,7 @@ impl Runtime {
             host,
             executor: Executor::new(),
             calls: Registry::new(),
-            redis: RedisState::default(),
-            grpc: Default::default(),
-            queues: Default::default(),
+            extensions: RefCell::new(Vec::new()),
             streams: RefCell::new(IdMap::new()),
             polling: Cell::new(false),
             finished: RefCell::new(Vec::new()),
@@ -229,6 +234,30 @@ impl Runtime {
             has_background: Cell::new(false),
             host_only: Cell::new(false),
         })
+    }
+
+    /// This instance's state of feature `T`, made on first use.
+    pub(crate) fn extension<T: Extension + Default>(&self) -> Rc<T> {
+        let known = self
+            .extensions
+            .borrow()
+            .iter()
+            .find_map(|extension| (Rc::clone(extension) as Rc<dyn Any>).downcast::<T>().ok());
+        known.unwrap_or_else(|| {
+            let made = Rc::new(T::default());
+            self.extensions
+                .borrow_mut()
+                .push(Rc::clone(&made) as Rc<dyn Extension>);
+            made
+        })
+    }
+
+    /// Runs `deliver` in the scope of `context_id`, then the tasks it woke: a callback of a
+    /// feature outside the core (a Redis reply, a gRPC message, a ready queue).
+    pub(crate) fn deliver(self: &Rc<Self>, context_id: u32, deliver: impl FnOnce(&Rc<Self>)) {
+        let _scope = self.scope(context_id);
+        deliver(self);
+        self.drain();
     }
 
     /// Runs the streams created from now on with a root's `settings` (a configuration was
@@ -616,81 +645,6 @@ impl Runtime {
         }
     }
 
-    /// `proxy_on_redis_call_response` (Higress): the reply to a Redis command, readable only
-    /// now; `status != 0` means there is none.
-    pub(crate) fn on_redis_response(
-        self: &Rc<Self>,
-        context_id: u32,
-        token: u32,
-        status: u32,
-        size: usize,
-    ) {
-        let _scope = self.scope(context_id);
-        if !self.redis.pending.is_waiting(token) {
-            log::debug!(
-                "reply to Redis call {token} ignored: nothing waits for it (its stream ended, or the token is unknown)"
-            );
-            return;
-        }
-        let reply: RedisReply = if status != 0 {
-            Err(status)
-        } else {
-            // An unreadable reply is decoded as an empty one: the command fails as invalid.
-            Ok(self
-                .host
-                .get_buffer(BufferType::RedisCallResponse, 0, size)
-                .unwrap_or_else(|error| {
-                    log::warn!("reading the reply of Redis call {token}: {error}");
-                    Vec::new()
-                }))
-        };
-        self.redis.pending.complete(token, reply);
-        self.drain();
-    }
-
-    /// `proxy_on_grpc_receive`: a message on a gRPC call (its reply) or stream, readable now.
-    pub(crate) fn on_grpc_receive(self: &Rc<Self>, context_id: u32, token: u32, size: usize) {
-        let _scope = self.scope(context_id);
-        if !self.grpc.is_open(token) {
-            log::debug!("gRPC message on {token} ignored: nothing waits for it");
-            return;
-        }
-        let message = self
-            .host
-            .get_buffer(BufferType::GrpcCallMessage, 0, size)
-            .unwrap_or_else(|error| {
-                log::warn!("reading the gRPC message of {token}: {error}");
-                Vec::new()
-            });
-        self.grpc.receive(token, message);
-        self.drain();
-    }
-
-    /// `proxy_on_grpc_close`: a gRPC call or stream ended with `code`.
-    pub(crate) fn on_grpc_close(self: &Rc<Self>, context_id: u32, token: u32, code: u32) {
-        let _scope = self.scope(context_id);
-        if !self.grpc.is_open(token) {
-            log::debug!("gRPC close of {token} ignored: nothing waits for it");
-            return;
-        }
-        let message = match crate::host::optional(self).grpc_status() {
-            Ok((_, message)) => String::from_utf8_lossy(&message).into_owned(),
-            Err(error) => {
-                log::debug!("reading the status of gRPC {token}: {error}");
-                String::new()
-            }
-        };
-        self.grpc.close(token, code, message);
-        self.drain();
-    }
-
-    /// `proxy_on_queue_ready`: shared queue `queue` has messages.
-    pub(crate) fn on_queue_ready(self: &Rc<Self>, root_id: u32, queue: u32) {
-        let _scope = self.scope(root_id);
-        self.queues.ready(queue);
-        self.drain();
-    }
-
     /// `proxy_on_log`: runs the plugin's `on_log` hook if the stream is idle.
     pub(crate) fn on_log(self: &Rc<Self>, context_id: u32) {
         // A plugin without an `on_log` (learnt when its default first ran) costs nothing here.
@@ -920,7 +874,13 @@ impl Runtime {
     /// Calls (HTTP and Redis) waiting for a reply.
     #[cfg(not(target_arch = "wasm32"))]
     pub(crate) fn pending_call_count(&self) -> usize {
-        self.calls.len() + self.redis.pending.len() + self.grpc.len()
+        self.calls.len()
+            + self
+                .extensions
+                .borrow()
+                .iter()
+                .map(|extension| extension.pending())
+                .sum::<usize>()
     }
 
     /// Whether `context_id` is a stream of this runtime.

@@ -85,10 +85,13 @@ extern "C" fn proxy_on_redis_call_response(
     response_size: usize,
 ) {
     match crate::exports::runtime_for(plugin_context_id, |runtime| {
-        runtime.redis.pending.is_waiting(token)
+        runtime
+            .extension::<super::client::RedisState>()
+            .pending
+            .is_waiting(token)
     }) {
         Some(runtime) => {
-            runtime.on_redis_response(plugin_context_id, token, status, response_size);
+            super::client::on_response(&runtime, plugin_context_id, token, status, response_size);
         }
         None => log::debug!(
             "Redis reply {token} for context {plugin_context_id} ignored: no plugin instance waits for it"

@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use proxy_async_executor::Registry;
 
-use crate::host::{HostError, HostStatus};
+use crate::host::{BufferType, HostError, HostStatus};
 use crate::redis::error::RedisError;
 use crate::redis::resp::{RedisValue, encode_command};
-use crate::runtime::Runtime;
+use crate::runtime::{Extension, Runtime};
 
 /// A command's reply, copied out of the proxy during `proxy_on_redis_call_response`: the RESP
 /// bytes, or the callback's status when it is not 0 (no reply).
@@ -25,6 +25,46 @@ pub(crate) struct RedisState {
     // The clients the proxy initialized (see `RedisClient::init_key`): clients made per stream
     // with the same options share one `proxy_redis_init`.
     ready: RefCell<BTreeSet<String>>,
+}
+
+impl Extension for RedisState {
+    #[cfg(not(target_arch = "wasm32"))]
+    fn pending(&self) -> usize {
+        self.pending.len()
+    }
+}
+
+/// `proxy_on_redis_call_response` (Higress): the reply to a Redis command, readable only now;
+/// `status != 0` means there is none.
+pub(crate) fn on_response(
+    runtime: &Rc<Runtime>,
+    context_id: u32,
+    token: u32,
+    status: u32,
+    size: usize,
+) {
+    runtime.deliver(context_id, |runtime| {
+        let redis = runtime.extension::<RedisState>();
+        if !redis.pending.is_waiting(token) {
+            log::debug!(
+                "reply to Redis call {token} ignored: nothing waits for it (its stream ended, or the token is unknown)"
+            );
+            return;
+        }
+        let reply: RedisReply = if status != 0 {
+            Err(status)
+        } else {
+            // An unreadable reply is decoded as an empty one: the command fails as invalid.
+            Ok(runtime
+                .host
+                .get_buffer(BufferType::RedisCallResponse, 0, size)
+                .unwrap_or_else(|error| {
+                    log::warn!("reading the reply of Redis call {token}: {error}");
+                    Vec::new()
+                }))
+        };
+        redis.pending.complete(token, reply);
+    });
 }
 
 /// A client for one Redis cluster of the proxy (Higress's extension to proxy-wasm), whose
@@ -187,8 +227,13 @@ impl RedisClient {
 
     /// Whether the proxy's client is initialized (false outside plugin callbacks).
     pub fn is_ready(&self) -> bool {
-        Runtime::current()
-            .is_some_and(|runtime| runtime.redis.ready.borrow().contains(&self.init_key()))
+        Runtime::current().is_some_and(|runtime| {
+            runtime
+                .extension::<RedisState>()
+                .ready
+                .borrow()
+                .contains(&self.init_key())
+        })
     }
 
     /// Sends a command (its words: `["SET", "key", "value"]`) and returns the reply. An error
@@ -244,7 +289,11 @@ impl RedisClient {
                 self.cluster
             );
             let runtime = Runtime::current().ok_or(RedisError::NoHost)?;
-            runtime.redis.ready.borrow_mut().remove(&self.init_key());
+            runtime
+                .extension::<RedisState>()
+                .ready
+                .borrow_mut()
+                .remove(&self.init_key());
             if self.init_on(&runtime).is_ok() {
                 drop(runtime);
                 reply = self.send(&query).await?;
@@ -263,18 +312,27 @@ impl RedisClient {
     async fn send(&self, query: &[u8]) -> Result<RedisValue, RedisError> {
         let pending = {
             let runtime = Runtime::current().ok_or(RedisError::NoHost)?;
-            if !runtime.redis.ready.borrow().contains(&self.init_key()) {
+            if !runtime
+                .extension::<RedisState>()
+                .ready
+                .borrow()
+                .contains(&self.init_key())
+            {
                 self.init_on(&runtime)?;
             }
             let token = hostcall_call(&runtime, &self.cluster, query)
                 .map_err(|error| self.refused(error))?;
-            runtime.redis.pending.register(token).map_err(|duplicate| {
-                log::error!("{duplicate}");
-                RedisError::Refused {
-                    cluster: self.cluster.to_string(),
-                    status: HostStatus::InternalFailure,
-                }
-            })?
+            runtime
+                .extension::<RedisState>()
+                .pending
+                .register(token)
+                .map_err(|duplicate| {
+                    log::error!("{duplicate}");
+                    RedisError::Refused {
+                        cluster: self.cluster.to_string(),
+                        status: HostStatus::InternalFailure,
+                    }
+                })?
         };
         match pending.await {
             Ok(bytes) => RedisValue::decode(&bytes).map_err(|error| RedisError::Decode {
@@ -299,11 +357,19 @@ impl RedisClient {
         );
         match result {
             Ok(()) => {
-                runtime.redis.ready.borrow_mut().insert(key);
+                runtime
+                    .extension::<RedisState>()
+                    .ready
+                    .borrow_mut()
+                    .insert(key);
                 Ok(())
             }
             Err(error) => {
-                runtime.redis.ready.borrow_mut().remove(&key);
+                runtime
+                    .extension::<RedisState>()
+                    .ready
+                    .borrow_mut()
+                    .remove(&key);
                 let error = match self.refused(error) {
                     RedisError::Refused { cluster, status } => {
                         RedisError::NotReady { cluster, status }

@@ -43,6 +43,7 @@ mod error;
 mod resp;
 
 pub use client::RedisClient;
-pub(crate) use client::{RedisReply, RedisState};
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) use client::on_response;
 pub use error::RedisError;
 pub use resp::{MAX_DEPTH, RedisValue, RespError, encode_command};

@@ -124,7 +124,7 @@ impl<P: Plugin> Callbacks for NativePlugin<P> {
     }
 
     fn on_queue_ready(&mut self, root_id: u32, queue_id: u32) -> Result<(), PluginFailure> {
-        self.driver.runtime.on_queue_ready(root_id, queue_id);
+        crate::queue::on_ready(&self.driver.runtime, root_id, queue_id);
         Ok(())
     }
 
@@ -134,7 +134,7 @@ impl<P: Plugin> Callbacks for NativePlugin<P> {
         token: u32,
         size: usize,
     ) -> Result<(), PluginFailure> {
-        self.driver.runtime.on_grpc_receive(context_id, token, size);
+        crate::grpc::on_receive(&self.driver.runtime, context_id, token, size);
         Ok(())
     }
 
@@ -144,7 +144,7 @@ impl<P: Plugin> Callbacks for NativePlugin<P> {
         token: u32,
         status: u32,
     ) -> Result<(), PluginFailure> {
-        self.driver.runtime.on_grpc_close(context_id, token, status);
+        crate::grpc::on_close(&self.driver.runtime, context_id, token, status);
         Ok(())
     }
 
@@ -155,9 +155,13 @@ impl<P: Plugin> Callbacks for NativePlugin<P> {
         status: u32,
         response_size: usize,
     ) -> Result<(), PluginFailure> {
-        self.driver
-            .runtime
-            .on_redis_response(context_id, token, status, response_size);
+        crate::redis::on_response(
+            &self.driver.runtime,
+            context_id,
+            token,
+            status,
+            response_size,
+        );
         Ok(())
     }
 
