@@ -196,9 +196,6 @@ pub struct HookRun {
     pub size: usize,
     /// Whether the hook's callback ended its direction.
     pub end_of_stream: bool,
-    /// Remove `content-length` from these headers before the hook runs: a buffered body
-    /// follows, and its hook may change its size, so the proxy must frame it itself.
-    pub strip_content_length: bool,
 }
 
 /// What a finished hook decided.
@@ -240,6 +237,10 @@ pub struct Finish {
     /// A hook to start now: one whose callback waited behind this one (it answered `Pause`
     /// already), or the trailers' hook after the body hook they ended, in the same callback.
     pub next: Option<HookRun>,
+    /// Remove `content-length` from this direction's headers, before resuming or answering:
+    /// the headers' hook continued, a body the plugin buffers follows, and its hook may change
+    /// its size, so the proxy must frame it itself. Not for a stream the plugin passed on.
+    pub strip_content_length: Option<Direction>,
 }
 
 /// Where a direction's body chunks are in the proxy's body buffer.
@@ -279,6 +280,9 @@ pub enum Exchange {
     Open,
     /// A local reply answered the client: no hook but `on_log` runs again.
     Replied,
+    /// The plugin left the stream alone ([`StreamGate::pass`]): every later callback
+    /// continues at once, and no hook runs again, `on_log` included.
+    Passed,
     /// The stream is over (`on_done`): nothing runs again.
     Ended,
 }
@@ -302,6 +306,8 @@ pub struct StreamGate {
     // Per direction, the bytes of a buffered body the proxy holds whose hook has not run.
     held_body: [Option<usize>; 2],
     windows: [BodyWindow; 2],
+    // The running hook is a headers' hook followed by a body the plugin buffers.
+    strip_on_continue: bool,
 }
 
 impl Default for StreamGate {
@@ -331,6 +337,7 @@ impl StreamGate {
                 known: 0,
                 handled: 0,
             }; 2],
+            strip_on_continue: false,
         }
     }
 
@@ -443,7 +450,7 @@ impl StreamGate {
     /// per-stream value with it), after the stream ended, or when the plugin has none.
     pub fn log(&mut self, settings: &GateSettings) -> Option<HookRun> {
         if self.hook != HookState::Idle
-            || self.exchange == Exchange::Ended
+            || matches!(self.exchange, Exchange::Ended | Exchange::Passed)
             || settings.skipped.contains(Phase::Log)
         {
             return None;
@@ -453,8 +460,18 @@ impl StreamGate {
             phase: Phase::Log,
             size: 0,
             end_of_stream: true,
-            strip_content_length: false,
         })
+    }
+
+    /// The plugin leaves the stream alone from now on (the running hook decided so, e.g. no
+    /// Higress rule matched the request): later callbacks continue at once, bodies are not
+    /// held, and no hook runs again, `on_log` included. The running hook still returns as
+    /// usual (a paused one is resumed). No effect after a local reply or the stream's end.
+    pub fn pass(&mut self) {
+        if self.exchange == Exchange::Open {
+            self.exchange = Exchange::Passed;
+            self.held_body = [None, None];
+        }
     }
 
     /// The stream ended (`on_done`): nothing runs again. Returns the phase whose hook was
@@ -468,6 +485,7 @@ impl StreamGate {
         self.exchange = Exchange::Ended;
         self.queued.clear();
         self.held_body = [None, None];
+        self.strip_on_continue = false;
         running
     }
 
@@ -503,6 +521,7 @@ impl StreamGate {
                     resume: None,
                     answer: None,
                     next: None,
+                    strip_content_length: None,
                 };
             }
         };
@@ -511,13 +530,18 @@ impl StreamGate {
             Outcome::Continue => Action::Continue,
             Outcome::Reply => Action::Pause,
         });
+        let strips = std::mem::take(&mut self.strip_on_continue);
         let mut finish = Finish {
             reply: ReplyFate::None,
             resume: None,
             answer,
             next: None,
+            strip_content_length: (strips
+                && outcome == Outcome::Continue
+                && self.exchange == Exchange::Open)
+                .then(|| phase.direction()),
         };
-        if self.exchange != Exchange::Open {
+        if matches!(self.exchange, Exchange::Replied | Exchange::Ended) {
             // Ended, or refused by the SDK (an oversized body) while this hook ran. `on_log`
             // runs after a reply, and may continue.
             if outcome == Outcome::Reply {
@@ -582,11 +606,11 @@ impl StreamGate {
             window.offset = window.handled;
             window.len = event.size;
         }
+        self.strip_on_continue = strips_content_length(settings, event);
         HookRun {
             phase: event.phase,
             size: event.size,
             end_of_stream: event.end_of_stream,
-            strip_content_length: strips_content_length(settings, event),
         }
     }
 }

@@ -269,6 +269,17 @@ impl Proxy<'_> {
                 prop_assert_eq!(outcome, Outcome::Reply)
             }
         }
+        if let Some(direction) = finish.strip_content_length {
+            prop_assert!(
+                run.phase.is_headers()
+                    && run.phase.direction() == direction
+                    && !run.end_of_stream
+                    && self.case.settings.buffers(direction)
+                    && outcome == Outcome::Continue,
+                "content-length stripped after {:?}",
+                run
+            );
+        }
         if let Some(direction) = finish.resume {
             self.resume(direction, in_callback)?;
         }
@@ -355,15 +366,10 @@ impl Proxy<'_> {
                 prop_assert!(self.replies <= 1, "a second local reply (refused body)");
                 Action::Pause
             }
-            Arrival::Run(run) => {
-                if run.strip_content_length {
-                    prop_assert!(run.phase.is_headers() && self.case.settings.buffers(direction));
-                }
-                match self.start(run, Some(serial))? {
-                    Some(action) => action,
-                    None => return fail(format!("no answer for {event:?}")),
-                }
-            }
+            Arrival::Run(run) => match self.start(run, Some(serial))? {
+                Some(action) => action,
+                None => return fail(format!("no answer for {event:?}")),
+            },
         };
         if replied_before {
             prop_assert_eq!(action, Action::Continue, "the reply's own callbacks pass");
@@ -572,11 +578,10 @@ fn trailers_wait_for_the_buffered_body_hook_they_end() {
     let Arrival::Run(run) = headers else {
         panic!("headers run: {headers:?}")
     };
-    assert!(run.strip_content_length);
-    assert_eq!(
-        gate.returned(&settings, Outcome::Continue).answer,
-        Some(Action::Continue)
-    );
+    assert_eq!(run.phase, Phase::RequestHeaders);
+    let finish = gate.returned(&settings, Outcome::Continue);
+    assert_eq!(finish.strip_content_length, Some(Direction::Request));
+    assert_eq!(finish.answer, Some(Action::Continue));
     assert_eq!(
         gate.callback(&settings, Event::new(Phase::RequestBody, 10, false)),
         Arrival::Answer(Action::Pause)
@@ -595,4 +600,39 @@ fn trailers_wait_for_the_buffered_body_hook_they_end() {
     let finish = gate.returned(&settings, Outcome::Continue);
     assert_eq!(finish.resume, Some(Direction::Request));
     assert_eq!(gate.hook(), HookState::Idle);
+}
+
+/// A stream the plugin passes on from its request headers' hook (no Higress rule matched it):
+/// its body is not held although the plugin buffers bodies, and no hook runs again.
+#[test]
+fn a_passed_stream_continues_unheld_and_runs_no_hook() {
+    let settings = GateSettings {
+        buffer_request_body: true,
+        buffer_response_body: true,
+        ..GateSettings::default()
+    };
+    let mut gate = StreamGate::new();
+    let headers = gate.callback(&settings, Event::new(Phase::RequestHeaders, 2, false));
+    assert!(matches!(headers, Arrival::Run(_)), "{headers:?}");
+    gate.pass();
+    let finish = gate.returned(&settings, Outcome::Continue);
+    assert_eq!(finish.answer, Some(Action::Continue));
+    assert_eq!(
+        finish.strip_content_length, None,
+        "a passed stream keeps its headers"
+    );
+    for event in [
+        Event::new(Phase::RequestBody, 10, false),
+        Event::new(Phase::RequestBody, 10, true),
+        Event::new(Phase::ResponseHeaders, 1, false),
+        Event::new(Phase::ResponseBody, 5, true),
+    ] {
+        assert_eq!(
+            gate.callback(&settings, event),
+            Arrival::Answer(Action::Continue),
+            "{event:?}"
+        );
+    }
+    assert_eq!(gate.log(&settings), None, "not even on_log runs");
+    assert_eq!(gate.exchange(), Exchange::Passed);
 }

@@ -765,19 +765,6 @@ impl ComponentPlugin {
 
     /// Starts the export of `phase` for `stream` as a task of the store.
     fn start_hook(&mut self, stream: u32, run: HookRun) -> Result<(), PluginFailure> {
-        if run.strip_content_length {
-            // The body may change size: a stale content-length would make the upstream (or
-            // client) read a truncated body, so the proxy must frame the body itself.
-            let mut state = self.state.borrow_mut();
-            let _ = state.set_effective_context(stream);
-            let map = run.phase.direction().headers();
-            if let Err(status) = state.remove_header_map_value(map, b"content-length") {
-                state.log_line(
-                    LogLevel::Warn,
-                    format!("removing content-length before buffering the body: {status:?}"),
-                );
-            }
-        }
         let (phase, end_of_stream) = (run.phase, run.end_of_stream);
         let size = u64_of(run.size);
         let hooks = self.instance.proxy_async_plugin_hooks();
@@ -961,8 +948,19 @@ impl ComponentPlugin {
     ) -> Option<Action> {
         let mut state = self.state.borrow_mut();
         let sends_reply = finish.reply == ReplyFate::Send && matches!(flow, Some(Flow::Reply(_)));
-        if sends_reply || finish.resume.is_some() {
+        if sends_reply || finish.resume.is_some() || finish.strip_content_length.is_some() {
             let _ = state.set_effective_context(stream);
+        }
+        if let Some(direction) = finish.strip_content_length
+            && let Err(status) =
+                state.remove_header_map_value(direction.headers(), b"content-length")
+        {
+            // The body may change size: a stale content-length would make the upstream (or
+            // client) read a truncated body, so the proxy must frame the body itself.
+            state.log_line(
+                LogLevel::Warn,
+                format!("removing content-length before buffering the body: {status:?}"),
+            );
         }
         if finish.reply == ReplyFate::Send
             && let Some(Flow::Reply(reply)) = flow

@@ -80,6 +80,12 @@ pub struct Message<'a> {
 }
 
 impl<'a> Message<'a> {
+    /// The plugin leaves this stream alone from now on: later callbacks continue at once,
+    /// bodies are not held, no hook runs again (`on_log` included).
+    pub(crate) fn pass_stream(&self) {
+        self.stream.pass();
+    }
+
     fn new(stream: &'a StreamShared, event: Event) -> Self {
         Message {
             stream,

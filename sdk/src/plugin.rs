@@ -53,21 +53,6 @@ pub trait Plugin: Sized + 'static {
     /// The status of the local reply sent when a hook returns `Err` (unless the error names one).
     const ERROR_STATUS: u16 = 500;
 
-    /// Whether the configuration's `_rules_` are Higress's rule-level configuration: with
-    /// [`Rules::Separate`](crate::higress::Rules::Separate) or
-    /// [`Rules::Override`](crate::higress::Rules::Override), [`new`](Plugin::new) gets the
-    /// root of the first rule the request's route, domain or service matches, else the global
-    /// one (each configuration has its own root; the settings are the global root's, or the
-    /// first rule's without one); without a global configuration, a request no rule matches runs no hook
-    /// at all. See [`higress`](crate::higress).
-    const HIGRESS_RULES: crate::higress::Rules = crate::higress::Rules::Off;
-
-    /// How the plugin's log lines are written: as the hook wrote them, or in Higress's format
-    /// `[<plugin name>] [<plugin id>] [<x-request-id>] <message>` (the id from the
-    /// configuration's `_plugin_id_`, `nil` when absent or outside a request), which Higress's
-    /// log tooling and its operators expect. See [`LogFormat`](crate::higress::LogFormat).
-    const LOG_FORMAT: crate::higress::LogFormat = crate::higress::LogFormat::Plain;
-
     /// Creates the per-stream value at the start of an HTTP stream, from the root of the
     /// configuration that serves it.
     fn new(root: &Rc<Self::Root>) -> Self;

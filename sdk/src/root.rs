@@ -188,3 +188,8 @@ impl Settings {
         self
     }
 }
+
+/// Parses the configuration bytes the proxy delivered and builds their root.
+pub(crate) fn from_configuration<R: Root>(bytes: &[u8]) -> Result<R, ConfigError> {
+    crate::config::parse::<R::Config>(bytes).and_then(R::configure)
+}

@@ -106,6 +106,23 @@ impl StreamShared {
         matches!(self.gate.borrow().hook(), HookState::Paused(_)) && self.outcome.borrow().is_some()
     }
 
+    /// The plugin leaves the stream alone from now on (see `StreamGate::pass`).
+    pub(crate) fn pass(&self) {
+        self.gate.borrow_mut().pass();
+    }
+
+    /// Whether the plugin left the stream alone ([`pass`](StreamShared::pass)).
+    #[cfg_attr(
+        not(all(target_arch = "wasm32", target_env = "p2")),
+        allow(
+            dead_code,
+            reason = "the gate answers a passed stream's callbacks itself"
+        )
+    )]
+    pub(crate) fn is_passed(&self) -> bool {
+        self.gate.borrow().exchange() == Exchange::Passed
+    }
+
     pub(crate) fn is_ended(&self) -> bool {
         self.gate.borrow().exchange() == Exchange::Ended
     }
@@ -167,6 +184,8 @@ pub(crate) struct Runtime {
     // plugin type left at the trait's default (learnt when a default ran): they are answered
     // `Continue` without waking the stream's task.
     gate_settings: Cell<GateSettings>,
+    // Phases never skipped for a default hook (see `always_run`).
+    always_run: Cell<PhaseSet>,
     timers: Timers,
     // `[<plugin name>] [<plugin id>]`, with Higress's log format.
     log_prefix: RefCell<Option<String>>,
@@ -229,6 +248,7 @@ impl Runtime {
                 body_buffer_limit: defaults.body_buffer_limit,
                 skipped: PhaseSet::EMPTY,
             }),
+            always_run: Cell::new(PhaseSet::EMPTY),
             timers: Timers::default(),
             log_prefix: RefCell::new(None),
             has_background: Cell::new(false),
@@ -400,9 +420,18 @@ impl Runtime {
     /// Records that the plugin's hook for `phase` is the trait's default (it does nothing and
     /// continues), so later callbacks of that phase need not run it.
     pub(crate) fn note_default_hook(&self, phase: Phase) {
+        if self.always_run.get().contains(phase) {
+            return;
+        }
         let mut settings = self.gate_settings.get();
         settings.skipped = settings.skipped.with(phase);
         self.gate_settings.set(settings);
+    }
+
+    /// Keeps `phase`'s hook running on every stream even if the plugin's is the default: a
+    /// wrapper plugin needs it (Higress rules choose a stream's root in its request headers).
+    pub(crate) fn always_run(&self, phase: Phase) {
+        self.always_run.set(self.always_run.get().with(phase));
     }
 
     /// The runtime of the callback running now.
@@ -558,14 +587,6 @@ impl Runtime {
     /// Hands `run` to the stream's task (the caller polls it).
     #[inline]
     fn start_hook(&self, shared: &StreamShared, run: HookRun) {
-        if run.strip_content_length {
-            // The body may change size: a stale content-length would make the upstream (or
-            // client) read a truncated body, so the proxy must frame the body itself.
-            let map = shared.map(run.phase);
-            if let Err(error) = self.host.remove_map_value(map, "content-length") {
-                log::warn!("removing content-length before buffering the body: {error}");
-            }
-        }
         shared
             .event
             .set(Some(Event::new(run.phase, run.size, run.end_of_stream)));
@@ -809,6 +830,16 @@ impl Runtime {
                     phase.callback_name(),
                     shared.context_id
                 );
+            }
+        }
+        if let Some(direction) = finish.strip_content_length {
+            // The body may change size: a stale content-length would make the upstream (or
+            // client) read a truncated body, so the proxy must frame the body itself.
+            if let Err(error) = self
+                .host
+                .remove_map_value(direction.headers(), "content-length")
+            {
+                log::warn!("removing content-length before buffering the body: {error}");
             }
         }
         if let Some(direction) = finish.resume

@@ -3,7 +3,7 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use proxy_async::higress::LogFormat;
+use proxy_async::higress::{Higress, HigressPlugin, LogFormat};
 use proxy_async::testing::PluginTest;
 use proxy_async::{ConfigError, Error, Flow, NoConfig, Plugin, Request, Root, TickFunction};
 
@@ -26,11 +26,14 @@ impl Root for Ticker {
 
 struct Audit;
 
-impl Plugin for Audit {
-    type Root = Ticker;
+impl HigressPlugin for Audit {
     const LOG_FORMAT: LogFormat = LogFormat::Higress {
         plugin_name: "audit",
     };
+}
+
+impl Plugin for Audit {
+    type Root = Ticker;
 
     fn new(_: &Rc<Ticker>) -> Self {
         Audit
@@ -44,7 +47,7 @@ impl Plugin for Audit {
 
 #[test]
 fn lines_name_the_plugin_its_id_and_the_request() {
-    let test = PluginTest::<Audit>::new(r#"{"_plugin_id_": "p-7"}"#).unwrap();
+    let test = PluginTest::<Higress<Audit>>::new(r#"{"_plugin_id_": "p-7"}"#).unwrap();
     test.stream()
         .send_request_headers(&[(":path", "/a"), ("x-request-id", "r-1")], true);
     test.stream().send_request_headers(&[(":path", "/b")], true);
@@ -59,7 +62,7 @@ fn lines_name_the_plugin_its_id_and_the_request() {
 
 #[test]
 fn outside_a_request_and_without_an_id_the_fields_are_nil() {
-    let test = PluginTest::<Audit>::new("").unwrap();
+    let test = PluginTest::<Higress<Audit>>::new("").unwrap();
     test.advance_time(Duration::from_millis(100));
     assert_eq!(test.logs_at(log::Level::Warn), ["[audit] [nil] [nil] tick"]);
 }

@@ -4,7 +4,7 @@
 
 use std::rc::Rc;
 
-use proxy_async::higress::Rules;
+use proxy_async::higress::{Higress, HigressPlugin, Rules};
 use proxy_async::testing::{Action, PluginTest};
 use proxy_async::{
     ConfigError, Done, Error, Flow, HttpClient, LocalReply, Plugin, PluginConfig, Request,
@@ -29,9 +29,12 @@ struct Greeter {
     config: Rc<Config>,
 }
 
+impl HigressPlugin for Greeter {
+    const RULES: Rules = Rules::Separate;
+}
+
 impl Plugin for Greeter {
     type Root = Config;
-    const HIGRESS_RULES: Rules = Rules::Separate;
 
     fn new(config: &Rc<Config>) -> Self {
         Greeter {
@@ -70,7 +73,7 @@ impl Plugin for Greeter {
 /// The greeting a request with `authority` (and, when not empty, `route_name` and
 /// `cluster_name`) gets; `None` when the plugin left it alone.
 fn greeting(
-    test: &PluginTest<Greeter>,
+    test: &PluginTest<Higress<Greeter>>,
     authority: &str,
     route: &str,
     cluster: &str,
@@ -100,7 +103,7 @@ const CONFIG: &str = r#"{
 
 #[test]
 fn each_request_gets_the_first_matching_rules_config_else_the_global_one() {
-    let test = PluginTest::<Greeter>::new(CONFIG).unwrap();
+    let test = PluginTest::<Higress<Greeter>>::new(CONFIG).unwrap();
     for (authority, route, cluster, expected) in [
         ("api.example.com", "", "", "example domains"),
         ("api.example.com:8443", "", "", "example domains"),
@@ -135,7 +138,7 @@ fn each_request_gets_the_first_matching_rules_config_else_the_global_one() {
 // Higress would skip the plugin for such a request; an auth plugin must not let it through.
 #[test]
 fn a_request_without_authority_or_route_still_gets_the_global_config() {
-    let test = PluginTest::<Greeter>::new(CONFIG).unwrap();
+    let test = PluginTest::<Higress<Greeter>>::new(CONFIG).unwrap();
     let stream = test.stream();
     stream.send_request_headers(&[(":path", "/")], true);
     assert_eq!(
@@ -146,7 +149,7 @@ fn a_request_without_authority_or_route_still_gets_the_global_config() {
 
 #[test]
 fn a_stream_keeps_its_config_through_every_hook() {
-    let test = PluginTest::<Greeter>::new(CONFIG).unwrap();
+    let test = PluginTest::<Higress<Greeter>>::new(CONFIG).unwrap();
     let matched = test.stream();
     let global = test.stream();
     matched.send_request_headers(&[(":authority", "a.example.com")], true);
@@ -177,7 +180,7 @@ const RULES_ONLY: &str = r#"{
 
 #[test]
 fn without_a_global_config_a_request_no_rule_matches_is_untouched() {
-    let test = PluginTest::<Greeter>::new(RULES_ONLY).unwrap();
+    let test = PluginTest::<Higress<Greeter>>::new(RULES_ONLY).unwrap();
 
     let denied = test.stream();
     let action = denied.send_request_headers(&[(":authority", "guarded.example.com")], true);
@@ -219,7 +222,7 @@ fn without_a_global_config_a_request_no_rule_matches_is_untouched() {
 
 #[test]
 fn a_matched_rule_can_await_calls_and_other_streams_go_on_meanwhile() {
-    let test = PluginTest::<Greeter>::new(RULES_ONLY).unwrap();
+    let test = PluginTest::<Higress<Greeter>>::new(RULES_ONLY).unwrap();
     let slow = test.stream();
     assert_eq!(
         slow.send_request_headers(&[(":authority", "slow.example.com")], true),
@@ -260,9 +263,12 @@ impl Root for BufferingConfig {
     }
 }
 
+impl HigressPlugin for Inheriting {
+    const RULES: Rules = Rules::Override;
+}
+
 impl Plugin for Inheriting {
     type Root = BufferingConfig;
-    const HIGRESS_RULES: Rules = Rules::Override;
 
     fn new(root: &Rc<BufferingConfig>) -> Self {
         Inheriting(Rc::clone(root))
@@ -287,7 +293,7 @@ fn override_rules_inherit_the_global_keys_they_do_not_set() {
             {"_match_domain_": "*.example.com", "greeting": "hi"}
         ]
     }"#;
-    let test = PluginTest::<Inheriting>::new(config).unwrap();
+    let test = PluginTest::<Higress<Inheriting>>::new(config).unwrap();
     let admin = test.stream();
     admin.send_request_headers(&[(":authority", "admin.example.com")], false);
     admin.send_request_body("x", true);
@@ -305,7 +311,7 @@ fn override_rules_inherit_the_global_keys_they_do_not_set() {
 
 #[test]
 fn a_buffering_plugin_does_not_buffer_a_request_it_leaves_alone() {
-    let test = PluginTest::<Inheriting>::new(
+    let test = PluginTest::<Higress<Inheriting>>::new(
         r#"{"_rules_": [{"_match_domain_": "a.example.com", "greeting": "a"}]}"#,
     )
     .unwrap();
@@ -352,7 +358,7 @@ fn bad_rules_stop_the_plugin_at_start_up_with_higress_messages() {
             "invalid plugin configuration: field `_rules_[0].greting`: unknown field `greting`, expected one of `greeting`, `deny`, `cluster`",
         ),
     ] {
-        let rejected = PluginTest::<Greeter>::new(config)
+        let rejected = PluginTest::<Higress<Greeter>>::new(config)
             .err()
             .unwrap_or_else(|| panic!("accepted {config}"));
         assert_eq!(rejected.errors, [expected], "{config}");
@@ -361,7 +367,7 @@ fn bad_rules_stop_the_plugin_at_start_up_with_higress_messages() {
 
 #[test]
 fn with_rules_a_global_config_that_does_not_parse_is_dropped_with_a_warning() {
-    let test = PluginTest::<Greeter>::new(
+    let test = PluginTest::<Higress<Greeter>>::new(
         r#"{"greeting": 7, "_rules_": [{"_match_domain_": "a.com", "greeting": "a"}]}"#,
     )
     .unwrap();
@@ -377,7 +383,7 @@ fn with_rules_a_global_config_that_does_not_parse_is_dropped_with_a_warning() {
     assert_eq!(greeting(&test, "b.com", "", ""), None);
 }
 
-/// The same plugin without `HIGRESS_RULES`: `_rules_` is a key like any other.
+/// A plugin not wrapped in `Higress`: `_rules_` is a key like any other.
 struct Plain;
 
 impl Plugin for Plain {

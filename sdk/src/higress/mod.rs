@@ -21,16 +21,17 @@
 //!
 //! **Rule-level configuration.** Higress renders a `WasmPlugin`'s `matchRules` into the
 //! plugin configuration as `_rules_`: each rule names routes, domains or services and carries
-//! the configuration for the requests they match. A plugin opts in with
-//! [`Plugin::HIGRESS_RULES`](crate::Plugin::HIGRESS_RULES); its hooks do not change:
-//! [`Plugin::new`](crate::Plugin::new) gets the root of the rule the request matched
-//! (the first, in order), else the global one, and a request that matches neither is left
-//! alone (no hook runs for it).
+//! the configuration for the requests they match. A plugin opts in by implementing
+//! [`HigressPlugin`] and running as [`Higress<Self>`] (`proxy_async::main!(Higress<MyPlugin>)`);
+//! its hooks do not change: [`Plugin::new`](crate::Plugin::new) gets the root of the rule the
+//! request matched (the first, in order), else the global one, and a request that matches
+//! neither is left alone (no hook runs for it, its bodies are not buffered). The SDK's core
+//! knows nothing of this: [`Higress`] is a plugin wrapping the author's.
 //!
 //! ```
 //! use std::rc::Rc;
 //! use proxy_async::{Error, Flow, Plugin, PluginConfig, Request};
-//! use proxy_async::higress::Rules;
+//! use proxy_async::higress::{Higress, HigressPlugin, Rules};
 //!
 //! #[derive(serde::Deserialize, Default)]
 //! struct Config {
@@ -41,9 +42,12 @@
 //!
 //! struct Greet(Rc<Config>);
 //!
+//! impl HigressPlugin for Greet {
+//!     const RULES: Rules = Rules::Separate;
+//! }
+//!
 //! impl Plugin for Greet {
 //!     type Root = Config;
-//!     const HIGRESS_RULES: Rules = Rules::Separate;
 //!
 //!     fn new(config: &Rc<Config>) -> Self {
 //!         Greet(Rc::clone(config))
@@ -61,7 +65,7 @@
 //!     "_rules_": [{"_match_domain_": ["*.example.com"], "greeting": "hi"}]
 //! }"#;
 //! # use proxy_async::testing::PluginTest;
-//! # let test = PluginTest::<Greet>::new(config).unwrap();
+//! # let test = PluginTest::<Higress<Greet>>::new(config).unwrap();
 //! # let stream = test.stream();
 //! # stream.send_request_headers(&[(":authority", "api.example.com:8443")], true);
 //! # assert_eq!(stream.request_header("x-greeting").as_deref(), Some("hi"));
@@ -70,14 +74,16 @@
 mod clusters;
 pub(crate) mod request;
 pub(crate) mod rules;
+mod wrapper;
 
 pub use clusters::{
     ConsulCluster, DnsCluster, FqdnCluster, K8sCluster, NacosCluster, RouteCluster,
     StaticIpCluster, TargetCluster,
 };
+pub use wrapper::{Higress, HigressConfig, HigressPlugin, HigressRoot};
 
 /// How a plugin reads Higress's rule-level configuration, the `_rules_` key
-/// ([`Plugin::HIGRESS_RULES`](crate::Plugin::HIGRESS_RULES)).
+/// ([`HigressPlugin::RULES`]).
 ///
 /// With `Separate` or `Override`, a configuration with `_rules_` is read as Higress reads it:
 /// - the keys outside `_rules_` (if any) are the global configuration; when they do not parse
@@ -104,8 +110,8 @@ pub use clusters::{
 /// per request, on its first callback (the request headers).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Rules {
-    /// `_rules_` means nothing special (the default): the whole JSON is the configuration of
-    /// every request.
+    /// `_rules_` means nothing special: the whole JSON is the configuration of every request
+    /// (for a [`HigressPlugin`] that wants only Higress's log format).
     Off,
     /// Each rule's configuration is its own keys alone (Higress's `ParseConfig`).
     Separate,
@@ -115,19 +121,23 @@ pub enum Rules {
     Override,
 }
 
-/// How log lines are written ([`Plugin::LOG_FORMAT`](crate::Plugin::LOG_FORMAT)).
+/// How log lines are written ([`HigressPlugin::LOG_FORMAT`]).
 ///
 /// ```
 /// use std::rc::Rc;
 /// use proxy_async::{Error, Flow, NoConfig, Plugin, Request};
-/// use proxy_async::higress::LogFormat;
+/// use proxy_async::higress::{Higress, HigressPlugin, LogFormat, Rules};
 /// use proxy_async::testing::PluginTest;
 ///
 /// struct Audit;
 ///
+/// impl HigressPlugin for Audit {
+///     const RULES: Rules = Rules::Off;
+///     const LOG_FORMAT: LogFormat = LogFormat::Higress { plugin_name: "audit" };
+/// }
+///
 /// impl Plugin for Audit {
 ///     type Root = NoConfig;
-///     const LOG_FORMAT: LogFormat = LogFormat::Higress { plugin_name: "audit" };
 ///     fn new(_: &Rc<NoConfig>) -> Self { Audit }
 ///     async fn on_request_headers(&mut self, _req: &mut Request<'_>) -> Result<Flow, Error> {
 ///         log::info!("checked");
@@ -135,7 +145,7 @@ pub enum Rules {
 ///     }
 /// }
 ///
-/// let test = PluginTest::<Audit>::new(r#"{"_plugin_id_": "p-7"}"#).unwrap();
+/// let test = PluginTest::<Higress<Audit>>::new(r#"{"_plugin_id_": "p-7"}"#).unwrap();
 /// test.stream().send_request_headers(&[("x-request-id", "r-1")], true);
 /// assert_eq!(test.logs_at(log::Level::Info), ["[audit] [p-7] [r-1] checked"]);
 /// ```

@@ -6,7 +6,7 @@ use std::rc::Rc;
 
 use serde_json::{Map, Value};
 
-use crate::config::{self, PluginConfig};
+use crate::config::PluginConfig;
 use crate::error::ConfigError;
 use crate::higress::Rules;
 use crate::root::Root;
@@ -192,9 +192,7 @@ impl<C> RuleSet<C> {
 /// Parses the configuration bytes the proxy delivered as one configuration, `_rules_` a key
 /// like any other, and builds its root.
 pub(crate) fn parse_without_rules<R: Root>(bytes: &[u8]) -> Result<RuleSet<R>, ConfigError> {
-    config::parse::<R::Config>(bytes)
-        .and_then(R::configure)
-        .map(RuleSet::global_only)
+    crate::root::from_configuration::<R>(bytes).map(RuleSet::global_only)
 }
 
 /// Parses the configuration bytes the proxy delivered, reading `_rules_` as `mode` says.

@@ -1,0 +1,200 @@
+//! A plugin as Higress runs it: its rule-level configuration chooses each stream's root, and its
+//! log lines carry Higress's prefix. The core knows nothing of either: [`Higress`] is a plugin
+//! that wraps the author's.
+
+use std::rc::Rc;
+
+use serde_json::value::RawValue;
+
+use crate::background::BackgroundTask;
+use crate::config::PluginConfig;
+use crate::error::{ConfigError, Error};
+use crate::higress::rules::{self, RuleSet};
+use crate::higress::{LogFormat, Rules, request};
+use crate::message::{Done, Message, Request, Response};
+use crate::plugin::{Flow, Plugin};
+use crate::root::{Root, Settings};
+use crate::runtime::{Phase, Runtime};
+use crate::timer::TickFunction;
+
+/// A plugin written for Higress: how it reads Higress's rule-level configuration (`_rules_`)
+/// and how its log lines look. It runs as [`Higress<Self>`]:
+/// `proxy_async::main!(Higress<MyPlugin>)`, `PluginTest::<Higress<MyPlugin>>::new(..)`.
+pub trait HigressPlugin: Plugin {
+    /// How `_rules_` is read: [`Rules::Separate`] (Higress's `ParseConfig`, the default) or
+    /// [`Rules::Override`] (`ParseOverrideConfig`); [`Rules::Off`] reads the whole JSON as one
+    /// configuration.
+    const RULES: Rules = Rules::Separate;
+
+    /// How log lines are written: as the hooks wrote them (the default), or in Higress's
+    /// format `[<plugin name>] [<plugin id>] [<x-request-id>] <message>` (the id from the
+    /// configuration's `_plugin_id_`, `nil` when absent or outside a request), which
+    /// Higress's log tooling and its operators expect.
+    const LOG_FORMAT: LogFormat = LogFormat::Plain;
+}
+
+/// The configuration JSON as Higress delivers it (global keys, `_rules_`, `_plugin_id_`),
+/// kept as written for [`HigressRoot`] to read.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(transparent)]
+pub struct HigressConfig(Option<Box<RawValue>>);
+
+impl PluginConfig for HigressConfig {}
+
+/// The root of a [`Higress`] plugin: the root of its global configuration and of each rule.
+/// The settings (buffering, limits, tick period) are the global root's, or the first rule's
+/// without one; every root's background tasks and tick functions run.
+pub struct HigressRoot<P: HigressPlugin> {
+    rules: RuleSet<P::Root>,
+}
+
+impl<P: HigressPlugin> Root for HigressRoot<P> {
+    type Config = HigressConfig;
+
+    fn configure(config: HigressConfig) -> Result<Self, ConfigError> {
+        let json = config.0.as_deref().map_or("", RawValue::get).as_bytes();
+        let runtime = Runtime::current();
+        if let (LogFormat::Higress { plugin_name }, Some(runtime)) = (P::LOG_FORMAT, &runtime) {
+            let id = plugin_id(json).unwrap_or_else(|| "nil".to_string());
+            runtime.set_log_prefix(Some(format!("[{plugin_name}] [{id}]")));
+        }
+        let rules = if P::RULES == Rules::Off {
+            rules::parse_without_rules::<P::Root>(json)?
+        } else {
+            rules::parse::<P::Root>(json, P::RULES)?
+        };
+        if rules.only_global().is_none()
+            && let Some(runtime) = &runtime
+        {
+            // Rules are matched in the request headers' hook, the plugin's own or not.
+            runtime.always_run(Phase::RequestHeaders);
+        }
+        Ok(HigressRoot { rules })
+    }
+
+    fn settings(&self) -> Settings {
+        self.rules
+            .configs()
+            .next()
+            .map_or_else(Settings::default, |root| root.settings())
+    }
+
+    fn background_tasks(self: &Rc<Self>) -> Vec<BackgroundTask> {
+        self.rules
+            .configs()
+            .flat_map(Root::background_tasks)
+            .collect()
+    }
+
+    fn tick_functions(self: &Rc<Self>) -> Vec<TickFunction> {
+        // Higress registers tick functions from every configuration it parses.
+        self.rules
+            .configs()
+            .flat_map(Root::tick_functions)
+            .collect()
+    }
+}
+
+/// The configuration's `_plugin_id_`, which Higress injects to name the plugin instance.
+fn plugin_id(configuration: &[u8]) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(configuration).ok()?;
+    value.get("_plugin_id_")?.as_str().map(str::to_string)
+}
+
+/// Plugin `P` as Higress runs it (see [`HigressPlugin`]): each stream gets the root of the
+/// first rule its request matches, else the global one; a request that matches neither is
+/// left alone (no hook runs for it, its bodies are not buffered).
+pub struct Higress<P: HigressPlugin> {
+    stream: Stream<P>,
+}
+
+enum Stream<P: HigressPlugin> {
+    // The rules are matched at the stream's first hook, which has its request headers.
+    Choosing(Rc<HigressRoot<P>>),
+    Running(P),
+    LeftAlone,
+}
+
+impl<P: HigressPlugin> Higress<P> {
+    /// The plugin value of this stream, made at its first hook from the root its request
+    /// matched; `None` for a stream the plugin leaves alone.
+    fn plugin(&mut self, message: &Message<'_>) -> Option<&mut P> {
+        if let Stream::Choosing(root) = &self.stream {
+            let selected =
+                Runtime::current().and_then(|runtime| request::select(&*runtime.host, &root.rules));
+            self.stream = match selected {
+                Some(root) => Stream::Running(P::new(&root)),
+                None => {
+                    message.pass_stream();
+                    Stream::LeftAlone
+                }
+            };
+        }
+        match &mut self.stream {
+            Stream::Running(plugin) => Some(plugin),
+            Stream::Choosing(_) | Stream::LeftAlone => None,
+        }
+    }
+}
+
+impl<P: HigressPlugin> Plugin for Higress<P> {
+    type Root = HigressRoot<P>;
+
+    const ERROR_STATUS: u16 = P::ERROR_STATUS;
+
+    fn new(root: &Rc<HigressRoot<P>>) -> Self {
+        let stream = match root.rules.only_global() {
+            Some(global) => Stream::Running(P::new(global)),
+            None => Stream::Choosing(Rc::clone(root)),
+        };
+        Higress { stream }
+    }
+
+    async fn on_request_headers(&mut self, req: &mut Request<'_>) -> Result<Flow, Error> {
+        match self.plugin(req) {
+            Some(plugin) => plugin.on_request_headers(req).await,
+            None => Ok(Flow::Continue),
+        }
+    }
+
+    async fn on_request_body(&mut self, req: &mut Request<'_>) -> Result<Flow, Error> {
+        match self.plugin(req) {
+            Some(plugin) => plugin.on_request_body(req).await,
+            None => Ok(Flow::Continue),
+        }
+    }
+
+    async fn on_request_trailers(&mut self, req: &mut Request<'_>) -> Result<Flow, Error> {
+        match self.plugin(req) {
+            Some(plugin) => plugin.on_request_trailers(req).await,
+            None => Ok(Flow::Continue),
+        }
+    }
+
+    async fn on_response_headers(&mut self, resp: &mut Response<'_>) -> Result<Flow, Error> {
+        match self.plugin(resp) {
+            Some(plugin) => plugin.on_response_headers(resp).await,
+            None => Ok(Flow::Continue),
+        }
+    }
+
+    async fn on_response_body(&mut self, resp: &mut Response<'_>) -> Result<Flow, Error> {
+        match self.plugin(resp) {
+            Some(plugin) => plugin.on_response_body(resp).await,
+            None => Ok(Flow::Continue),
+        }
+    }
+
+    async fn on_response_trailers(&mut self, resp: &mut Response<'_>) -> Result<Flow, Error> {
+        match self.plugin(resp) {
+            Some(plugin) => plugin.on_response_trailers(resp).await,
+            None => Ok(Flow::Continue),
+        }
+    }
+
+    async fn on_log(&mut self, done: &Done<'_>) {
+        if let Stream::Running(plugin) = &mut self.stream {
+            plugin.on_log(done).await;
+        }
+    }
+}
