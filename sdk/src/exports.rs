@@ -6,7 +6,7 @@
 //! Arguments the ABI declares as `bool` arrive as `u32` and are read as "not zero": a host that
 //! passes any other value than 0 or 1 must not make the module undefined behaviour.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::{Rc, Weak};
 
 use crate::driver::Driver;
@@ -128,8 +128,12 @@ impl<P: Plugin> Module<P> {
 
     /// `proxy_on_queue_ready`.
     pub fn on_queue_ready(&self, context_id: u32, queue: u32) {
+        let Some(ready) = FEATURES.with(|features| features.queue_ready.get()) else {
+            log::debug!("queue {queue} ready, but the plugin reads no shared queue");
+            return;
+        };
         if let Some(driver) = self.root(context_id) {
-            crate::queue::on_ready(&driver.runtime, context_id, queue);
+            ready(&driver.runtime, context_id, queue);
         }
     }
 
@@ -188,17 +192,61 @@ impl<P: Plugin> Module<P> {
 
     /// `proxy_on_grpc_receive`: a unary call's reply, or a message on a stream.
     pub fn on_grpc_receive(&self, context_id: u32, token: u32, size: usize) {
+        let Some(grpc) = FEATURES.with(|features| features.grpc.get()) else {
+            log::debug!("gRPC message on {token} ignored: the plugin made no gRPC call");
+            return;
+        };
         self.with_driver(context_id, |driver| {
-            crate::grpc::on_receive(&driver.runtime, context_id, token, size);
+            (grpc.receive)(&driver.runtime, context_id, token, size);
         });
     }
 
     /// `proxy_on_grpc_close`: a gRPC call or stream ended with `status`.
     pub fn on_grpc_close(&self, context_id: u32, token: u32, status: u32) {
+        let Some(grpc) = FEATURES.with(|features| features.grpc.get()) else {
+            log::debug!("gRPC close of {token} ignored: the plugin made no gRPC call");
+            return;
+        };
         self.with_driver(context_id, |driver| {
-            crate::grpc::on_close(&driver.runtime, context_id, token, status);
+            (grpc.close)(&driver.runtime, context_id, token, status);
         });
     }
+}
+
+/// `proxy_on_queue_ready` as the shared queues handle it.
+pub(crate) type QueueReady = fn(&Rc<Runtime>, u32, u32);
+
+/// `proxy_on_redis_call_response` as the Redis client handles it (routed by token).
+pub(crate) type RedisResponse = fn(u32, u32, u32, usize);
+
+/// The gRPC client's callbacks.
+#[derive(Clone, Copy)]
+pub(crate) struct GrpcCallbacks {
+    /// `proxy_on_grpc_receive`.
+    pub(crate) receive: fn(&Rc<Runtime>, u32, u32, usize),
+    /// `proxy_on_grpc_close`.
+    pub(crate) close: fn(&Rc<Runtime>, u32, u32, u32),
+}
+
+/// The callbacks of the features outside the core (gRPC, shared queues, Redis), installed by
+/// each feature when the plugin first uses it (`Extension::installed`): a module whose plugin
+/// never uses one links none of its code, only an export that finds nothing to call.
+pub(crate) struct FeatureCallbacks {
+    pub(crate) grpc: Cell<Option<GrpcCallbacks>>,
+    /// `proxy_on_queue_ready`.
+    pub(crate) queue_ready: Cell<Option<QueueReady>>,
+    /// `proxy_on_redis_call_response`, routed by token (Higress).
+    pub(crate) redis_response: Cell<Option<RedisResponse>>,
+}
+
+thread_local! {
+    pub(crate) static FEATURES: FeatureCallbacks = const {
+        FeatureCallbacks {
+            grpc: Cell::new(None),
+            queue_ready: Cell::new(None),
+            redis_response: Cell::new(None),
+        }
+    };
 }
 
 /// `_initialize`: runs the module's constructors, then makes a panic (which aborts the VM)

@@ -165,6 +165,16 @@ pub(crate) struct GrpcState {
 }
 
 impl Extension for GrpcState {
+    fn installed() {
+        #[cfg(all(target_arch = "wasm32", not(target_env = "p2")))]
+        crate::exports::FEATURES.with(|features| {
+            features.grpc.set(Some(crate::exports::GrpcCallbacks {
+                receive: on_receive,
+                close: on_close,
+            }));
+        });
+    }
+
     #[cfg(not(target_arch = "wasm32"))]
     fn pending(&self) -> usize {
         self.calls.len() + self.streams.borrow().len()

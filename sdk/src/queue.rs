@@ -17,7 +17,12 @@ pub(crate) struct QueueWaiters {
     waiting: RefCell<HashMap<u32, Vec<Waker>>>,
 }
 
-impl Extension for QueueWaiters {}
+impl Extension for QueueWaiters {
+    fn installed() {
+        #[cfg(all(target_arch = "wasm32", not(target_env = "p2")))]
+        crate::exports::FEATURES.with(|features| features.queue_ready.set(Some(on_ready)));
+    }
+}
 
 /// `proxy_on_queue_ready`: shared queue `queue` has messages.
 pub(crate) fn on_ready(runtime: &Rc<Runtime>, root_id: u32, queue: u32) {

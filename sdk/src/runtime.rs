@@ -153,6 +153,15 @@ impl StreamShared {
 /// The state a feature outside the core keeps per plugin instance (see
 /// [`Runtime::extension`]).
 pub(crate) trait Extension: Any {
+    /// Runs once per plugin instance, when the plugin first uses the feature: where the
+    /// feature installs the callbacks the proxy answers it with, so that a module whose plugin
+    /// never uses it links none of its code.
+    fn installed()
+    where
+        Self: Sized,
+    {
+    }
+
     /// Its calls in flight, which count as the instance's pending calls (for tests).
     #[cfg(not(target_arch = "wasm32"))]
     fn pending(&self) -> usize {
@@ -264,6 +273,7 @@ impl Runtime {
             .iter()
             .find_map(|extension| (Rc::clone(extension) as Rc<dyn Any>).downcast::<T>().ok());
         known.unwrap_or_else(|| {
+            T::installed();
             let made = Rc::new(T::default());
             self.extensions
                 .borrow_mut()

@@ -84,6 +84,20 @@ extern "C" fn proxy_on_redis_call_response(
     status: u32,
     response_size: usize,
 ) {
+    match crate::exports::FEATURES.with(|features| features.redis_response.get()) {
+        Some(respond) => respond(plugin_context_id, token, status, response_size),
+        None => log::debug!("Redis reply {token} ignored: the plugin sent no Redis command"),
+    }
+}
+
+/// Hands a Redis reply to the plugin instance that waits for it (installed with the Redis
+/// client's state, see `RedisState::installed`).
+pub(crate) fn deliver_response(
+    plugin_context_id: u32,
+    token: u32,
+    status: u32,
+    response_size: usize,
+) {
     match crate::exports::runtime_for(plugin_context_id, |runtime| {
         runtime
             .extension::<super::client::RedisState>()

@@ -28,6 +28,15 @@ pub(crate) struct RedisState {
 }
 
 impl Extension for RedisState {
+    fn installed() {
+        #[cfg(all(target_arch = "wasm32", not(target_env = "p2")))]
+        crate::exports::FEATURES.with(|features| {
+            features
+                .redis_response
+                .set(Some(super::abi::deliver_response));
+        });
+    }
+
     #[cfg(not(target_arch = "wasm32"))]
     fn pending(&self) -> usize {
         self.pending.len()
