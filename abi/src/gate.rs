@@ -304,7 +304,7 @@ pub struct StreamGate {
     // Callbacks that came while a hook ran, each run in turn.
     queued: VecDeque<Queued>,
     // Per direction, the bytes of a buffered body the proxy holds whose hook has not run.
-    held_body: [Option<usize>; 2],
+    held_body: [HeldBody; 2],
     windows: [BodyWindow; 2],
     // The running hook is a headers' hook followed by a body the plugin buffers.
     strip_on_continue: bool,
@@ -313,6 +313,26 @@ pub struct StreamGate {
 impl Default for StreamGate {
     fn default() -> Self {
         StreamGate::new()
+    }
+}
+
+/// The bytes of a buffered body the proxy holds whose hook has not run, if any: one word, not
+/// an `Option`'s two, which keeps every stream's cell in the allocator's small bins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct HeldBody(usize);
+
+impl HeldBody {
+    const NONE: HeldBody = HeldBody(usize::MAX);
+
+    /// `size` bytes held (a body cannot fill a whole address space: the largest is kept as
+    /// one byte less).
+    const fn of(size: usize) -> HeldBody {
+        HeldBody(if size == usize::MAX { size - 1 } else { size })
+    }
+
+    fn take(&mut self) -> Option<usize> {
+        let held = std::mem::replace(self, HeldBody::NONE);
+        (held != HeldBody::NONE).then_some(held.0)
     }
 }
 
@@ -330,7 +350,7 @@ impl StreamGate {
             hook: HookState::Idle,
             exchange: Exchange::Open,
             queued: VecDeque::new(),
-            held_body: [None, None],
+            held_body: [HeldBody::NONE; 2],
             windows: [BodyWindow {
                 offset: 0,
                 len: 0,
@@ -388,10 +408,10 @@ impl StreamGate {
         if buffered {
             if !event.end_of_stream {
                 // Pause on a chunk makes the proxy buffer it with the next ones.
-                self.held_body[side(direction)] = Some(event.size);
+                self.held_body[side(direction)] = HeldBody::of(event.size);
                 return Arrival::Answer(Action::Pause);
             }
-            self.held_body[side(direction)] = None;
+            self.held_body[side(direction)] = HeldBody::NONE;
         }
         // Trailers end a body the plugin buffers: its hook runs first, on all of it, and the
         // trailers' after it (in this callback, if the body's hook finishes inside it).
@@ -470,7 +490,7 @@ impl StreamGate {
     pub fn pass(&mut self) {
         if self.exchange == Exchange::Open {
             self.exchange = Exchange::Passed;
-            self.held_body = [None, None];
+            self.held_body = [HeldBody::NONE; 2];
         }
     }
 
@@ -484,7 +504,7 @@ impl StreamGate {
         self.hook = HookState::Idle;
         self.exchange = Exchange::Ended;
         self.queued.clear();
-        self.held_body = [None, None];
+        self.held_body = [HeldBody::NONE; 2];
         self.strip_on_continue = false;
         running
     }

@@ -1,15 +1,14 @@
 //! What is specific to one plugin type: its configuration and the creation of its streams.
 
 use std::cell::RefCell;
-use std::rc::{Rc, Weak};
+use std::rc::Rc;
 
 use crate::error::Error;
 use crate::host::{Action, BufferType, Host};
 use crate::logging;
 use crate::plugin::{Plugin, stream_task};
 use crate::root::{self, Root};
-use crate::runtime::{Phase, Runtime};
-use crate::stream_task::StreamTask;
+use crate::runtime::{Phase, Runtime, StreamShared};
 
 /// One configured instance of plugin `P` (a root context, in proxy-wasm terms).
 pub(crate) struct Driver<P: Plugin> {
@@ -108,11 +107,7 @@ impl<P: Plugin> Driver<P> {
     }
 }
 
-async fn unconfigured_task(task: Weak<dyn StreamTask>) {
-    let Some(task) = task.upgrade() else {
-        return;
-    };
-    let shared = task.shared();
+async fn unconfigured_task(shared: &'static StreamShared) {
     loop {
         shared.next_event().await;
         shared.finish(Err(Error::new("the plugin has no valid configuration")));

@@ -1,12 +1,11 @@
 //! The plugin trait and what its hooks return.
 
-use std::rc::{Rc, Weak};
+use std::rc::Rc;
 
 use crate::error::Error;
 use crate::message::{Done, Request, Response};
 use crate::root::Root;
 use crate::runtime::{Event, Phase, Runtime, StreamShared};
-use crate::stream_task::StreamTask;
 
 /// A proxy-wasm HTTP plugin with `async` hooks.
 ///
@@ -224,19 +223,25 @@ fn reason_phrase(status: u16) -> &'static str {
 
 /// The task of one stream: waits for an event, runs the hook, records the outcome; ends after
 /// `on_log`. The plugin value lives inside it, so dropping the task drops the stream's state.
-pub(crate) async fn stream_task<P: Plugin>(mut plugin: P, task: Weak<dyn StreamTask>) {
-    // Upgraded at the first poll, when the task exists: the future then holds its own task
-    // until the runtime stops it (see `stream_task`).
-    let Some(task) = task.upgrade() else {
-        return;
-    };
-    let shared = task.shared();
-    loop {
-        let event = shared.next_event().await;
-        let outcome = run_hook(&mut plugin, shared, event).await;
-        shared.finish(outcome);
-        if event.phase == Phase::Log {
-            return;
+///
+/// Not an `async fn`: an `async fn` keeps its arguments for the future's whole life beside the
+/// locals they move into (rust-lang/rust#62958); the block uses its captures in place.
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn would keep its arguments twice in every stream's future"
+)]
+pub(crate) fn stream_task<P: Plugin>(
+    mut plugin: P,
+    shared: &'static StreamShared,
+) -> impl Future<Output = ()> + 'static {
+    async move {
+        loop {
+            let event = shared.next_event().await;
+            let outcome = run_hook(&mut plugin, shared, event).await;
+            shared.finish(outcome);
+            if event.phase == Phase::Log {
+                return;
+            }
         }
     }
 }

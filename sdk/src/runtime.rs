@@ -19,7 +19,7 @@
 
 use std::any::Any;
 use std::cell::{Cell, RefCell};
-use std::rc::{Rc, Weak};
+use std::rc::Rc;
 use std::task::Context;
 use std::time::Duration;
 
@@ -463,11 +463,11 @@ impl Runtime {
         CallbackScope::enter(self, context_id)
     }
 
-    /// Creates the stream `context_id`; `future` builds its task's future from a weak
-    /// reference to the task (see [`stream_task`](crate::stream_task)).
+    /// Creates the stream `context_id`; `future` builds its task's future from the stream's
+    /// shared part (see [`stream_task`](crate::stream_task)).
     pub(crate) fn create_stream<F, Fut>(self: &Rc<Self>, context_id: u32, future: F)
     where
-        F: FnOnce(Weak<dyn StreamTask>) -> Fut,
+        F: FnOnce(&'static StreamShared) -> Fut,
         Fut: Future<Output = ()> + 'static,
     {
         let shared = StreamShared::new(context_id, Rc::clone(&self.host));
@@ -939,8 +939,8 @@ impl Runtime {
 
 impl Drop for Runtime {
     fn drop(&mut self) {
-        // A stream's future holds its own task (see `stream_task`): stop the futures of the
-        // streams still here (a root context deleted before its streams ended), or they leak.
+        // Stop the futures of the streams still here (a root context deleted before its
+        // streams ended) while the runtime is whole: their drops may log or cancel calls.
         for (_, task) in self.streams.get_mut().drain() {
             task.stop();
         }

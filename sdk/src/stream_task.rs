@@ -3,12 +3,13 @@
 //!
 //! The future borrows the shared part (a hook's [`Request`](crate::Request) holds a
 //! `&StreamShared` across its awaits), so both live in one reference-counted cell that never
-//! moves: the future holds a strong reference to its own cell from its first poll until it is
-//! stopped (at `proxy_on_done`, or when the runtime goes), which breaks the cycle.
+//! moves, and the future gets a plain reference to the shared part beside it: no reference
+//! count, no cycle. The cell goes when the runtime forgets the stream (`proxy_on_delete`) and
+//! no poll holds it.
 
 use std::cell::{Cell, RefCell};
 use std::pin::Pin;
-use std::rc::{Rc, Weak};
+use std::rc::Rc;
 use std::task::{Context, Poll};
 
 use crate::runtime::StreamShared;
@@ -32,31 +33,41 @@ pub(crate) trait StreamTask {
 }
 
 struct StreamCell<F> {
+    // `None` once ended or stopped. Never moved out of: set to `None` in place only, so that
+    // the future stays where it was first polled (see `poll`). Declared before `shared`, so
+    // that it is dropped first: it borrows `shared` (see `new`).
+    future: RefCell<Option<F>>,
     shared: StreamShared,
     // Whether `future` is `Some`, kept beside it: reading the `Option` through a shared
     // reference would cover the pinned future's memory, whose own borrows of itself (a hook's
     // `&mut Request` across an await) such a reference invalidates (Miri's Stacked Borrows).
     running: Cell<bool>,
-    // `None` once ended or stopped. Never moved out of: set to `None` in place only, so that
-    // the future stays where it was first polled (see `poll`).
-    future: RefCell<Option<F>>,
 }
 
-/// The task of a stream sharing `shared`, whose future `make` builds from a weak reference to
-/// the task itself (the future upgrades it at its first poll to reach `shared`).
+/// The task of a stream sharing `shared`, whose future `make` builds from a reference to that
+/// shared part.
 pub(crate) fn new<F, M>(shared: StreamShared, make: M) -> Rc<dyn StreamTask>
 where
-    M: FnOnce(Weak<dyn StreamTask>) -> F,
+    M: FnOnce(&'static StreamShared) -> F,
     F: Future<Output = ()> + 'static,
 {
-    let cell: Rc<StreamCell<F>> = Rc::new_cyclic(|weak: &Weak<StreamCell<F>>| {
-        let task: Weak<dyn StreamTask> = weak.clone();
-        StreamCell {
-            shared,
-            running: Cell::new(true),
-            future: RefCell::new(Some(make(task))),
-        }
+    let cell = Rc::new(StreamCell {
+        future: RefCell::new(None),
+        shared,
+        running: Cell::new(false),
     });
+    let shared: *const StreamShared = &cell.shared;
+    // SAFETY: the reference is used only by the future made here, which is stored in the same
+    // `Rc` allocation as `shared`, so `shared` is alive for as long as the future can run:
+    // - the allocation never moves, and `shared` is never mutated through `&mut` (the cell is
+    //   private to this module and only handed out as `Rc<dyn StreamTask>`, which gives `&`);
+    // - the future is dropped before `shared`: in place by `stop` or `poll`, or by the cell's
+    //   drop, which drops `future` first (field order);
+    // - it is polled only through `StreamTask::poll` on `&self`, which a caller reaches through
+    //   an `Rc` of the cell that keeps it alive for the poll's length.
+    let future = make(unsafe { &*shared });
+    *cell.future.borrow_mut() = Some(future);
+    cell.running.set(true);
     cell
 }
 
