@@ -433,10 +433,11 @@ impl CallBuilder {
         let state = match self.dispatch() {
             Ok((cluster, timeout, call)) => Awaiting::Answer {
                 cluster,
-                timeout,
+                // What the proxy was given: whole milliseconds that fit its `u32`.
+                timeout_ms: u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX),
                 call,
             },
-            Err(error) => Awaiting::Failed(error),
+            Err(error) => Awaiting::Failed(Box::new(error)),
         };
         ResponseFuture { state }
     }
@@ -450,13 +451,15 @@ pub struct ResponseFuture {
     state: Awaiting,
 }
 
+// Small, as every paused request keeps one: the timeout as the proxy's milliseconds, a
+// refusal (rare) boxed.
 enum Awaiting {
     Answer {
         cluster: Rc<str>,
-        timeout: Duration,
+        timeout_ms: u32,
         call: Call,
     },
-    Failed(CallError),
+    Failed(Box<CallError>),
     Done,
 }
 
@@ -480,12 +483,12 @@ impl Future for ResponseFuture {
         let this = self.get_mut();
         let Awaiting::Answer {
             cluster,
-            timeout,
+            timeout_ms,
             call,
         } = &mut this.state
         else {
             return match std::mem::replace(&mut this.state, Awaiting::Done) {
-                Awaiting::Failed(error) => Poll::Ready(Err(error)),
+                Awaiting::Failed(error) => Poll::Ready(Err(*error)),
                 // Polled again after it finished: there is nothing more to give.
                 _ => Poll::Pending,
             };
@@ -501,7 +504,10 @@ impl Future for ResponseFuture {
                 Poll::Ready(reply) => Ok(reply),
             },
         };
-        let (cluster, timeout) = (Rc::clone(cluster), *timeout);
+        let (cluster, timeout) = (
+            Rc::clone(cluster),
+            Duration::from_millis(u64::from(*timeout_ms)),
+        );
         this.state = Awaiting::Done;
         Poll::Ready(reply.and_then(|reply| response(cluster, timeout, reply)))
     }

@@ -74,9 +74,6 @@ impl fmt::Debug for HeaderValue {
 pub struct Message<'a> {
     stream: &'a StreamShared,
     event: Event,
-    map: MapType,
-    trailer_map: MapType,
-    buffer: BufferType,
 }
 
 impl<'a> Message<'a> {
@@ -86,21 +83,30 @@ impl<'a> Message<'a> {
         self.stream.pass();
     }
 
+    /// The header map of this hook's message.
+    fn map(&self) -> MapType {
+        self.stream.map(self.event.phase)
+    }
+
+    /// The trailer map of this hook's message.
+    fn trailer_map(&self) -> MapType {
+        self.stream.trailer_map(self.event.phase)
+    }
+
+    /// The body buffer of this hook's message.
+    fn buffer(&self) -> BufferType {
+        self.stream.buffer(self.event.phase)
+    }
+
     fn new(stream: &'a StreamShared, event: Event) -> Self {
-        Message {
-            stream,
-            event,
-            map: stream.map(event.phase),
-            trailer_map: stream.trailer_map(event.phase),
-            buffer: stream.buffer(event.phase),
-        }
+        Message { stream, event }
     }
 
     /// One trailer (the first, if repeated). The proxy has trailers from the trailers hook
     /// on ([`Plugin::on_request_trailers`](crate::Plugin::on_request_trailers)); before,
     /// there are none.
     pub fn trailer(&self, name: &str) -> Option<HeaderValue> {
-        match self.stream.host.get_map_value(self.trailer_map, name) {
+        match self.stream.host.get_map_value(self.trailer_map(), name) {
             Ok(value) => value.map(HeaderValue),
             Err(error) => {
                 log::debug!("reading trailer {name}: {error}");
@@ -113,7 +119,7 @@ impl<'a> Message<'a> {
     pub fn trailers(&self) -> Headers {
         self.stream
             .host
-            .get_headers(self.trailer_map)
+            .get_headers(self.trailer_map())
             .unwrap_or_else(|error| {
                 log::debug!("reading trailers: {error}");
                 Headers::default()
@@ -125,13 +131,13 @@ impl<'a> Message<'a> {
     pub fn trailers_mut(&mut self) -> HeadersMut<'_> {
         HeadersMut {
             stream: self.stream,
-            map: self.trailer_map,
+            map: self.trailer_map(),
         }
     }
 
     /// One header (the first, if repeated); names are case-insensitive.
     pub fn header(&self, name: &str) -> Option<HeaderValue> {
-        match self.stream.host.get_map_value(self.map, name) {
+        match self.stream.host.get_map_value(self.map(), name) {
             Ok(value) => value.map(HeaderValue),
             Err(error) => {
                 log::debug!("reading header {name}: {error}");
@@ -151,7 +157,7 @@ impl<'a> Message<'a> {
     pub fn headers(&self) -> Headers {
         self.stream
             .host
-            .get_headers(self.map)
+            .get_headers(self.map())
             .unwrap_or_else(|error| {
                 log::debug!("reading headers: {error}");
                 Headers::default()
@@ -162,7 +168,7 @@ impl<'a> Message<'a> {
     pub fn headers_mut(&mut self) -> HeadersMut<'_> {
         HeadersMut {
             stream: self.stream,
-            map: self.map,
+            map: self.map(),
         }
     }
 
@@ -180,7 +186,7 @@ impl<'a> Message<'a> {
         }
         self.stream
             .host
-            .get_buffer(self.buffer, self.chunk_offset(), self.event.size)
+            .get_buffer(self.buffer(), self.chunk_offset(), self.event.size)
             .unwrap_or_else(|error| {
                 log::warn!("reading the body: {error}");
                 Vec::new()
@@ -252,7 +258,11 @@ impl<'a> Message<'a> {
             log::warn!("{what} the body outside a body hook is not possible; ignored");
             return false;
         }
-        match self.stream.host.set_buffer(self.buffer, start, size, data) {
+        match self
+            .stream
+            .host
+            .set_buffer(self.buffer(), start, size, data)
+        {
             Ok(()) => true,
             Err(error) => {
                 log::warn!("{what} the body: {error}");

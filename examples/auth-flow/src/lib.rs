@@ -59,8 +59,8 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use proxy_async::{
-    CallResponse, ConfigError, Error, Flow, HttpClient, LocalReply, Plugin, PluginConfig, Request,
-    ResponseFuture, Root,
+    CallError, CallResponse, ConfigError, Error, Flow, HttpClient, LocalReply, Plugin,
+    PluginConfig, Request, ResponseFuture, Root,
 };
 
 /// The prefix of the identity headers this plugin owns; client-supplied ones are removed (see
@@ -306,7 +306,7 @@ impl Plugin for AuthFlow {
             self.send_credential(credential)
         };
 
-        let token = match self.token(sent).await? {
+        let token = match self.token(sent.await)? {
             Verdict::Granted(token) => token,
             Verdict::Denied(status) => {
                 log::debug!("the auth service denied the credential ({status})");
@@ -316,7 +316,7 @@ impl Plugin for AuthFlow {
         // Sent, the token is not needed while the users service answers.
         let sent = self.send_token(&token);
         drop(token);
-        let user = match self.user(sent).await? {
+        let user = match self.user(sent.await)? {
             Verdict::Granted(user) => user,
             Verdict::Denied(status) => {
                 log::debug!("the users service denied the token ({status})");
@@ -342,12 +342,11 @@ impl AuthFlow {
             .send()
     }
 
-    /// The auth service's answer: a token, or a denial.
-    async fn token(&self, sent: ResponseFuture) -> Result<Verdict<String>, Error> {
+    /// The auth service's answer: a token, or a denial. (Not `async`: awaited by the caller,
+    /// the call is all a paused request keeps.)
+    fn token(&self, answer: Result<CallResponse, CallError>) -> Result<Verdict<String>, Error> {
         let upstream = &self.services.auth;
-        let reply = sent
-            .await
-            .map_err(|error| Error::new(format_args!("auth: {error}")))?;
+        let reply = answer.map_err(|error| Error::new(format_args!("auth: {error}")))?;
         if let Some(denied) = check_status("auth", upstream, reply.status())? {
             return Ok(Verdict::Denied(denied));
         }
@@ -372,11 +371,9 @@ impl AuthFlow {
     }
 
     /// The users service's answer: the user, or a denial.
-    async fn user(&self, sent: ResponseFuture) -> Result<Verdict<UserReply>, Error> {
+    fn user(&self, answer: Result<CallResponse, CallError>) -> Result<Verdict<UserReply>, Error> {
         let upstream = &self.services.users;
-        let reply = sent
-            .await
-            .map_err(|error| Error::new(format_args!("users: {error}")))?;
+        let reply = answer.map_err(|error| Error::new(format_args!("users: {error}")))?;
         if let Some(denied) = check_status("users", upstream, reply.status())? {
             return Ok(Verdict::Denied(denied));
         }
