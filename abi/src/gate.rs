@@ -465,6 +465,30 @@ impl StreamGate {
         Arrival::Run(self.start(settings, event, HookState::Running(event.phase)))
     }
 
+    /// The callback of headers whose hook the plugin leaves at its default, when no hook of the
+    /// stream runs and no buffered body follows: what [`callback`](StreamGate::callback) does
+    /// with it (it continues at once), done here without the rest of `callback`, since most
+    /// callbacks of most plugins are this. False, with nothing done, for any other callback.
+    #[inline]
+    pub fn continue_default_headers(
+        &mut self,
+        settings: &GateSettings,
+        phase: Phase,
+        end_of_stream: bool,
+    ) -> bool {
+        if !phase.is_headers()
+            || !settings.skipped.contains(phase)
+            || self.hook != HookState::Idle
+            || (!end_of_stream && settings.buffers(phase.direction()))
+        {
+            return false;
+        }
+        if self.exchange == Exchange::Open {
+            self.windows[side(phase.direction())] = BodyWindow::default();
+        }
+        true
+    }
+
     /// `on_log`: the hook to run, if any. It does not run while another hook awaits (the
     /// client went away mid-call; that hook is dropped at the stream's end, and the plugin's
     /// per-stream value with it), after the stream ended, or when the plugin has none.

@@ -354,6 +354,17 @@ impl Proxy<'_> {
             Part::Trailers => Event::new(Phase::trailers(direction), 1, true),
         };
         let replied_before = self.replies > 0;
+        // The shortcut the SDK takes first does exactly what the whole callback does.
+        let mut shortcut = self.gate.clone();
+        if shortcut.continue_default_headers(&self.case.settings, event.phase, event.end_of_stream)
+        {
+            let mut full = self.gate.clone();
+            prop_assert_eq!(
+                full.callback(&self.case.settings, event),
+                Arrival::Answer(Action::Continue)
+            );
+            prop_assert_eq!(format!("{full:?}"), format!("{shortcut:?}"));
+        }
         let action = match self.gate.callback(&self.case.settings, event) {
             Arrival::Answer(action) => action,
             Arrival::Refuse {

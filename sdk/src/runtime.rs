@@ -537,10 +537,13 @@ impl Runtime {
                 log::debug!("{} for unknown context {context_id}", phase.callback_name());
                 return Action::Continue;
             };
-            let arrival = task.shared().gate.borrow_mut().callback(
-                &self.gate_settings.get(),
-                Event::new(phase, size, end_of_stream),
-            );
+            let settings = self.gate_settings.get();
+            let mut gate = task.shared().gate.borrow_mut();
+            if gate.continue_default_headers(&settings, phase, end_of_stream) {
+                return Action::Continue;
+            }
+            let arrival = gate.callback(&settings, Event::new(phase, size, end_of_stream));
+            drop(gate);
             if let Arrival::Answer(action) = arrival {
                 return action;
             }
