@@ -510,7 +510,9 @@ impl StreamGate {
     /// The plugin leaves the stream alone from now on (the running hook decided so, e.g. no
     /// Higress rule matched the request): later callbacks continue at once, bodies are not
     /// held, and no hook runs again, `on_log` included. The running hook still returns as
-    /// usual (a paused one is resumed). No effect after a local reply or the stream's end.
+    /// usual (a paused one is resumed). Meant for the hook of a stream's first callback, before
+    /// it awaits: callbacks already queued behind a running hook still run theirs. No effect
+    /// after a local reply or the stream's end.
     pub fn pass(&mut self) {
         if self.exchange == Exchange::Open {
             self.exchange = Exchange::Passed;

@@ -4,11 +4,11 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use crate::error::Error;
-use crate::host::{Action, BufferType, Host};
+use crate::host::{BufferType, Host};
 use crate::logging;
 use crate::plugin::{Plugin, stream_task};
 use crate::root::{self, Root};
-use crate::runtime::{Phase, Runtime, StreamShared};
+use crate::runtime::{Runtime, StreamShared};
 
 /// One configured instance of plugin `P` (a root context, in proxy-wasm terms).
 pub(crate) struct Driver<P: Plugin> {
@@ -76,23 +76,6 @@ impl<P: Plugin> Driver<P> {
             // does, fail closed rather than let requests through unchecked.
             None => self.runtime.create_stream(context_id, unconfigured_task),
         }
-    }
-
-    /// A stream callback.
-    pub(crate) fn on_hook(
-        &self,
-        context_id: u32,
-        phase: Phase,
-        size: usize,
-        end_of_stream: bool,
-    ) -> Action {
-        self.runtime.on_hook(context_id, phase, size, end_of_stream)
-    }
-
-    /// Whether `context_id` is a stream of this instance.
-    #[cfg(all(target_arch = "wasm32", not(target_env = "p2")))]
-    pub(crate) fn has_stream(&self, context_id: u32) -> bool {
-        self.runtime.has_stream(context_id)
     }
 
     /// The root of the configuration in force.

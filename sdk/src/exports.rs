@@ -56,7 +56,11 @@ impl<P: Plugin> Module<P> {
                 &roots
                     .iter()
                     .find(|root| root.context_id == context_id)
-                    .or_else(|| roots.iter().find(|root| root.driver.has_stream(context_id)))?
+                    .or_else(|| {
+                        roots
+                            .iter()
+                            .find(|root| root.driver.runtime.has_stream(context_id))
+                    })?
                     .driver
             }
         };
@@ -140,7 +144,9 @@ impl<P: Plugin> Module<P> {
     /// A stream's header, body or trailer callback; the `proxy_action_t` it answers.
     pub fn on_hook(&self, context_id: u32, phase: Phase, size: usize, end_of_stream: u32) -> u32 {
         self.with_driver(context_id, |driver| {
-            driver.on_hook(context_id, phase, size, end_of_stream != 0)
+            driver
+                .runtime
+                .on_hook(context_id, phase, size, end_of_stream != 0)
         })
         .unwrap_or(Action::Continue)
         .code()

@@ -139,10 +139,12 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
+        // The body settings are the gate's defaults.
+        let gate = proxy_async_abi::gate::GateSettings::default();
         Settings {
-            buffer_request_body: false,
-            buffer_response_body: false,
-            body_buffer_limit: 1024 * 1024,
+            buffer_request_body: gate.buffer_request_body,
+            buffer_response_body: gate.buffer_response_body,
+            body_buffer_limit: gate.body_buffer_limit,
             tick_period: Duration::from_millis(100),
         }
     }

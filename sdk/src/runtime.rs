@@ -189,9 +189,9 @@ pub(crate) struct Runtime {
     error_status: u16,
     // The root's tick period (its `Settings`).
     tick_period: Cell<Duration>,
-    // What every stream's gate is told of the plugin: the root's body settings. Its skipped phases are the hooks the
-    // plugin type left at the trait's default (learnt when a default ran): they are answered
-    // `Continue` without waking the stream's task.
+    // What every stream's gate is told of the plugin: the root's body settings, and the hooks
+    // the plugin type left at the trait's default (learnt when a default ran), which are
+    // answered `Continue` without waking the stream's task.
     gate_settings: Cell<GateSettings>,
     // Phases never skipped for a default hook (see `always_run`).
     always_run: Cell<PhaseSet>,
@@ -239,7 +239,6 @@ impl Runtime {
     /// A runtime with the default [`Settings`](crate::Settings) until a root is configured
     /// (see [`apply_settings`](Runtime::apply_settings)).
     pub(crate) fn new(host: Rc<dyn Host>, error_status: u16) -> Rc<Self> {
-        let defaults = crate::root::Settings::default();
         Rc::new(Runtime {
             host,
             executor: Executor::new(),
@@ -250,13 +249,8 @@ impl Runtime {
             finished: RefCell::new(Vec::new()),
             effective: Cell::new(0),
             error_status,
-            tick_period: Cell::new(defaults.tick_period),
-            gate_settings: Cell::new(GateSettings {
-                buffer_request_body: defaults.buffer_request_body,
-                buffer_response_body: defaults.buffer_response_body,
-                body_buffer_limit: defaults.body_buffer_limit,
-                skipped: PhaseSet::EMPTY,
-            }),
+            tick_period: Cell::new(crate::root::Settings::default().tick_period),
+            gate_settings: Cell::new(GateSettings::default()),
             always_run: Cell::new(PhaseSet::EMPTY),
             timers: Timers::default(),
             log_prefix: RefCell::new(None),
@@ -271,7 +265,8 @@ impl Runtime {
             .extensions
             .borrow()
             .iter()
-            .find_map(|extension| (Rc::clone(extension) as Rc<dyn Any>).downcast::<T>().ok());
+            .find(|extension| (&***extension as &dyn Any).is::<T>())
+            .and_then(|extension| (Rc::clone(extension) as Rc<dyn Any>).downcast::<T>().ok());
         known.unwrap_or_else(|| {
             T::installed();
             let made = Rc::new(T::default());

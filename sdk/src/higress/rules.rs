@@ -191,7 +191,7 @@ impl<C> RuleSet<C> {
 
 /// Parses the configuration bytes the proxy delivered as one configuration, `_rules_` a key
 /// like any other, and builds its root.
-pub(crate) fn parse_without_rules<R: Root>(bytes: &[u8]) -> Result<RuleSet<R>, ConfigError> {
+fn parse_without_rules<R: Root>(bytes: &[u8]) -> Result<RuleSet<R>, ConfigError> {
     crate::root::from_configuration::<R>(bytes).map(RuleSet::global_only)
 }
 

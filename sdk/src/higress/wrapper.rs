@@ -58,11 +58,7 @@ impl<P: HigressPlugin> Root for HigressRoot<P> {
             let id = plugin_id(json).unwrap_or_else(|| "nil".to_string());
             runtime.set_log_prefix(Some(format!("[{plugin_name}] [{id}]")));
         }
-        let rules = if P::RULES == Rules::Off {
-            rules::parse_without_rules::<P::Root>(json)?
-        } else {
-            rules::parse::<P::Root>(json, P::RULES)?
-        };
+        let rules = rules::parse::<P::Root>(json, P::RULES)?;
         if rules.only_global().is_none()
             && let Some(runtime) = &runtime
         {

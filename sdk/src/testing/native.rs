@@ -28,7 +28,10 @@ impl<P: Plugin> NativePlugin<P> {
         size: usize,
         end_of_stream: bool,
     ) -> Result<Action, PluginFailure> {
-        Ok(self.driver.on_hook(context_id, phase, size, end_of_stream))
+        Ok(self
+            .driver
+            .runtime
+            .on_hook(context_id, phase, size, end_of_stream))
     }
 }
 
