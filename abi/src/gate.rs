@@ -489,6 +489,51 @@ impl StreamGate {
         true
     }
 
+    /// The callback of headers whose hook the plugin has, when the stream is open and no hook
+    /// of it runs: what [`callback`](StreamGate::callback) does with it (the hook starts
+    /// inside the callback), done here without the rest of `callback`. `None`, with nothing
+    /// done, for any other callback.
+    #[inline]
+    pub fn start_headers(
+        &mut self,
+        settings: &GateSettings,
+        phase: Phase,
+        size: usize,
+        end_of_stream: bool,
+    ) -> Option<HookRun> {
+        if !phase.is_headers()
+            || settings.skipped.contains(phase)
+            || self.hook != HookState::Idle
+            || self.exchange != Exchange::Open
+        {
+            return None;
+        }
+        self.hook = HookState::Running(phase);
+        self.strip_on_continue = !end_of_stream && settings.buffers(phase.direction());
+        Some(HookRun {
+            phase,
+            size,
+            end_of_stream,
+        })
+    }
+
+    /// The running hook continued inside its callback, with nothing queued behind it and
+    /// nothing to strip: what [`returned`](StreamGate::returned) does with it (the callback
+    /// answers `Continue`; no reply, no resume, no next hook), done here without the rest of
+    /// `returned`. False, with nothing done, in any other case.
+    #[inline]
+    pub fn continued_in_callback(&mut self) -> bool {
+        let HookState::Running(phase) = self.hook else {
+            return false;
+        };
+        if self.strip_on_continue || self.exchange != Exchange::Open || !self.queued.is_empty() {
+            return false;
+        }
+        self.hook = HookState::Idle;
+        self.windows[side(phase.direction())] = BodyWindow::default();
+        true
+    }
+
     /// `on_log`: the hook to run, if any. It does not run while another hook awaits (the
     /// client went away mid-call; that hook is dropped at the stream's end, and the plugin's
     /// per-stream value with it), after the stream ended, or when the plugin has none.

@@ -14,8 +14,8 @@
 //!   buffered body the proxy is still receiving.
 
 use proxy_async_abi::gate::{
-    Arrival, Event, Exchange, GateSettings, HookRun, HookState, Outcome, PhaseSet, ReplyFate,
-    StreamGate,
+    Arrival, Event, Exchange, Finish, GateSettings, HookRun, HookState, Outcome, PhaseSet,
+    ReplyFate, StreamGate,
 };
 use proxy_async_abi::{Action, Direction, Phase};
 
@@ -257,6 +257,24 @@ impl Proxy<'_> {
         in_callback: Option<usize>,
     ) -> Result<Option<Action>, TestCaseError> {
         let (run, _) = self.running.take().expect("a hook runs");
+        // The shortcut the SDK takes first for a hook that continued in its callback does
+        // exactly what `returned` does.
+        let mut shortcut = self.gate.clone();
+        if outcome == Outcome::Continue && shortcut.continued_in_callback() {
+            let mut full = self.gate.clone();
+            let finish = full.returned(&self.case.settings, outcome);
+            prop_assert_eq!(
+                finish,
+                Finish {
+                    reply: ReplyFate::None,
+                    resume: None,
+                    answer: Some(Action::Continue),
+                    next: None,
+                    strip_content_length: None,
+                }
+            );
+            prop_assert_eq!(format!("{full:?}"), format!("{shortcut:?}"));
+        }
         let finish = self.gate.returned(&self.case.settings, outcome);
         match finish.reply {
             ReplyFate::Send => {
@@ -363,6 +381,17 @@ impl Proxy<'_> {
                 full.callback(&self.case.settings, event),
                 Arrival::Answer(Action::Continue)
             );
+            prop_assert_eq!(format!("{full:?}"), format!("{shortcut:?}"));
+        }
+        let mut shortcut = self.gate.clone();
+        if let Some(run) = shortcut.start_headers(
+            &self.case.settings,
+            event.phase,
+            event.size,
+            event.end_of_stream,
+        ) {
+            let mut full = self.gate.clone();
+            prop_assert_eq!(full.callback(&self.case.settings, event), Arrival::Run(run));
             prop_assert_eq!(format!("{full:?}"), format!("{shortcut:?}"));
         }
         let action = match self.gate.callback(&self.case.settings, event) {

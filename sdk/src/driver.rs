@@ -6,9 +6,10 @@ use std::rc::Rc;
 use crate::error::Error;
 use crate::host::{BufferType, Host};
 use crate::logging;
-use crate::plugin::{Plugin, stream_task};
+use crate::plugin::{Plugin, run_hook};
 use crate::root::{self, Root};
-use crate::runtime::{Runtime, StreamShared};
+use crate::runtime::{Event, Runtime, StreamShared};
+use crate::stream_task::HookOutcome;
 
 /// One configured instance of plugin `P` (a root context, in proxy-wasm terms).
 pub(crate) struct Driver<P: Plugin> {
@@ -70,11 +71,13 @@ impl<P: Plugin> Driver<P> {
             Some(root) => {
                 let plugin = P::new(&root);
                 self.runtime
-                    .create_stream(context_id, move |shared| stream_task(plugin, shared));
+                    .create_stream(context_id, plugin, run_hook::<P>);
             }
             // Proxies do not create streams for a plugin whose configuration failed; if one
             // does, fail closed rather than let requests through unchecked.
-            None => self.runtime.create_stream(context_id, unconfigured_task),
+            None => self
+                .runtime
+                .create_stream(context_id, (), unconfigured_hook),
         }
     }
 
@@ -90,9 +93,6 @@ impl<P: Plugin> Driver<P> {
     }
 }
 
-async fn unconfigured_task(shared: &'static StreamShared) {
-    loop {
-        shared.next_event().await;
-        shared.finish(Err(Error::new("the plugin has no valid configuration")));
-    }
+async fn unconfigured_hook(_: &mut (), _: &StreamShared, _: Event) -> HookOutcome {
+    Err(Error::new("the plugin has no valid configuration"))
 }

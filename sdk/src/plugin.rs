@@ -221,31 +221,6 @@ fn reason_phrase(status: u16) -> &'static str {
     }
 }
 
-/// The task of one stream: waits for an event, runs the hook, records the outcome; ends after
-/// `on_log`. The plugin value lives inside it, so dropping the task drops the stream's state.
-///
-/// Not an `async fn`: an `async fn` keeps its arguments for the future's whole life beside the
-/// locals they move into (rust-lang/rust#62958); the block uses its captures in place.
-#[allow(
-    clippy::manual_async_fn,
-    reason = "an async fn would keep its arguments twice in every stream's future"
-)]
-pub(crate) fn stream_task<P: Plugin>(
-    mut plugin: P,
-    shared: &'static StreamShared,
-) -> impl Future<Output = ()> + 'static {
-    async move {
-        loop {
-            let event = shared.next_event().await;
-            let outcome = run_hook(&mut plugin, shared, event).await;
-            shared.finish(outcome);
-            if event.phase == Phase::Log {
-                return;
-            }
-        }
-    }
-}
-
 /// Runs the plugin's hook for `event` on the stream's request or response; `on_log` has no
 /// decision and continues. Shared by the proxy-wasm driver and the component build.
 pub(crate) async fn run_hook<P: Plugin>(

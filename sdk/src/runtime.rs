@@ -20,7 +20,7 @@
 use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-use std::task::Context;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use proxy_async_abi::gate::{
@@ -33,7 +33,7 @@ use crate::error::Error;
 use crate::headers::Headers;
 use crate::host::{Action, BufferType, Direction, Host, MapType};
 use crate::plugin::{Flow, LocalReply};
-use crate::stream_task::{self, StreamTask};
+use crate::stream_task::{self, HookOutcome, MakeHook, StreamTask};
 use crate::timer::{TickFunction, Timers};
 
 pub(crate) use proxy_async_abi::Phase;
@@ -54,10 +54,6 @@ pub(crate) struct ReplyParts {
 pub(crate) struct StreamShared {
     pub(crate) context_id: u32,
     pub(crate) host: Rc<dyn Host>,
-    // The hook the task runs next, put there by the driver.
-    event: Cell<Option<Event>>,
-    // Set by the task when a hook finishes; taken by the driver.
-    outcome: RefCell<Option<Result<Flow, Error>>>,
     gate: RefCell<StreamGate>,
 }
 
@@ -80,30 +76,8 @@ impl StreamShared {
         StreamShared {
             context_id,
             host,
-            event: Cell::new(None),
-            outcome: RefCell::new(None),
             gate: RefCell::new(StreamGate::new()),
         }
-    }
-
-    /// Waits for the next event delivered to this stream.
-    pub(crate) fn next_event(&self) -> impl Future<Output = Event> + '_ {
-        std::future::poll_fn(move |_| match self.event.take() {
-            Some(event) => std::task::Poll::Ready(event),
-            // The driver polls the task after delivering an event; no waker to keep.
-            None => std::task::Poll::Pending,
-        })
-    }
-
-    /// Records the outcome of the hook that just finished. A hook whose callback answered
-    /// already is applied after the drain; one inside its callback, by that callback.
-    pub(crate) fn finish(&self, outcome: Result<Flow, Error>) {
-        *self.outcome.borrow_mut() = Some(outcome);
-    }
-
-    /// Whether a hook whose callback answered already (it paused) has finished.
-    fn finished_paused(&self) -> bool {
-        matches!(self.gate.borrow().hook(), HookState::Paused(_)) && self.outcome.borrow().is_some()
     }
 
     /// The plugin leaves the stream alone from now on (see `StreamGate::pass`).
@@ -181,8 +155,12 @@ pub(crate) struct Runtime {
     // Whether a task (a stream's or the executor's) is being polled: a callback that arrives
     // meanwhile (from inside a hostcall) queues its stream, the outer drain polls it.
     polling: Cell<bool>,
-    // Streams whose paused hook finished, in the order they did, for `apply_finished`.
-    finished: RefCell<Vec<u32>>,
+    // Streams whose paused hook finished, with its outcome, in the order they did, for
+    // `apply_finished`.
+    finished: RefCell<Vec<(u32, HookOutcome)>>,
+    // Outcomes of hooks that started inside the callback running now and finished in a drain
+    // of it (another task woke them), for that callback (`run_in_callback`).
+    finished_in_callback: RefCell<Vec<(u32, HookOutcome)>>,
     // The context the host applies hostcalls to; 0 when unknown.
     effective: Cell<u32>,
     // The status of the local reply for a hook's `Err` without one (the plugin type's).
@@ -247,6 +225,7 @@ impl Runtime {
             streams: RefCell::new(IdMap::new()),
             polling: Cell::new(false),
             finished: RefCell::new(Vec::new()),
+            finished_in_callback: RefCell::new(Vec::new()),
             effective: Cell::new(0),
             error_status,
             tick_period: Cell::new(crate::root::Settings::default().tick_period),
@@ -458,15 +437,16 @@ impl Runtime {
         CallbackScope::enter(self, context_id)
     }
 
-    /// Creates the stream `context_id`; `future` builds its task's future from the stream's
-    /// shared part (see [`stream_task`](crate::stream_task)).
-    pub(crate) fn create_stream<F, Fut>(self: &Rc<Self>, context_id: u32, future: F)
-    where
-        F: FnOnce(&'static StreamShared) -> Fut,
-        Fut: Future<Output = ()> + 'static,
-    {
+    /// Creates the stream `context_id` with the plugin value `plugin`, whose hooks `make`
+    /// makes (see [`stream_task`](crate::stream_task)).
+    pub(crate) fn create_stream<P: 'static>(
+        self: &Rc<Self>,
+        context_id: u32,
+        plugin: P,
+        make: impl MakeHook<P>,
+    ) {
         let shared = StreamShared::new(context_id, Rc::clone(&self.host));
-        let task = stream_task::new(shared, future);
+        let task = stream_task::new(plugin, shared, make);
         let replaced = self.streams.borrow_mut().insert(context_id, task);
         if let Some(old) = replaced {
             log::warn!("context {context_id} was created twice; dropping the first");
@@ -478,39 +458,55 @@ impl Runtime {
         self.streams.borrow().get(context_id).cloned()
     }
 
-    /// Polls the task of stream `context_id`; whether it did. Inside another poll it only
-    /// queues the stream, for the drain around that poll.
+    /// Polls the hook of stream `context_id`, woken by something it awaited; whether it did.
+    /// A finished hook's outcome goes to whoever answers for it, by the gate's state.
     fn poll_stream(&self, context_id: u32) -> bool {
         let Some(task) = self.stream(context_id) else {
             return false;
         };
-        self.poll_task(&*task)
+        match self.poll_task(&*task, None) {
+            None => false,
+            Some(Poll::Pending) => true,
+            Some(Poll::Ready(outcome)) => {
+                let finished = match task.shared().gate.borrow().hook() {
+                    HookState::Paused(_) => &self.finished,
+                    // It started inside the callback running now, which takes its outcome.
+                    HookState::Running(_) => &self.finished_in_callback,
+                    // The stream ended while it ran: its outcome has nothing left to act on.
+                    HookState::Idle => return true,
+                };
+                finished.borrow_mut().push((context_id, outcome));
+                true
+            }
+        }
     }
 
-    /// [`poll_stream`](Runtime::poll_stream) of a task at hand.
-    fn poll_task(&self, task: &dyn StreamTask) -> bool {
+    /// Polls the hook of `task`, first starting `start`'s if given; `None` if it was not
+    /// polled: inside another poll it only queues the stream, for the drain around that poll.
+    #[inline]
+    fn poll_task(&self, task: &dyn StreamTask, start: Option<Event>) -> Option<Poll<HookOutcome>> {
         let context_id = task.shared().context_id;
-        if self.polling.get() {
-            context_waker::wake(context_id);
-            return false;
-        }
-        if !task.is_running() {
-            return false;
+        if self.polling.get() || !task.is_running() {
+            if let Some(event) = start {
+                task.start(event);
+            }
+            if self.polling.get() {
+                context_waker::wake(context_id);
+            }
+            return None;
         }
         self.enter(context_id);
         let poll = {
             let _polling = Polling::enter(&self.polling);
             let waker = context_waker::waker(context_id);
-            task.poll(&mut Context::from_waker(&waker))
+            task.poll(start, &mut Context::from_waker(&waker))
         };
         // Its stream ended while it ran: the future goes now (outside every borrow, as its
         // drop may call back into the runtime).
         if poll.is_pending() && task.shared().is_ended() {
             task.stop();
-        } else if task.shared().finished_paused() {
-            self.finished.borrow_mut().push(context_id);
         }
-        true
+        Some(poll)
     }
 
     /// A stream callback: runs the phase's hook and answers the host.
@@ -537,7 +533,10 @@ impl Runtime {
             if gate.continue_default_headers(&settings, phase, end_of_stream) {
                 return Action::Continue;
             }
-            let arrival = gate.callback(&settings, Event::new(phase, size, end_of_stream));
+            let arrival = match gate.start_headers(&settings, phase, size, end_of_stream) {
+                Some(run) => Arrival::Run(run),
+                None => gate.callback(&settings, Event::new(phase, size, end_of_stream)),
+            };
             drop(gate);
             if let Arrival::Answer(action) = arrival {
                 return action;
@@ -561,14 +560,26 @@ impl Runtime {
         let shared = task.shared();
         let mut run = run;
         loop {
-            self.start_hook(shared, run);
-            self.poll_task(task);
+            let event = Event::new(run.phase, run.size, run.end_of_stream);
+            let polled = self.poll_task(task, Some(event));
             self.drain();
-            let outcome = shared.outcome.borrow_mut().take();
-            let Some(outcome) = outcome else {
-                // The hook awaits: its direction is resumed when it finishes.
-                return shared.gate.borrow_mut().awaiting().unwrap_or(Action::Pause);
+            let outcome = match polled {
+                Some(Poll::Ready(outcome)) => outcome,
+                Some(Poll::Pending) | None => {
+                    match self.take_finished_in_callback(shared.context_id) {
+                        Some(outcome) => outcome,
+                        // The hook awaits: its direction is resumed when it finishes.
+                        None => {
+                            return shared.gate.borrow_mut().awaiting().unwrap_or(Action::Pause);
+                        }
+                    }
+                }
             };
+            if matches!(outcome, Ok(Flow::Continue))
+                && shared.gate.borrow_mut().continued_in_callback()
+            {
+                return Action::Continue;
+            }
             let finish = shared
                 .gate
                 .borrow_mut()
@@ -582,8 +593,7 @@ impl Runtime {
                     if let Some(next) = next {
                         // Its callback answered Pause already: it resumes its stream when it
                         // finishes, in this drain or a later one.
-                        self.start_hook(shared, next);
-                        context_waker::wake(shared.context_id);
+                        self.start_queued(task, next);
                         self.drain();
                     }
                     return answer.unwrap_or(Action::Pause);
@@ -592,12 +602,20 @@ impl Runtime {
         }
     }
 
-    /// Hands `run` to the stream's task (the caller polls it).
-    #[inline]
-    fn start_hook(&self, shared: &StreamShared, run: HookRun) {
-        shared
-            .event
-            .set(Some(Event::new(run.phase, run.size, run.end_of_stream)));
+    /// The outcome of stream `context_id`'s hook that started inside the callback running now
+    /// and finished in its drain.
+    #[cold]
+    fn take_finished_in_callback(&self, context_id: u32) -> Option<HookOutcome> {
+        let mut finished = self.finished_in_callback.borrow_mut();
+        let index = finished.iter().position(|(id, _)| *id == context_id)?;
+        Some(finished.remove(index).1)
+    }
+
+    /// Starts `run`, a hook whose callback answered `Pause` already, and queues its stream for
+    /// the drain to poll.
+    fn start_queued(&self, task: &dyn StreamTask, run: HookRun) {
+        task.start(Event::new(run.phase, run.size, run.end_of_stream));
+        context_waker::wake(task.shared().context_id);
     }
 
     /// Answers a buffered body that grew past the limit, as Envoy does at its own buffer
@@ -765,21 +783,18 @@ impl Runtime {
             if batch.is_empty() {
                 break;
             }
-            for context_id in batch {
-                started |= self.apply_one_finished(context_id);
+            for (context_id, outcome) in batch {
+                started |= self.apply_one_finished(context_id, outcome);
             }
         }
         started
     }
 
-    fn apply_one_finished(&self, context_id: u32) -> bool {
+    fn apply_one_finished(&self, context_id: u32, outcome: HookOutcome) -> bool {
         let Some(task) = self.stream(context_id) else {
             return false;
         };
         let shared = task.shared();
-        let Some(outcome) = shared.outcome.borrow_mut().take() else {
-            return false;
-        };
         let phase = match shared.gate.borrow().hook() {
             HookState::Paused(phase) => phase,
             // The stream ended while this hook ran: its outcome has nothing left to act on.
@@ -795,8 +810,7 @@ impl Runtime {
             // Its callback already answered Pause, so its direction is resumed when it
             // finishes.
             Some(next) => {
-                self.start_hook(shared, next);
-                context_waker::wake(context_id);
+                self.start_queued(&*task, next);
                 true
             }
             None => false,

@@ -1,87 +1,158 @@
-//! A stream's task: what the driver and the hooks share, and the future that runs the hooks,
-//! in one allocation.
+//! A stream's task: the plugin's per-stream value, the future of the hook that runs now, and
+//! what the driver and the hooks share, in one allocation.
 //!
-//! The future borrows the shared part (a hook's [`Request`](crate::Request) holds a
-//! `&StreamShared` across its awaits), so both live in one reference-counted cell that never
-//! moves, and the future gets a plain reference to the shared part beside it: no reference
-//! count, no cycle. The cell goes when the runtime forgets the stream (`proxy_on_delete`) and
-//! no poll holds it.
+//! A hook's future borrows the plugin value (`&mut self` across its awaits) and the shared part
+//! (a hook's [`Request`](crate::Request) holds a `&StreamShared`), so all three live in one
+//! reference-counted cell that never moves, and the future gets plain references to the
+//! others beside it: no reference count, no cycle. There is no long-lived task: each hook's
+//! future is made in place when the gate starts it and dropped in place when it returns, and
+//! its outcome goes straight to whoever polled it, so a hook that finishes inside its callback
+//! costs one poll and nothing is stored for it. The cell goes when the runtime forgets the
+//! stream (`proxy_on_delete`) and no poll holds it.
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, RefCell, UnsafeCell};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
-use crate::runtime::StreamShared;
+use crate::error::Error;
+use crate::plugin::Flow;
+use crate::runtime::{Event, StreamShared};
+
+/// What a finished hook decided.
+pub(crate) type HookOutcome = Result<Flow, Error>;
 
 /// A stream's task, whatever its plugin type.
 pub(crate) trait StreamTask {
     /// What the driver and the hooks share.
     fn shared(&self) -> &StreamShared;
 
-    /// Polls the future; `Ready` once it ended or was stopped. A poll of a task that is being
-    /// polled (from a callback inside one of its hostcalls) does nothing and is `Pending`: the
-    /// caller polls it again after the outer poll.
-    fn poll(&self, cx: &mut Context<'_>) -> Poll<()>;
+    /// Makes the future of `event`'s hook, to be polled next. The gate starts one hook at a
+    /// time, so no hook's future is there; if one were (a gate bug), it is kept and `event`
+    /// is dropped, so that nothing pinned moves and no plugin borrow is taken twice.
+    fn start(&self, event: Event);
 
-    /// Drops the future (and every call it awaits) now; if it is being polled, the poll drops
-    /// it when it returns. Whether the future was dropped now.
+    /// Polls the hook's future, first [starting](StreamTask::start) `start`'s hook if given:
+    /// `Ready` with its outcome once it finished (the future is gone then). `Pending` while it awaits, when no hook runs or the task is stopped, and for a
+    /// poll from inside a poll of it (a callback inside one of its hostcalls): the caller polls
+    /// it again after the outer poll.
+    fn poll(&self, start: Option<Event>, cx: &mut Context<'_>) -> Poll<HookOutcome>;
+
+    /// Drops the hook's future (and every call it awaits) and the plugin value now; if the
+    /// future is being polled, the caller stops the task again when that poll returns.
+    /// Whether the task was stopped now.
     fn stop(&self) -> bool;
 
-    /// Whether the future has neither ended nor been stopped.
+    /// Whether the task has not been stopped.
     fn is_running(&self) -> bool;
 }
 
-struct StreamCell<F> {
-    // `None` once ended or stopped. Never moved out of: set to `None` in place only, so that
-    // the future stays where it was first polled (see `poll`). Declared before `shared`, so
-    // that it is dropped first: it borrows `shared` (see `new`).
-    future: RefCell<Option<F>>,
+/// Makes the future of a hook from the plugin value, the shared part and the event.
+pub(crate) trait MakeHook<P>: 'static {
+    /// The hook's future.
+    type Future: Future<Output = HookOutcome> + 'static;
+
+    /// The future of `event`'s hook on `plugin`.
+    fn make(
+        &self,
+        plugin: &'static mut P,
+        shared: &'static StreamShared,
+        event: Event,
+    ) -> Self::Future;
+}
+
+impl<P, F, M> MakeHook<P> for M
+where
+    P: 'static,
+    M: Fn(&'static mut P, &'static StreamShared, Event) -> F + 'static,
+    F: Future<Output = HookOutcome> + 'static,
+{
+    type Future = F;
+
+    #[inline]
+    fn make(&self, plugin: &'static mut P, shared: &'static StreamShared, event: Event) -> F {
+        self(plugin, shared, event)
+    }
+}
+
+struct StreamCell<P, M: MakeHook<P>> {
+    // The running hook's future; `None` while no hook runs. Never moved out of: set to `None`
+    // in place only, so that the future stays where it was first polled (see `poll`).
+    // Declared first, so that it is dropped first: it borrows `plugin` and `shared` (see
+    // `new`).
+    hook: RefCell<Option<M::Future>>,
+    // `None` once stopped. Reached only through the pointer `start` hands the hook's future,
+    // or to drop it in place when no future holds it.
+    plugin: UnsafeCell<Option<P>>,
     shared: StreamShared,
-    // Whether `future` is `Some`, kept beside it: reading the `Option` through a shared
-    // reference would cover the pinned future's memory, whose own borrows of itself (a hook's
-    // `&mut Request` across an await) such a reference invalidates (Miri's Stacked Borrows).
+    make: M,
+    // Whether the task was not stopped, kept beside `plugin`: reading it through a shared
+    // reference would cover memory a hook's `&mut self` borrows across an await (Miri's
+    // Stacked Borrows).
     running: Cell<bool>,
 }
 
-/// The task of a stream sharing `shared`, whose future `make` builds from a reference to that
-/// shared part.
-pub(crate) fn new<F, M>(shared: StreamShared, make: M) -> Rc<dyn StreamTask>
-where
-    M: FnOnce(&'static StreamShared) -> F,
-    F: Future<Output = ()> + 'static,
-{
-    let cell = Rc::new(StreamCell {
-        future: RefCell::new(None),
+/// The task of a stream sharing `shared`, whose hooks `make` makes on `plugin`.
+pub(crate) fn new<P: 'static, M: MakeHook<P>>(
+    plugin: P,
+    shared: StreamShared,
+    make: M,
+) -> Rc<dyn StreamTask> {
+    Rc::new(StreamCell {
+        hook: RefCell::new(None),
+        plugin: UnsafeCell::new(Some(plugin)),
         shared,
-        running: Cell::new(false),
-    });
-    let shared: *const StreamShared = &cell.shared;
-    // SAFETY: the reference is used only by the future made here, which is stored in the same
-    // `Rc` allocation as `shared`, so `shared` is alive for as long as the future can run:
-    // - the allocation never moves, and `shared` is never mutated through `&mut` (the cell is
-    //   private to this module and only handed out as `Rc<dyn StreamTask>`, which gives `&`);
-    // - the future is dropped before `shared`: in place by `stop` or `poll`, or by the cell's
-    //   drop, which drops `future` first (field order);
-    // - it is polled only through `StreamTask::poll` on `&self`, which a caller reaches through
-    //   an `Rc` of the cell that keeps it alive for the poll's length.
-    let future = make(unsafe { &*shared });
-    *cell.future.borrow_mut() = Some(future);
-    cell.running.set(true);
-    cell
+        make,
+        running: Cell::new(true),
+    })
 }
 
-impl<F: Future<Output = ()>> StreamTask for StreamCell<F> {
+impl<P: 'static, M: MakeHook<P>> StreamTask for StreamCell<P, M> {
     fn shared(&self) -> &StreamShared {
         &self.shared
     }
 
-    fn poll(&self, cx: &mut Context<'_>) -> Poll<()> {
-        let Ok(mut slot) = self.future.try_borrow_mut() else {
+    fn start(&self, event: Event) {
+        if !self.running.get() {
+            return;
+        }
+        let Ok(mut slot) = self.hook.try_borrow_mut() else {
+            return;
+        };
+        if slot.is_some() {
+            return;
+        }
+        // SAFETY: no future holds a borrow of the plugin value: the only one that could is the
+        // hook's, and the slot is empty. The reference made here goes to the new future alone,
+        // which is stored in the same `Rc` allocation as `plugin` and `shared`, so both are
+        // alive for as long as it can run:
+        // - the allocation never moves, and neither is reached through `&mut` meanwhile (the
+        //   cell is private to this module and only handed out as `Rc<dyn StreamTask>`, which
+        //   gives `&`; `stop` drops the plugin only when the slot is empty);
+        // - the future is dropped before them: in place by `stop` or `poll`, or by the cell's
+        //   drop, which drops `hook` first (field order);
+        // - it is polled only through `StreamTask::poll` on `&self`, which a caller reaches
+        //   through an `Rc` of the cell that keeps it alive for the poll's length.
+        let (plugin, shared) = unsafe {
+            let Some(plugin) = (*self.plugin.get()).as_mut() else {
+                return;
+            };
+            let plugin: *mut P = plugin;
+            let shared: *const StreamShared = &self.shared;
+            (&mut *plugin, &*shared)
+        };
+        *slot = Some(self.make.make(plugin, shared, event));
+    }
+
+    fn poll(&self, start: Option<Event>, cx: &mut Context<'_>) -> Poll<HookOutcome> {
+        if let Some(event) = start {
+            self.start(event);
+        }
+        let Ok(mut slot) = self.hook.try_borrow_mut() else {
             return Poll::Pending;
         };
         let Some(future) = slot.as_mut() else {
-            return Poll::Ready(());
+            return Poll::Pending;
         };
         // SAFETY: the future lives inside an `Rc` allocation, which never moves, and is only
         // ever dropped in place (`*slot = None`, here and in `stop`), never moved out of the
@@ -91,23 +162,26 @@ impl<F: Future<Output = ()>> StreamTask for StreamCell<F> {
         let poll = future.poll(cx);
         if poll.is_ready() {
             *slot = None;
-            self.running.set(false);
         }
         poll
     }
 
     fn stop(&self) -> bool {
-        match self.future.try_borrow_mut() {
-            Ok(mut slot) => {
-                // Dropped in place (assignment drops the old value where it is): a pinned
-                // future must not move before its drop. Its drop may call back into the
-                // runtime, which then finds this task busy (`poll` pending, `stop` false).
-                *slot = None;
-                self.running.set(false);
-                true
-            }
-            Err(_) => false,
-        }
+        let Ok(mut slot) = self.hook.try_borrow_mut() else {
+            return false;
+        };
+        // Dropped in place (assignment drops the old value where it is): a pinned future must
+        // not move before its drop. Its drop may call back into the runtime, which then finds
+        // this task busy (`poll` pending, `stop` false).
+        *slot = None;
+        self.running.set(false);
+        drop(slot);
+        // SAFETY: the hook's future, the only holder of a borrow of the plugin value, was
+        // dropped just above; no other reference to it exists (see `start`).
+        let plugin = unsafe { (*self.plugin.get()).take() };
+        // Dropped after the slot's borrow ended: its drop may call back into the runtime too.
+        drop(plugin);
+        true
     }
 
     fn is_running(&self) -> bool {
