@@ -62,6 +62,7 @@ pub fn wake(id: u32) {
 }
 
 /// Whether a context was woken and not yet taken.
+#[inline]
 pub fn any_woken() -> bool {
     WOKEN
         .try_with(|woken| woken.try_borrow().is_ok_and(|woken| !woken.is_empty()))
@@ -79,7 +80,9 @@ pub fn take_woken() -> Option<u32> {
 /// Takes context `id` off the list (it is gone: a later wake of it would find nothing).
 pub fn forget(id: u32) {
     let _ = WOKEN.try_with(|woken| {
-        if let Ok(mut woken) = woken.try_borrow_mut() {
+        if let Ok(mut woken) = woken.try_borrow_mut()
+            && !woken.is_empty()
+        {
             woken.retain(|&queued| queued != id);
         }
     });

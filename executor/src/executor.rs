@@ -232,11 +232,13 @@ impl Executor {
     }
 
     /// How many tasks exist.
+    #[inline]
     pub fn len(&self) -> usize {
         self.tasks.borrow().len()
     }
 
     /// Whether no task exists.
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -483,7 +483,7 @@ impl Runtime {
 
     /// Polls the hook of `task`, first starting `start`'s if given; `None` if it was not
     /// polled: inside another poll it only queues the stream, for the drain around that poll.
-    #[inline]
+    #[inline(always)]
     fn poll_task(&self, task: &dyn StreamTask, start: Option<Event>) -> Option<Poll<HookOutcome>> {
         let context_id = task.shared().context_id;
         if self.polling.get() || !task.is_running() {
@@ -712,6 +712,15 @@ impl Runtime {
     /// `proxy_on_done`: the stream is over; drop everything it was waiting for.
     /// On a root context: its background tasks stop.
     pub(crate) fn on_done(self: &Rc<Self>, context_id: u32) -> bool {
+        if let Some(task) = self.streams.borrow().get(context_id) {
+            let mut gate = task.shared().gate.borrow_mut();
+            if gate.hook() == HookState::Idle {
+                // No hook's future to drop (and so no call to cancel): the stream's cell drops
+                // the plugin value at `proxy_on_delete`.
+                gate.end();
+                return true;
+            }
+        }
         let _scope = self.scope(context_id);
         match self.stream(context_id) {
             Some(task) => end_stream(&*task),
@@ -730,7 +739,9 @@ impl Runtime {
         match removed {
             Some(task) => {
                 // Without a `proxy_on_done` first (a host may skip it), the stream ends here.
-                end_stream(&*task);
+                if !task.shared().is_ended() {
+                    end_stream(&*task);
+                }
                 context_waker::forget(context_id);
             }
             None if !self.executor.is_empty() => {
@@ -743,14 +754,19 @@ impl Runtime {
     /// Polls every woken task, then resumes (or replies to) the streams whose paused hook
     /// finished. Safe to call re-entrantly: a nested call does nothing and the outer one
     /// finishes the work.
+    #[inline]
     fn drain(self: &Rc<Self>) {
         if self.polling.get()
-            || (!context_waker::any_woken()
-                && self.executor.is_empty()
-                && self.finished.borrow().is_empty())
+            || (self.executor.is_empty()
+                && self.finished.borrow().is_empty()
+                && !context_waker::any_woken())
         {
             return;
         }
+        self.drain_woken();
+    }
+
+    fn drain_woken(self: &Rc<Self>) {
         loop {
             let mut progressed = false;
             while let Some(context_id) = context_waker::take_woken() {
@@ -919,7 +935,7 @@ impl Runtime {
             .streams
             .borrow()
             .values()
-            .filter(|task| task.is_running())
+            .filter(|task| !task.shared().is_ended())
             .count();
         streams + self.executor.len()
     }
