@@ -465,17 +465,22 @@ impl StreamGate {
         Arrival::Run(self.start(settings, event, HookState::Running(event.phase)))
     }
 
-    /// The callback of headers whose hook the plugin leaves at its default, when no hook of the
-    /// stream runs and no buffered body follows: what [`callback`](StreamGate::callback) does
-    /// with it (it continues at once), done here without the rest of `callback`, since most
-    /// callbacks of most plugins are this. False, with nothing done, for any other callback.
+    /// The callbacks the gate answers `Continue` without running anything, as
+    /// [`callback`](StreamGate::callback) does: every callback after the stream was answered,
+    /// passed on or ended, and headers whose hook the plugin leaves at its default when no hook
+    /// of the stream runs and no buffered body follows. Done here without the rest of
+    /// `callback`, since most callbacks of most plugins are these. False, with nothing done,
+    /// for any other callback.
     #[inline]
-    pub fn continue_default_headers(
+    pub fn continue_at_once(
         &mut self,
         settings: &GateSettings,
         phase: Phase,
         end_of_stream: bool,
     ) -> bool {
+        if self.exchange != Exchange::Open {
+            return true;
+        }
         if !phase.is_headers()
             || !settings.skipped.contains(phase)
             || self.hook != HookState::Idle
@@ -483,9 +488,7 @@ impl StreamGate {
         {
             return false;
         }
-        if self.exchange == Exchange::Open {
-            self.windows[side(phase.direction())] = BodyWindow::default();
-        }
+        self.windows[side(phase.direction())] = BodyWindow::default();
         true
     }
 

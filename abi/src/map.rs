@@ -115,6 +115,10 @@ fn walk<'a>(
     Ok(count)
 }
 
+// Room kept past a map's first pair for a few more (a local reply's headers), so that the
+// usual handful fits the first allocation.
+const PUSH_SPARE: usize = 48;
+
 /// A map in the wire format, checked once, whose pairs are then read in place: a map the proxy
 /// returned is kept as the one buffer it arrived in, with no allocation per name or value.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -135,6 +139,46 @@ impl EncodedMap {
         EncodedMap {
             bytes: encode(pairs),
             count: pairs.len(),
+        }
+    }
+
+    /// Adds a pair after the others. The map stays one buffer: the new pair's sizes go after
+    /// the others' (the pairs' bytes move up 8), its name and value at the end.
+    pub fn push(&mut self, name: &[u8], value: &[u8]) {
+        let name_len = len_u32(name.len()).to_le_bytes();
+        let value_len = len_u32(value.len()).to_le_bytes();
+        if self.count == 0 {
+            // The first pair: nothing to move.
+            self.bytes.clear();
+            self.bytes
+                .reserve(4 + 8 + name.len() + value.len() + 2 + PUSH_SPARE);
+            self.bytes.extend_from_slice(&1u32.to_le_bytes());
+            self.bytes.extend_from_slice(&name_len);
+            self.bytes.extend_from_slice(&value_len);
+            self.bytes.extend_from_slice(name);
+            self.bytes.push(0);
+            self.bytes.extend_from_slice(value);
+            self.bytes.push(0);
+            self.count = 1;
+            return;
+        }
+        let sizes_end = 4 + self.count * 8;
+        let end = self.bytes.len();
+        self.bytes.extend_from_slice(&[0; 8]);
+        self.bytes.copy_within(sizes_end..end, sizes_end + 8);
+        let mut sizes = [0; 8];
+        sizes[..4].copy_from_slice(&name_len);
+        sizes[4..].copy_from_slice(&value_len);
+        if let Some(slot) = self.bytes.get_mut(sizes_end..sizes_end + 8) {
+            slot.copy_from_slice(&sizes);
+        }
+        self.bytes.extend_from_slice(name);
+        self.bytes.push(0);
+        self.bytes.extend_from_slice(value);
+        self.bytes.push(0);
+        self.count += 1;
+        if let Some(count) = self.bytes.get_mut(..4) {
+            count.copy_from_slice(&len_u32(self.count).to_le_bytes());
         }
     }
 
@@ -363,6 +407,23 @@ mod tests {
                 let decoded = decode(&bytes)
                     .map(|pairs| pairs.into_iter().map(|(n, v)| (n.to_vec(), v.to_vec())).collect::<Vec<_>>());
                 prop_assert_eq!(read, decoded);
+            }
+
+            #[test]
+            fn pushing_pairs_one_by_one_encodes_them(pairs in pairs()) {
+                let mut map = EncodedMap::default();
+                for (name, value) in &pairs {
+                    map.push(name, value);
+                }
+                prop_assert_eq!(map.len(), pairs.len());
+                // An empty map is zero bytes, as `encode` makes it only with pairs.
+                if pairs.is_empty() {
+                    prop_assert!(map.as_bytes().is_empty());
+                } else {
+                    prop_assert_eq!(map.as_bytes(), &encode(&pairs)[..]);
+                }
+                let checked = EncodedMap::new(map.as_bytes().to_vec());
+                prop_assert_eq!(checked.as_ref(), Ok(&map));
             }
 
             #[test]

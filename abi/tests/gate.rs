@@ -374,8 +374,7 @@ impl Proxy<'_> {
         let replied_before = self.replies > 0;
         // The shortcut the SDK takes first does exactly what the whole callback does.
         let mut shortcut = self.gate.clone();
-        if shortcut.continue_default_headers(&self.case.settings, event.phase, event.end_of_stream)
-        {
+        if shortcut.continue_at_once(&self.case.settings, event.phase, event.end_of_stream) {
             let mut full = self.gate.clone();
             prop_assert_eq!(
                 full.callback(&self.case.settings, event),

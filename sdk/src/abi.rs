@@ -414,14 +414,10 @@ impl Host for AbiHost {
         status: u16,
         details: &str,
         body: &[u8],
-        headers: &[(&str, &[u8])],
+        headers: &Headers,
     ) -> Result<(), HostError> {
-        // No headers: an empty map is zero bytes (spec §3.4), which needs no allocation.
-        let headers = if headers.is_empty() {
-            Vec::new()
-        } else {
-            map::encode(headers)
-        };
+        // Kept encoded by the reply (an empty map is zero bytes, spec §3.4).
+        let headers = headers.encoded();
         // SAFETY: every pointer is valid for reads of its length during the call.
         let code = unsafe {
             proxy_send_local_response(

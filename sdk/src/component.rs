@@ -371,7 +371,7 @@ impl Host for ComponentHost {
         _status: u16,
         _details: &str,
         _body: &[u8],
-        _headers: &[(&str, &[u8])],
+        _headers: &Headers,
     ) -> Result<(), HostError> {
         // A reply is the hook export's result.
         Err(unsupported("send-local-response"))
@@ -657,8 +657,8 @@ impl<P: Plugin> Instance<P> {
         }
         hooks::Flow::Reply(hooks::LocalReply {
             status: reply.status,
-            details: reply.details,
-            headers: reply.headers,
+            details: reply.details.into_owned(),
+            headers: reply.headers.to_vec(),
             body: reply.body,
         })
     }

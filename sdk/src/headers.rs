@@ -81,6 +81,20 @@ impl Headers {
         HeaderIter(self.map.iter())
     }
 
+    /// Adds a header after the others.
+    pub(crate) fn push(&mut self, name: &str, value: &[u8]) {
+        self.map.push(name.as_bytes(), value);
+    }
+
+    /// The headers in the proxy-wasm map format (zero bytes for none).
+    #[cfg_attr(
+        not(all(target_arch = "wasm32", not(target_env = "p2"))),
+        allow(dead_code, reason = "only the proxy-wasm host takes maps encoded")
+    )]
+    pub(crate) fn encoded(&self) -> &[u8] {
+        self.map.as_bytes()
+    }
+
     /// An owned copy of every pair.
     pub fn to_vec(&self) -> Vec<(String, Vec<u8>)> {
         self.iter()

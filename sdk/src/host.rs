@@ -185,7 +185,7 @@ pub(crate) trait Host {
         status: u16,
         details: &str,
         body: &[u8],
-        headers: &[(&str, &[u8])],
+        headers: &Headers,
     ) -> Result<(), HostError>;
 
     // Properties (writing), shared data and metrics. UNIMPLEMENTED by default. The proxy-wasm

@@ -700,7 +700,7 @@ mod tests {
             _: u16,
             _: &str,
             _: &[u8],
-            _: &[(&str, &[u8])],
+            _: &crate::Headers,
         ) -> Result<(), HostError> {
             Ok(())
         }

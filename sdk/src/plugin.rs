@@ -1,8 +1,10 @@
 //! The plugin trait and what its hooks return.
 
+use std::borrow::Cow;
 use std::rc::Rc;
 
 use crate::error::Error;
+use crate::headers::Headers;
 use crate::message::{Done, Request, Response};
 use crate::root::Root;
 use crate::runtime::{Event, Phase, Runtime, StreamShared};
@@ -147,9 +149,10 @@ impl From<LocalReply> for Flow {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalReply {
     pub(crate) status: u16,
-    pub(crate) headers: Vec<(String, Vec<u8>)>,
+    // Kept encoded as the proxy takes them: one buffer for all of them.
+    pub(crate) headers: Headers,
     pub(crate) body: Vec<u8>,
-    pub(crate) details: String,
+    pub(crate) details: Cow<'static, str>,
 }
 
 impl LocalReply {
@@ -157,9 +160,9 @@ impl LocalReply {
     pub fn new(status: u16) -> Self {
         LocalReply {
             status,
-            headers: Vec::new(),
+            headers: Headers::default(),
             body: Vec::new(),
-            details: String::new(),
+            details: Cow::Borrowed(""),
         }
     }
 
@@ -175,8 +178,7 @@ impl LocalReply {
     /// Adds a header. The proxy lower-cases its name, as HTTP/2 wants (Envoy does so for
     /// every header a plugin hands over).
     pub fn header(mut self, name: &str, value: impl AsRef<[u8]>) -> Self {
-        self.headers
-            .push((name.to_string(), value.as_ref().to_vec()));
+        self.headers.push(name, value.as_ref());
         self
     }
 
@@ -194,7 +196,7 @@ impl LocalReply {
 
     /// Sets the response code details the proxy logs (`%RESPONSE_CODE_DETAILS%` in Envoy).
     /// Use a token without spaces, e.g. `auth_denied`.
-    pub fn details(mut self, details: impl Into<String>) -> Self {
+    pub fn details(mut self, details: impl Into<Cow<'static, str>>) -> Self {
         self.details = details.into();
         self
     }

@@ -19,6 +19,7 @@
 
 use std::any::Any;
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -157,7 +158,7 @@ pub(crate) struct Runtime {
     polling: Cell<bool>,
     // Streams whose paused hook finished, with its outcome, in the order they did, for
     // `apply_finished`.
-    finished: RefCell<Vec<(u32, HookOutcome)>>,
+    finished: RefCell<VecDeque<(u32, HookOutcome)>>,
     // Outcomes of hooks that started inside the callback running now and finished in a drain
     // of it (another task woke them), for that callback (`run_in_callback`).
     finished_in_callback: RefCell<Vec<(u32, HookOutcome)>>,
@@ -224,7 +225,7 @@ impl Runtime {
             extensions: RefCell::new(Vec::new()),
             streams: RefCell::new(IdMap::new()),
             polling: Cell::new(false),
-            finished: RefCell::new(Vec::new()),
+            finished: RefCell::new(VecDeque::new()),
             finished_in_callback: RefCell::new(Vec::new()),
             effective: Cell::new(0),
             error_status,
@@ -468,14 +469,19 @@ impl Runtime {
             None => false,
             Some(Poll::Pending) => true,
             Some(Poll::Ready(outcome)) => {
-                let finished = match task.shared().gate.borrow().hook() {
-                    HookState::Paused(_) => &self.finished,
+                match task.shared().gate.borrow().hook() {
+                    HookState::Paused(_) => {
+                        self.finished.borrow_mut().push_back((context_id, outcome));
+                    }
                     // It started inside the callback running now, which takes its outcome.
-                    HookState::Running(_) => &self.finished_in_callback,
+                    HookState::Running(_) => {
+                        self.finished_in_callback
+                            .borrow_mut()
+                            .push((context_id, outcome));
+                    }
                     // The stream ended while it ran: its outcome has nothing left to act on.
-                    HookState::Idle => return true,
-                };
-                finished.borrow_mut().push((context_id, outcome));
+                    HookState::Idle => {}
+                }
                 true
             }
         }
@@ -530,7 +536,7 @@ impl Runtime {
             };
             let settings = self.gate_settings.get();
             let mut gate = task.shared().gate.borrow_mut();
-            if gate.continue_default_headers(&settings, phase, end_of_stream) {
+            if gate.continue_at_once(&settings, phase, end_of_stream) {
                 return Action::Continue;
             }
             let arrival = match gate.start_headers(&settings, phase, size, end_of_stream) {
@@ -792,16 +798,14 @@ impl Runtime {
     /// Applies every finished paused hook; returns whether a held hook was started.
     fn apply_finished(self: &Rc<Self>) -> bool {
         let mut started = false;
+        // In the order the hooks finished, one at a time (the borrow ends before the hostcalls
+        // of applying one), keeping the queue's memory from one callback to the next.
         loop {
-            // In the order the hooks finished; applying only makes hostcalls, so nothing new
-            // is queued while a batch is applied, but a loop costs nothing and stays correct.
-            let batch = std::mem::take(&mut *self.finished.borrow_mut());
-            if batch.is_empty() {
+            let next = self.finished.borrow_mut().pop_front();
+            let Some((context_id, outcome)) = next else {
                 break;
-            }
-            for (context_id, outcome) in batch {
-                started |= self.apply_one_finished(context_id, outcome);
-            }
+            };
+            started |= self.apply_one_finished(context_id, outcome);
         }
         started
     }
@@ -890,14 +894,9 @@ impl Runtime {
 
     /// Sends the stream's local reply.
     fn send_reply(&self, phase: Phase, reply: &LocalReply) {
-        let headers: Vec<(&str, &[u8])> = reply
-            .headers
-            .iter()
-            .map(|(name, value)| (name.as_str(), value.as_slice()))
-            .collect();
         if let Err(error) =
             self.host
-                .send_local_response(reply.status, &reply.details, &reply.body, &headers)
+                .send_local_response(reply.status, &reply.details, &reply.body, &reply.headers)
         {
             log::warn!(
                 "local reply {} from {}: {error}",
@@ -1088,7 +1087,7 @@ mod tests {
             status: u16,
             _: &str,
             _: &[u8],
-            _: &[(&str, &[u8])],
+            _: &Headers,
         ) -> Result<(), HostError> {
             self.trace.borrow_mut().push(format!("reply {status}"));
             Ok(())

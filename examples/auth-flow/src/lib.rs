@@ -438,7 +438,7 @@ pub fn is_identity_header(name: &str) -> bool {
         })
 }
 
-fn unauthorized(details: &str, body: &str) -> Flow {
+fn unauthorized(details: &'static str, body: &str) -> Flow {
     LocalReply::new(401)
         .header("www-authenticate", "Bearer")
         .header("content-type", "text/plain")
@@ -447,7 +447,7 @@ fn unauthorized(details: &str, body: &str) -> Flow {
         .into()
 }
 
-fn denied(details: &str) -> Flow {
+fn denied(details: &'static str) -> Flow {
     LocalReply::new(403)
         .header("content-type", "text/plain")
         .body("forbidden")

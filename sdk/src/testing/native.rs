@@ -8,6 +8,7 @@ use std::time::Duration;
 use proxy_async_emulator::{Action, Callbacks, Hostcalls, PluginFailure};
 
 use crate::driver::Driver;
+use crate::headers::Headers;
 use crate::host::{
     BufferType, Direction, GrpcRequest, Host, HostError, HostStatus, LogLevel, MapType, MetricType,
     Pairs, millis, tick_period_ms,
@@ -418,16 +419,14 @@ impl<H: Hostcalls> Host for NativeHost<H> {
         status: u16,
         details: &str,
         body: &[u8],
-        headers: &[(&str, &[u8])],
+        headers: &Headers,
     ) -> Result<(), HostError> {
+        let headers: Vec<(&[u8], &[u8])> = headers
+            .iter()
+            .map(|(name, value)| (name.as_bytes(), value))
+            .collect();
         self.call("proxy_send_local_response", |host| {
-            host.send_local_response(
-                u32::from(status),
-                details.as_bytes(),
-                body,
-                &bytes(headers),
-                -1,
-            )
+            host.send_local_response(u32::from(status), details.as_bytes(), body, &headers, -1)
         })
     }
 
