@@ -11,13 +11,28 @@ use crate::id_map::IdMap;
 
 // Host tokens are small distinct integers handed out in increasing order: the case `IdMap` is
 // made for (and unlike std's `HashMap` it needs no random seed, so no WASI import).
-type Entries<R> = IdMap<Slot<R>>;
+//
+// A slot holds no reply: a token waits for most of its life, and a reply (an HTTP call's
+// headers and body) is many times a waker's size, so replies wait beside the slots, for the
+// few polls between a delivery and its future's next poll.
+struct Entries<R> {
+    slots: IdMap<Slot>,
+    // Replies delivered and not yet taken, by token.
+    answered: Vec<(u32, R)>,
+}
 
-enum Slot<R> {
+impl<R> Entries<R> {
+    fn take_answer(&mut self, token: u32) -> Option<R> {
+        let index = self.answered.iter().position(|(id, _)| *id == token)?;
+        Some(self.answered.swap_remove(index).1)
+    }
+}
+
+enum Slot {
     // Registered; holds the waker of the last poll, if the future was polled.
     Waiting(Option<Waker>),
-    // The host answered; the reply waits for the future's next poll.
-    Answered(R),
+    // The host answered; the reply (in `answered`) waits for the future's next poll.
+    Answered,
 }
 
 /// Pending host calls, keyed by the token the host returned when the call was dispatched.
@@ -81,7 +96,10 @@ impl<R> Registry<R> {
     /// Creates an empty registry.
     pub fn new() -> Self {
         Registry {
-            entries: Rc::new(RefCell::new(IdMap::new())),
+            entries: Rc::new(RefCell::new(Entries {
+                slots: IdMap::new(),
+                answered: Vec::new(),
+            })),
         }
     }
 
@@ -89,10 +107,10 @@ impl<R> Registry<R> {
     /// [`complete`](Registry::complete) delivers it; dropping the future forgets the token.
     pub fn register(&self, token: u32) -> Result<Pending<R>, DuplicateToken> {
         let mut entries = self.entries.borrow_mut();
-        if entries.contains_key(token) {
+        if entries.slots.contains_key(token) {
             return Err(DuplicateToken(token));
         }
-        entries.insert(token, Slot::Waiting(None));
+        entries.slots.insert(token, Slot::Waiting(None));
         Ok(Pending {
             token,
             entries: Rc::clone(&self.entries),
@@ -106,14 +124,16 @@ impl<R> Registry<R> {
     pub fn complete(&self, token: u32, reply: R) -> Completion {
         let waker = {
             let mut entries = self.entries.borrow_mut();
-            match entries.get_mut(token) {
+            match entries.slots.get_mut(token) {
                 Some(slot @ Slot::Waiting(_)) => {
-                    match std::mem::replace(slot, Slot::Answered(reply)) {
+                    let waker = match std::mem::replace(slot, Slot::Answered) {
                         Slot::Waiting(waker) => waker,
-                        Slot::Answered(_) => None,
-                    }
+                        Slot::Answered => None,
+                    };
+                    entries.answered.push((token, reply));
+                    waker
                 }
-                Some(Slot::Answered(_)) => {
+                Some(Slot::Answered) => {
                     log::debug!("second reply for token {token} ignored");
                     return Completion::Ignored;
                 }
@@ -135,12 +155,15 @@ impl<R> Registry<R> {
 
     /// Whether a future waits for `token` (registered, not yet answered).
     pub fn is_waiting(&self, token: u32) -> bool {
-        matches!(self.entries.borrow().get(token), Some(Slot::Waiting(_)))
+        matches!(
+            self.entries.borrow().slots.get(token),
+            Some(Slot::Waiting(_))
+        )
     }
 
     /// How many tokens are registered and not yet consumed by their future.
     pub fn len(&self) -> usize {
-        self.entries.borrow().len()
+        self.entries.borrow().slots.len()
     }
 
     /// Whether no token is registered.
@@ -185,7 +208,7 @@ impl<R> Future for Pending<R> {
             return Poll::Pending;
         }
         let mut entries = this.entries.borrow_mut();
-        match entries.get_mut(this.token) {
+        match entries.slots.get_mut(this.token) {
             Some(Slot::Waiting(waker)) => {
                 match waker {
                     Some(known) if known.will_wake(cx.waker()) => {}
@@ -193,13 +216,16 @@ impl<R> Future for Pending<R> {
                 }
                 Poll::Pending
             }
-            Some(Slot::Answered(_)) => match entries.remove(this.token) {
-                Some(Slot::Answered(reply)) => {
-                    this.finished = true;
-                    Poll::Ready(reply)
+            Some(Slot::Answered) => {
+                entries.slots.remove(this.token);
+                match entries.take_answer(this.token) {
+                    Some(reply) => {
+                        this.finished = true;
+                        Poll::Ready(reply)
+                    }
+                    None => Poll::Pending,
                 }
-                _ => Poll::Pending,
-            },
+            }
             // Only this future removes its entry, so the entry exists until it finishes.
             None => Poll::Pending,
         }
@@ -209,7 +235,12 @@ impl<R> Future for Pending<R> {
 impl<R> Drop for Pending<R> {
     fn drop(&mut self) {
         if !self.finished {
-            let removed = self.entries.borrow_mut().remove(self.token);
+            let mut entries = self.entries.borrow_mut();
+            let removed = match entries.slots.remove(self.token) {
+                Some(Slot::Answered) => entries.take_answer(self.token),
+                _ => None,
+            };
+            drop(entries);
             // The reply (user data) is dropped after the borrow ends.
             drop(removed);
         }
