@@ -7,6 +7,7 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use http::StatusCode;
 use serde::de::DeserializeOwned;
 
 use crate::error::CallError;
@@ -550,17 +551,8 @@ fn response(
 /// An HTTP status as the proxy hands it over: exactly three digits, 100 to 999 (RFC 9110
 /// `3DIGIT`). `str::parse` would also take `+200`, `0200` or `65535`, none of which an HTTP
 /// peer may send; a plugin comparing with 200 must not be handed one of them as a status.
-pub(crate) fn parse_status(value: &[u8]) -> Option<u16> {
-    match *value {
-        [
-            first @ b'1'..=b'9',
-            second @ b'0'..=b'9',
-            third @ b'0'..=b'9',
-        ] => Some(
-            u16::from(first - b'0') * 100 + u16::from(second - b'0') * 10 + u16::from(third - b'0'),
-        ),
-        _ => None,
-    }
+pub(crate) fn parse_status(value: &[u8]) -> Option<StatusCode> {
+    StatusCode::from_bytes(value).ok()
 }
 
 /// `http://host[:port]/rest` → `(host[:port], /rest)`; `None` for anything else.
@@ -587,7 +579,7 @@ fn percent_encode(text: &str, out: &mut String) {
 #[derive(Debug, Clone)]
 pub struct CallResponse {
     cluster: Rc<str>,
-    status: u16,
+    status: StatusCode,
     headers: Headers,
     body: Vec<u8>,
     trailers: Headers,
@@ -595,13 +587,13 @@ pub struct CallResponse {
 
 impl CallResponse {
     /// The HTTP status.
-    pub fn status(&self) -> u16 {
+    pub fn status(&self) -> StatusCode {
         self.status
     }
 
     /// Whether the status is 2xx.
     pub fn is_success(&self) -> bool {
-        (200..300).contains(&self.status)
+        self.status.is_success()
     }
 
     /// A header as text; an error when it is missing or not UTF-8 (the error names the
@@ -684,7 +676,8 @@ mod tests {
     #[test]
     fn a_status_is_three_digits() {
         for (text, status) in [("200", 200), ("100", 100), ("418", 418), ("999", 999)] {
-            assert_eq!(parse_status(text.as_bytes()), Some(status), "{text}");
+            let parsed = parse_status(text.as_bytes()).map(u16::from);
+            assert_eq!(parsed, Some(status), "{text}");
         }
         for text in [
             "", "20", "2000", "+200", "0200", "099", "2 0", " 200", "20x", "65535",

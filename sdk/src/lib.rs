@@ -119,6 +119,7 @@ pub use foreign::call_foreign_function;
 pub use grpc::{GrpcClient, GrpcCode, GrpcError, GrpcStream};
 pub use headers::{HeaderIter, Headers};
 pub use host::{Action, HostError, HostStatus};
+pub use http::{Method, StatusCode};
 pub use message::{Done, HeaderValue, HeadersMut, Message, Request, Response};
 pub use metrics::{Counter, Gauge, Histogram, MetricName};
 pub use plugin::{Flow, LocalReply, Plugin};

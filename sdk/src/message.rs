@@ -390,9 +390,9 @@ impl<'a> Request<'a> {
         }
     }
 
-    /// `:method`.
-    pub fn method(&self) -> Option<String> {
-        self.message.header_str(":method")
+    /// `:method`; `None` when missing or not a valid method token.
+    pub fn method(&self) -> Option<http::Method> {
+        http::Method::from_bytes(self.message.header(":method")?.as_bytes()).ok()
     }
 
     /// `:path`, with the query string.
@@ -433,7 +433,7 @@ impl<'a> Response<'a> {
     }
 
     /// `:status`, if present and a valid status (three digits, 100 to 999).
-    pub fn status(&self) -> Option<u16> {
+    pub fn status(&self) -> Option<http::StatusCode> {
         crate::client::parse_status(self.message.header(":status")?.as_bytes())
     }
 }

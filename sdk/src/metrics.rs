@@ -21,11 +21,12 @@
 //!     async fn on_request_headers(&mut self, req: &mut Request<'_>) -> Result<Flow, Error> {
 //!         REQUESTS.increment(1);
 //!         // A tag whose value is known per request: Envoy reports it as a label.
-//!         let method = req.method().unwrap_or_default();
-//!         MetricName::new("hello_requests_by_method_total")
-//!             .tag("method", &method)
-//!             .counter()
-//!             .increment(1);
+//!         if let Some(method) = req.method() {
+//!             MetricName::new("hello_requests_by_method_total")
+//!                 .tag("method", method.as_str())
+//!                 .counter()
+//!                 .increment(1);
+//!         }
 //!         Ok(Flow::Continue)
 //!     }
 //! }

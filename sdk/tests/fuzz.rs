@@ -432,9 +432,11 @@ impl Plugin for HeaderScript {
     }
 
     async fn on_response_headers(&mut self, resp: &mut Response<'_>) -> Result<Flow, Error> {
-        HEADER_SEEN.with_borrow_mut(|all| all.push(HeaderSeen::Status(resp.status())));
+        HEADER_SEEN
+            .with_borrow_mut(|all| all.push(HeaderSeen::Status(resp.status().map(u16::from))));
         run_header_script(resp);
-        HEADER_SEEN.with_borrow_mut(|all| all.push(HeaderSeen::Status(resp.status())));
+        HEADER_SEEN
+            .with_borrow_mut(|all| all.push(HeaderSeen::Status(resp.status().map(u16::from))));
         Ok(Flow::Continue)
     }
 }
@@ -967,7 +969,7 @@ impl Plugin for Caller {
                     })
                     .unzip();
                 CallSeen::Answered {
-                    status: answer.status(),
+                    status: answer.status().as_u16(),
                     headers: answer.headers().to_vec(),
                     header,
                     header_bytes,

@@ -596,7 +596,7 @@ fn a_paused_response_hook_resumes_the_response() {
             Annotate
         }
         async fn on_response_headers(&mut self, resp: &mut Response<'_>) -> Result<Flow, Error> {
-            let status = resp.status().unwrap_or_default();
+            let status = resp.status().map_or(0, u16::from);
             let note = HttpClient::new("notes")
                 .get("/note")
                 .query("status", &status.to_string())

@@ -161,7 +161,7 @@ impl Scripted {
                 }
                 _ => vec![self.svc.get("/").send().await?.status()],
             };
-            if statuses.contains(&RACING_REPLY) {
+            if statuses.iter().any(|status| *status == RACING_REPLY) {
                 return Ok(Some(RACING_REPLY));
             }
         }

@@ -106,7 +106,7 @@ impl Plugin for Impatient {
         match timeout(Duration::from_millis(300), call).await {
             Ok(answer) => {
                 req.headers_mut()
-                    .insert("x-answer", answer?.status().to_string());
+                    .insert("x-answer", answer?.status().as_str());
                 Ok(Flow::Continue)
             }
             Err(elapsed) => Ok(LocalReply::new(504).body(elapsed.to_string()).into()),

@@ -60,7 +60,7 @@ use std::time::Duration;
 
 use proxy_async::{
     CallError, CallResponse, ConfigError, Error, Flow, HttpClient, LocalReply, Plugin,
-    PluginConfig, Request, ResponseFuture, Root,
+    PluginConfig, Request, ResponseFuture, Root, StatusCode,
 };
 
 /// The prefix of the identity headers this plugin owns; client-supplied ones are removed (see
@@ -242,7 +242,7 @@ struct UserReply {
 /// What a service said about the caller.
 enum Verdict<T> {
     Granted(T),
-    Denied(u16),
+    Denied(StatusCode),
 }
 
 impl Plugin for AuthFlow {
@@ -309,7 +309,10 @@ impl Plugin for AuthFlow {
         let token = match self.token(sent.await)? {
             Verdict::Granted(token) => token,
             Verdict::Denied(status) => {
-                log::debug!("the auth service denied the credential ({status})");
+                log::debug!(
+                    "the auth service denied the credential ({})",
+                    status.as_u16()
+                );
                 return Ok(denied("auth_denied"));
             }
         };
@@ -319,7 +322,7 @@ impl Plugin for AuthFlow {
         let user = match self.user(sent.await)? {
             Verdict::Granted(user) => user,
             Verdict::Denied(status) => {
-                log::debug!("the users service denied the token ({status})");
+                log::debug!("the users service denied the token ({})", status.as_u16());
                 return Ok(denied("user_denied"));
             }
         };
@@ -392,13 +395,19 @@ impl AuthFlow {
 }
 
 /// `Ok(None)` for 200, `Ok(Some(status))` for a denial (401, 403), `Err` for anything else.
-fn check_status(block: &str, upstream: &Upstream, status: u16) -> Result<Option<u16>, Error> {
+fn check_status(
+    block: &str,
+    upstream: &Upstream,
+    status: StatusCode,
+) -> Result<Option<StatusCode>, Error> {
     match status {
-        200 => Ok(None),
-        401 | 403 => Ok(Some(status)),
+        StatusCode::OK => Ok(None),
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Ok(Some(status)),
         other => Err(Error::new(format_args!(
-            "{block}: cluster `{}` answered {other} to {}, expected 200, 401 or 403",
-            upstream.cluster, upstream.path
+            "{block}: cluster `{}` answered {} to {}, expected 200, 401 or 403",
+            upstream.cluster,
+            other.as_u16(),
+            upstream.path
         ))),
     }
 }

@@ -240,14 +240,14 @@ impl Plugin for HttpCall {
         if response.status() != 200 {
             log::error!(
                 "http call failed, status: {} (cluster `{}`)",
-                response.status(),
+                response.status().as_u16(),
                 response.cluster()
             );
             return Ok(Self::failed());
         }
         log::debug!(
             "http call status: {}, response body: {} bytes",
-            response.status(),
+            response.status().as_u16(),
             response.body().len()
         );
         let name = &self.config.token_header;

@@ -36,7 +36,7 @@ use std::time::Duration;
 
 use proxy_async::{
     CallError, ConfigError, Error, Flow, HttpClient, LocalReply, Plugin, PluginConfig, Request,
-    Root, TickFunction, sleep, timeout,
+    Root, StatusCode, TickFunction, sleep, timeout,
 };
 
 /// The request header telling the upstream how many calls the check took.
@@ -254,11 +254,13 @@ impl Retry {
             .await;
         match answer {
             Ok(response) => match response.status() {
-                200 => Verdict::Admit,
-                403 => Verdict::Deny,
+                StatusCode::OK => Verdict::Admit,
+                StatusCode::FORBIDDEN => Verdict::Deny,
                 // Envoy answers a call that timed out with its own 504.
-                status @ (503 | 504) => Verdict::TryAgain(format!("status {status}")),
-                other => Verdict::Fail(format!("status {other}")),
+                status @ (StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT) => {
+                    Verdict::TryAgain(format!("status {}", status.as_u16()))
+                }
+                other => Verdict::Fail(format!("status {}", other.as_u16())),
             },
             Err(error @ CallError::NoResponse { .. }) => Verdict::TryAgain(error.to_string()),
             Err(error) => Verdict::Fail(error.to_string()),
