@@ -174,6 +174,7 @@ pub(crate) unsafe fn take_host_bytes(data: *mut u8, size: usize) -> Vec<u8> {
 }
 
 /// The host is the proxy this module runs in.
+#[derive(Clone)]
 pub(crate) struct AbiHost;
 
 impl AbiHost {

@@ -15,6 +15,9 @@ use crate::headers::Headers;
 use crate::host::{AwaitedCall, HostError};
 use crate::runtime::{CallReply, Runtime};
 use proxy_async_executor::Pending;
+// A proxy-wasm module's host is a concrete type: its hostcalls need the trait in scope.
+#[cfg(all(target_arch = "wasm32", not(target_env = "p2")))]
+use crate::host::Host as _;
 
 /// A call in flight, by how the host delivers its response.
 enum Call {

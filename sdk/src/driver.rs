@@ -4,12 +4,15 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use crate::error::Error;
-use crate::host::{BufferType, Host};
+use crate::host::{BufferType, HostHandle};
 use crate::logging;
 use crate::plugin::{Plugin, run_hook};
 use crate::root::{self, Root};
 use crate::runtime::{Event, Runtime, StreamShared};
 use crate::stream_task::HookOutcome;
+// A proxy-wasm module's host is a concrete type: its hostcalls need the trait in scope.
+#[cfg(all(target_arch = "wasm32", not(target_env = "p2")))]
+use crate::host::Host as _;
 
 /// One configured instance of plugin `P` (a root context, in proxy-wasm terms).
 pub(crate) struct Driver<P: Plugin> {
@@ -19,7 +22,7 @@ pub(crate) struct Driver<P: Plugin> {
 }
 
 impl<P: Plugin> Driver<P> {
-    pub(crate) fn new(host: Rc<dyn Host>) -> Rc<Self> {
+    pub(crate) fn new(host: HostHandle) -> Rc<Self> {
         Rc::new(Driver {
             runtime: Runtime::new(host, P::ERROR_STATUS),
             root: RefCell::new(None),

@@ -90,7 +90,7 @@ impl<P: Plugin> Module<P> {
     /// other context is a stream of root `parent_id`.
     pub fn on_context_create(&self, context_id: u32, parent_id: u32) {
         if parent_id == 0 {
-            let driver = Driver::<P>::new(Rc::new(crate::abi::AbiHost));
+            let driver = Driver::<P>::new(crate::abi::AbiHost);
             let replaced = self.take_root(context_id);
             let Ok(mut roots) = self.roots.try_borrow_mut() else {
                 log::error!(

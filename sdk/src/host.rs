@@ -402,6 +402,29 @@ pub(crate) fn unimplemented(call: &'static str) -> HostError {
     }
 }
 
+/// The host the plugin runs on, as the build target decides it, in this one place: in a
+/// proxy-wasm module, the proxy's imports themselves (a unit type, so that every hostcall is a
+/// direct call and a stream keeps no handle); in the component build and natively (the test
+/// host), the host given at run time.
+#[cfg(all(target_arch = "wasm32", not(target_env = "p2")))]
+pub(crate) type HostHandle = crate::abi::AbiHost;
+
+/// The host the plugin runs on (see the proxy-wasm build's twin).
+#[cfg(not(all(target_arch = "wasm32", not(target_env = "p2"))))]
+pub(crate) type HostHandle = std::rc::Rc<dyn Host>;
+
+/// `host` as a trait object, for code that serves every build alike.
+#[cfg(all(target_arch = "wasm32", not(target_env = "p2")))]
+pub(crate) fn as_dyn(host: &HostHandle) -> &dyn Host {
+    host
+}
+
+/// `host` as a trait object (see the proxy-wasm build's twin).
+#[cfg(not(all(target_arch = "wasm32", not(target_env = "p2"))))]
+pub(crate) fn as_dyn(host: &HostHandle) -> &dyn Host {
+    &**host
+}
+
 /// The host for gRPC and shared queues. The proxy-wasm build calls their hostcalls directly, so
 /// that only plugins using them import them (and carry the code); other hosts go through the
 /// trait.

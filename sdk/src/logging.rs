@@ -2,6 +2,9 @@
 
 use crate::host::LogLevel;
 use crate::runtime::Runtime;
+// A proxy-wasm module's host is a concrete type: its hostcalls need the trait in scope.
+#[cfg(all(target_arch = "wasm32", not(target_env = "p2")))]
+use crate::host::Host as _;
 
 /// The `log` crate's levels and the proxy's: the one mapping between them. The proxy's
 /// `critical` (and any level the ABI does not define) has no `log` level and reads as `error`.

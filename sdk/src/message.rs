@@ -6,6 +6,9 @@ use std::ops::{Deref, DerefMut};
 use crate::headers::Headers;
 use crate::host::{BufferType, HostError, MapType};
 use crate::runtime::{Event, Phase, StreamShared};
+// A proxy-wasm module's host is a concrete type: its hostcalls need the trait in scope.
+#[cfg(all(target_arch = "wasm32", not(target_env = "p2")))]
+use crate::host::Host as _;
 
 /// A header value: bytes, since HTTP allows values that are not UTF-8.
 #[derive(Clone, PartialEq, Eq, Hash)]

@@ -98,7 +98,7 @@ fn set_property_on(runtime: &Runtime, path: &[&str], value: &[u8]) -> Result<(),
 /// ```
 pub fn get<T: PropertyValue>(path: &[&str]) -> Option<T> {
     let runtime = Runtime::current()?;
-    logged(path, decode(&*runtime.host, path))
+    logged(path, decode(crate::host::as_dyn(&runtime.host), path))
 }
 
 /// The property at `path` decoded as a `T`, telling an absent property (`Ok(None)`) from a
@@ -106,7 +106,7 @@ pub fn get<T: PropertyValue>(path: &[&str]) -> Option<T> {
 pub fn try_get<T: PropertyValue>(path: &[&str]) -> Result<Option<T>, PropertyError> {
     let runtime =
         Runtime::current().ok_or_else(|| PropertyError::Host(no_host("proxy_get_property")))?;
-    decode(&*runtime.host, path)
+    decode(crate::host::as_dyn(&runtime.host), path)
 }
 
 fn decode<T: PropertyValue>(host: &dyn Host, path: &[&str]) -> Result<Option<T>, PropertyError> {
@@ -356,7 +356,7 @@ impl Done<'_> {
         if self.stream.is_ended() {
             return None;
         }
-        logged(path, decode(&*self.stream.host, path))
+        logged(path, decode(crate::host::as_dyn(&self.stream.host), path))
     }
 
     /// `response.code`: the status the client got (a local reply's included).

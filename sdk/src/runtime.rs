@@ -32,13 +32,16 @@ use proxy_async_executor::{Executor, IdMap, Owner, Registry, context_waker};
 
 use crate::error::Error;
 use crate::headers::Headers;
-use crate::host::{Action, BufferType, Direction, Host, MapType};
+use crate::host::{Action, BufferType, Direction, HostHandle, MapType};
 use crate::plugin::{Flow, LocalReply};
 use crate::stream_task::{self, HookOutcome, MakeHook, StreamTask};
 use crate::timer::{TickFunction, Timers};
 
 pub(crate) use proxy_async_abi::Phase;
 pub(crate) use proxy_async_abi::gate::Event;
+// A proxy-wasm module's host is a concrete type: its hostcalls need the trait in scope.
+#[cfg(all(target_arch = "wasm32", not(target_env = "p2")))]
+use crate::host::Host as _;
 
 /// A call's reply, copied out of the host inside `on_http_call_response` (the only time the
 /// host lets it be read). `None`: the call failed without a response (timeout, reset).
@@ -54,7 +57,7 @@ pub(crate) struct ReplyParts {
 /// driver and the task never hold a borrow across a poll or a hostcall.
 pub(crate) struct StreamShared {
     pub(crate) context_id: u32,
-    pub(crate) host: Rc<dyn Host>,
+    pub(crate) host: HostHandle,
     gate: RefCell<StreamGate>,
 }
 
@@ -68,12 +71,12 @@ impl StreamShared {
             reason = "only the component driver makes standalone streams"
         )
     )]
-    pub(crate) fn standalone(context_id: u32, host: Rc<dyn Host>) -> StreamShared {
+    pub(crate) fn standalone(context_id: u32, host: HostHandle) -> StreamShared {
         StreamShared::new(context_id, host)
     }
 
     /// A stream with nothing run yet.
-    fn new(context_id: u32, host: Rc<dyn Host>) -> StreamShared {
+    fn new(context_id: u32, host: HostHandle) -> StreamShared {
         StreamShared {
             context_id,
             host,
@@ -146,7 +149,7 @@ pub(crate) trait Extension: Any {
 
 /// One plugin instance's executor, pending calls and streams.
 pub(crate) struct Runtime {
-    pub(crate) host: Rc<dyn Host>,
+    pub(crate) host: HostHandle,
     executor: Executor,
     pub(crate) calls: Registry<CallReply>,
     // The state of the features outside the core (Redis, gRPC, shared queues), one value per
@@ -217,7 +220,7 @@ impl Drop for CallbackScope<'_> {
 impl Runtime {
     /// A runtime with the default [`Settings`](crate::Settings) until a root is configured
     /// (see [`apply_settings`](Runtime::apply_settings)).
-    pub(crate) fn new(host: Rc<dyn Host>, error_status: u16) -> Rc<Self> {
+    pub(crate) fn new(host: HostHandle, error_status: u16) -> Rc<Self> {
         Rc::new(Runtime {
             host,
             executor: Executor::new(),
@@ -446,7 +449,7 @@ impl Runtime {
         plugin: P,
         make: impl MakeHook<P>,
     ) {
-        let shared = StreamShared::new(context_id, Rc::clone(&self.host));
+        let shared = StreamShared::new(context_id, self.host.clone());
         let task = stream_task::new(plugin, shared, make);
         let replaced = self.streams.borrow_mut().insert(context_id, task);
         if let Some(old) = replaced {
@@ -1015,7 +1018,7 @@ mod tests {
 
     use super::*;
     use crate::driver::Driver;
-    use crate::host::{HostError, LogLevel, Pairs};
+    use crate::host::{Host, HostError, LogLevel, Pairs};
     use crate::message::Request;
     use crate::{HttpClient, NoConfig, Plugin};
 

@@ -19,6 +19,9 @@ use std::time::Duration;
 
 use crate::host::AwaitedSleep;
 use crate::runtime::Runtime;
+// A proxy-wasm module's host is a concrete type: its hostcalls need the trait in scope.
+#[cfg(all(target_arch = "wasm32", not(target_env = "p2")))]
+use crate::host::Host as _;
 
 /// A function the plugin runs periodically on its root context, outside any request (Higress's
 /// `RegisterTickFunc`): refresh a cache, flush counters. Returned from

@@ -116,8 +116,9 @@ impl<P: HigressPlugin> Higress<P> {
     /// matched; `None` for a stream the plugin leaves alone.
     fn plugin(&mut self, message: &Message<'_>) -> Option<&mut P> {
         if let Stream::Choosing(root) = &self.stream {
-            let selected =
-                Runtime::current().and_then(|runtime| request::select(&*runtime.host, &root.rules));
+            let selected = Runtime::current().and_then(|runtime| {
+                request::select(crate::host::as_dyn(&runtime.host), &root.rules)
+            });
             self.stream = match selected {
                 Some(root) => Stream::Running(P::new(&root)),
                 None => {

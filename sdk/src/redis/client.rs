@@ -12,6 +12,9 @@ use crate::host::{BufferType, HostError, HostStatus};
 use crate::redis::error::RedisError;
 use crate::redis::resp::{RedisValue, encode_command};
 use crate::runtime::{Extension, Runtime};
+// A proxy-wasm module's host is a concrete type: its hostcalls need the trait in scope.
+#[cfg(all(target_arch = "wasm32", not(target_env = "p2")))]
+use crate::host::Host as _;
 
 /// A command's reply, copied out of the proxy during `proxy_on_redis_call_response`: the RESP
 /// bytes, or the callback's status when it is not 0 (no reply).
