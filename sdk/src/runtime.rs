@@ -3,19 +3,19 @@
 //!
 //! Which hook runs when, and what the host is owed, is the ABI's [`StreamGate`]: this module
 //! only carries its decisions out. Life of a stream (`ctx` is its proxy-wasm context id):
-//! 1. `create_stream`: the plugin's per-stream value moves into the stream's task, a future the
-//!    runtime owns and polls itself (no executor task); it loops "wait for the next event, run
-//!    that hook, record its outcome".
-//! 2. A hook callback (`on_hook`) asks the gate; a hook to run goes in the stream's mailbox and
-//!    the task is polled at once. If the hook finished in that poll, the gate's answer is
-//!    returned to the host (`Continue`, and no resume is ever issued); otherwise the hook awaits
-//!    and the callback answers `Pause`.
-//! 3. A later callback (a call response) wakes the task (its waker names the stream's context:
-//!    `context_waker`); the drain polls it, and when the paused hook finishes, the task queues
-//!    the stream on `finished`, and `apply_finished` carries out the gate's decision: one resume
-//!    of the paused direction, or one local reply, never inside the callback that paused.
-//! 4. `on_done` ends the gate and drops the task (and with it every call future of the stream:
-//!    late replies are then ignored); `on_delete` forgets the stream.
+//! 1. `create_stream`: the plugin's per-stream value moves into the stream's cell (see
+//!    [`stream_task`](crate::stream_task)); no task, no future yet.
+//! 2. A hook callback (`on_hook`) asks the gate; a hook to run has its future made in place in
+//!    the cell and polled at once. If it finished in that poll, its outcome comes straight back
+//!    and the gate's answer is returned to the host (`Continue`, and no resume is ever issued);
+//!    otherwise the hook awaits and the callback answers `Pause`.
+//! 3. A later callback (a call response) wakes the hook (its waker names the stream's context:
+//!    `context_waker`); the drain polls it, and when the paused hook finishes, its outcome waits
+//!    on `finished`, and `apply_finished` carries out the gate's decision: one resume of the
+//!    paused direction, or one local reply, never inside the callback that paused.
+//! 4. `on_done` ends the gate and drops a running hook's future (and with it every call future
+//!    of the stream: late replies are then ignored); `on_delete` forgets the stream, and its
+//!    cell drops the plugin value.
 
 use std::any::Any;
 use std::cell::{Cell, RefCell};
@@ -62,7 +62,7 @@ pub(crate) struct StreamShared {
 }
 
 impl StreamShared {
-    /// A stream without a task or driver mailbox: the component driver runs each hook itself
+    /// A stream without a cell: the component driver runs each hook itself
     /// and only needs what [`Message`](crate::Message) reads.
     #[cfg_attr(
         not(all(target_arch = "wasm32", target_env = "p2")),
