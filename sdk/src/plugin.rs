@@ -225,45 +225,87 @@ fn reason_phrase(status: u16) -> &'static str {
 
 /// Runs the plugin's hook for `event` on the stream's request or response; `on_log` has no
 /// decision and continues. Shared by the proxy-wasm driver and the component build.
-pub(crate) async fn run_hook<P: Plugin>(
-    plugin: &mut P,
-    shared: &StreamShared,
+///
+/// Not an `async fn`: one would keep its arguments for the future's whole life beside the
+/// `Request` made of them (rust-lang/rust#62958), in every paused stream. Each arm's block
+/// captures only the plugin and the message it hands the hook, and uses them in place.
+pub(crate) fn run_hook<'a, P: Plugin>(
+    plugin: &'a mut P,
+    shared: &'a StreamShared,
     event: Event,
-) -> Result<Flow, Error> {
+) -> impl Future<Output = Result<Flow, Error>> + 'a {
     match event.phase {
         Phase::RequestHeaders => {
-            plugin
-                .on_request_headers(&mut Request::new(shared, event))
-                .await
+            let mut req = Request::new(shared, event);
+            Hook::RequestHeaders(async move { plugin.on_request_headers(&mut req).await })
         }
         Phase::RequestBody => {
-            plugin
-                .on_request_body(&mut Request::new(shared, event))
-                .await
+            let mut req = Request::new(shared, event);
+            Hook::RequestBody(async move { plugin.on_request_body(&mut req).await })
         }
         Phase::RequestTrailers => {
-            plugin
-                .on_request_trailers(&mut Request::new(shared, event))
-                .await
-        }
-        Phase::ResponseTrailers => {
-            plugin
-                .on_response_trailers(&mut Response::new(shared, event))
-                .await
+            let mut req = Request::new(shared, event);
+            Hook::RequestTrailers(async move { plugin.on_request_trailers(&mut req).await })
         }
         Phase::ResponseHeaders => {
-            plugin
-                .on_response_headers(&mut Response::new(shared, event))
-                .await
+            let mut resp = Response::new(shared, event);
+            Hook::ResponseHeaders(async move { plugin.on_response_headers(&mut resp).await })
         }
         Phase::ResponseBody => {
-            plugin
-                .on_response_body(&mut Response::new(shared, event))
-                .await
+            let mut resp = Response::new(shared, event);
+            Hook::ResponseBody(async move { plugin.on_response_body(&mut resp).await })
+        }
+        Phase::ResponseTrailers => {
+            let mut resp = Response::new(shared, event);
+            Hook::ResponseTrailers(async move { plugin.on_response_trailers(&mut resp).await })
         }
         Phase::Log => {
-            plugin.on_log(&Done::new(shared)).await;
-            Ok(Flow::Continue)
+            let done = Done::new(shared);
+            Hook::Log(async move {
+                plugin.on_log(&done).await;
+                Ok(Flow::Continue)
+            })
+        }
+    }
+}
+
+/// The future of one hook, whichever it is.
+#[pin_project::pin_project(project = HookProjection)]
+enum Hook<A, B, C, D, E, F, G> {
+    RequestHeaders(#[pin] A),
+    RequestBody(#[pin] B),
+    RequestTrailers(#[pin] C),
+    ResponseHeaders(#[pin] D),
+    ResponseBody(#[pin] E),
+    ResponseTrailers(#[pin] F),
+    Log(#[pin] G),
+}
+
+impl<A, B, C, D, E, F, G> Future for Hook<A, B, C, D, E, F, G>
+where
+    A: Future<Output = Result<Flow, Error>>,
+    B: Future<Output = Result<Flow, Error>>,
+    C: Future<Output = Result<Flow, Error>>,
+    D: Future<Output = Result<Flow, Error>>,
+    E: Future<Output = Result<Flow, Error>>,
+    F: Future<Output = Result<Flow, Error>>,
+    G: Future<Output = Result<Flow, Error>>,
+{
+    type Output = Result<Flow, Error>;
+
+    #[inline]
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        match self.project() {
+            HookProjection::RequestHeaders(hook) => hook.poll(cx),
+            HookProjection::RequestBody(hook) => hook.poll(cx),
+            HookProjection::RequestTrailers(hook) => hook.poll(cx),
+            HookProjection::ResponseHeaders(hook) => hook.poll(cx),
+            HookProjection::ResponseBody(hook) => hook.poll(cx),
+            HookProjection::ResponseTrailers(hook) => hook.poll(cx),
+            HookProjection::Log(hook) => hook.poll(cx),
         }
     }
 }

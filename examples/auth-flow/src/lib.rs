@@ -306,8 +306,11 @@ impl Plugin for AuthFlow {
             self.send_credential(credential)
         };
 
-        let token = match self.token(sent.await)? {
-            Verdict::Granted(token) => token,
+        // Sent, the token is not needed while the users service answers: scoped to the block,
+        // it is not kept in the hook's future across that await (a `drop` would not free its
+        // place there).
+        let sent = match self.token(sent.await)? {
+            Verdict::Granted(token) => self.send_token(&token),
             Verdict::Denied(status) => {
                 log::debug!(
                     "the auth service denied the credential ({})",
@@ -316,9 +319,6 @@ impl Plugin for AuthFlow {
                 return Ok(denied("auth_denied"));
             }
         };
-        // Sent, the token is not needed while the users service answers.
-        let sent = self.send_token(&token);
-        drop(token);
         let user = match self.user(sent.await)? {
             Verdict::Granted(user) => user,
             Verdict::Denied(status) => {
