@@ -43,6 +43,7 @@
 //! ```
 
 use std::collections::VecDeque;
+use std::fmt;
 
 use crate::codes::Action;
 use crate::phase::{Direction, Phase};
@@ -297,17 +298,56 @@ struct Queued {
 }
 
 /// One HTTP stream's hook sequencing. See the [module](self) for the rules it keeps.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct StreamGate {
     hook: HookState,
     exchange: Exchange,
+    // The running hook is a headers' hook followed by a body the plugin buffers.
+    strip_on_continue: bool,
+    // Made when first needed: most streams of most plugins never queue a callback or run a body
+    // hook, and every paused stream then keeps one word for it, not fourteen.
+    held: Option<Box<Held>>,
+}
+
+/// What a stream holds beyond its hook's state.
+#[derive(Debug, Clone)]
+struct Held {
     // Callbacks that came while a hook ran, each run in turn.
     queued: VecDeque<Queued>,
     // Per direction, the bytes of a buffered body the proxy holds whose hook has not run.
     held_body: [HeldBody; 2],
     windows: [BodyWindow; 2],
-    // The running hook is a headers' hook followed by a body the plugin buffers.
-    strip_on_continue: bool,
+}
+
+impl Held {
+    const NOTHING: Held = Held {
+        queued: VecDeque::new(),
+        held_body: [HeldBody::NONE; 2],
+        windows: [BodyWindow {
+            offset: 0,
+            len: 0,
+            known: 0,
+            handled: 0,
+        }; 2],
+    };
+}
+
+// What a gate that made no `Held` holds.
+static NOTHING_HELD: Held = Held::NOTHING;
+
+impl fmt::Debug for StreamGate {
+    // The same for a gate whose `Held` was never made as for one whose `Held` holds nothing.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let held = self.held();
+        f.debug_struct("StreamGate")
+            .field("hook", &self.hook)
+            .field("exchange", &self.exchange)
+            .field("queued", &held.queued)
+            .field("held_body", &held.held_body)
+            .field("windows", &held.windows)
+            .field("strip_on_continue", &self.strip_on_continue)
+            .finish()
+    }
 }
 
 impl Default for StreamGate {
@@ -349,15 +389,35 @@ impl StreamGate {
         StreamGate {
             hook: HookState::Idle,
             exchange: Exchange::Open,
-            queued: VecDeque::new(),
-            held_body: [HeldBody::NONE; 2],
-            windows: [BodyWindow {
-                offset: 0,
-                len: 0,
-                known: 0,
-                handled: 0,
-            }; 2],
             strip_on_continue: false,
+            held: None,
+        }
+    }
+
+    fn held(&self) -> &Held {
+        self.held.as_deref().unwrap_or(&NOTHING_HELD)
+    }
+
+    fn held_mut(&mut self) -> &mut Held {
+        self.held.get_or_insert_with(|| Box::new(Held::NOTHING))
+    }
+
+    // Writing what a gate without `Held` reads needs no `Held`.
+    fn reset_window(&mut self, side: usize) {
+        if let Some(held) = self.held.as_mut() {
+            held.windows[side] = BodyWindow::default();
+        }
+    }
+
+    fn clear_queue(&mut self) {
+        if let Some(held) = self.held.as_mut() {
+            held.queued.clear();
+        }
+    }
+
+    fn release_bodies(&mut self) {
+        if let Some(held) = self.held.as_mut() {
+            held.held_body = [HeldBody::NONE; 2];
         }
     }
 
@@ -373,17 +433,17 @@ impl StreamGate {
 
     /// Callbacks waiting for their hook.
     pub fn queued(&self) -> usize {
-        self.queued.len()
+        self.held().queued.len()
     }
 
     /// Where `direction`'s running chunk is.
-    pub const fn window(&self, direction: Direction) -> BodyWindow {
-        self.windows[side(direction)]
+    pub fn window(&self, direction: Direction) -> BodyWindow {
+        self.held().windows[side(direction)]
     }
 
     /// The running chunk of `direction` now has `len` bytes: its hook replaced it.
     pub fn resize_chunk(&mut self, direction: Direction, len: usize) {
-        let window = &mut self.windows[side(direction)];
+        let window = &mut self.held_mut().windows[side(direction)];
         window.known = (window.known + len).saturating_sub(window.len);
         window.len = len;
     }
@@ -399,7 +459,7 @@ impl StreamGate {
         let buffered = event.phase.is_body() && settings.buffers(direction);
         if buffered && event.size > settings.body_buffer_limit {
             self.exchange = Exchange::Replied;
-            self.queued.clear();
+            self.clear_queue();
             return Arrival::Refuse {
                 direction,
                 size: event.size,
@@ -408,28 +468,33 @@ impl StreamGate {
         if buffered {
             if !event.end_of_stream {
                 // Pause on a chunk makes the proxy buffer it with the next ones.
-                self.held_body[side(direction)] = HeldBody::of(event.size);
+                self.held_mut().held_body[side(direction)] = HeldBody::of(event.size);
                 return Arrival::Answer(Action::Pause);
             }
-            self.held_body[side(direction)] = HeldBody::NONE;
+            if let Some(held) = self.held.as_mut() {
+                held.held_body[side(direction)] = HeldBody::NONE;
+            }
         }
         // Trailers end a body the plugin buffers: its hook runs first, on all of it, and the
         // trailers' after it (in this callback, if the body's hook finishes inside it).
         if let Some(body) = event.phase.body_before_trailers()
-            && let Some(held) = self.held_body[side(direction)].take()
+            && let Some(held) = self
+                .held
+                .as_mut()
+                .and_then(|held| held.held_body[side(direction)].take())
         {
             let arrival = self.callback(settings, Event::new(body, held, true));
             return match arrival {
                 Arrival::Answer(Action::Continue) => self.callback(settings, event),
                 Arrival::Run(_) => {
-                    self.queued.push_back(Queued {
+                    self.held_mut().queued.push_back(Queued {
                         event,
                         answered: false,
                     });
                     arrival
                 }
                 Arrival::Answer(_) => {
-                    self.queued.push_back(Queued {
+                    self.held_mut().queued.push_back(Queued {
                         event,
                         answered: true,
                     });
@@ -438,19 +503,26 @@ impl StreamGate {
                 Arrival::Refuse { .. } => arrival,
             };
         }
-        let event = if event.phase.is_body() {
-            // The callback reports every byte buffered; the hook gets the new chunk only.
-            let window = &mut self.windows[side(direction)];
-            let chunk = event.size.saturating_sub(window.known);
-            window.known = event.size;
-            Event::new(event.phase, chunk, event.end_of_stream)
+        // The callback reports every byte buffered; the hook gets the new chunk only.
+        let (event, known) = if event.phase.is_body() {
+            let chunk = event
+                .size
+                .saturating_sub(self.held().windows[side(direction)].known);
+            (
+                Event::new(event.phase, chunk, event.end_of_stream),
+                Some(event.size),
+            )
         } else {
-            event
+            (event, None)
         };
         if self.hook != HookState::Idle {
             // Another hook of this stream awaits (the response came while a request hook
             // waits, or a chunk while the previous chunk's hook waits): hold this one too.
-            self.queued.push_back(Queued {
+            let held = self.held_mut();
+            if let Some(known) = known {
+                held.windows[side(direction)].known = known;
+            }
+            held.queued.push_back(Queued {
                 event,
                 answered: true,
             });
@@ -459,8 +531,11 @@ impl StreamGate {
         // Headers before a buffered body still run (the default hook) to drop their
         // `content-length`: the body's hook may change the body's size.
         if settings.skipped.contains(event.phase) && !strips_content_length(settings, event) {
-            self.windows[side(direction)] = BodyWindow::default();
+            self.reset_window(side(direction));
             return Arrival::Answer(Action::Continue);
+        }
+        if let Some(known) = known {
+            self.held_mut().windows[side(direction)].known = known;
         }
         Arrival::Run(self.start(settings, event, HookState::Running(event.phase)))
     }
@@ -488,7 +563,7 @@ impl StreamGate {
         {
             return false;
         }
-        self.windows[side(phase.direction())] = BodyWindow::default();
+        self.reset_window(side(phase.direction()));
         true
     }
 
@@ -529,11 +604,14 @@ impl StreamGate {
         let HookState::Running(phase) = self.hook else {
             return false;
         };
-        if self.strip_on_continue || self.exchange != Exchange::Open || !self.queued.is_empty() {
+        if self.strip_on_continue
+            || self.exchange != Exchange::Open
+            || !self.held().queued.is_empty()
+        {
             return false;
         }
         self.hook = HookState::Idle;
-        self.windows[side(phase.direction())] = BodyWindow::default();
+        self.reset_window(side(phase.direction()));
         true
     }
 
@@ -564,7 +642,7 @@ impl StreamGate {
     pub fn pass(&mut self) {
         if self.exchange == Exchange::Open {
             self.exchange = Exchange::Passed;
-            self.held_body = [HeldBody::NONE; 2];
+            self.release_bodies();
         }
     }
 
@@ -577,8 +655,8 @@ impl StreamGate {
         };
         self.hook = HookState::Idle;
         self.exchange = Exchange::Ended;
-        self.queued.clear();
-        self.held_body = [HeldBody::NONE; 2];
+        self.clear_queue();
+        self.release_bodies();
         self.strip_on_continue = false;
         running
     }
@@ -592,8 +670,10 @@ impl StreamGate {
                 self.hook = HookState::Paused(phase);
                 // Trailers behind the body hook that runs inside their callback: that
                 // callback answers `Pause` now.
-                for queued in &mut self.queued {
-                    queued.answered = true;
+                if let Some(held) = self.held.as_mut() {
+                    for queued in &mut held.queued {
+                        queued.answered = true;
+                    }
                 }
                 Some(Action::Pause)
             }
@@ -656,29 +736,30 @@ impl StreamGate {
             Outcome::Reply => {
                 finish.reply = ReplyFate::Send;
                 self.exchange = Exchange::Replied;
-                self.queued.clear();
-                self.windows[side(direction)] = BodyWindow::default();
+                self.clear_queue();
+                self.reset_window(side(direction));
                 return finish;
             }
             Outcome::Continue => {}
         }
         let next_holds = self
+            .held()
             .queued
             .front()
             .is_some_and(|next| next.event.phase.direction() == direction);
         if next_holds {
             // A later event of this direction waits too: resuming now would pass its data on
             // before its hook ran. The direction is resumed once, after the last held hook.
-            let window = &mut self.windows[side(direction)];
+            let window = &mut self.held_mut().windows[side(direction)];
             window.handled = window.offset + window.len;
             window.len = 0;
         } else {
-            self.windows[side(direction)] = BodyWindow::default();
+            self.reset_window(side(direction));
             if paused && phase != Phase::Log {
                 finish.resume = Some(direction);
             }
         }
-        if let Some(next) = self.queued.pop_front() {
+        if let Some(next) = self.held.as_mut().and_then(|held| held.queued.pop_front()) {
             let state = if next.answered {
                 HookState::Paused(next.event.phase)
             } else {
@@ -696,7 +777,7 @@ impl StreamGate {
     fn start(&mut self, settings: &GateSettings, event: Event, state: HookState) -> HookRun {
         self.hook = state;
         if event.phase.is_body() {
-            let window = &mut self.windows[side(event.phase.direction())];
+            let window = &mut self.held_mut().windows[side(event.phase.direction())];
             window.offset = window.handled;
             window.len = event.size;
         }
