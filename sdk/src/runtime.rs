@@ -18,7 +18,7 @@
 //!    cell drops the plugin value.
 
 use std::any::Any;
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, RefCell, UnsafeCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
 use std::task::{Context, Poll};
@@ -58,7 +58,10 @@ pub(crate) struct ReplyParts {
 pub(crate) struct StreamShared {
     pub(crate) context_id: u32,
     pub(crate) host: HostHandle,
-    gate: RefCell<StreamGate>,
+    // Reached only by `with_gate`, whose steps are the gate's own methods: they make no
+    // hostcall and run no plugin code, so no step starts inside another, and no borrow flag is
+    // needed in every stream.
+    gate: UnsafeCell<StreamGate>,
 }
 
 impl StreamShared {
@@ -80,13 +83,24 @@ impl StreamShared {
         StreamShared {
             context_id,
             host,
-            gate: RefCell::new(StreamGate::new()),
+            gate: UnsafeCell::new(StreamGate::new()),
         }
+    }
+
+    /// Runs one step of the stream's gate: `step` only calls the gate's methods (no hostcall,
+    /// no plugin code, no other step).
+    #[inline]
+    pub(crate) fn with_gate<R>(&self, step: impl FnOnce(&mut StreamGate) -> R) -> R {
+        // SAFETY: `gate` is reached only here, and every caller's `step` only calls methods of
+        // `StreamGate`, which are pure state changes (no hostcall, no callback into the
+        // runtime, no plugin code): no other reference to the gate exists while this one does.
+        // The stream is single-threaded (`Rc`, not `Send`).
+        step(unsafe { &mut *self.gate.get() })
     }
 
     /// The plugin leaves the stream alone from now on (see `StreamGate::pass`).
     pub(crate) fn pass(&self) {
-        self.gate.borrow_mut().pass();
+        self.with_gate(|gate| gate.pass());
     }
 
     /// Whether the plugin left the stream alone ([`pass`](StreamShared::pass)).
@@ -98,11 +112,11 @@ impl StreamShared {
         )
     )]
     pub(crate) fn is_passed(&self) -> bool {
-        self.gate.borrow().exchange() == Exchange::Passed
+        self.with_gate(|gate| gate.exchange()) == Exchange::Passed
     }
 
     pub(crate) fn is_ended(&self) -> bool {
-        self.gate.borrow().exchange() == Exchange::Ended
+        self.with_gate(|gate| gate.exchange()) == Exchange::Ended
     }
 
     pub(crate) fn map(&self, phase: Phase) -> MapType {
@@ -119,12 +133,12 @@ impl StreamShared {
 
     /// Where the running chunk of `phase`'s direction is in the proxy's body buffer.
     pub(crate) fn window(&self, phase: Phase) -> BodyWindow {
-        self.gate.borrow().window(phase.direction())
+        self.with_gate(|gate| gate.window(phase.direction()))
     }
 
     /// The running chunk now has `len` bytes (a hook changed it).
     pub(crate) fn resize_chunk(&self, phase: Phase, len: usize) {
-        self.gate.borrow_mut().resize_chunk(phase.direction(), len);
+        self.with_gate(|gate| gate.resize_chunk(phase.direction(), len));
     }
 }
 
@@ -472,7 +486,7 @@ impl Runtime {
             None => false,
             Some(Poll::Pending) => true,
             Some(Poll::Ready(outcome)) => {
-                match task.shared().gate.borrow().hook() {
+                match task.shared().with_gate(|gate| gate.hook()) {
                     HookState::Paused(_) => {
                         self.finished.borrow_mut().push_back((context_id, outcome));
                     }
@@ -538,15 +552,15 @@ impl Runtime {
                 return Action::Continue;
             };
             let settings = self.gate_settings.get();
-            let mut gate = task.shared().gate.borrow_mut();
-            if gate.continue_at_once(&settings, phase, end_of_stream) {
-                return Action::Continue;
-            }
-            let arrival = match gate.start_headers(&settings, phase, size, end_of_stream) {
-                Some(run) => Arrival::Run(run),
-                None => gate.callback(&settings, Event::new(phase, size, end_of_stream)),
-            };
-            drop(gate);
+            let arrival = task.shared().with_gate(|gate| {
+                if gate.continue_at_once(&settings, phase, end_of_stream) {
+                    return Arrival::Answer(Action::Continue);
+                }
+                match gate.start_headers(&settings, phase, size, end_of_stream) {
+                    Some(run) => Arrival::Run(run),
+                    None => gate.callback(&settings, Event::new(phase, size, end_of_stream)),
+                }
+            });
             if let Arrival::Answer(action) = arrival {
                 return action;
             }
@@ -579,20 +593,20 @@ impl Runtime {
                         Some(outcome) => outcome,
                         // The hook awaits: its direction is resumed when it finishes.
                         None => {
-                            return shared.gate.borrow_mut().awaiting().unwrap_or(Action::Pause);
+                            return shared
+                                .with_gate(|gate| gate.awaiting())
+                                .unwrap_or(Action::Pause);
                         }
                     }
                 }
             };
             if matches!(outcome, Ok(Flow::Continue))
-                && shared.gate.borrow_mut().continued_in_callback()
+                && shared.with_gate(|gate| gate.continued_in_callback())
             {
                 return Action::Continue;
             }
             let finish = shared
-                .gate
-                .borrow_mut()
-                .returned(&self.gate_settings.get(), outcome_kind(&outcome));
+                .with_gate(|gate| gate.returned(&self.gate_settings.get(), outcome_kind(&outcome)));
             self.enter(shared.context_id);
             let answer = self.carry_out(shared, run.phase, outcome, finish);
             match (finish.next, answer) {
@@ -712,7 +726,7 @@ impl Runtime {
             return;
         };
         let shared = task.shared();
-        let run = shared.gate.borrow_mut().log(&self.gate_settings.get());
+        let run = shared.with_gate(|gate| gate.log(&self.gate_settings.get()));
         if let Some(run) = run {
             self.run_in_callback(&*task, run);
         }
@@ -721,14 +735,18 @@ impl Runtime {
     /// `proxy_on_done`: the stream is over; drop everything it was waiting for.
     /// On a root context: its background tasks stop.
     pub(crate) fn on_done(self: &Rc<Self>, context_id: u32) -> bool {
-        if let Some(task) = self.streams.borrow().get(context_id) {
-            let mut gate = task.shared().gate.borrow_mut();
-            if gate.hook() == HookState::Idle {
-                // No hook's future to drop (and so no call to cancel): the stream's cell drops
-                // the plugin value at `proxy_on_delete`.
-                gate.end();
-                return true;
-            }
+        // No hook's future to drop (and so no call to cancel): the stream's cell drops the
+        // plugin value at `proxy_on_delete`.
+        if let Some(task) = self.streams.borrow().get(context_id)
+            && task.shared().with_gate(|gate| {
+                let idle = gate.hook() == HookState::Idle;
+                if idle {
+                    gate.end();
+                }
+                idle
+            })
+        {
+            return true;
         }
         let _scope = self.scope(context_id);
         match self.stream(context_id) {
@@ -818,15 +836,13 @@ impl Runtime {
             return false;
         };
         let shared = task.shared();
-        let phase = match shared.gate.borrow().hook() {
+        let phase = match shared.with_gate(|gate| gate.hook()) {
             HookState::Paused(phase) => phase,
             // The stream ended while this hook ran: its outcome has nothing left to act on.
             HookState::Idle | HookState::Running(_) => return false,
         };
         let finish = shared
-            .gate
-            .borrow_mut()
-            .returned(&self.gate_settings.get(), outcome_kind(&outcome));
+            .with_gate(|gate| gate.returned(&self.gate_settings.get(), outcome_kind(&outcome)));
         self.enter(context_id);
         self.carry_out(shared, phase, outcome, finish);
         match finish.next {
@@ -980,7 +996,7 @@ impl Drop for Runtime {
 /// Ends the stream of `task`: no hook runs again, and its future goes now (or, if it is being
 /// polled, from inside one of its hostcalls, when that poll returns: see `poll_task`).
 fn end_stream(task: &dyn StreamTask) {
-    task.shared().gate.borrow_mut().end();
+    task.shared().with_gate(|gate| gate.end());
     task.stop();
 }
 

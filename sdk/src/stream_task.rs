@@ -10,7 +10,7 @@
 //! costs one poll and nothing is stored for it. The cell goes when the runtime forgets the
 //! stream (`proxy_on_delete`) and no poll holds it.
 
-use std::cell::{Cell, RefCell, UnsafeCell};
+use std::cell::{Cell, UnsafeCell};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
@@ -80,7 +80,7 @@ struct StreamCell<P, M: MakeHook<P>> {
     // in place only, so that the future stays where it was first polled (see `poll`).
     // Declared first, so that it is dropped first: it borrows `plugin` and `shared` (see
     // `new`).
-    hook: RefCell<Option<M::Future>>,
+    hook: UnsafeCell<Option<M::Future>>,
     // `None` once stopped. Reached only through the pointer `start` hands the hook's future,
     // or to drop it in place when no future holds it.
     plugin: UnsafeCell<Option<P>>,
@@ -90,6 +90,38 @@ struct StreamCell<P, M: MakeHook<P>> {
     // reference would cover memory a hook's `&mut self` borrows across an await (Miri's
     // Stacked Borrows).
     running: Cell<bool>,
+    // Whether `hook` is reached now (see `slot`): a `RefCell`'s borrow flag in one byte.
+    busy: Cell<bool>,
+}
+
+/// `hook`, reached alone until dropped.
+struct Slot<'a, F> {
+    hook: &'a mut Option<F>,
+    busy: &'a Cell<bool>,
+}
+
+impl<F> Drop for Slot<'_, F> {
+    fn drop(&mut self) {
+        self.busy.set(false);
+    }
+}
+
+impl<P, M: MakeHook<P>> StreamCell<P, M> {
+    /// The hook's slot, unless it is reached already (a poll of the hook that called back into
+    /// the runtime from one of its hostcalls).
+    fn slot(&self) -> Option<Slot<'_, M::Future>> {
+        if self.busy.replace(true) {
+            return None;
+        }
+        // SAFETY: `busy` was false and is true until the `Slot` made here drops: no other
+        // reference to `hook` exists meanwhile (this is its only accessor, and the cell is
+        // single-threaded: `Rc`, not `Send`).
+        let hook = unsafe { &mut *self.hook.get() };
+        Some(Slot {
+            hook,
+            busy: &self.busy,
+        })
+    }
 }
 
 /// The task of a stream sharing `shared`, whose hooks `make` makes on `plugin`.
@@ -99,11 +131,12 @@ pub(crate) fn new<P: 'static, M: MakeHook<P>>(
     make: M,
 ) -> Rc<dyn StreamTask> {
     Rc::new(StreamCell {
-        hook: RefCell::new(None),
+        hook: UnsafeCell::new(None),
         plugin: UnsafeCell::new(Some(plugin)),
         shared,
         make,
         running: Cell::new(true),
+        busy: Cell::new(false),
     })
 }
 
@@ -116,10 +149,10 @@ impl<P: 'static, M: MakeHook<P>> StreamTask for StreamCell<P, M> {
         if !self.running.get() {
             return;
         }
-        let Ok(mut slot) = self.hook.try_borrow_mut() else {
+        let Some(slot) = self.slot() else {
             return;
         };
-        if slot.is_some() {
+        if slot.hook.is_some() {
             return;
         }
         // SAFETY: no future holds a borrow of the plugin value: the only one that could is the
@@ -141,39 +174,39 @@ impl<P: 'static, M: MakeHook<P>> StreamTask for StreamCell<P, M> {
             let shared: *const StreamShared = &self.shared;
             (&mut *plugin, &*shared)
         };
-        *slot = Some(self.make.make(plugin, shared, event));
+        *slot.hook = Some(self.make.make(plugin, shared, event));
     }
 
     fn poll(&self, start: Option<Event>, cx: &mut Context<'_>) -> Poll<HookOutcome> {
         if let Some(event) = start {
             self.start(event);
         }
-        let Ok(mut slot) = self.hook.try_borrow_mut() else {
+        let Some(slot) = self.slot() else {
             return Poll::Pending;
         };
-        let Some(future) = slot.as_mut() else {
+        let Some(future) = slot.hook.as_mut() else {
             return Poll::Pending;
         };
         // SAFETY: the future lives inside an `Rc` allocation, which never moves, and is only
-        // ever dropped in place (`*slot = None`, here and in `stop`), never moved out of the
+        // ever dropped in place (`*slot.hook = None`, here and in `stop`), never moved out of the
         // cell (no `take`, no `Rc::try_unwrap`: the cell is private to this module and only
         // handed out as `Rc<dyn StreamTask>`). So it stays pinned from this first poll on.
         let future = unsafe { Pin::new_unchecked(future) };
         let poll = future.poll(cx);
         if poll.is_ready() {
-            *slot = None;
+            *slot.hook = None;
         }
         poll
     }
 
     fn stop(&self) -> bool {
-        let Ok(mut slot) = self.hook.try_borrow_mut() else {
+        let Some(slot) = self.slot() else {
             return false;
         };
         // Dropped in place (assignment drops the old value where it is): a pinned future must
         // not move before its drop. Its drop may call back into the runtime, which then finds
         // this task busy (`poll` pending, `stop` false).
-        *slot = None;
+        *slot.hook = None;
         self.running.set(false);
         drop(slot);
         // SAFETY: the hook's future, the only holder of a borrow of the plugin value, was
