@@ -16,23 +16,22 @@ use crate::id_map::IdMap;
 // headers and body) is many times a waker's size, so replies wait beside the slots, for the
 // few polls between a delivery and its future's next poll.
 struct Entries<R> {
-    slots: IdMap<Slot>,
-    // Replies delivered and not yet taken, by token.
+    // Per registered token, the waker of its future's last poll (a no-op one before the
+    // first): one waker, with no state beside it, so that a slot is three words.
+    slots: IdMap<Waker>,
+    // Replies delivered and not yet taken, by token: a token is answered when it is here.
     answered: Vec<(u32, R)>,
 }
 
 impl<R> Entries<R> {
+    fn is_answered(&self, token: u32) -> bool {
+        self.answered.iter().any(|(id, _)| *id == token)
+    }
+
     fn take_answer(&mut self, token: u32) -> Option<R> {
         let index = self.answered.iter().position(|(id, _)| *id == token)?;
         Some(self.answered.swap_remove(index).1)
     }
-}
-
-enum Slot {
-    // Registered; holds the waker of the last poll, if the future was polled.
-    Waiting(Option<Waker>),
-    // The host answered; the reply (in `answered`) waits for the future's next poll.
-    Answered,
 }
 
 /// Pending host calls, keyed by the token the host returned when the call was dispatched.
@@ -110,7 +109,7 @@ impl<R> Registry<R> {
         if entries.slots.contains_key(token) {
             return Err(DuplicateToken(token));
         }
-        entries.slots.insert(token, Slot::Waiting(None));
+        entries.slots.insert(token, Waker::noop().clone());
         Ok(Pending {
             token,
             entries: Rc::clone(&self.entries),
@@ -124,16 +123,14 @@ impl<R> Registry<R> {
     pub fn complete(&self, token: u32, reply: R) -> Completion {
         let waker = {
             let mut entries = self.entries.borrow_mut();
+            let answered = entries.is_answered(token);
             match entries.slots.get_mut(token) {
-                Some(slot @ Slot::Waiting(_)) => {
-                    let waker = match std::mem::replace(slot, Slot::Answered) {
-                        Slot::Waiting(waker) => waker,
-                        Slot::Answered => None,
-                    };
+                Some(waker) if !answered => {
+                    let waker = std::mem::replace(waker, Waker::noop().clone());
                     entries.answered.push((token, reply));
                     waker
                 }
-                Some(Slot::Answered) => {
+                Some(_) => {
                     log::debug!("second reply for token {token} ignored");
                     return Completion::Ignored;
                 }
@@ -147,18 +144,14 @@ impl<R> Registry<R> {
         };
         // Woken after the borrow ends; a wake only queues the task, but a foreign waker could
         // run anything.
-        if let Some(waker) = waker {
-            waker.wake();
-        }
+        waker.wake();
         Completion::Delivered
     }
 
     /// Whether a future waits for `token` (registered, not yet answered).
     pub fn is_waiting(&self, token: u32) -> bool {
-        matches!(
-            self.entries.borrow().slots.get(token),
-            Some(Slot::Waiting(_))
-        )
+        let entries = self.entries.borrow();
+        entries.slots.contains_key(token) && !entries.is_answered(token)
     }
 
     /// How many tokens are registered and not yet consumed by their future.
@@ -208,23 +201,17 @@ impl<R> Future for Pending<R> {
             return Poll::Pending;
         }
         let mut entries = this.entries.borrow_mut();
+        if let Some(reply) = entries.take_answer(this.token) {
+            entries.slots.remove(this.token);
+            this.finished = true;
+            return Poll::Ready(reply);
+        }
         match entries.slots.get_mut(this.token) {
-            Some(Slot::Waiting(waker)) => {
-                match waker {
-                    Some(known) if known.will_wake(cx.waker()) => {}
-                    _ => *waker = Some(cx.waker().clone()),
+            Some(waker) => {
+                if !waker.will_wake(cx.waker()) {
+                    *waker = cx.waker().clone();
                 }
                 Poll::Pending
-            }
-            Some(Slot::Answered) => {
-                entries.slots.remove(this.token);
-                match entries.take_answer(this.token) {
-                    Some(reply) => {
-                        this.finished = true;
-                        Poll::Ready(reply)
-                    }
-                    None => Poll::Pending,
-                }
             }
             // Only this future removes its entry, so the entry exists until it finishes.
             None => Poll::Pending,
@@ -236,13 +223,12 @@ impl<R> Drop for Pending<R> {
     fn drop(&mut self) {
         if !self.finished {
             let mut entries = self.entries.borrow_mut();
-            let removed = match entries.slots.remove(self.token) {
-                Some(Slot::Answered) => entries.take_answer(self.token),
-                _ => None,
-            };
+            let waker = entries.slots.remove(self.token);
+            let removed = entries.take_answer(self.token);
             drop(entries);
-            // The reply (user data) is dropped after the borrow ends.
+            // The reply (user data) and the waker are dropped after the borrow ends.
             drop(removed);
+            drop(waker);
         }
     }
 }
