@@ -33,9 +33,10 @@ pub(crate) trait StreamTask {
     fn start(&self, event: Event);
 
     /// Polls the hook's future, first [starting](StreamTask::start) `start`'s hook if given:
-    /// `Ready` with its outcome once it finished (the future is gone then). `Pending` while it awaits, when no hook runs or the task is stopped, and for a
-    /// poll from inside a poll of it (a callback inside one of its hostcalls): the caller polls
-    /// it again after the outer poll.
+    /// `Ready` with its outcome once it finished (the future is gone then). `Pending` while it
+    /// awaits, when no hook runs or the task is stopped, and for a poll from inside a poll of
+    /// it (a callback inside one of its hostcalls): the caller polls it again after the outer
+    /// poll.
     fn poll(&self, start: Option<Event>, cx: &mut Context<'_>) -> Poll<HookOutcome>;
 
     /// Drops the hook's future (and every call it awaits) and the plugin value now; if the
