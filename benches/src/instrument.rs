@@ -62,6 +62,58 @@ pub(crate) struct AllocationSite {
 /// with `strip = "debuginfo"` or `false`, not `"symbols"`), and on what the pass does not
 /// model: 64-bit memories and exception handling.
 pub(crate) fn instrument(wasm: &[u8]) -> Result<Instrumented, String> {
+    instrument_with(wasm, None).map(|(instrumented, _)| instrumented)
+}
+
+/// The prefix of the export of run `i`'s instruction counter ([`Run`]).
+pub(crate) const RUN_COUNTER: &str = "__profile_run_";
+
+/// A straight-line run of a function's original instructions, with its own counter (see
+/// [`instrument_runs`]): it executed `counter / cost` times, each instruction in it as often.
+#[derive(Debug, Clone)]
+pub(crate) struct Run {
+    /// Each original instruction's offset in the code section (where DWARF addresses point)
+    /// and fuel cost.
+    pub(crate) instructions: Vec<(u32, i64)>,
+    /// The fuel of one execution of the run (their costs, plus 1 for entering the function).
+    pub(crate) cost: i64,
+}
+
+/// [`instrument`], and a counter for every straight-line run in the functions named in
+/// `functions` (export `{RUN_COUNTER}{i}` counts run `i`), for attributing instructions to
+/// source lines. Limited to those functions: a counter per run of a whole module would exceed
+/// what a module may export.
+pub(crate) fn instrument_runs(
+    wasm: &[u8],
+    functions: &std::collections::HashSet<String>,
+) -> Result<(Instrumented, Vec<Run>), String> {
+    instrument_with(wasm, Some(functions))
+}
+
+/// Gives a run of instructions (and its cost) a counter of its own, or none.
+type RunCounter<'a> = dyn FnMut(&[(Instr, InstrLocId)], i64) -> Option<GlobalId> + 'a;
+
+/// Where the code section's contents start in `wasm`: instruction offsets in DWARF count
+/// from there.
+fn code_section_start(wasm: &[u8]) -> Result<usize, String> {
+    for payload in wasmparser::Parser::new(0).parse_all(wasm) {
+        let payload = payload.map_err(|error| format!("cannot parse the module: {error}"))?;
+        if let wasmparser::Payload::CodeSectionStart { range, .. } = payload {
+            return Ok(range.start);
+        }
+    }
+    Err("the module has no code section".to_string())
+}
+
+fn instrument_with(
+    wasm: &[u8],
+    with_runs: Option<&std::collections::HashSet<String>>,
+) -> Result<(Instrumented, Vec<Run>), String> {
+    let code_start = if with_runs.is_some() {
+        code_section_start(wasm)?
+    } else {
+        0
+    };
     let mut module =
         Module::from_buffer(wasm).map_err(|error| format!("cannot parse the module: {error:#}"))?;
     if module.memories.iter().any(|memory| memory.memory64) {
@@ -100,10 +152,17 @@ pub(crate) fn instrument(wasm: &[u8]) -> Result<Instrumented, String> {
     let mut sites = Vec::new();
     let mut exports: Vec<(String, GlobalId)> = Vec::new();
     let mut site_counters: HashMap<AllocationSite, GlobalId> = HashMap::new();
+    let mut runs: Vec<Run> = Vec::new();
     // `module.funcs` is borrowed mutably while counters are added to `module.globals` and
     // scratch locals to `module.locals`: disjoint fields of the module.
     let (funcs, globals, locals) = (&mut module.funcs, &mut module.globals, &mut module.locals);
-    let mut new_counter = || globals.add_local(ValType::I64, true, false, zero());
+    // Shared by the closures that add counters: one for call sites, one for runs.
+    let globals = std::cell::RefCell::new(globals);
+    let new_counter = || {
+        globals
+            .borrow_mut()
+            .add_local(ValType::I64, true, false, zero())
+    };
     for (id, function) in funcs.iter_local_mut() {
         let caller = names.get(&id).cloned().unwrap_or_default();
         let counter = new_counter();
@@ -125,16 +184,45 @@ pub(crate) fn instrument(wasm: &[u8]) -> Result<Instrumented, String> {
         };
         let mut length = None;
         let mut length_local = || *length.get_or_insert_with(|| locals.add(ValType::I32));
-        instrument_function(function, counter, &mut site_of, &mut length_local)?;
+        let counts_runs = with_runs.is_some_and(|names| names.contains(&caller));
+        let mut run_counters: Vec<(GlobalId, Run)> = Vec::new();
+        let mut run_counter = |run: &[(Instr, InstrLocId)], cost: i64| -> Option<GlobalId> {
+            if !counts_runs {
+                return None;
+            }
+            let instructions: Vec<(u32, i64)> = run
+                .iter()
+                .filter(|(_, location)| !location.is_default())
+                .map(|(instr, location)| {
+                    let offset = (location.data() as usize).saturating_sub(code_start);
+                    (u32::try_from(offset).unwrap_or(u32::MAX), fuel_cost(instr))
+                })
+                .collect();
+            let global = new_counter();
+            run_counters.push((global, Run { instructions, cost }));
+            Some(global)
+        };
+        instrument_function(
+            function,
+            counter,
+            &mut site_of,
+            &mut length_local,
+            &mut run_counter,
+        )?;
+        for (global, run) in run_counters {
+            exports.push((format!("{RUN_COUNTER}{}", runs.len()), global));
+            runs.push(run);
+        }
     }
     for (name, global) in exports {
         module.exports.add(&name, global);
     }
-    Ok(Instrumented {
+    let instrumented = Instrumented {
         wasm: module.emit_wasm(),
         functions,
         sites,
-    })
+    };
+    Ok((instrumented, runs))
 }
 
 /// The initial value of a counter.
@@ -144,12 +232,14 @@ fn zero() -> ConstExpr {
 
 /// Adds the counting to one function: `counter` gets its instructions, `site_of(callee)` is
 /// the counter of a call to `callee` if that is an allocator, `length_local()` a scratch `i32`
-/// local for the byte counts of bulk memory operations.
+/// local for the byte counts of bulk memory operations, `run_counter(run, cost)` a counter of
+/// its own for a run, if the run gets one.
 fn instrument_function(
     function: &mut LocalFunction,
     counter: GlobalId,
     site_of: &mut dyn FnMut(FunctionId) -> Option<GlobalId>,
     length_local: &mut dyn FnMut() -> LocalId,
+    run_counter: &mut RunCounter<'_>,
 ) -> Result<(), String> {
     let entry = function.entry_block();
     let mut pending = vec![entry];
@@ -198,30 +288,35 @@ fn instrument_function(
             let ends_run = ends_run(&instr);
             run.push((instr, location));
             if ends_run {
-                flush(counter, run_cost, &mut run, &mut rewritten);
+                flush(counter, run_cost, &mut run, &mut rewritten, run_counter);
                 run_cost = 0;
             }
         }
-        flush(counter, run_cost, &mut run, &mut rewritten);
+        flush(counter, run_cost, &mut run, &mut rewritten, run_counter);
         function.block_mut(seq).instrs = rewritten;
     }
     Ok(())
 }
 
-/// Appends a run of instructions to `into`, preceded by the raising of `counter` by `cost`.
+/// Appends a run of instructions to `into`, preceded by the raising of `counter` (and of the
+/// run's own counter, if `run_counter` gives it one) by `cost`.
 fn flush(
     counter: GlobalId,
     cost: i64,
     run: &mut Vec<(Instr, InstrLocId)>,
     into: &mut Vec<(Instr, InstrLocId)>,
+    run_counter: &mut RunCounter<'_>,
 ) {
     if cost != 0 {
-        into.extend(add_to(
-            counter,
+        let cost_const = || {
             Instr::Const(Const {
                 value: Value::I64(cost),
-            }),
-        ));
+            })
+        };
+        into.extend(add_to(counter, cost_const()));
+        if let Some(own) = run_counter(run, cost) {
+            into.extend(add_to(own, cost_const()));
+        }
     }
     into.append(run);
 }

@@ -42,6 +42,8 @@ mod fuel;
 #[cfg(not(target_arch = "wasm32"))]
 mod instrument;
 #[cfg(not(target_arch = "wasm32"))]
+mod lines;
+#[cfg(not(target_arch = "wasm32"))]
 mod memory;
 #[cfg(not(target_arch = "wasm32"))]
 mod plugins;

@@ -10,7 +10,7 @@
 //! far the breakdown is from what it breaks down.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::rc::Rc;
 
@@ -19,6 +19,7 @@ use proxy_async_host::proxy_async_emulator::{Proxy, ProxyConfig, ProxyState};
 use proxy_async_host::{Plugin, PluginModule};
 
 use crate::instrument::{self, AllocationSite, FUNCTION_COUNTER, Instrumented, SITE_COUNTER};
+use crate::lines;
 use crate::plugins;
 use crate::scenarios::{
     AUTH_CONFIG, HELLO_HEADER_CONFIG, HELLO_REPLY_CONFIG, WARMUP, auth_denied, auth_success,
@@ -92,16 +93,20 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
             .map(|scenario| format!("{} {}", scenario.example, scenario.name))
             .collect();
         format!(
-            "usage: profile <example> <scenario>, one of: {}",
+            "usage: profile <example> <scenario> [--lines], one of: {}",
             scenarios.join(", ")
         )
     };
-    let [example, name] = args else {
+    let (lines, args): (bool, Vec<&String>) = (
+        args.iter().any(|arg| arg == "--lines"),
+        args.iter().filter(|arg| *arg != "--lines").collect(),
+    );
+    let [example, name] = args.as_slice() else {
         return Err(usage());
     };
     let scenario = SCENARIOS
         .iter()
-        .find(|scenario| scenario.example == example && scenario.name == name)
+        .find(|scenario| scenario.example == example.as_str() && scenario.name == name.as_str())
         .ok_or_else(usage)?;
     let built = plugins::load()?;
     let pair = if scenario.example == "hello" {
@@ -113,7 +118,103 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
     let baseline =
         profile(&pair.baseline, scenario).map_err(|error| format!("the baseline: {error}"))?;
     print!("{}", render(scenario, &sdk, &baseline));
+    if lines {
+        print!("{}", by_line(scenario, &pair.sdk, &sdk)?);
+    }
     Ok(())
+}
+
+/// Lines shown for the whole request, and for each callback.
+const TOP_LINES: usize = 40;
+const TOP_LINES_PER_CALLBACK: usize = 15;
+
+/// `--lines`: the SDK plugin's instructions by source line, for the whole request and per
+/// callback, from a build with line tables whose fuel is checked against the measured one.
+fn by_line(scenario: &Scenario, measured: &[u8], profile: &Profile) -> Result<String, String> {
+    let workspace = plugins::workspace();
+    let wasm = lines::build_with_line_tables(workspace, scenario.example)?;
+    let tables = lines::LineTables::read(&wasm, workspace)?;
+    let ran: HashSet<String> = profile
+        .callbacks
+        .iter()
+        .flat_map(|callback| callback.functions.iter().map(|(name, _)| name.clone()))
+        .collect();
+    let (instrumented, runs) = instrument::instrument_runs(&wasm, &ran)?;
+    let real = record(&wasm, scenario)?;
+    let counted = record(&instrumented.wasm, scenario)?;
+    let mut out = String::new();
+    let measured_fuel: u64 = record(measured, scenario)?.iter().map(|r| r.fuel).sum();
+    let line_fuel: u64 = real.iter().map(|r| r.fuel).sum();
+    let _ = writeln!(
+        out,
+        "\ninstructions by source line, SDK (a build with line tables: {} fuel per request, the \
+         measured module {}{})",
+        thousands(line_fuel),
+        thousands(measured_fuel),
+        if line_fuel == measured_fuel {
+            ""
+        } else {
+            ": the code differs, read the lines as approximate"
+        }
+    );
+    let _ = writeln!(
+        out,
+        "a line outside the workspace is followed by the workspace line it was inlined into\n"
+    );
+    let counts_of = |record: &CallbackRecord| -> Vec<u64> {
+        (0..runs.len())
+            .map(|index| counter(&record.counters, instrument::RUN_COUNTER, index))
+            .collect()
+    };
+    let mut whole = vec![0u64; runs.len()];
+    for record in &counted {
+        for (total, count) in whole.iter_mut().zip(counts_of(record)) {
+            *total += count;
+        }
+    }
+    render_lines(
+        &mut out,
+        "whole request",
+        &tables.attribute(&runs, &whole),
+        TOP_LINES,
+    );
+    let labels = number_repeated(&counted.iter().map(|r| r.callback).collect::<Vec<_>>());
+    for (record, label) in counted.iter().zip(labels) {
+        let attributed = tables.attribute(&runs, &counts_of(record));
+        render_lines(&mut out, &label, &attributed, TOP_LINES_PER_CALLBACK);
+    }
+    Ok(out)
+}
+
+/// One callback's lines: by workspace line (with what it inlined) on the left, by innermost
+/// line on the right.
+fn render_lines(out: &mut String, label: &str, lines: &[(lines::SourceLine, u64)], rows: usize) {
+    let total: u64 = lines.iter().map(|(_, count)| count).sum();
+    let ours = lines::by_workspace_line(lines);
+    let _ = writeln!(
+        out,
+        "{label} ({} instr)\n{:<50}{:>7} | {:<64}{:>7}",
+        thousands(total),
+        "workspace line, with what it inlined",
+        "instr",
+        "innermost line (<- the workspace line it is inlined into)",
+        "instr"
+    );
+    for row in 0..rows.min(ours.len().max(lines.len())) {
+        let left = ours.get(row).map_or_else(
+            || format!("{:57}", ""),
+            |(line, count)| format!("{:<50}{:>7}", shorten(line, 50), thousands(*count)),
+        );
+        let right = lines.get(row).map_or_else(String::new, |(line, count)| {
+            let shown = match &line.via {
+                Some(via) => format!("{} <- {via}", line.at),
+                None => line.at.clone(),
+            };
+            format!("{:<64}{:>7}", shorten(&shown, 64), thousands(*count))
+        });
+        let _ = writeln!(out, "{left} | {right}");
+    }
+    let _ = writeln!(out);
 }
 
 /// What one plugin did in one request.

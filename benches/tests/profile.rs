@@ -112,3 +112,52 @@ fn the_profile_of_hello_header_adds_up_to_the_real_fuel() {
         "no allocation counted in the SDK's context create:\n{profile}"
     );
 }
+
+#[test]
+fn the_profile_by_line_adds_up_to_the_counted_instructions_and_names_the_plugins_lines() {
+    let output = Command::new(env!("CARGO_BIN_EXE_proxy-async-bench"))
+        .args(["profile", "hello", "header", "--lines"])
+        .output()
+        .unwrap();
+    let profile = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        output.status.success(),
+        "proxy-async-bench profile hello header --lines: {}\n{profile}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    println!("{profile}");
+    let (table, by_line) = profile
+        .split_once("instructions by source line")
+        .unwrap_or_else(|| panic!("no lines section in:\n{profile}"));
+
+    // The build with line tables runs the same code as the measured module.
+    assert!(
+        !by_line.contains("the code differs"),
+        "the line-table build's fuel differs from the measured module's:\n{by_line}"
+    );
+    // Every instruction the per-function counters saw is on some line.
+    let counted = table
+        .lines()
+        .find_map(|line| line.strip_prefix("whole request "))
+        .and_then(|row| row.split_whitespace().nth(1))
+        .map(number)
+        .unwrap_or_else(|| panic!("no `whole request` row in:\n{table}"));
+    let on_lines = by_line
+        .lines()
+        .find_map(|line| line.strip_prefix("whole request ("))
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(number)
+        .unwrap_or_else(|| panic!("no whole-request total in:\n{by_line}"));
+    assert_eq!(on_lines, counted, "instructions on lines vs counted");
+    // The plugin's own hook is among the request headers' lines, named by its file.
+    let request_headers = by_line
+        .split("request headers (")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no request headers section in:\n{by_line}"));
+    let section = request_headers.split("\n\n").next().unwrap_or_default();
+    assert!(
+        section.contains("examples/hello/src/lib.rs:"),
+        "hello's hook is not among the request headers' lines:\n{section}"
+    );
+}

@@ -439,15 +439,17 @@ pub(crate) fn bench(quick: bool) -> Result<(), String> {
 /// `cargo xtask profile <example> <scenario>`: the wasm targets when missing, then the
 /// benchmark binary's `profile` (a debug build, as for `bench --quick`: the counts are the
 /// same): one request's instructions per callback and per function and its allocations by call
-/// site, the SDK plugin beside its baseline, printed (`benches/src/profile.rs`).
-pub(crate) fn profile(example: &str, scenario: &str) -> Result<(), String> {
+/// site, the SDK plugin beside its baseline, printed (`benches/src/profile.rs`); with `lines`,
+/// the SDK plugin's instructions by source line too (`benches/src/lines.rs`).
+pub(crate) fn profile(example: &str, scenario: &str, lines: bool) -> Result<(), String> {
     install::wasm_targets()?;
     run(
         &format!("profile of {example} {scenario}"),
         cargo()
             .current_dir(workspace())
             .args(["run", "--quiet", "-p", "proxy-async-bench", "--", "profile"])
-            .args([example, scenario]),
+            .args([example, scenario])
+            .args(lines.then_some("--lines")),
     )
 }
 

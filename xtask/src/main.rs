@@ -10,8 +10,9 @@
 //! - `cargo xtask new <dir>`: a new plugin crate outside this workspace (`scaffold.rs`).
 //! - `cargo xtask bench [--quick]`: the SDK measured against hand-written callback plugins,
 //!   written to `BENCHMARKS.md`.
-//! - `cargo xtask profile <example> <scenario>`: where one benchmarked request's instructions
-//!   and allocations go, per callback and per function, SDK beside baseline.
+//! - `cargo xtask profile <example> <scenario> [--lines]`: where one benchmarked request's
+//!   instructions and allocations go, per callback and per function, SDK beside baseline; with
+//!   `--lines`, the SDK plugin's instructions by source line too.
 //! - `cargo xtask soak`: the full soak tests, optimized.
 
 use std::path::Path;
@@ -30,6 +31,7 @@ const USAGE: &str = "usage: cargo xtask test
        cargo xtask new <dir>
        cargo xtask bench [--quick]
        cargo xtask profile <hello header | hello reply | auth-flow success | auth-flow denied>
+                           [--lines]
        cargo xtask soak
 
   test   install what the tests need, then run every check CI runs; prints how long each
@@ -46,7 +48,8 @@ const USAGE: &str = "usage: cargo xtask test
   profile
          break one request of a benchmarked scenario down, the SDK plugin beside its
          baseline: wasm instructions per callback (fuel), the top functions by their own
-         instructions, and the allocations by calling function; printed
+         instructions, and the allocations by calling function; printed. --lines: the
+         SDK plugin's instructions by source line too (a build with line tables)
   soak   the full soak tests, optimized: 1,000,000 requests through auth-flow in our host and
          100,000 in Envoy (10% client aborts, 10% call timeouts, 5% upstream errors); prints
          their figures (`test` runs them shortened)";
@@ -59,7 +62,10 @@ fn main() -> ExitCode {
         (Some("test"), []) => ci::test(),
         (Some("bench"), []) => ci::bench(false),
         (Some("bench"), [flag]) if flag == "--quick" => ci::bench(true),
-        (Some("profile"), [example, scenario]) => ci::profile(example, scenario),
+        (Some("profile"), [example, scenario]) => ci::profile(example, scenario, false),
+        (Some("profile"), [example, scenario, flag]) if flag == "--lines" => {
+            ci::profile(example, scenario, true)
+        }
         (Some("soak"), []) => ci::soak(),
         (Some("new"), [dir]) => scaffold::new(Path::new(dir)),
         (Some("run"), _) => match serve::RunArgs::parse(rest.into_iter()) {
