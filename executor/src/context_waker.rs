@@ -33,11 +33,57 @@
 )]
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
 use std::task::{RawWaker, RawWakerVTable, Waker};
 
 thread_local! {
-    static WOKEN: RefCell<VecDeque<u32>> = const { RefCell::new(VecDeque::new()) };
+    static WOKEN: RefCell<Woken> = const { RefCell::new(Woken::new()) };
+}
+
+/// The woken ids, oldest first: `ids[next..]`. Taking one only moves `next`; the list is
+/// cleared when it has all been taken, so its memory is kept from one callback to the next and
+/// a wake and a take each cost a few instructions (a wake scans the short list for its id).
+struct Woken {
+    ids: Vec<u32>,
+    next: usize,
+}
+
+impl Woken {
+    const fn new() -> Self {
+        Woken {
+            ids: Vec::new(),
+            next: 0,
+        }
+    }
+
+    fn queued(&self) -> &[u32] {
+        self.ids.get(self.next..).unwrap_or_default()
+    }
+
+    fn push(&mut self, id: u32) {
+        if !self.queued().contains(&id) {
+            self.ids.push(id);
+        }
+    }
+
+    fn pop(&mut self) -> Option<u32> {
+        let id = *self.ids.get(self.next)?;
+        self.next += 1;
+        if self.next == self.ids.len() {
+            self.ids.clear();
+            self.next = 0;
+        }
+        Some(id)
+    }
+
+    fn remove(&mut self, id: u32) {
+        let next = self.next;
+        let mut index = 0;
+        self.ids.retain(|&queued| {
+            index += 1;
+            index > next && queued != id
+        });
+        self.next = 0;
+    }
 }
 
 /// The waker of context `id`: waking it queues `id` (once until it is taken).
@@ -53,10 +99,8 @@ pub fn wake(id: u32) {
     // After the thread's locals are gone (a waker dropped late in a thread's exit) there is no
     // one to poll anything: the wake is dropped. The list is never borrowed across a call out.
     let _ = WOKEN.try_with(|woken| {
-        if let Ok(mut woken) = woken.try_borrow_mut()
-            && !woken.contains(&id)
-        {
-            woken.push_back(id);
+        if let Ok(mut woken) = woken.try_borrow_mut() {
+            woken.push(id);
         }
     });
 }
@@ -65,14 +109,14 @@ pub fn wake(id: u32) {
 #[inline]
 pub fn any_woken() -> bool {
     WOKEN
-        .try_with(|woken| woken.try_borrow().is_ok_and(|woken| !woken.is_empty()))
+        .try_with(|woken| woken.try_borrow().is_ok_and(|woken| !woken.ids.is_empty()))
         .unwrap_or(false)
 }
 
 /// The context woken longest ago, if any is, taken off the list.
 pub fn take_woken() -> Option<u32> {
     WOKEN
-        .try_with(|woken| woken.try_borrow_mut().ok()?.pop_front())
+        .try_with(|woken| woken.try_borrow_mut().ok()?.pop())
         .ok()
         .flatten()
 }
@@ -81,9 +125,9 @@ pub fn take_woken() -> Option<u32> {
 pub fn forget(id: u32) {
     let _ = WOKEN.try_with(|woken| {
         if let Ok(mut woken) = woken.try_borrow_mut()
-            && !woken.is_empty()
+            && !woken.ids.is_empty()
         {
-            woken.retain(|&queued| queued != id);
+            woken.remove(id);
         }
     });
 }
@@ -109,3 +153,63 @@ fn wake_raw(data: *const ()) {
 }
 
 fn drop_raw(_: *const ()) {}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use proptest::prelude::*;
+
+    use super::Woken;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Wake(u32),
+        Take,
+        Forget(u32),
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: if cfg!(miri) { 4 } else { 256 },
+            failure_persistence: if cfg!(miri) {
+                None
+            } else {
+                ProptestConfig::default().failure_persistence
+            },
+            ..ProptestConfig::default()
+        })]
+
+        // Each id is queued once until taken, taken oldest first, and gone once forgotten.
+        #[test]
+        fn woken_ids_come_out_once_each_oldest_first(ops in proptest::collection::vec(
+            prop_oneof![
+                (0u32..6).prop_map(Op::Wake),
+                Just(Op::Take),
+                (0u32..6).prop_map(Op::Forget),
+            ],
+            0..200,
+        )) {
+            let mut woken = Woken::new();
+            let mut model = VecDeque::new();
+            for op in ops {
+                match op {
+                    Op::Wake(id) => {
+                        woken.push(id);
+                        if !model.contains(&id) {
+                            model.push_back(id);
+                        }
+                    }
+                    Op::Take => prop_assert_eq!(woken.pop(), model.pop_front()),
+                    Op::Forget(id) => {
+                        woken.remove(id);
+                        model.retain(|&queued| queued != id);
+                    }
+                }
+                let expected: Vec<u32> = model.iter().copied().collect();
+                prop_assert_eq!(woken.queued(), &expected[..]);
+                prop_assert_eq!(woken.ids.is_empty(), model.is_empty());
+            }
+        }
+    }
+}

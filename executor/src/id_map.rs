@@ -61,34 +61,40 @@ impl<V> IdMap<V> {
         self.slots.len().wrapping_sub(1)
     }
 
+    #[inline]
     fn home(&self, id: u32) -> usize {
-        // `shift` is 32 only while the table is empty, where no slot is indexed.
-        id.wrapping_mul(FIBONACCI)
-            .checked_shr(self.shift)
-            .unwrap_or(0) as usize
+        // `shift` is 32 only while the table is empty: the shift then wraps to 0, and any
+        // index it gives is past the empty table, where a probe ends at once.
+        id.wrapping_mul(FIBONACCI).wrapping_shr(self.shift) as usize
     }
 
     /// The slot holding `id`, if any.
+    #[inline]
     fn find(&self, id: u32) -> Option<usize> {
-        if self.len == 0 {
-            return None;
-        }
         let mask = self.mask();
         let mut index = self.home(id);
         // At most three quarters of the slots are full, so the probe meets an empty one.
         loop {
             match self.slots.get(index)? {
-                None => return None,
                 Some((key, _)) if *key == id => return Some(index),
                 Some(_) => index = (index + 1) & mask,
+                None => return None,
             }
         }
     }
 
     /// The value of `id`.
+    #[inline]
     pub fn get(&self, id: u32) -> Option<&V> {
-        let index = self.find(id)?;
-        self.slots.get(index)?.as_ref().map(|(_, value)| value)
+        let mask = self.mask();
+        let mut index = self.home(id);
+        loop {
+            match self.slots.get(index)? {
+                Some((key, value)) if *key == id => return Some(value),
+                Some(_) => index = (index + 1) & mask,
+                None => return None,
+            }
+        }
     }
 
     /// The value of `id`, to change.
@@ -104,14 +110,25 @@ impl<V> IdMap<V> {
 
     /// Sets the value of `id`; the value it replaces, if any.
     pub fn insert(&mut self, id: u32, value: V) -> Option<V> {
-        if let Some(index) = self.find(id)
-            && let Some(Some((_, old))) = self.slots.get_mut(index)
-        {
-            return Some(std::mem::replace(old, value));
+        // One probe: to `id`'s slot, or to the free slot it goes in while the table has room.
+        let mask = self.mask();
+        let has_room = (self.len + 1) * 4 <= self.slots.len() * 3;
+        let mut index = self.home(id);
+        while let Some(slot) = self.slots.get_mut(index) {
+            match slot {
+                Some((key, old)) if *key == id => return Some(std::mem::replace(old, value)),
+                Some(_) => index = (index + 1) & mask,
+                None => {
+                    if has_room {
+                        *slot = Some((id, value));
+                        self.len += 1;
+                        return None;
+                    }
+                    break;
+                }
+            }
         }
-        if (self.len + 1) * 4 > self.slots.len() * 3 {
-            self.grow();
-        }
+        self.grow();
         self.place(id, value);
         self.len += 1;
         None

@@ -165,12 +165,22 @@ impl<P: Plugin> Module<P> {
 
     /// `proxy_on_delete`: forgets a stream, or a root context and its plugin instance.
     pub fn on_delete(&self, context_id: u32) {
+        // A stream's first (there is one per request), found as its other callbacks are.
+        let is_root = self
+            .roots
+            .try_borrow()
+            .is_ok_and(|roots| match roots.as_slice() {
+                [only] => only.context_id == context_id,
+                roots => roots.iter().any(|root| root.context_id == context_id),
+            });
+        if !is_root {
+            self.with_driver(context_id, |driver| driver.on_delete(context_id));
+            return;
+        }
         if let Some(root) = self.take_root(context_id) {
             unregister_runtime(context_id);
             drop(root);
-            return;
         }
-        self.with_driver(context_id, |driver| driver.on_delete(context_id));
     }
 
     /// `proxy_on_http_call_response`, on the context that made the call.

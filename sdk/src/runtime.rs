@@ -10,16 +10,15 @@
 //!    and the gate's answer is returned to the host (`Continue`, and no resume is ever issued);
 //!    otherwise the hook awaits and the callback answers `Pause`.
 //! 3. A later callback (a call response) wakes the hook (its waker names the stream's context:
-//!    `context_waker`); the drain polls it, and when the paused hook finishes, its outcome waits
-//!    on `finished`, and `apply_finished` carries out the gate's decision: one resume of the
-//!    paused direction, or one local reply, never inside the callback that paused.
+//!    `context_waker`); the drain polls it, and when the paused hook finishes, `apply_paused`
+//!    carries out the gate's decision at once: one resume of the paused direction, or one local
+//!    reply, never inside the callback that paused.
 //! 4. `on_done` ends the gate and drops a running hook's future (and with it every call future
 //!    of the stream: late replies are then ignored); `on_delete` forgets the stream, and its
 //!    cell drops the plugin value.
 
 use std::any::Any;
 use std::cell::{Cell, RefCell, UnsafeCell};
-use std::collections::VecDeque;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -173,9 +172,6 @@ pub(crate) struct Runtime {
     // Whether a task (a stream's or the executor's) is being polled: a callback that arrives
     // meanwhile (from inside a hostcall) queues its stream, the outer drain polls it.
     polling: Cell<bool>,
-    // Streams whose paused hook finished, with its outcome, in the order they did, for
-    // `apply_finished`.
-    finished: RefCell<VecDeque<(u32, HookOutcome)>>,
     // Outcomes of hooks that started inside the callback running now and finished in a drain
     // of it (another task woke them), for that callback (`run_in_callback`).
     finished_in_callback: RefCell<Vec<(u32, HookOutcome)>>,
@@ -242,7 +238,6 @@ impl Runtime {
             extensions: RefCell::new(Vec::new()),
             streams: RefCell::new(IdMap::new()),
             polling: Cell::new(false),
-            finished: RefCell::new(VecDeque::new()),
             finished_in_callback: RefCell::new(Vec::new()),
             effective: Cell::new(0),
             error_status,
@@ -477,7 +472,8 @@ impl Runtime {
     }
 
     /// Polls the hook of stream `context_id`, woken by something it awaited; whether it did.
-    /// A finished hook's outcome goes to whoever answers for it, by the gate's state.
+    /// A finished hook's outcome goes to whoever answers for it, by the gate's state: a paused
+    /// hook's is carried out now (its callback answered `Pause` long ago).
     fn poll_stream(&self, context_id: u32) -> bool {
         let Some(task) = self.stream(context_id) else {
             return false;
@@ -487,9 +483,7 @@ impl Runtime {
             Some(Poll::Pending) => true,
             Some(Poll::Ready(outcome)) => {
                 match task.shared().with_gate(|gate| gate.hook()) {
-                    HookState::Paused(_) => {
-                        self.finished.borrow_mut().push_back((context_id, outcome));
-                    }
+                    HookState::Paused(phase) => self.apply_paused(&*task, phase, outcome),
                     // It started inside the callback running now, which takes its outcome.
                     HookState::Running(_) => {
                         self.finished_in_callback
@@ -783,11 +777,7 @@ impl Runtime {
     /// finishes the work.
     #[inline]
     fn drain(self: &Rc<Self>) {
-        if self.polling.get()
-            || (self.executor.is_empty()
-                && self.finished.borrow().is_empty()
-                && !context_waker::any_woken())
-        {
+        if self.polling.get() || (self.executor.is_empty() && !context_waker::any_woken()) {
             return;
         }
         self.drain_woken();
@@ -806,53 +796,23 @@ impl Runtime {
                     .run_until_stalled_with(|Owner(context_id)| self.enter(context_id))
                     > 0;
             }
-            // Applying may start held hooks; poll them before returning to the host.
-            if !self.finished.borrow().is_empty() {
-                progressed |= self.apply_finished();
-            }
             if !progressed {
                 break;
             }
         }
     }
 
-    /// Applies every finished paused hook; returns whether a held hook was started.
-    fn apply_finished(self: &Rc<Self>) -> bool {
-        let mut started = false;
-        // In the order the hooks finished, one at a time (the borrow ends before the hostcalls
-        // of applying one), keeping the queue's memory from one callback to the next.
-        loop {
-            let next = self.finished.borrow_mut().pop_front();
-            let Some((context_id, outcome)) = next else {
-                break;
-            };
-            started |= self.apply_one_finished(context_id, outcome);
-        }
-        started
-    }
-
-    fn apply_one_finished(&self, context_id: u32, outcome: HookOutcome) -> bool {
-        let Some(task) = self.stream(context_id) else {
-            return false;
-        };
+    /// Carries out the outcome of `task`'s hook of `phase`, which paused and has finished, and
+    /// starts the held hook the gate runs next, queued for this drain to poll.
+    fn apply_paused(&self, task: &dyn StreamTask, phase: Phase, outcome: HookOutcome) {
         let shared = task.shared();
-        let phase = match shared.with_gate(|gate| gate.hook()) {
-            HookState::Paused(phase) => phase,
-            // The stream ended while this hook ran: its outcome has nothing left to act on.
-            HookState::Idle | HookState::Running(_) => return false,
-        };
         let finish = shared
             .with_gate(|gate| gate.returned(&self.gate_settings.get(), outcome_kind(&outcome)));
-        self.enter(context_id);
+        self.enter(shared.context_id);
         self.carry_out(shared, phase, outcome, finish);
-        match finish.next {
-            // Its callback already answered Pause, so its direction is resumed when it
-            // finishes.
-            Some(next) => {
-                self.start_queued(&*task, next);
-                true
-            }
-            None => false,
+        // Its callback already answered Pause, so its direction is resumed when it finishes.
+        if let Some(next) = finish.next {
+            self.start_queued(task, next);
         }
     }
 
