@@ -47,20 +47,19 @@ impl log::Log for HostLogger {
         }
         // Outside a host callback there is no host to log to; that only happens natively,
         // in test code around the plugin.
-        let Some(runtime) = Runtime::current() else {
-            return;
-        };
-        let level = proxy_level(record.level());
-        match runtime.log_prefix() {
-            Some(prefix) => {
-                let line = format!("{prefix} [{}] {}", runtime.request_id(), record.args());
-                runtime.host.log(level, &line);
+        Runtime::with_current(|runtime| {
+            let level = proxy_level(record.level());
+            match runtime.log_prefix() {
+                Some(prefix) => {
+                    let line = format!("{prefix} [{}] {}", runtime.request_id(), record.args());
+                    runtime.host.log(level, &line);
+                }
+                None => match record.args().as_str() {
+                    Some(message) => runtime.host.log(level, message),
+                    None => runtime.host.log(level, &record.args().to_string()),
+                },
             }
-            None => match record.args().as_str() {
-                Some(message) => runtime.host.log(level, message),
-                None => runtime.host.log(level, &record.args().to_string()),
-            },
-        }
+        });
     }
 
     fn flush(&self) {}

@@ -431,6 +431,15 @@ impl Runtime {
         self.always_run.set(self.always_run.get().with(phase));
     }
 
+    /// Runs `f` on the runtime of the callback running now, if one runs, without taking a
+    /// reference to it.
+    pub(crate) fn with_current<R>(f: impl FnOnce(&Runtime) -> R) -> Option<R> {
+        let runtime = CURRENT.with(Cell::get)?;
+        // SAFETY: as in `current`: the scope that set the pointer borrows an `Rc` of the
+        // runtime, and stands (it is on the stack below this call) for as long as `f` runs.
+        Some(f(unsafe { &*runtime }))
+    }
+
     /// The runtime of the callback running now.
     pub(crate) fn current() -> Option<Rc<Runtime>> {
         let runtime = CURRENT.with(Cell::get)?;
@@ -471,30 +480,26 @@ impl Runtime {
         self.streams.borrow().get(context_id).cloned()
     }
 
-    /// Polls the hook of stream `context_id`, woken by something it awaited; whether it did.
+    /// Polls the hook of stream `context_id`, woken by something it awaited.
     /// A finished hook's outcome goes to whoever answers for it, by the gate's state: a paused
     /// hook's is carried out now (its callback answered `Pause` long ago).
-    fn poll_stream(&self, context_id: u32) -> bool {
+    fn poll_stream(&self, context_id: u32) {
         let Some(task) = self.stream(context_id) else {
-            return false;
+            return;
         };
-        match self.poll_task(&*task, None) {
-            None => false,
-            Some(Poll::Pending) => true,
-            Some(Poll::Ready(outcome)) => {
-                match task.shared().with_gate(|gate| gate.hook()) {
-                    HookState::Paused(phase) => self.apply_paused(&*task, phase, outcome),
-                    // It started inside the callback running now, which takes its outcome.
-                    HookState::Running(_) => {
-                        self.finished_in_callback
-                            .borrow_mut()
-                            .push((context_id, outcome));
-                    }
-                    // The stream ended while it ran: its outcome has nothing left to act on.
-                    HookState::Idle => {}
-                }
-                true
+        let Some(Poll::Ready(outcome)) = self.poll_task(&*task, None) else {
+            return;
+        };
+        match task.shared().with_gate(|gate| gate.hook()) {
+            HookState::Paused(phase) => self.apply_paused(&*task, phase, outcome),
+            // It started inside the callback running now, which takes its outcome.
+            HookState::Running(_) => {
+                self.finished_in_callback
+                    .borrow_mut()
+                    .push((context_id, outcome));
             }
+            // The stream ended while it ran: its outcome has nothing left to act on.
+            HookState::Idle => {}
         }
     }
 
@@ -503,13 +508,11 @@ impl Runtime {
     #[inline(always)]
     fn poll_task(&self, task: &dyn StreamTask, start: Option<Event>) -> Option<Poll<HookOutcome>> {
         let context_id = task.shared().context_id;
-        if self.polling.get() || !task.is_running() {
+        if self.polling.get() {
             if let Some(event) = start {
                 task.start(event);
             }
-            if self.polling.get() {
-                context_waker::wake(context_id);
-            }
+            context_waker::wake(context_id);
             return None;
         }
         self.enter(context_id);
@@ -785,18 +788,21 @@ impl Runtime {
 
     fn drain_woken(self: &Rc<Self>) {
         loop {
-            let mut progressed = false;
+            // A stream's poll wakes only streams (a held hook it started), which this loop
+            // takes too: once it ends, only the executor's tasks can have work.
             while let Some(context_id) = context_waker::take_woken() {
-                progressed |= self.poll_stream(context_id);
+                self.poll_stream(context_id);
             }
-            if !self.executor.is_empty() {
+            if self.executor.is_empty() {
+                break;
+            }
+            {
                 let _polling = Polling::enter(&self.polling);
-                progressed |= self
-                    .executor
-                    .run_until_stalled_with(|Owner(context_id)| self.enter(context_id))
-                    > 0;
+                self.executor
+                    .run_until_stalled_with(|Owner(context_id)| self.enter(context_id));
             }
-            if !progressed {
+            // It ran until its tasks stalled: what they woke beside them is streams.
+            if !context_waker::any_woken() {
                 break;
             }
         }

@@ -43,9 +43,6 @@ pub(crate) trait StreamTask {
     /// future is being polled, the caller stops the task again when that poll returns.
     /// Whether the task was stopped now.
     fn stop(&self) -> bool;
-
-    /// Whether the task has not been stopped.
-    fn is_running(&self) -> bool;
 }
 
 /// Makes the future of a hook from the plugin value, the shared part and the event.
@@ -87,10 +84,6 @@ struct StreamCell<P, M: MakeHook<P>> {
     plugin: UnsafeCell<Option<P>>,
     shared: StreamShared,
     make: M,
-    // Whether the task was not stopped, kept beside `plugin`: reading it through a shared
-    // reference would cover memory a hook's `&mut self` borrows across an await (Miri's
-    // Stacked Borrows).
-    running: Cell<bool>,
     // Whether `hook` is reached now (see `slot`): a `RefCell`'s borrow flag in one byte.
     busy: Cell<bool>,
 }
@@ -107,7 +100,7 @@ impl<F> Drop for Slot<'_, F> {
     }
 }
 
-impl<P, M: MakeHook<P>> StreamCell<P, M> {
+impl<P: 'static, M: MakeHook<P>> StreamCell<P, M> {
     /// The hook's slot, unless it is reached already (a poll of the hook that called back into
     /// the runtime from one of its hostcalls).
     fn slot(&self) -> Option<Slot<'_, M::Future>> {
@@ -123,37 +116,11 @@ impl<P, M: MakeHook<P>> StreamCell<P, M> {
             busy: &self.busy,
         })
     }
-}
 
-/// The task of a stream sharing `shared`, whose hooks `make` makes on `plugin`.
-pub(crate) fn new<P: 'static, M: MakeHook<P>>(
-    plugin: P,
-    shared: StreamShared,
-    make: M,
-) -> Rc<dyn StreamTask> {
-    Rc::new(StreamCell {
-        hook: UnsafeCell::new(None),
-        plugin: UnsafeCell::new(Some(plugin)),
-        shared,
-        make,
-        running: Cell::new(true),
-        busy: Cell::new(false),
-    })
-}
-
-impl<P: 'static, M: MakeHook<P>> StreamTask for StreamCell<P, M> {
-    fn shared(&self) -> &StreamShared {
-        &self.shared
-    }
-
-    fn start(&self, event: Event) {
-        if !self.running.get() {
-            return;
-        }
-        let Some(slot) = self.slot() else {
-            return;
-        };
-        if slot.hook.is_some() {
+    /// Makes the future of `event`'s hook in `hook`, the slot's (held by the caller), unless
+    /// a future is there or the plugin value is gone.
+    fn make_hook(&self, hook: &mut Option<M::Future>, event: Event) {
+        if hook.is_some() {
             return;
         }
         // SAFETY: no future holds a borrow of the plugin value: the only one that could is the
@@ -175,16 +142,44 @@ impl<P: 'static, M: MakeHook<P>> StreamTask for StreamCell<P, M> {
             let shared: *const StreamShared = &self.shared;
             (&mut *plugin, &*shared)
         };
-        *slot.hook = Some(self.make.make(plugin, shared, event));
+        *hook = Some(self.make.make(plugin, shared, event));
+    }
+}
+
+/// The task of a stream sharing `shared`, whose hooks `make` makes on `plugin`.
+pub(crate) fn new<P: 'static, M: MakeHook<P>>(
+    plugin: P,
+    shared: StreamShared,
+    make: M,
+) -> Rc<dyn StreamTask> {
+    Rc::new(StreamCell {
+        hook: UnsafeCell::new(None),
+        plugin: UnsafeCell::new(Some(plugin)),
+        shared,
+        make,
+        busy: Cell::new(false),
+    })
+}
+
+impl<P: 'static, M: MakeHook<P>> StreamTask for StreamCell<P, M> {
+    fn shared(&self) -> &StreamShared {
+        &self.shared
+    }
+
+    fn start(&self, event: Event) {
+        let Some(slot) = self.slot() else {
+            return;
+        };
+        self.make_hook(slot.hook, event);
     }
 
     fn poll(&self, start: Option<Event>, cx: &mut Context<'_>) -> Poll<HookOutcome> {
-        if let Some(event) = start {
-            self.start(event);
-        }
         let Some(slot) = self.slot() else {
             return Poll::Pending;
         };
+        if let Some(event) = start {
+            self.make_hook(slot.hook, event);
+        }
         let Some(future) = slot.hook.as_mut() else {
             return Poll::Pending;
         };
@@ -208,7 +203,6 @@ impl<P: 'static, M: MakeHook<P>> StreamTask for StreamCell<P, M> {
         // not move before its drop. Its drop may call back into the runtime, which then finds
         // this task busy (`poll` pending, `stop` false).
         *slot.hook = None;
-        self.running.set(false);
         drop(slot);
         // SAFETY: the hook's future, the only holder of a borrow of the plugin value, was
         // dropped just above; no other reference to it exists (see `start`).
@@ -216,9 +210,5 @@ impl<P: 'static, M: MakeHook<P>> StreamTask for StreamCell<P, M> {
         // Dropped after the slot's borrow ended: its drop may call back into the runtime too.
         drop(plugin);
         true
-    }
-
-    fn is_running(&self) -> bool {
-        self.running.get()
     }
 }
