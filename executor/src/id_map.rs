@@ -68,33 +68,31 @@ impl<V> IdMap<V> {
         id.wrapping_mul(FIBONACCI).wrapping_shr(self.shift) as usize
     }
 
-    /// The slot holding `id`, if any.
+    /// The slot holding `id` and its value, if any: one probe, for `find` and `get`.
     #[inline]
-    fn find(&self, id: u32) -> Option<usize> {
+    fn entry(&self, id: u32) -> Option<(usize, &V)> {
         let mask = self.mask();
         let mut index = self.home(id);
         // At most three quarters of the slots are full, so the probe meets an empty one.
         loop {
             match self.slots.get(index)? {
-                Some((key, _)) if *key == id => return Some(index),
+                Some((key, value)) if *key == id => return Some((index, value)),
                 Some(_) => index = (index + 1) & mask,
                 None => return None,
             }
         }
     }
 
+    /// The slot holding `id`, if any.
+    #[inline]
+    fn find(&self, id: u32) -> Option<usize> {
+        self.entry(id).map(|(index, _)| index)
+    }
+
     /// The value of `id`.
     #[inline]
     pub fn get(&self, id: u32) -> Option<&V> {
-        let mask = self.mask();
-        let mut index = self.home(id);
-        loop {
-            match self.slots.get(index)? {
-                Some((key, value)) if *key == id => return Some(value),
-                Some(_) => index = (index + 1) & mask,
-                None => return None,
-            }
-        }
+        self.entry(id).map(|(_, value)| value)
     }
 
     /// The value of `id`, to change.

@@ -788,8 +788,8 @@ impl Runtime {
 
     fn drain_woken(self: &Rc<Self>) {
         loop {
-            // A stream's poll wakes only streams (a held hook it started), which this loop
-            // takes too: once it ends, only the executor's tasks can have work.
+            // What a stream's poll wakes is a stream (taken by this loop) or an executor task
+            // (run next): once the loop ends, only the executor can have work.
             while let Some(context_id) = context_waker::take_woken() {
                 self.poll_stream(context_id);
             }
