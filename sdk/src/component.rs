@@ -659,7 +659,7 @@ impl<P: Plugin> Instance<P> {
             status: reply.status,
             details: reply.details.into_owned(),
             headers: reply.headers.to_vec(),
-            body: reply.body,
+            body: reply.body.into_vec(),
         })
     }
 }

@@ -122,7 +122,7 @@ pub use host::{Action, HostError, HostStatus};
 pub use http::{Method, StatusCode};
 pub use message::{Done, HeaderValue, HeadersMut, Message, Request, Response};
 pub use metrics::{Counter, Gauge, Histogram, MetricName};
-pub use plugin::{Flow, LocalReply, Plugin};
+pub use plugin::{Flow, LocalReply, Plugin, ReplyBody};
 pub use queue::{QueueMessages, SharedQueue};
 pub use redis::RedisClient;
 pub use root::{Root, Settings};

@@ -151,7 +151,7 @@ pub struct LocalReply {
     pub(crate) status: u16,
     // Kept encoded as the proxy takes them: one buffer for all of them.
     pub(crate) headers: Headers,
-    pub(crate) body: Vec<u8>,
+    pub(crate) body: ReplyBody,
     pub(crate) details: Cow<'static, str>,
 }
 
@@ -161,7 +161,7 @@ impl LocalReply {
         LocalReply {
             status,
             headers: Headers::default(),
-            body: Vec::new(),
+            body: ReplyBody::EMPTY,
             details: Cow::Borrowed(""),
         }
     }
@@ -182,8 +182,9 @@ impl LocalReply {
         self
     }
 
-    /// Sets the body.
-    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+    /// Sets the body: text or bytes, owned or `'static` (a literal is sent from where it is,
+    /// with no copy).
+    pub fn body(mut self, body: impl Into<ReplyBody>) -> Self {
         self.body = body.into();
         self
     }
@@ -204,6 +205,81 @@ impl LocalReply {
     /// The status.
     pub fn status(&self) -> u16 {
         self.status
+    }
+}
+
+/// The body of a [`LocalReply`]: owned bytes, or bytes that live for the whole program (a
+/// literal), which need no allocation. Made from `&'static str`, `&'static [u8]`, `String`,
+/// `Vec<u8>` and their `Cow`s.
+///
+/// ```
+/// use proxy_async::ReplyBody;
+///
+/// let fixed = ReplyBody::from("forbidden");
+/// let made = ReplyBody::from(format!("{} left", 3));
+/// assert_eq!(fixed.as_bytes(), b"forbidden");
+/// assert_eq!(made.as_bytes(), b"3 left");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ReplyBody(Cow<'static, [u8]>);
+
+impl ReplyBody {
+    /// No body.
+    pub const EMPTY: ReplyBody = ReplyBody(Cow::Borrowed(&[]));
+
+    /// The bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The bytes, owned (copied only if they were borrowed).
+    pub fn into_vec(self) -> Vec<u8> {
+        self.0.into_owned()
+    }
+}
+
+impl From<&'static str> for ReplyBody {
+    fn from(text: &'static str) -> Self {
+        ReplyBody(Cow::Borrowed(text.as_bytes()))
+    }
+}
+
+impl From<&'static [u8]> for ReplyBody {
+    fn from(bytes: &'static [u8]) -> Self {
+        ReplyBody(Cow::Borrowed(bytes))
+    }
+}
+
+impl<const N: usize> From<&'static [u8; N]> for ReplyBody {
+    fn from(bytes: &'static [u8; N]) -> Self {
+        ReplyBody(Cow::Borrowed(bytes))
+    }
+}
+
+impl From<String> for ReplyBody {
+    fn from(text: String) -> Self {
+        ReplyBody(Cow::Owned(text.into_bytes()))
+    }
+}
+
+impl From<Vec<u8>> for ReplyBody {
+    fn from(bytes: Vec<u8>) -> Self {
+        ReplyBody(Cow::Owned(bytes))
+    }
+}
+
+impl From<Cow<'static, str>> for ReplyBody {
+    fn from(text: Cow<'static, str>) -> Self {
+        match text {
+            Cow::Borrowed(text) => text.into(),
+            Cow::Owned(text) => text.into(),
+        }
+    }
+}
+
+impl From<Cow<'static, [u8]>> for ReplyBody {
+    fn from(bytes: Cow<'static, [u8]>) -> Self {
+        ReplyBody(bytes)
     }
 }
 

@@ -879,10 +879,12 @@ impl Runtime {
 
     /// Sends the stream's local reply.
     fn send_reply(&self, phase: Phase, reply: &LocalReply) {
-        if let Err(error) =
-            self.host
-                .send_local_response(reply.status, &reply.details, &reply.body, &reply.headers)
-        {
+        if let Err(error) = self.host.send_local_response(
+            reply.status,
+            &reply.details,
+            reply.body.as_bytes(),
+            &reply.headers,
+        ) {
             log::warn!(
                 "local reply {} from {}: {error}",
                 reply.status,
