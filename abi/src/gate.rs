@@ -615,6 +615,26 @@ impl StreamGate {
         true
     }
 
+    /// The running hook replied inside its callback, on an open stream: what
+    /// [`returned`](StreamGate::returned) does with it (the reply is to be sent, the callback
+    /// answers `Pause`, nothing queued runs), done here without the rest of `returned`. False,
+    /// with nothing done, in any other case (`on_log`'s reply among them).
+    #[inline]
+    pub fn replied_in_callback(&mut self) -> bool {
+        let HookState::Running(phase) = self.hook else {
+            return false;
+        };
+        if phase == Phase::Log || self.exchange != Exchange::Open {
+            return false;
+        }
+        self.hook = HookState::Idle;
+        self.strip_on_continue = false;
+        self.exchange = Exchange::Replied;
+        self.clear_queue();
+        self.reset_window(side(phase.direction()));
+        true
+    }
+
     /// `on_log`: the hook to run, if any. It does not run while another hook awaits (the
     /// client went away mid-call; that hook is dropped at the stream's end, and the plugin's
     /// per-stream value with it), after the stream ended, or when the plugin has none.

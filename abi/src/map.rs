@@ -98,13 +98,10 @@ fn walk<'a>(
         .filter(|&end| end <= bytes.len() && count <= bytes.len() / 10)
         .ok_or(malformed("count larger than the map"))?;
     let mut at = sizes_end;
-    for index in 0..count {
-        let sizes = 4 + index * 8;
-        let (Some(name_len), Some(value_len)) =
-            (read_u32(bytes, sizes), read_u32(bytes, sizes + 4))
-        else {
-            return Err(malformed("truncated sizes"));
-        };
+    // `sizes_end` is within the bytes: each pair's sizes are there, read without a check.
+    for sizes in bytes.get(4..sizes_end).unwrap_or_default().chunks_exact(8) {
+        let name_len = u32::from_le_bytes([sizes[0], sizes[1], sizes[2], sizes[3]]);
+        let value_len = u32::from_le_bytes([sizes[4], sizes[5], sizes[6], sizes[7]]);
         let name = take(bytes, &mut at, name_len)?;
         let value = take(bytes, &mut at, value_len)?;
         each(count, name, value);
@@ -271,19 +268,22 @@ fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {
 }
 
 // Takes `len` bytes at `*at` followed by their 0x00 terminator, and moves past both.
+#[inline(always)]
 fn take<'a>(bytes: &'a [u8], at: &mut usize, len: u32) -> Result<&'a [u8], MalformedMap> {
+    let start = *at;
     let end = usize::try_from(len)
         .ok()
-        .and_then(|len| at.checked_add(len))
+        .and_then(|len| start.checked_add(len))
         .ok_or(malformed("size overflow"))?;
-    let field = bytes
-        .get(*at..end)
-        .ok_or(malformed("field runs past the end"))?;
-    if bytes.get(end) != Some(&0) {
-        return Err(malformed("missing 0x00 terminator"));
+    // The terminator's place decides: inside the bytes, the field before it is too.
+    match bytes.get(end) {
+        Some(0) => {}
+        Some(_) => return Err(malformed("missing 0x00 terminator")),
+        None if end == bytes.len() => return Err(malformed("missing 0x00 terminator")),
+        None => return Err(malformed("field runs past the end")),
     }
     *at = end + 1;
-    Ok(field)
+    Ok(bytes.get(start..end).unwrap_or_default())
 }
 
 #[cfg(test)]

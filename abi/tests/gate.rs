@@ -275,6 +275,23 @@ impl Proxy<'_> {
             );
             prop_assert_eq!(format!("{full:?}"), format!("{shortcut:?}"));
         }
+        // Likewise for a hook that replied in its callback.
+        let mut shortcut = self.gate.clone();
+        if outcome == Outcome::Reply && shortcut.replied_in_callback() {
+            let mut full = self.gate.clone();
+            let finish = full.returned(&self.case.settings, outcome);
+            prop_assert_eq!(
+                finish,
+                Finish {
+                    reply: ReplyFate::Send,
+                    resume: None,
+                    answer: Some(Action::Pause),
+                    next: None,
+                    strip_content_length: None,
+                }
+            );
+            prop_assert_eq!(format!("{full:?}"), format!("{shortcut:?}"));
+        }
         let finish = self.gate.returned(&self.case.settings, outcome);
         match finish.reply {
             ReplyFate::Send => {

@@ -583,6 +583,23 @@ impl Runtime {
             let event = Event::new(run.phase, run.size, run.end_of_stream);
             let polled = self.poll_task(task, Some(event));
             self.drain();
+            // The usual ends of a hook that finished in its callback, without the rest of
+            // `returned` (and before its outcome moves).
+            match &polled {
+                Some(Poll::Ready(Ok(Flow::Continue)))
+                    if shared.with_gate(|gate| gate.continued_in_callback()) =>
+                {
+                    return Action::Continue;
+                }
+                Some(Poll::Ready(Ok(Flow::Reply(reply))))
+                    if shared.with_gate(|gate| gate.replied_in_callback()) =>
+                {
+                    self.enter(shared.context_id);
+                    self.send_reply(run.phase, reply);
+                    return Action::Pause;
+                }
+                _ => {}
+            }
             let outcome = match polled {
                 Some(Poll::Ready(outcome)) => outcome,
                 Some(Poll::Pending) | None => {
@@ -597,11 +614,6 @@ impl Runtime {
                     }
                 }
             };
-            if matches!(outcome, Ok(Flow::Continue))
-                && shared.with_gate(|gate| gate.continued_in_callback())
-            {
-                return Action::Continue;
-            }
             let finish = shared
                 .with_gate(|gate| gate.returned(&self.gate_settings.get(), outcome_kind(&outcome)));
             self.enter(shared.context_id);
