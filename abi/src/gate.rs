@@ -615,13 +615,14 @@ impl StreamGate {
         true
     }
 
-    /// The running hook replied inside its callback, on an open stream: what
-    /// [`returned`](StreamGate::returned) does with it (the reply is to be sent, the callback
-    /// answers `Pause`, nothing queued runs), done here without the rest of `returned`. False,
-    /// with nothing done, in any other case (`on_log`'s reply among them).
+    /// The hook replied, on an open stream, inside its callback or after it paused: what
+    /// [`returned`](StreamGate::returned) does with it (the reply is to be sent; nothing is
+    /// resumed and nothing queued runs; a callback the hook runs inside of answers `Pause`),
+    /// done here without the rest of `returned`. False, with nothing done, in any other case
+    /// (`on_log`'s reply among them).
     #[inline]
-    pub fn replied_in_callback(&mut self) -> bool {
-        let HookState::Running(phase) = self.hook else {
+    pub fn replied(&mut self) -> bool {
+        let (HookState::Running(phase) | HookState::Paused(phase)) = self.hook else {
             return false;
         };
         if phase == Phase::Log || self.exchange != Exchange::Open {

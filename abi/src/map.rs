@@ -145,17 +145,19 @@ impl EncodedMap {
         let name_len = len_u32(name.len()).to_le_bytes();
         let value_len = len_u32(value.len()).to_le_bytes();
         if self.count == 0 {
-            // The first pair: nothing to move.
-            self.bytes.clear();
-            self.bytes
-                .reserve(4 + 8 + name.len() + value.len() + 2 + PUSH_SPARE);
-            self.bytes.extend_from_slice(&1u32.to_le_bytes());
-            self.bytes.extend_from_slice(&name_len);
-            self.bytes.extend_from_slice(&value_len);
-            self.bytes.extend_from_slice(name);
-            self.bytes.push(0);
-            self.bytes.extend_from_slice(value);
-            self.bytes.push(0);
+            // The first pair: nothing to move, and one allocation of the size it needs.
+            let mut head = [0; 12];
+            head[0] = 1;
+            head[4..8].copy_from_slice(&name_len);
+            head[8..].copy_from_slice(&value_len);
+            let mut bytes =
+                Vec::with_capacity(head.len() + name.len() + value.len() + 2 + PUSH_SPARE);
+            bytes.extend_from_slice(&head);
+            bytes.extend_from_slice(name);
+            bytes.push(0);
+            bytes.extend_from_slice(value);
+            bytes.push(0);
+            self.bytes = bytes;
             self.count = 1;
             return;
         }

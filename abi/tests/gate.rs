@@ -275,9 +275,10 @@ impl Proxy<'_> {
             );
             prop_assert_eq!(format!("{full:?}"), format!("{shortcut:?}"));
         }
-        // Likewise for a hook that replied in its callback.
+        // Likewise for a hook that replied, in its callback or after it paused.
         let mut shortcut = self.gate.clone();
-        if outcome == Outcome::Reply && shortcut.replied_in_callback() {
+        let in_its_callback = matches!(self.gate.hook(), HookState::Running(_));
+        if outcome == Outcome::Reply && shortcut.replied() {
             let mut full = self.gate.clone();
             let finish = full.returned(&self.case.settings, outcome);
             prop_assert_eq!(
@@ -285,7 +286,7 @@ impl Proxy<'_> {
                 Finish {
                     reply: ReplyFate::Send,
                     resume: None,
-                    answer: Some(Action::Pause),
+                    answer: in_its_callback.then_some(Action::Pause),
                     next: None,
                     strip_content_length: None,
                 }

@@ -94,6 +94,11 @@ pub fn waker(id: u32) -> Waker {
     unsafe { Waker::from_raw(raw(id)) }
 }
 
+/// The context `waker` names, if it is one of this module's context wakers (see [`waker`]).
+pub fn context_of(waker: &Waker) -> Option<u32> {
+    std::ptr::eq(waker.vtable(), &VTABLE).then(|| id_of(waker.data()))
+}
+
 /// Queues context `id` as woken, as its waker does.
 pub fn wake(id: u32) {
     // After the thread's locals are gone (a waker dropped late in a thread's exit) there is no

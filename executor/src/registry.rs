@@ -121,31 +121,41 @@ impl<R> Registry<R> {
     /// for is ignored and logged at debug level: late replies are normal, since a stream can
     /// end while its call is in flight and the host still answers the call.
     pub fn complete(&self, token: u32, reply: R) -> Completion {
-        let waker = {
-            let mut entries = self.entries.borrow_mut();
-            let answered = entries.is_answered(token);
-            match entries.slots.get_mut(token) {
-                Some(waker) if !answered => {
-                    let waker = std::mem::replace(waker, Waker::noop().clone());
-                    entries.answered.push((token, reply));
-                    waker
-                }
-                Some(_) => {
-                    log::debug!("second reply for token {token} ignored");
-                    return Completion::Ignored;
-                }
-                None => {
-                    log::debug!(
-                        "reply for token {token} ignored: nothing waits for it (its stream ended, or the token is unknown)"
-                    );
-                    return Completion::Ignored;
-                }
+        match self.deliver(token, reply) {
+            Some(waker) => {
+                // Woken after the borrow ends; a wake only queues the task, but a foreign
+                // waker could run anything.
+                waker.wake();
+                Completion::Delivered
             }
-        };
-        // Woken after the borrow ends; a wake only queues the task, but a foreign waker could
-        // run anything.
-        waker.wake();
-        Completion::Delivered
+            None => Completion::Ignored,
+        }
+    }
+
+    /// Delivers the reply for `token`, as [`complete`](Registry::complete) does, but hands
+    /// back the waker of the future waiting for it instead of waking it: an owner that can
+    /// poll that future at once (see [`context_waker::context_of`](crate::context_waker::context_of))
+    /// need not queue it first. `None` when the reply was ignored.
+    pub fn deliver(&self, token: u32, reply: R) -> Option<Waker> {
+        let mut entries = self.entries.borrow_mut();
+        let answered = entries.is_answered(token);
+        match entries.slots.get_mut(token) {
+            Some(waker) if !answered => {
+                let waker = std::mem::replace(waker, Waker::noop().clone());
+                entries.answered.push((token, reply));
+                Some(waker)
+            }
+            Some(_) => {
+                log::debug!("second reply for token {token} ignored");
+                None
+            }
+            None => {
+                log::debug!(
+                    "reply for token {token} ignored: nothing waits for it (its stream ended, or the token is unknown)"
+                );
+                None
+            }
+        }
     }
 
     /// Whether a future waits for `token` (registered, not yet answered).

@@ -358,3 +358,36 @@ fn futures_join_runs_two_calls_at_once_in_one_task() {
     assert_eq!(executor.run_until_stalled(), 1);
     assert_eq!(*got.borrow(), ["first", "second"]);
 }
+
+#[test]
+fn a_delivered_reply_hands_back_the_waiter_for_its_owner_to_poll() {
+    use std::pin::pin;
+    use std::task::Context;
+
+    use proxy_async_executor::context_waker;
+
+    let calls: Registry<u16> = Registry::new();
+    let mut reply = pin!(calls.register(5).unwrap());
+    let waker = context_waker::waker(12);
+    assert!(
+        reply
+            .as_mut()
+            .poll(&mut Context::from_waker(&waker))
+            .is_pending()
+    );
+
+    // The waker comes back unwoken, naming the stream that awaits: nothing was queued.
+    let waiter = calls.deliver(5, 204).expect("a future waits for token 5");
+    assert_eq!(context_waker::context_of(&waiter), Some(12));
+    assert_eq!(context_waker::take_woken(), None);
+    assert_eq!(
+        reply.as_mut().poll(&mut Context::from_waker(&waker)),
+        Poll::Ready(204)
+    );
+
+    // A second reply, or one for a token nobody waits for, hands back nothing.
+    assert!(calls.deliver(5, 500).is_none());
+    assert!(calls.deliver(6, 500).is_none());
+    // Only this module's context wakers name a context.
+    assert_eq!(context_waker::context_of(std::task::Waker::noop()), None);
+}

@@ -592,7 +592,7 @@ impl Runtime {
                     return Action::Continue;
                 }
                 Some(Poll::Ready(Ok(Flow::Reply(reply))))
-                    if shared.with_gate(|gate| gate.replied_in_callback()) =>
+                    if shared.with_gate(|gate| gate.replied()) =>
                 {
                     self.enter(shared.context_id);
                     self.send_reply(run.phase, reply);
@@ -688,7 +688,16 @@ impl Runtime {
         } else {
             Some(self.read_call_reply(token, body_size, num_trailers))
         };
-        self.calls.complete(token, reply);
+        if let Some(waiter) = self.calls.deliver(token, reply) {
+            // The waiter is (nearly always) the stream that made the call: with nothing else
+            // woken and no poll running, it is polled now, as the drain would poll it first.
+            match context_waker::context_of(&waiter) {
+                Some(context_id) if !self.polling.get() && !context_waker::any_woken() => {
+                    self.poll_stream(context_id);
+                }
+                _ => waiter.wake(),
+            }
+        }
         self.drain();
     }
 
@@ -824,6 +833,14 @@ impl Runtime {
     /// starts the held hook the gate runs next, queued for this drain to poll.
     fn apply_paused(&self, task: &dyn StreamTask, phase: Phase, outcome: HookOutcome) {
         let shared = task.shared();
+        // The usual end of a paused hook that replied, without the rest of `returned`.
+        if let Ok(Flow::Reply(reply)) = &outcome
+            && shared.with_gate(|gate| gate.replied())
+        {
+            self.enter(shared.context_id);
+            self.send_reply(phase, reply);
+            return;
+        }
         let finish = shared
             .with_gate(|gate| gate.returned(&self.gate_settings.get(), outcome_kind(&outcome)));
         self.enter(shared.context_id);
