@@ -125,6 +125,12 @@ pub struct EncodedMap {
 }
 
 impl EncodedMap {
+    /// A map of no pairs.
+    pub const EMPTY: EncodedMap = EncodedMap {
+        bytes: Vec::new(),
+        count: 0,
+    };
+
     /// Checks `bytes` (as [`decode`] does) and keeps them.
     pub fn new(bytes: Vec<u8>) -> Result<EncodedMap, MalformedMap> {
         let count = walk(&bytes, |_, _, _| {})?;

@@ -11,7 +11,7 @@ use http::StatusCode;
 use serde::de::DeserializeOwned;
 
 use crate::error::CallError;
-use crate::headers::Headers;
+use crate::headers::{Headers, NO_HEADERS};
 use crate::host::{AwaitedCall, HostError};
 use crate::runtime::{CallReply, Runtime};
 use proxy_async_executor::Pending;
@@ -555,7 +555,17 @@ fn response(
 /// `3DIGIT`). `str::parse` would also take `+200`, `0200` or `65535`, none of which an HTTP
 /// peer may send; a plugin comparing with 200 must not be handed one of them as a status.
 pub(crate) fn parse_status(value: &[u8]) -> Option<StatusCode> {
-    StatusCode::from_bytes(value).ok()
+    let &[
+        hundreds @ b'1'..=b'9',
+        tens @ b'0'..=b'9',
+        ones @ b'0'..=b'9',
+    ] = value
+    else {
+        return None;
+    };
+    let code =
+        u16::from(hundreds - b'0') * 100 + u16::from(tens - b'0') * 10 + u16::from(ones - b'0');
+    StatusCode::from_u16(code).ok()
 }
 
 /// `http://host[:port]/rest` → `(host[:port], /rest)`; `None` for anything else.
@@ -585,7 +595,7 @@ pub struct CallResponse {
     status: StatusCode,
     headers: Headers,
     body: Vec<u8>,
-    trailers: Headers,
+    trailers: Option<Box<Headers>>,
 }
 
 impl CallResponse {
@@ -626,7 +636,7 @@ impl CallResponse {
 
     /// The trailers, if the response had any.
     pub fn trailers(&self) -> &Headers {
-        &self.trailers
+        self.trailers.as_deref().unwrap_or(&NO_HEADERS)
     }
 
     /// The body.

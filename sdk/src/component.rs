@@ -329,7 +329,7 @@ impl Host for ComponentHost {
                 Ok(response) => Ok(Some(ReplyParts {
                     headers: Headers::from_pairs(&response.headers),
                     body: response.body,
-                    trailers: Headers::from_pairs(&response.trailers),
+                    trailers: Headers::from_pairs(&response.trailers).boxed_unless_empty(),
                 })),
                 Err(http_client::CallError::Refused(error)) => {
                     Err(host_error("http-client.send", error))
@@ -338,7 +338,7 @@ impl Host for ComponentHost {
                 Err(http_client::CallError::InvalidStatus) => Ok(Some(ReplyParts {
                     headers: Headers::default(),
                     body: Vec::new(),
-                    trailers: Headers::default(),
+                    trailers: None,
                 })),
                 Err(http_client::CallError::NoResponse | http_client::CallError::Cancelled) => {
                     Ok(None)

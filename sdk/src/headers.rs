@@ -26,6 +26,11 @@ pub struct Headers {
     map: EncodedMap,
 }
 
+/// No headers, to lend where none were read.
+pub(crate) static NO_HEADERS: Headers = Headers {
+    map: EncodedMap::EMPTY,
+};
+
 impl Headers {
     /// Headers from name and value pairs.
     pub fn from_pairs<N: AsRef<[u8]>, V: AsRef<[u8]>>(pairs: &[(N, V)]) -> Headers {
@@ -51,6 +56,12 @@ impl Headers {
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
+    }
+
+    /// Trailers as a reply keeps them: boxed, and only if there are any, since most replies
+    /// have none and a reply is moved several times on its way to the plugin.
+    pub(crate) fn boxed_unless_empty(self) -> Option<Box<Headers>> {
+        (!self.is_empty()).then(|| Box::new(self))
     }
 
     /// The first value of `name` (any case).

@@ -49,7 +49,8 @@ pub(crate) type CallReply = Option<ReplyParts>;
 pub(crate) struct ReplyParts {
     pub(crate) headers: Headers,
     pub(crate) body: Vec<u8>,
-    pub(crate) trailers: Headers,
+    // `None` for none (see `Headers::boxed_unless_empty`).
+    pub(crate) trailers: Option<Box<Headers>>,
 }
 
 /// What a stream's task and the driver share. Only `Cell`s and short `RefCell` borrows: the
@@ -720,11 +721,12 @@ impl Runtime {
                 })
         };
         let trailers = if num_trailers == 0 {
-            Headers::default()
+            None
         } else {
             self.host
                 .get_headers(MapType::HttpCallResponseTrailers)
                 .unwrap_or_default()
+                .boxed_unless_empty()
         };
         ReplyParts {
             headers,
