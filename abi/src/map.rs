@@ -120,28 +120,24 @@ const PUSH_SPARE: usize = 48;
 /// returned is kept as the one buffer it arrived in, with no allocation per name or value.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct EncodedMap {
+    // The count of pairs is read from the bytes: a map is moved more often than it is read.
     bytes: Vec<u8>,
-    count: usize,
 }
 
 impl EncodedMap {
     /// A map of no pairs.
-    pub const EMPTY: EncodedMap = EncodedMap {
-        bytes: Vec::new(),
-        count: 0,
-    };
+    pub const EMPTY: EncodedMap = EncodedMap { bytes: Vec::new() };
 
     /// Checks `bytes` (as [`decode`] does) and keeps them.
     pub fn new(bytes: Vec<u8>) -> Result<EncodedMap, MalformedMap> {
-        let count = walk(&bytes, |_, _, _| {})?;
-        Ok(EncodedMap { bytes, count })
+        walk(&bytes, |_, _, _| {})?;
+        Ok(EncodedMap { bytes })
     }
 
     /// `pairs`, encoded.
     pub fn encode<N: AsRef<[u8]>, V: AsRef<[u8]>>(pairs: &[(N, V)]) -> EncodedMap {
         EncodedMap {
             bytes: encode(pairs),
-            count: pairs.len(),
         }
     }
 
@@ -150,7 +146,8 @@ impl EncodedMap {
     pub fn push(&mut self, name: &[u8], value: &[u8]) {
         let name_len = len_u32(name.len()).to_le_bytes();
         let value_len = len_u32(value.len()).to_le_bytes();
-        if self.count == 0 {
+        let count = self.len();
+        if count == 0 {
             // The first pair: nothing to move, and one allocation of the size it needs.
             let mut head = [0; 12];
             head[0] = 1;
@@ -164,10 +161,9 @@ impl EncodedMap {
             bytes.extend_from_slice(value);
             bytes.push(0);
             self.bytes = bytes;
-            self.count = 1;
             return;
         }
-        let sizes_end = 4 + self.count * 8;
+        let sizes_end = 4 + count * 8;
         let end = self.bytes.len();
         self.bytes.extend_from_slice(&[0; 8]);
         self.bytes.copy_within(sizes_end..end, sizes_end + 8);
@@ -181,29 +177,30 @@ impl EncodedMap {
         self.bytes.push(0);
         self.bytes.extend_from_slice(value);
         self.bytes.push(0);
-        self.count += 1;
-        if let Some(count) = self.bytes.get_mut(..4) {
-            count.copy_from_slice(&len_u32(self.count).to_le_bytes());
+        if let Some(slot) = self.bytes.get_mut(..4) {
+            slot.copy_from_slice(&len_u32(count + 1).to_le_bytes());
         }
     }
 
     /// The number of pairs.
     pub fn len(&self) -> usize {
-        self.count
+        // Checked when made: the count is there, or the map is empty (zero bytes or one).
+        read_u32(&self.bytes, 0).map_or(0, |count| count as usize)
     }
 
     /// Whether there are no pairs.
     pub fn is_empty(&self) -> bool {
-        self.count == 0
+        self.len() == 0
     }
 
     /// The pairs, in order.
     pub fn iter(&self) -> EncodedPairs<'_> {
+        let count = self.len();
         EncodedPairs {
             bytes: &self.bytes,
             index: 0,
-            count: self.count,
-            at: 4 + self.count * 8,
+            count,
+            at: 4 + count * 8,
         }
     }
 
