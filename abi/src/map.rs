@@ -243,8 +243,9 @@ impl<'a> Iterator for EncodedPairs<'a> {
         self.index += 1;
         // The map was checked when it was made: none of these can fail, and if one did, the
         // iteration would end rather than panic.
-        let name_len = usize::try_from(read_u32(self.bytes, sizes)?).ok()?;
-        let value_len = usize::try_from(read_u32(self.bytes, sizes + 4)?).ok()?;
+        let sizes = self.bytes.get(sizes..sizes + 8)?;
+        let name_len = u32::from_le_bytes([sizes[0], sizes[1], sizes[2], sizes[3]]) as usize;
+        let value_len = u32::from_le_bytes([sizes[4], sizes[5], sizes[6], sizes[7]]) as usize;
         let name = self.bytes.get(self.at..self.at + name_len)?;
         let value_at = self.at + name_len + 1;
         let value = self.bytes.get(value_at..value_at + value_len)?;

@@ -30,6 +30,11 @@ impl<R> Entries<R> {
 
     fn take_answer(&mut self, token: u32) -> Option<R> {
         let index = self.answered.iter().position(|(id, _)| *id == token)?;
+        // Nearly always the only one: popped, rather than swapped with itself (a reply is
+        // large to copy).
+        if index + 1 == self.answered.len() {
+            return self.answered.pop().map(|(_, reply)| reply);
+        }
         Some(self.answered.swap_remove(index).1)
     }
 }
