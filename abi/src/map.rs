@@ -100,8 +100,7 @@ fn walk<'a>(
     let mut at = sizes_end;
     // `sizes_end` is within the bytes: each pair's sizes are there, read without a check.
     for sizes in bytes.get(4..sizes_end).unwrap_or_default().chunks_exact(8) {
-        let name_len = u32::from_le_bytes([sizes[0], sizes[1], sizes[2], sizes[3]]);
-        let value_len = u32::from_le_bytes([sizes[4], sizes[5], sizes[6], sizes[7]]);
+        let (name_len, value_len) = pair_sizes(sizes);
         let name = take(bytes, &mut at, name_len)?;
         let value = take(bytes, &mut at, value_len)?;
         each(count, name, value);
@@ -243,9 +242,8 @@ impl<'a> Iterator for EncodedPairs<'a> {
         self.index += 1;
         // The map was checked when it was made: none of these can fail, and if one did, the
         // iteration would end rather than panic.
-        let sizes = self.bytes.get(sizes..sizes + 8)?;
-        let name_len = u32::from_le_bytes([sizes[0], sizes[1], sizes[2], sizes[3]]) as usize;
-        let value_len = u32::from_le_bytes([sizes[4], sizes[5], sizes[6], sizes[7]]) as usize;
+        let (name_len, value_len) = pair_sizes(self.bytes.get(sizes..sizes + 8)?);
+        let (name_len, value_len) = (name_len as usize, value_len as usize);
         let name = self.bytes.get(self.at..self.at + name_len)?;
         let value_at = self.at + name_len + 1;
         let value = self.bytes.get(value_at..value_at + value_len)?;
@@ -265,6 +263,18 @@ impl<'a> IntoIterator for &'a EncodedMap {
 
     fn into_iter(self) -> EncodedPairs<'a> {
         self.iter()
+    }
+}
+
+// A pair's name and value sizes, from its 8 bytes of them (a slice of exactly 8).
+#[inline(always)]
+fn pair_sizes(sizes: &[u8]) -> (u32, u32) {
+    match *sizes {
+        [a, b, c, d, e, f, g, h] => (
+            u32::from_le_bytes([a, b, c, d]),
+            u32::from_le_bytes([e, f, g, h]),
+        ),
+        _ => (u32::MAX, u32::MAX),
     }
 }
 

@@ -250,6 +250,35 @@ impl Proxy<'_> {
         Ok(answer)
     }
 
+    /// If `shortcut` applies to the running hook's `outcome`, it leaves the gate as `returned`
+    /// does, which then sends `reply` (or not), answers `answer`, and does nothing else.
+    fn check_shortcut(
+        &self,
+        outcome: Outcome,
+        shortcut: fn(&mut StreamGate) -> bool,
+        reply: ReplyFate,
+        answer: Option<Action>,
+    ) -> Result<(), TestCaseError> {
+        let mut short = self.gate.clone();
+        if !shortcut(&mut short) {
+            return Ok(());
+        }
+        let mut full = self.gate.clone();
+        let finish = full.returned(&self.case.settings, outcome);
+        prop_assert_eq!(
+            finish,
+            Finish {
+                reply,
+                resume: None,
+                answer,
+                next: None,
+                strip_content_length: None,
+            }
+        );
+        prop_assert_eq!(format!("{full:?}"), format!("{short:?}"));
+        Ok(())
+    }
+
     /// The running hook finishes; applies the gate's outputs.
     fn finish(
         &mut self,
@@ -257,41 +286,23 @@ impl Proxy<'_> {
         in_callback: Option<usize>,
     ) -> Result<Option<Action>, TestCaseError> {
         let (run, _) = self.running.take().expect("a hook runs");
-        // The shortcut the SDK takes first for a hook that continued in its callback does
-        // exactly what `returned` does.
-        let mut shortcut = self.gate.clone();
-        if outcome == Outcome::Continue && shortcut.continued_in_callback() {
-            let mut full = self.gate.clone();
-            let finish = full.returned(&self.case.settings, outcome);
-            prop_assert_eq!(
-                finish,
-                Finish {
-                    reply: ReplyFate::None,
-                    resume: None,
-                    answer: Some(Action::Continue),
-                    next: None,
-                    strip_content_length: None,
-                }
-            );
-            prop_assert_eq!(format!("{full:?}"), format!("{shortcut:?}"));
-        }
-        // Likewise for a hook that replied, in its callback or after it paused.
-        let mut shortcut = self.gate.clone();
+        // The shortcuts the SDK takes first, for a hook that continued in its callback and for
+        // one that replied (in its callback or after it paused), do exactly what `returned`
+        // does.
         let in_its_callback = matches!(self.gate.hook(), HookState::Running(_));
-        if outcome == Outcome::Reply && shortcut.replied() {
-            let mut full = self.gate.clone();
-            let finish = full.returned(&self.case.settings, outcome);
-            prop_assert_eq!(
-                finish,
-                Finish {
-                    reply: ReplyFate::Send,
-                    resume: None,
-                    answer: in_its_callback.then_some(Action::Pause),
-                    next: None,
-                    strip_content_length: None,
-                }
-            );
-            prop_assert_eq!(format!("{full:?}"), format!("{shortcut:?}"));
+        match outcome {
+            Outcome::Continue => self.check_shortcut(
+                outcome,
+                StreamGate::continued_in_callback,
+                ReplyFate::None,
+                Some(Action::Continue),
+            )?,
+            Outcome::Reply => self.check_shortcut(
+                outcome,
+                StreamGate::replied,
+                ReplyFate::Send,
+                in_its_callback.then_some(Action::Pause),
+            )?,
         }
         let finish = self.gate.returned(&self.case.settings, outcome);
         match finish.reply {
