@@ -2,8 +2,8 @@
 //!    - auth-flow with the demo auth and users services on loopback: SDK and baseline alternated
 //!      A/B/A/B, the ratio taken per pair so that drift of the machine cancels out;
 //!    - hello on a `direct_response` route, so that no upstream is involved and the filter's
-//!      own cost shows: no wasm filter, the baseline and the SDK alternated in rounds, the
-//!      ratios taken per round.
+//!      own cost shows: no wasm filter, the baseline and the SDK in rounds (which of the two
+//!      runs first swaps every round), the ratios taken per round.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -28,6 +28,11 @@ struct Run {
 /// compilation, the connections, Envoy's first allocations).
 const WARMUP_SECONDS: u32 = 1;
 
+/// The rounds of hello on the direct-response route: even, so that each plugin runs first in
+/// half of them (see `HelloFilter::rotation`). More than auth-flow's pairs: the filter's cost
+/// is a quarter of Envoy's time per request there, and round-to-round noise is as large.
+const HELLO_ROUNDS: u32 = 6;
+
 /// What the direct-response route answers, with status 200.
 const DIRECT_RESPONSE_BODY: &str = "direct response\n";
 
@@ -44,10 +49,32 @@ const HELLO_ECHO_HEADER: &str = "x-request-hello";
 const ACTIVE_V8_VMS: &str = "wasm.envoy.wasm.runtime.v8.active";
 
 pub(crate) fn measure(built: &Built, settings: &Settings, table: &mut Table) -> Result<(), String> {
-    let (rounds, seconds) = if settings.quick { (1, 1) } else { (4, 10) };
+    let (pairs, hello_rounds, seconds) = if settings.quick {
+        (1, 2, 1)
+    } else {
+        (4, HELLO_ROUNDS, 10)
+    };
     let upstreams = Upstreams::start_unrecorded();
-    auth_flow(&built.auth_flow, &upstreams, rounds, seconds, table)?;
-    hello_direct_response(&built.hello, upstreams.echo, rounds, seconds, table)
+    auth_flow(&built.auth_flow, &upstreams, pairs, seconds, table)?;
+    hello_direct_response(&built.hello, upstreams.echo, hello_rounds, seconds, table)
+}
+
+/// `proxy-async-bench envoy-hello [ROUNDS] [SECONDS]`: only the hello direct-response rows,
+/// printed (the full `cargo xtask bench` takes twenty minutes; these rows are the noisiest).
+pub(crate) fn hello_only(args: &[String]) -> Result<(), String> {
+    let number = |index: usize, default: u32| -> Result<u32, String> {
+        args.get(index).map_or(Ok(default), |arg| {
+            arg.parse()
+                .map_err(|_| format!("envoy-hello [ROUNDS] [SECONDS]: {arg:?} is not a number"))
+        })
+    };
+    let (rounds, seconds) = (number(0, HELLO_ROUNDS)?, number(1, 10)?);
+    let built = crate::plugins::load()?;
+    let upstreams = Upstreams::start_unrecorded();
+    let mut table = Table::default();
+    hello_direct_response(&built.hello, upstreams.echo, rounds, seconds, &mut table)?;
+    println!("{}", table.render());
+    Ok(())
 }
 
 /// auth-flow in front of the echo upstream, SDK and baseline alternated for `pairs` pairs.
@@ -134,12 +161,28 @@ enum HelloFilter {
 }
 
 impl HelloFilter {
-    /// The order of each round.
-    const ROTATION: [HelloFilter; 3] = [
+    /// Every filter the rounds run.
+    const ALL: [HelloFilter; 3] = [
         HelloFilter::NoFilter,
         HelloFilter::Baseline,
         HelloFilter::Sdk,
     ];
+
+    /// The order of round `round`: the two plugins swap places every round, so that whatever
+    /// favours a place in the round (what the previous Envoy left behind, the machine's drift
+    /// over a round) favours each plugin equally often. With a fixed order the SDK always ran
+    /// last, and its per-round ratios fell round after round.
+    fn rotation(round: u32) -> [HelloFilter; 3] {
+        if round.is_multiple_of(2) {
+            HelloFilter::ALL
+        } else {
+            [
+                HelloFilter::NoFilter,
+                HelloFilter::Sdk,
+                HelloFilter::Baseline,
+            ]
+        }
+    }
 
     fn name(self) -> &'static str {
         match self {
@@ -195,7 +238,7 @@ fn hello_direct_response(
             "bench:   hello, direct response: round {} of {rounds}",
             round + 1
         );
-        for filter in HelloFilter::ROTATION {
+        for filter in HelloFilter::rotation(round) {
             let run = hello_run(filter, hello, upstream, seconds)?;
             match filter {
                 HelloFilter::NoFilter => no_filter_runs.push(run),
@@ -415,6 +458,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn each_plugin_runs_first_in_half_the_rounds() {
+        let rounds = 0..HELLO_ROUNDS;
+        let sdk_first = rounds
+            .clone()
+            .filter(|&round| HelloFilter::rotation(round)[1] == HelloFilter::Sdk)
+            .count();
+        let baseline_first = rounds
+            .clone()
+            .filter(|&round| HelloFilter::rotation(round)[1] == HelloFilter::Baseline)
+            .count();
+        assert_eq!(sdk_first, baseline_first);
+        for round in rounds {
+            let order = HelloFilter::rotation(round);
+            assert_eq!(order[0], HelloFilter::NoFilter, "round {round}");
+            for filter in HelloFilter::ALL {
+                assert!(
+                    order.contains(&filter),
+                    "round {round} leaves out {filter:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn reads_wrk_output() {
         let text = "Running 1s test @ http://127.0.0.1:1/orders
   1 threads and 16 connections
@@ -475,7 +542,7 @@ Transfer/sec:      5.00MB
             assert_eq!(config["vm_config"]["code"]["local"]["filename"], wasm);
             assert_eq!(config["configuration"]["value"], HELLO_HEADER_CONFIG);
         }
-        for filter in HelloFilter::ROTATION {
+        for filter in HelloFilter::ALL {
             let routes = manager(filter)["route_config"]["virtual_hosts"][0]["routes"].clone();
             // The check route, the measured one, then the catch-all to the upstream, which
             // the measured one shadows.

@@ -61,6 +61,7 @@ fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.split_first() {
         Some((command, rest)) if command == "profile" => profile::run(rest),
+        Some((command, rest)) if command == "envoy-hello" => envoy::hello_only(rest),
         _ => run(args.into_iter()),
     };
     match result {
@@ -100,7 +101,7 @@ fn run(mut args: impl Iterator<Item = String>) -> Result<(), String> {
             }
             other => {
                 return Err(format!(
-                    "unknown argument {other}; usage: [--quick] [--out FILE] | profile <example> <scenario>"
+                    "unknown argument {other}; usage: [--quick] [--out FILE] | profile <example> <scenario> | envoy-hello [ROUNDS] [SECONDS]"
                 ));
             }
         }

@@ -265,8 +265,8 @@ pub(crate) fn markdown(table: &Table, settings: &Settings, elapsed: Duration) ->
         out,
         "- **Envoy, direct response**: the same Envoy and `wrk` settings, `hello` (its default \
          configuration: `hello: world` added) in front of a route whose `direct_response` \
-         answers 200 itself, so that no upstream is involved; no wasm filter, the baseline and \
-         the SDK alternated in rounds, each a fresh Envoy checked first (the direct response, \
+         answers 200 itself, so that no upstream is involved; no wasm filter, then the baseline \
+         and the SDK, in rounds (which of the two runs first swaps every round), each a fresh Envoy checked first (the direct response, \
          the header added exactly when a plugin runs, a V8 VM exactly then) and warmed up with \
          1 s of `wrk`; ratios are the means of the per-round ratios. In the rows against no \
          filter the SDK column holds the plugin and the baseline column Envoy alone. The time \
