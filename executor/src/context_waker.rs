@@ -74,16 +74,6 @@ impl Woken {
         }
         Some(id)
     }
-
-    fn remove(&mut self, id: u32) {
-        let next = self.next;
-        let mut index = 0;
-        self.ids.retain(|&queued| {
-            index += 1;
-            index > next && queued != id
-        });
-        self.next = 0;
-    }
 }
 
 /// The waker of context `id`: waking it queues `id` (once until it is taken).
@@ -126,17 +116,6 @@ pub fn take_woken() -> Option<u32> {
         .flatten()
 }
 
-/// Takes context `id` off the list (it is gone: a later wake of it would find nothing).
-pub fn forget(id: u32) {
-    let _ = WOKEN.try_with(|woken| {
-        if let Ok(mut woken) = woken.try_borrow_mut()
-            && !woken.ids.is_empty()
-        {
-            woken.remove(id);
-        }
-    });
-}
-
 static VTABLE: RawWakerVTable = RawWakerVTable::new(clone, wake_raw, wake_raw, drop_raw);
 
 fn raw(id: u32) -> RawWaker {
@@ -171,7 +150,6 @@ mod tests {
     enum Op {
         Wake(u32),
         Take,
-        Forget(u32),
     }
 
     proptest! {
@@ -185,13 +163,12 @@ mod tests {
             ..ProptestConfig::default()
         })]
 
-        // Each id is queued once until taken, taken oldest first, and gone once forgotten.
+        // Each id is queued once until taken, and taken oldest first.
         #[test]
         fn woken_ids_come_out_once_each_oldest_first(ops in proptest::collection::vec(
             prop_oneof![
                 (0u32..6).prop_map(Op::Wake),
                 Just(Op::Take),
-                (0u32..6).prop_map(Op::Forget),
             ],
             0..200,
         )) {
@@ -206,10 +183,6 @@ mod tests {
                         }
                     }
                     Op::Take => prop_assert_eq!(woken.pop(), model.pop_front()),
-                    Op::Forget(id) => {
-                        woken.remove(id);
-                        model.retain(|&queued| queued != id);
-                    }
                 }
                 let expected: Vec<u32> = model.iter().copied().collect();
                 prop_assert_eq!(woken.queued(), &expected[..]);
