@@ -507,7 +507,11 @@ impl Runtime {
     /// Polls the hook of `task`, first starting `start`'s if given; `None` if it was not
     /// polled: inside another poll it only queues the stream, for the drain around that poll.
     #[inline(always)]
-    fn poll_task(&self, task: &dyn StreamTask, start: Option<Event>) -> Option<Poll<HookOutcome>> {
+    fn poll_task<T: StreamTask + ?Sized>(
+        &self,
+        task: &T,
+        start: Option<Event>,
+    ) -> Option<Poll<HookOutcome>> {
         let context_id = task.shared().context_id;
         if self.polling.get() {
             if let Some(event) = start {
@@ -571,13 +575,21 @@ impl Runtime {
                 self.refuse_oversized_body(phase, direction, size);
                 Action::Pause
             }
-            Arrival::Run(run) => self.run_in_callback(&*task, run),
+            Arrival::Run(run) => task.run_in_callback(self, run),
         }
     }
 
     /// Runs `run`, which starts inside the callback running now, and what the gate starts
     /// after it in the same callback; returns the callback's answer.
-    fn run_in_callback(self: &Rc<Self>, task: &dyn StreamTask, run: HookRun) -> Action {
+    ///
+    /// Generic over the task, which calls it (`StreamTask::run_in_callback`): the hook's poll
+    /// is then inlined here, with no call through the task's vtable per step.
+    #[inline(always)]
+    pub(crate) fn run_in_callback<T: StreamTask>(
+        self: &Rc<Self>,
+        task: &T,
+        run: HookRun,
+    ) -> Action {
         let shared = task.shared();
         let mut run = run;
         loop {
@@ -748,7 +760,7 @@ impl Runtime {
         let shared = task.shared();
         let run = shared.with_gate(|gate| gate.log(&self.gate_settings.get()));
         if let Some(run) = run {
-            self.run_in_callback(&*task, run);
+            task.run_in_callback(self, run);
         }
     }
 

@@ -17,7 +17,10 @@ use std::task::{Context, Poll};
 
 use crate::error::Error;
 use crate::plugin::Flow;
-use crate::runtime::{Event, StreamShared};
+use proxy_async_abi::gate::HookRun;
+
+use crate::host::Action;
+use crate::runtime::{Event, Runtime, StreamShared};
 
 /// What a finished hook decided.
 pub(crate) type HookOutcome = Result<Flow, Error>;
@@ -43,6 +46,10 @@ pub(crate) trait StreamTask {
     /// future is being polled, the caller stops the task again when that poll returns.
     /// Whether the task was stopped now.
     fn stop(&self) -> bool;
+
+    /// Runs `run`, which starts inside the callback running now, with `runtime` (see
+    /// [`Runtime::run_in_callback`]); the callback's answer.
+    fn run_in_callback(&self, runtime: &Rc<Runtime>, run: HookRun) -> Action;
 }
 
 /// Makes the future of a hook from the plugin value, the shared part and the event.
@@ -173,6 +180,8 @@ impl<P: 'static, M: MakeHook<P>> StreamTask for StreamCell<P, M> {
         self.make_hook(slot.hook, event);
     }
 
+    // Inlined into `run_in_callback`, the hot caller; the drain's polls go through the vtable.
+    #[inline(always)]
     fn poll(&self, start: Option<Event>, cx: &mut Context<'_>) -> Poll<HookOutcome> {
         let Some(slot) = self.slot() else {
             return Poll::Pending;
@@ -210,5 +219,9 @@ impl<P: 'static, M: MakeHook<P>> StreamTask for StreamCell<P, M> {
         // Dropped after the slot's borrow ended: its drop may call back into the runtime too.
         drop(plugin);
         true
+    }
+
+    fn run_in_callback(&self, runtime: &Rc<Runtime>, run: HookRun) -> Action {
+        runtime.run_in_callback(self, run)
     }
 }
