@@ -127,13 +127,14 @@ fn is_well_formed(bytes: &[u8]) -> bool {
     else {
         return false;
     };
-    let Some(sizes) = bytes.get(4..4 + count * 8) else {
+    let sizes_end = 4 + count * 8;
+    let Some(sizes) = bytes.get(4..sizes_end) else {
         return false;
     };
     // Offsets in u64: a u32 size added to an offset within the bytes cannot overflow it.
     let len = bytes.len() as u64;
     let terminated = |end: u64| end < len && bytes.get(end as usize) == Some(&0);
-    let mut at = (4 + count * 8) as u64;
+    let mut at = sizes_end as u64;
     for pair in sizes.chunks_exact(8) {
         let (name_len, value_len) = pair_sizes(pair);
         let name_end = at + u64::from(name_len);

@@ -15,11 +15,11 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
-use crate::error::Error;
-use crate::plugin::Flow;
 use proxy_async_abi::gate::HookRun;
 
+use crate::error::Error;
 use crate::host::Action;
+use crate::plugin::Flow;
 use crate::runtime::{Event, Runtime, StreamShared};
 
 /// What a finished hook decided.
