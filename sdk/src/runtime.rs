@@ -488,7 +488,7 @@ impl Runtime {
         let Some(task) = self.stream(context_id) else {
             return;
         };
-        let Some(Poll::Ready(outcome)) = self.poll_task(&*task, None) else {
+        let Poll::Ready(outcome) = self.poll_task(&*task, None) else {
             return;
         };
         match task.shared().with_gate(|gate| gate.hook()) {
@@ -504,26 +504,29 @@ impl Runtime {
         }
     }
 
-    /// Polls the hook of `task`, first starting `start`'s if given; `None` if it was not
-    /// polled: inside another poll it only queues the stream, for the drain around that poll.
+    /// Polls the hook of `task`, first starting `start`'s if given. `Pending` also when it was
+    /// not polled: inside another poll it only queues the stream, for the drain around that
+    /// poll (which hands a hook started inside a callback to it: `finished_in_callback`).
     #[inline(always)]
     fn poll_task<T: StreamTask + ?Sized>(
         &self,
         task: &T,
         start: Option<Event>,
-    ) -> Option<Poll<HookOutcome>> {
+    ) -> Poll<HookOutcome> {
         let context_id = task.shared().context_id;
         if self.polling.get() {
             if let Some(event) = start {
                 task.start(event);
             }
             context_waker::wake(context_id);
-            return None;
+            return Poll::Pending;
         }
         self.enter(context_id);
         let poll = {
             let _polling = Polling::enter(&self.polling);
-            let waker = context_waker::waker(context_id);
+            // Never dropped: a context waker's drop does nothing, and skipping it spares an
+            // indirect call per poll.
+            let waker = std::mem::ManuallyDrop::new(context_waker::waker(context_id));
             task.poll(start, &mut Context::from_waker(&waker))
         };
         // Its stream ended while it ran: the future goes now (outside every borrow, as its
@@ -531,7 +534,7 @@ impl Runtime {
         if poll.is_pending() && task.shared().is_ended() {
             task.stop();
         }
-        Some(poll)
+        poll
     }
 
     /// A stream callback: runs the phase's hook and answers the host.
@@ -599,14 +602,12 @@ impl Runtime {
             // The usual ends of a hook that finished in its callback, without the rest of
             // `returned` (and before its outcome moves).
             match &polled {
-                Some(Poll::Ready(Ok(Flow::Continue)))
+                Poll::Ready(Ok(Flow::Continue))
                     if shared.with_gate(|gate| gate.continued_in_callback()) =>
                 {
                     return Action::Continue;
                 }
-                Some(Poll::Ready(Ok(Flow::Reply(reply))))
-                    if shared.with_gate(|gate| gate.replied()) =>
-                {
+                Poll::Ready(Ok(Flow::Reply(reply))) if shared.with_gate(|gate| gate.replied()) => {
                     self.enter(shared.context_id);
                     self.send_reply(run.phase, reply);
                     return Action::Pause;
@@ -614,8 +615,8 @@ impl Runtime {
                 _ => {}
             }
             let outcome = match polled {
-                Some(Poll::Ready(outcome)) => outcome,
-                Some(Poll::Pending) | None => {
+                Poll::Ready(outcome) => outcome,
+                Poll::Pending => {
                     match self.take_finished_in_callback(shared.context_id) {
                         Some(outcome) => outcome,
                         // The hook awaits: its direction is resumed when it finishes.
