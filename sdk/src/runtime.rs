@@ -537,7 +537,9 @@ impl Runtime {
         poll
     }
 
-    /// A stream callback: runs the phase's hook and answers the host.
+    /// A stream callback: runs the phase's hook and answers the host. Inlined into the
+    /// module's callback: its answer then stays out of memory.
+    #[inline(always)]
     pub(crate) fn on_hook(
         self: &Rc<Self>,
         context_id: u32,
@@ -586,7 +588,9 @@ impl Runtime {
     /// after it in the same callback; returns the callback's answer.
     ///
     /// Generic over the task, which calls it (`StreamTask::run_in_callback`): the hook's poll
-    /// is then inlined here, with no call through the task's vtable per step.
+    /// is then inlined here, with no call through the task's vtable per step. Only the usual
+    /// ends of a hook that finished in its callback are here; the rest is in
+    /// `finish_in_callback`, so that this path keeps few values live.
     #[inline(always)]
     pub(crate) fn run_in_callback<T: StreamTask>(
         self: &Rc<Self>,
@@ -594,39 +598,62 @@ impl Runtime {
         run: HookRun,
     ) -> Action {
         let shared = task.shared();
-        let mut run = run;
-        loop {
-            let event = Event::new(run.phase, run.size, run.end_of_stream);
-            let polled = self.poll_task(task, Some(event));
-            self.drain();
-            // The usual ends of a hook that finished in its callback, without the rest of
-            // `returned` (and before its outcome moves).
-            match &polled {
-                Poll::Ready(Ok(Flow::Continue))
-                    if shared.with_gate(|gate| gate.continued_in_callback()) =>
-                {
-                    return Action::Continue;
-                }
-                Poll::Ready(Ok(Flow::Reply(reply))) if shared.with_gate(|gate| gate.replied()) => {
-                    self.enter(shared.context_id);
-                    self.send_reply(run.phase, reply);
-                    return Action::Pause;
-                }
-                _ => {}
+        let event = Event::new(run.phase, run.size, run.end_of_stream);
+        let polled = self.poll_task(task, Some(event));
+        self.drain();
+        // What `returned` does in these cases, without the rest of it (and before the
+        // outcome moves).
+        match &polled {
+            Poll::Ready(Ok(Flow::Continue))
+                if shared.with_gate(|gate| gate.continued_in_callback()) =>
+            {
+                return Action::Continue;
             }
+            Poll::Ready(Ok(Flow::Reply(reply))) if shared.with_gate(|gate| gate.replied()) => {
+                self.enter(shared.context_id);
+                self.send_reply(run.phase, reply);
+                return Action::Pause;
+            }
+            // The hook awaits, unless another task's drain finished it: its direction is
+            // resumed when it finishes.
+            Poll::Pending => match self.take_finished_in_callback(shared.context_id) {
+                Some(outcome) => return self.finish_in_callback(task, run, Poll::Ready(outcome)),
+                None => {
+                    return shared
+                        .with_gate(|gate| gate.awaiting())
+                        .unwrap_or(Action::Pause);
+                }
+            },
+            _ => {}
+        }
+        self.finish_in_callback(task, run, polled)
+    }
+
+    /// The rest of [`run_in_callback`](Runtime::run_in_callback): a hook that awaits, failed
+    /// or left work behind (queued callbacks, a body to strip), and the trailers' hook that
+    /// runs after the body hook they ended, in the same callback.
+    #[inline(never)]
+    fn finish_in_callback<T: StreamTask>(
+        self: &Rc<Self>,
+        task: &T,
+        run: HookRun,
+        polled: Poll<HookOutcome>,
+    ) -> Action {
+        let shared = task.shared();
+        let mut run = run;
+        let mut polled = polled;
+        loop {
             let outcome = match polled {
                 Poll::Ready(outcome) => outcome,
-                Poll::Pending => {
-                    match self.take_finished_in_callback(shared.context_id) {
-                        Some(outcome) => outcome,
-                        // The hook awaits: its direction is resumed when it finishes.
-                        None => {
-                            return shared
-                                .with_gate(|gate| gate.awaiting())
-                                .unwrap_or(Action::Pause);
-                        }
+                Poll::Pending => match self.take_finished_in_callback(shared.context_id) {
+                    Some(outcome) => outcome,
+                    // The hook awaits: its direction is resumed when it finishes.
+                    None => {
+                        return shared
+                            .with_gate(|gate| gate.awaiting())
+                            .unwrap_or(Action::Pause);
                     }
-                }
+                },
             };
             let finish = shared
                 .with_gate(|gate| gate.returned(&self.gate_settings.get(), outcome_kind(&outcome)));
@@ -634,7 +661,12 @@ impl Runtime {
             let answer = self.carry_out(shared, run.phase, outcome, finish);
             match (finish.next, answer) {
                 // The trailers' hook after the body hook they ended, in this callback.
-                (Some(next), None) => run = next,
+                (Some(next), None) => {
+                    run = next;
+                    let event = Event::new(run.phase, run.size, run.end_of_stream);
+                    polled = self.poll_task(task, Some(event));
+                    self.drain();
+                }
                 (next, answer) => {
                     if let Some(next) = next {
                         // Its callback answered Pause already: it resumes its stream when it
