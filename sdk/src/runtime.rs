@@ -200,21 +200,23 @@ thread_local! {
     // The runtime of the callback running now: a plain pointer, so that entering and leaving
     // a callback costs no reference counting. It is set only by a `CallbackScope`, which
     // borrows an `Rc` of that runtime for as long as it is set (see `Runtime::current`).
-    static CURRENT: Cell<Option<*const Runtime>> = const { Cell::new(None) };
+    // Null outside callbacks: one word, where an `Option` would add a tag to write and read.
+    static CURRENT: Cell<*const Runtime> = const { Cell::new(std::ptr::null()) };
 }
 
 /// Makes a runtime the current one for the length of a host callback, so that code inside hooks
 /// (the HTTP client, the logger) reaches the host. Restores the previous one on drop.
 pub(crate) struct CallbackScope<'a> {
-    previous: Option<*const Runtime>,
+    previous: *const Runtime,
     // Keeps the runtime's `Rc` borrowed (so alive) while the scope stands.
     _runtime: std::marker::PhantomData<&'a Rc<Runtime>>,
 }
 
 impl<'a> CallbackScope<'a> {
+    #[inline]
     fn enter(runtime: &'a Rc<Runtime>, context_id: u32) -> Self {
         runtime.effective.set(context_id);
-        let previous = CURRENT.with(|current| current.replace(Some(Rc::as_ptr(runtime))));
+        let previous = CURRENT.with(|current| current.replace(Rc::as_ptr(runtime)));
         CallbackScope {
             previous,
             _runtime: std::marker::PhantomData,
@@ -435,7 +437,10 @@ impl Runtime {
     /// Runs `f` on the runtime of the callback running now, if one runs, without taking a
     /// reference to it.
     pub(crate) fn with_current<R>(f: impl FnOnce(&Runtime) -> R) -> Option<R> {
-        let runtime = CURRENT.with(Cell::get)?;
+        let runtime = CURRENT.with(Cell::get);
+        if runtime.is_null() {
+            return None;
+        }
         // SAFETY: as in `current`: the scope that set the pointer borrows an `Rc` of the
         // runtime, and stands (it is on the stack below this call) for as long as `f` runs.
         Some(f(unsafe { &*runtime }))
@@ -443,10 +448,13 @@ impl Runtime {
 
     /// The runtime of the callback running now.
     pub(crate) fn current() -> Option<Rc<Runtime>> {
-        let runtime = CURRENT.with(Cell::get)?;
-        // SAFETY: `CURRENT` holds a pointer only while the `CallbackScope` that set it stands
-        // (scopes are guards on the stack, dropped in reverse order, each restoring the
-        // pointer before it; none is leaked), and that scope borrows an `Rc` of the runtime
+        let runtime = CURRENT.with(Cell::get);
+        if runtime.is_null() {
+            return None;
+        }
+        // SAFETY: `CURRENT` holds a non-null pointer only while the `CallbackScope` that set
+        // it stands (scopes are guards on the stack, dropped in reverse order, each restoring
+        // the pointer before it; none is leaked), and that scope borrows an `Rc` of the runtime
         // for its whole life, so the runtime is alive and its strong count at least 1: making
         // one more strong reference from the pointer is sound.
         unsafe {
@@ -456,6 +464,7 @@ impl Runtime {
     }
 
     /// Starts a host callback on `context_id`.
+    #[inline]
     pub(crate) fn scope(self: &Rc<Self>, context_id: u32) -> CallbackScope<'_> {
         CallbackScope::enter(self, context_id)
     }
