@@ -77,7 +77,8 @@ impl fmt::Debug for HeaderValue {
 pub struct Message<'a> {
     stream: &'a StreamShared,
     // The callback's `Event`, field by field: rustc packs them in 8 bytes on wasm32, where the
-    // `Event` itself (kept `repr(C)` for the gate's sake) takes 12 in every paused hook.
+    // `Event` itself takes 12 (`repr(C)`, phase first, so that a hook start writes it in three
+    // stores) in every paused hook.
     size: usize,
     phase: Phase,
     end_of_stream: bool,
