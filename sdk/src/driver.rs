@@ -90,9 +90,9 @@ impl<P: Plugin> Driver<P> {
         self.root.borrow().clone()
     }
 
-    /// `proxy_on_delete`: forgets the stream.
-    pub(crate) fn on_delete(&self, context_id: u32) {
-        self.runtime.on_delete(context_id);
+    /// `proxy_on_delete`: forgets the stream; false if `context_id` was none of its streams.
+    pub(crate) fn on_delete(&self, context_id: u32) -> bool {
+        self.runtime.on_delete(context_id)
     }
 }
 

@@ -833,8 +833,9 @@ impl Runtime {
         true
     }
 
-    /// `proxy_on_delete`: forgets the stream.
-    pub(crate) fn on_delete(self: &Rc<Self>, context_id: u32) {
+    /// `proxy_on_delete`: forgets the stream; false if `context_id` was no stream of this
+    /// runtime (a root context, or one the runtime never saw).
+    pub(crate) fn on_delete(self: &Rc<Self>, context_id: u32) -> bool {
         let _scope = self.scope(context_id);
         let removed = self.streams.borrow_mut().remove(context_id);
         match removed {
@@ -843,11 +844,14 @@ impl Runtime {
             // is dropped there: cheaper than a search of the woken list per stream.
             Some(task) if !task.shared().is_ended() => end_stream(&*task),
             Some(_) => {}
-            None if !self.executor.is_empty() => {
-                self.executor.cancel(Owner(context_id));
+            None => {
+                if !self.executor.is_empty() {
+                    self.executor.cancel(Owner(context_id));
+                }
+                return false;
             }
-            None => {}
         }
+        true
     }
 
     /// Polls every woken task, then resumes (or replies to) the streams whose paused hook
