@@ -89,11 +89,6 @@ impl<P: Plugin> Driver<P> {
     pub(crate) fn root(&self) -> Option<Rc<P::Root>> {
         self.root.borrow().clone()
     }
-
-    /// `proxy_on_delete`: forgets the stream; false if `context_id` was none of its streams.
-    pub(crate) fn on_delete(&self, context_id: u32) -> bool {
-        self.runtime.on_delete(context_id)
-    }
 }
 
 async fn unconfigured_hook(_: &mut (), _: &StreamShared, _: Event) -> HookOutcome {

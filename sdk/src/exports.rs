@@ -167,8 +167,10 @@ impl<P: Plugin> Module<P> {
     pub fn on_delete(&self, context_id: u32) {
         // Streams first, with no search for a root: one is deleted per request, a root once
         // per configuration. The runtime a root id routes to has no stream of that id (context
-        // ids are unique), so it finds none and the root goes below.
-        if self.with_driver(context_id, |driver| driver.on_delete(context_id)) == Some(true) {
+        // ids are unique): it finds none, cancels the tasks the id owns (as the root's drop
+        // would), and the root goes below.
+        if self.with_driver(context_id, |driver| driver.runtime.on_delete(context_id)) == Some(true)
+        {
             return;
         }
         if let Some(root) = self.take_root(context_id) {

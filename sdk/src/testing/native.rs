@@ -179,7 +179,7 @@ impl<P: Plugin> Callbacks for NativePlugin<P> {
     }
 
     fn on_delete(&mut self, context_id: u32) -> Result<(), PluginFailure> {
-        self.driver.on_delete(context_id);
+        self.driver.runtime.on_delete(context_id);
         Ok(())
     }
 }
