@@ -25,6 +25,7 @@ use crate::host::{
     MapType, Pairs,
 };
 use crate::logging;
+use crate::message::Message;
 use crate::plugin::{Flow, LocalReply, Plugin, run_hook};
 use crate::root::{self, Root};
 use crate::runtime::{Event, Phase, ReplyParts, Runtime, StreamShared};
@@ -564,10 +565,11 @@ async fn hook<P: Plugin>(
         size: usize::try_from(size).unwrap_or(usize::MAX),
         end_of_stream,
     };
+    let mut message = Message::new(&shared, event);
     let outcome = InScope {
         runtime: &runtime,
         stream,
-        inner: Box::pin(run_hook(&mut plugin, &shared, event)),
+        inner: Box::pin(run_hook(&mut plugin, &mut message)),
     }
     .await;
     // The stream may have ended meanwhile: then the value is dropped here.

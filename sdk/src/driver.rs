@@ -6,9 +6,10 @@ use std::rc::Rc;
 use crate::error::Error;
 use crate::host::{BufferType, HostHandle};
 use crate::logging;
+use crate::message::Message;
 use crate::plugin::{Plugin, run_hook};
 use crate::root::{self, Root};
-use crate::runtime::{Event, Runtime, StreamShared};
+use crate::runtime::Runtime;
 use crate::stream_task::HookOutcome;
 // A proxy-wasm module's host is a concrete type: its hostcalls need the trait in scope.
 #[cfg(all(target_arch = "wasm32", not(target_env = "p2")))]
@@ -91,6 +92,6 @@ impl<P: Plugin> Driver<P> {
     }
 }
 
-async fn unconfigured_hook(_: &mut (), _: &StreamShared, _: Event) -> HookOutcome {
+async fn unconfigured_hook(_: &mut (), _: &mut Message<'_>) -> HookOutcome {
     Err(Error::new("the plugin has no valid configuration"))
 }

@@ -91,6 +91,16 @@ impl<'a> Message<'a> {
         self.stream.pass();
     }
 
+    /// The callback this message is of.
+    pub(crate) fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// What `on_log` reads of this message's stream.
+    pub(crate) fn done(&self) -> Done<'a> {
+        Done::new(self.stream)
+    }
+
     /// The header map of this hook's message.
     fn map(&self) -> MapType {
         self.stream.map(self.phase)
@@ -106,7 +116,8 @@ impl<'a> Message<'a> {
         self.stream.buffer(self.phase)
     }
 
-    fn new(stream: &'a StreamShared, event: Event) -> Self {
+    /// The message of the callback `event` on `stream`.
+    pub(crate) fn new(stream: &'a StreamShared, event: Event) -> Self {
         Message {
             stream,
             size: event.size,
@@ -388,15 +399,18 @@ fn warn_refusal(error: &HostError, what: &str, name: &str) {
 }
 
 /// The request, in request hooks.
+// `repr(transparent)`: a hook's request is its stream's message, seen as a request (`of`).
+#[repr(transparent)]
 pub struct Request<'a> {
     message: Message<'a>,
 }
 
 impl<'a> Request<'a> {
-    pub(crate) fn new(stream: &'a StreamShared, event: Event) -> Self {
-        Request {
-            message: Message::new(stream, event),
-        }
+    /// `message`, as a request.
+    pub(crate) fn of<'b>(message: &'b mut Message<'a>) -> &'b mut Request<'a> {
+        // SAFETY: `Request` is a `repr(transparent)` wrapper of `Message`, so both have one
+        // layout; the reference keeps `message`'s borrow and lifetimes.
+        unsafe { &mut *std::ptr::from_mut(message).cast::<Request<'a>>() }
     }
 
     /// `:method`; `None` when missing or not a valid method token.
@@ -430,15 +444,18 @@ impl DerefMut for Request<'_> {
 }
 
 /// The response, in response hooks.
+// `repr(transparent)`: a hook's response is its stream's message, seen as a response (`of`).
+#[repr(transparent)]
 pub struct Response<'a> {
     message: Message<'a>,
 }
 
 impl<'a> Response<'a> {
-    pub(crate) fn new(stream: &'a StreamShared, event: Event) -> Self {
-        Response {
-            message: Message::new(stream, event),
-        }
+    /// `message`, as a response.
+    pub(crate) fn of<'b>(message: &'b mut Message<'a>) -> &'b mut Response<'a> {
+        // SAFETY: `Response` is a `repr(transparent)` wrapper of `Message`, so both have one
+        // layout; the reference keeps `message`'s borrow and lifetimes.
+        unsafe { &mut *std::ptr::from_mut(message).cast::<Response<'a>>() }
     }
 
     /// `:status`, if present and a valid status (three digits, 100 to 999).

@@ -5,9 +5,9 @@ use std::rc::Rc;
 
 use crate::error::Error;
 use crate::headers::Headers;
-use crate::message::{Done, Request, Response};
+use crate::message::{Done, Message, Request, Response};
 use crate::root::Root;
-use crate::runtime::{Event, Phase, Runtime, StreamShared};
+use crate::runtime::{Phase, Runtime};
 
 /// A proxy-wasm HTTP plugin with `async` hooks.
 ///
@@ -299,44 +299,35 @@ fn reason_phrase(status: u16) -> &'static str {
     }
 }
 
-/// Runs the plugin's hook for `event` on the stream's request or response; `on_log` has no
-/// decision and continues. Shared by the proxy-wasm driver and the component build.
+/// Runs the plugin's hook for `message`'s callback on it (as the request or the response);
+/// `on_log` has no decision and continues. Shared by the proxy-wasm driver and the component
+/// build.
 ///
-/// Not an `async fn`: one would keep its arguments for the future's whole life beside the
-/// `Request` made of them (rust-lang/rust#62958), in every paused stream. Each arm's block
-/// captures only the plugin and the message it hands the hook, and uses them in place.
+/// Not an `async fn`, and the message is the caller's: each hook's future is then the plugin's
+/// own, which keeps only what the hook's state machine holds (an `async fn` would keep its
+/// arguments for the future's whole life, rust-lang/rust#62958, and a block owning the message
+/// would add its own state and captures to every paused stream).
 pub(crate) fn run_hook<'a, P: Plugin>(
     plugin: &'a mut P,
-    shared: &'a StreamShared,
-    event: Event,
+    message: &'a mut Message<'a>,
 ) -> impl Future<Output = Result<Flow, Error>> + 'a {
-    match event.phase {
+    match message.phase() {
         Phase::RequestHeaders => {
-            let mut req = Request::new(shared, event);
-            Hook::RequestHeaders(async move { plugin.on_request_headers(&mut req).await })
+            Hook::RequestHeaders(plugin.on_request_headers(Request::of(message)))
         }
-        Phase::RequestBody => {
-            let mut req = Request::new(shared, event);
-            Hook::RequestBody(async move { plugin.on_request_body(&mut req).await })
-        }
+        Phase::RequestBody => Hook::RequestBody(plugin.on_request_body(Request::of(message))),
         Phase::RequestTrailers => {
-            let mut req = Request::new(shared, event);
-            Hook::RequestTrailers(async move { plugin.on_request_trailers(&mut req).await })
+            Hook::RequestTrailers(plugin.on_request_trailers(Request::of(message)))
         }
         Phase::ResponseHeaders => {
-            let mut resp = Response::new(shared, event);
-            Hook::ResponseHeaders(async move { plugin.on_response_headers(&mut resp).await })
+            Hook::ResponseHeaders(plugin.on_response_headers(Response::of(message)))
         }
-        Phase::ResponseBody => {
-            let mut resp = Response::new(shared, event);
-            Hook::ResponseBody(async move { plugin.on_response_body(&mut resp).await })
-        }
+        Phase::ResponseBody => Hook::ResponseBody(plugin.on_response_body(Response::of(message))),
         Phase::ResponseTrailers => {
-            let mut resp = Response::new(shared, event);
-            Hook::ResponseTrailers(async move { plugin.on_response_trailers(&mut resp).await })
+            Hook::ResponseTrailers(plugin.on_response_trailers(Response::of(message)))
         }
         Phase::Log => {
-            let done = Done::new(shared);
+            let done = message.done();
             Hook::Log(async move {
                 plugin.on_log(&done).await;
                 Ok(Flow::Continue)

@@ -1,10 +1,10 @@
-//! A stream's task: the plugin's per-stream value, the future of the hook that runs now, and
-//! what the driver and the hooks share, in one allocation.
+//! A stream's task: the plugin's per-stream value, the future of the hook that runs now, the
+//! message that hook works on, and what the driver and the hooks share, in one allocation.
 //!
-//! A hook's future borrows the plugin value (`&mut self` across its awaits) and the shared part
-//! (a hook's [`Request`](crate::Request) holds a `&StreamShared`), so all three live in one
+//! A hook's future borrows the plugin value (`&mut self` across its awaits) and its message
+//! (`&mut Request`, which holds a `&StreamShared`), so all of them live in one
 //! reference-counted cell that never moves, and the future gets plain references to the
-//! others beside it: no reference count, no cycle. There is no long-lived task: each hook's
+//! others beside it: no reference count, no cycle, and the future is the plugin's own. There is no long-lived task: each hook's
 //! future is made in place when the gate starts it and dropped in place when it returns, and
 //! its outcome goes straight to whoever polled it, so a hook that finishes inside its callback
 //! costs one poll and nothing is stored for it. The cell goes when the runtime forgets the
@@ -19,6 +19,7 @@ use proxy_async_abi::gate::HookRun;
 
 use crate::error::Error;
 use crate::host::Action;
+use crate::message::Message;
 use crate::plugin::Flow;
 use crate::runtime::{Event, Runtime, StreamShared};
 
@@ -52,40 +53,39 @@ pub(crate) trait StreamTask {
     fn run_in_callback(&self, runtime: &Rc<Runtime>, run: HookRun) -> Action;
 }
 
-/// Makes the future of a hook from the plugin value, the shared part and the event.
+/// Makes the future of a hook from the plugin value and the message it works on.
 pub(crate) trait MakeHook<P>: 'static {
     /// The hook's future.
     type Future: Future<Output = HookOutcome> + 'static;
 
-    /// The future of `event`'s hook on `plugin`.
-    fn make(
-        &self,
-        plugin: &'static mut P,
-        shared: &'static StreamShared,
-        event: Event,
-    ) -> Self::Future;
+    /// The future of the hook of `message`'s callback on `plugin`.
+    fn make(&self, plugin: &'static mut P, message: &'static mut Message<'static>) -> Self::Future;
 }
 
 impl<P, F, M> MakeHook<P> for M
 where
     P: 'static,
-    M: Fn(&'static mut P, &'static StreamShared, Event) -> F + 'static,
+    M: Fn(&'static mut P, &'static mut Message<'static>) -> F + 'static,
     F: Future<Output = HookOutcome> + 'static,
 {
     type Future = F;
 
     #[inline]
-    fn make(&self, plugin: &'static mut P, shared: &'static StreamShared, event: Event) -> F {
-        self(plugin, shared, event)
+    fn make(&self, plugin: &'static mut P, message: &'static mut Message<'static>) -> F {
+        self(plugin, message)
     }
 }
 
 struct StreamCell<P, M: MakeHook<P>> {
     // The running hook's future; `None` while no hook runs. Never moved out of: set to `None`
     // in place only, so that the future stays where it was first polled (see `poll`).
-    // Declared first, so that it is dropped first: it borrows `plugin` and `shared` (see
-    // `new`).
+    // Declared first, so that it is dropped first: it borrows `message` and `plugin`, and
+    // through the message `shared` (see `make_hook`).
     hook: UnsafeCell<Option<M::Future>>,
+    // The running hook's message (`None` before the first hook), made beside the future and
+    // replaced only when no future holds it. Reached only through the pointer `make_hook` hands
+    // the future.
+    message: UnsafeCell<Option<Message<'static>>>,
     // `None` once stopped. Reached only through the pointer `start` hands the hook's future,
     // or to drop it in place when no future holds it.
     plugin: UnsafeCell<Option<P>>,
@@ -130,26 +130,29 @@ impl<P: 'static, M: MakeHook<P>> StreamCell<P, M> {
         if hook.is_some() {
             return;
         }
-        // SAFETY: no future holds a borrow of the plugin value: the only one that could is the
-        // hook's, and the slot is empty. The reference made here goes to the new future alone,
-        // which is stored in the same `Rc` allocation as `plugin` and `shared`, so both are
-        // alive for as long as it can run:
-        // - the allocation never moves, and neither is reached through `&mut` meanwhile (the
-        //   cell is private to this module and only handed out as `Rc<dyn StreamTask>`, which
-        //   gives `&`; `stop` drops the plugin only when the slot is empty);
+        // SAFETY: no future holds a borrow of the plugin value or the message: the only one
+        // that could is the hook's, and the slot is empty. The references made here go to the
+        // new future alone, which is stored in the same `Rc` allocation as `plugin`, `message`
+        // and `shared` (which the message borrows), so all are alive for as long as it can run:
+        // - the allocation never moves, and none is reached through `&mut` meanwhile (the cell
+        //   is private to this module and only handed out as `Rc<dyn StreamTask>`, which gives
+        //   `&`; `stop` drops the plugin and the next `make_hook` replaces the message only
+        //   when the slot is empty);
         // - the future is dropped before them: in place by `stop` or `poll`, or by the cell's
         //   drop, which drops `hook` first (field order);
         // - it is polled only through `StreamTask::poll` on `&self`, which a caller reaches
         //   through an `Rc` of the cell that keeps it alive for the poll's length.
-        let (plugin, shared) = unsafe {
+        let (plugin, message) = unsafe {
             let Some(plugin) = (*self.plugin.get()).as_mut() else {
                 return;
             };
             let plugin: *mut P = plugin;
             let shared: *const StreamShared = &self.shared;
-            (&mut *plugin, &*shared)
+            let message: *mut Message<'static> =
+                (*self.message.get()).insert(Message::new(&*shared, event));
+            (&mut *plugin, &mut *message)
         };
-        *hook = Some(self.make.make(plugin, shared, event));
+        *hook = Some(self.make.make(plugin, message));
     }
 }
 
@@ -161,6 +164,7 @@ pub(crate) fn new<P: 'static, M: MakeHook<P>>(
 ) -> Rc<dyn StreamTask> {
     Rc::new(StreamCell {
         hook: UnsafeCell::new(None),
+        message: UnsafeCell::new(None),
         plugin: UnsafeCell::new(Some(plugin)),
         shared,
         make,
