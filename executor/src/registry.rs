@@ -117,8 +117,7 @@ impl<R> Registry<R> {
         entries.slots.insert(token, Waker::noop().clone());
         Ok(Pending {
             token,
-            entries: Rc::clone(&self.entries),
-            finished: false,
+            entries: Some(Rc::clone(&self.entries)),
         })
     }
 
@@ -187,8 +186,9 @@ impl<R> Registry<R> {
 #[must_use = "a pending reply does nothing unless awaited"]
 pub struct Pending<R> {
     token: u32,
-    entries: Rc<RefCell<Entries<R>>>,
-    finished: bool,
+    // `None` once the reply was taken: a paused request keeps one of these per call, so
+    // "finished" costs no flag of its own.
+    entries: Option<Rc<RefCell<Entries<R>>>>,
 }
 
 impl<R> Pending<R> {
@@ -202,7 +202,7 @@ impl<R> fmt::Debug for Pending<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Pending")
             .field("token", &self.token)
-            .field("finished", &self.finished)
+            .field("finished", &self.entries.is_none())
             .finish()
     }
 }
@@ -212,13 +212,15 @@ impl<R> Future for Pending<R> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<R> {
         let this = self.get_mut();
-        if this.finished {
+        let Some(shared) = &this.entries else {
             return Poll::Pending;
-        }
-        let mut entries = this.entries.borrow_mut();
+        };
+        let mut entries = shared.borrow_mut();
         if let Some(reply) = entries.take_answer(this.token) {
-            entries.slots.remove(this.token);
-            this.finished = true;
+            let waker = entries.slots.remove(this.token);
+            drop(entries);
+            this.entries = None;
+            drop(waker);
             return Poll::Ready(reply);
         }
         match entries.slots.get_mut(this.token) {
@@ -236,8 +238,8 @@ impl<R> Future for Pending<R> {
 
 impl<R> Drop for Pending<R> {
     fn drop(&mut self) {
-        if !self.finished {
-            let mut entries = self.entries.borrow_mut();
+        if let Some(shared) = &self.entries {
+            let mut entries = shared.borrow_mut();
             let waker = entries.slots.remove(self.token);
             let removed = entries.take_answer(self.token);
             drop(entries);

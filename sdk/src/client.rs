@@ -19,6 +19,10 @@ use proxy_async_executor::Pending;
 #[cfg(all(target_arch = "wasm32", not(target_env = "p2")))]
 use crate::host::Host as _;
 
+/// A cluster's name, shared by a client, its calls and their responses. Boxed behind the
+/// `Rc` so that it is one word: a paused request keeps one in its pending call.
+type ClusterName = Rc<Box<str>>;
+
 /// A call in flight, by how the host delivers its response.
 enum Call {
     Awaited(AwaitedCall),
@@ -113,7 +117,7 @@ fn authority_of(host_name: String) -> Rc<str> {
 /// ```
 #[derive(Clone, Debug)]
 pub struct HttpClient {
-    cluster: Rc<str>,
+    cluster: ClusterName,
     authority: Rc<str>,
     timeout: Duration,
     per_call: Option<PerCall>,
@@ -158,16 +162,10 @@ impl HttpClient {
     /// assert_eq!(client.authority(), "token.auth.svc.cluster.local");
     /// ```
     pub fn new(cluster: impl Cluster) -> Self {
-        let name: Rc<str> = Rc::from(cluster.cluster_name());
-        let host_name = cluster.host_name();
-        let authority = if !host_name.is_empty() && *host_name == *name {
-            Rc::clone(&name)
-        } else {
-            authority_of(host_name)
-        };
+        let name = ClusterName::new(cluster.cluster_name().into_boxed_str());
         HttpClient {
             cluster: name,
-            authority,
+            authority: authority_of(cluster.host_name()),
             timeout: Self::DEFAULT_TIMEOUT,
             per_call: cluster.per_call().map(|cluster| PerCall {
                 cluster,
@@ -250,7 +248,7 @@ impl HttpClient {
         let (cluster, authority) = match &self.per_call {
             None => (Rc::clone(&self.cluster), Rc::clone(&self.authority)),
             Some(per_call) => (
-                Rc::from(per_call.cluster.cluster_name()),
+                ClusterName::new(per_call.cluster.cluster_name().into_boxed_str()),
                 if per_call.authority_set {
                     Rc::clone(&self.authority)
                 } else {
@@ -284,7 +282,7 @@ impl HttpClient {
 #[derive(Debug)]
 #[must_use = "a call does nothing until it is sent and awaited"]
 pub struct CallBuilder {
-    cluster: Rc<str>,
+    cluster: ClusterName,
     authority: Rc<str>,
     method: Cow<'static, str>,
     path: String,
@@ -364,7 +362,7 @@ impl CallBuilder {
     /// Hands the call to the proxy. What the request was made of is freed here, before the
     /// caller awaits the answer: a stream paused on the call keeps only the cluster (for error
     /// messages), the timeout and the pending call.
-    fn dispatch(self) -> Result<(Rc<str>, Duration, Call), CallError> {
+    fn dispatch(self) -> Result<(ClusterName, Duration, Call), CallError> {
         let CallBuilder {
             cluster,
             authority,
@@ -441,7 +439,7 @@ impl CallBuilder {
                 timeout_ms: u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX),
                 call,
             },
-            Err(error) => Awaiting::Failed(Box::new(error)),
+            Err(error) => Awaiting::Over(Some(Box::new(error))),
         };
         ResponseFuture { state }
     }
@@ -459,20 +457,21 @@ pub struct ResponseFuture {
 // refusal (rare) boxed.
 enum Awaiting {
     Answer {
-        cluster: Rc<str>,
+        cluster: ClusterName,
         timeout_ms: u32,
         call: Call,
     },
-    Failed(Box<CallError>),
-    Done,
+    // The refusal not yet handed out, or `None` once the future has finished. One variant
+    // for both, so that the pointers' niche tells it from `Answer` (no tag of its own).
+    Over(Option<Box<CallError>>),
 }
 
 impl fmt::Debug for ResponseFuture {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
             Awaiting::Answer { .. } => "awaiting the answer",
-            Awaiting::Failed(_) => "failed",
-            Awaiting::Done => "done",
+            Awaiting::Over(Some(_)) => "failed",
+            Awaiting::Over(None) => "done",
         };
         f.debug_struct("ResponseFuture")
             .field("state", &state)
@@ -491,14 +490,14 @@ impl Future for ResponseFuture {
             call,
         } = &mut this.state
         else {
-            return match std::mem::replace(&mut this.state, Awaiting::Done) {
-                Awaiting::Failed(error) => Poll::Ready(Err(*error)),
+            return match std::mem::replace(&mut this.state, Awaiting::Over(None)) {
+                Awaiting::Over(Some(error)) => Poll::Ready(Err(*error)),
                 // Polled again after it finished: there is nothing more to give.
                 _ => Poll::Pending,
             };
         };
         let reply = match call {
-            Call::Awaited(awaited) => match awaited.as_mut().poll(cx) {
+            Call::Awaited(awaited) => match Pin::new(awaited).poll(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Ok(reply)) => Ok(reply),
                 Poll::Ready(Err(error)) => Err(refused(cluster, &error)),
@@ -512,7 +511,7 @@ impl Future for ResponseFuture {
             Rc::clone(cluster),
             Duration::from_millis(u64::from(*timeout_ms)),
         );
-        this.state = Awaiting::Done;
+        this.state = Awaiting::Over(None);
         Poll::Ready(reply.and_then(|reply| response(cluster, timeout, reply)))
     }
 }
@@ -527,7 +526,7 @@ fn refused(cluster: &str, error: &HostError) -> CallError {
 
 /// The call's reply as the plugin sees it.
 fn response(
-    cluster: Rc<str>,
+    cluster: ClusterName,
     timeout: Duration,
     reply: CallReply,
 ) -> Result<CallResponse, CallError> {
@@ -591,7 +590,7 @@ fn percent_encode(text: &str, out: &mut String) {
 /// The response to a call.
 #[derive(Debug, Clone)]
 pub struct CallResponse {
-    cluster: Rc<str>,
+    cluster: ClusterName,
     status: StatusCode,
     headers: Headers,
     body: Vec<u8>,

@@ -58,8 +58,30 @@ pub(crate) fn tick_period_ms(period: Duration) -> u32 {
 }
 
 /// A call in flight on a host that answers calls as awaited values.
+#[cfg(any(not(target_arch = "wasm32"), target_env = "p2"))]
 pub(crate) type AwaitedCall =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<Option<ReplyParts>, HostError>>>>;
+
+/// A proxy-wasm host answers every call by callback: no awaited call exists there, and a
+/// pending call (which every request paused on one keeps) has no room for one.
+#[cfg(all(target_arch = "wasm32", not(target_env = "p2")))]
+pub(crate) type AwaitedCall = NoAwaitedCall;
+
+/// The type of a value that cannot exist: an awaited call on a host that has none.
+#[cfg(all(target_arch = "wasm32", not(target_env = "p2")))]
+pub(crate) enum NoAwaitedCall {}
+
+#[cfg(all(target_arch = "wasm32", not(target_env = "p2")))]
+impl std::future::Future for NoAwaitedCall {
+    type Output = Result<Option<ReplyParts>, HostError>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        match *self {}
+    }
+}
 
 /// A sleep on a host that keeps time itself.
 pub(crate) type AwaitedSleep = std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
