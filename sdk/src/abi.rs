@@ -10,8 +10,8 @@ use proxy_async_abi::map;
 use crate::headers::Headers;
 
 use crate::host::{
-    BufferType, Direction, GrpcRequest, Host, HostError, HostStatus, LogLevel, MapType, Pairs,
-    check, tick_period_ms,
+    BufferType, Direction, GrpcRequest, Host, HostError, HostStatus, LogLevel, MapType, MetricType,
+    Pairs, check, tick_period_ms,
 };
 
 #[link(wasm_import_module = "env")]
@@ -145,6 +145,36 @@ unsafe extern "C" {
         end_stream: u32,
     ) -> u32;
     fn proxy_grpc_cancel(token: u32) -> u32;
+    fn proxy_set_property(
+        path_data: *const u8,
+        path_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> u32;
+    fn proxy_get_shared_data(
+        key_data: *const u8,
+        key_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+        return_cas: *mut u32,
+    ) -> u32;
+    fn proxy_set_shared_data(
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+        cas: u32,
+    ) -> u32;
+    fn proxy_define_metric(
+        metric_type: u32,
+        name_data: *const u8,
+        name_size: usize,
+        return_metric_id: *mut u32,
+    ) -> u32;
+    fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
+    // Envoy (proxy-wasm-cpp-host) reads the value as a u64; the wasm type is i64 either way.
+    fn proxy_record_metric(metric_id: u32, value: u64) -> u32;
+    fn proxy_get_metric(metric_id: u32, return_value: *mut u64) -> u32;
     fn proxy_grpc_close(token: u32) -> u32;
     fn proxy_send_local_response(
         status_code: u32,
@@ -434,18 +464,72 @@ impl Host for AbiHost {
         };
         check("proxy_send_local_response", code)
     }
-}
 
-/// gRPC and shared queues, called directly rather than through the `Host` trait object: its
-/// vtable would link their imports into every plugin, while only plugins that use them should
-/// have them (see `host::optional`).
-impl AbiHost {
+    fn set_property(&self, path: &[&str], value: &[u8]) -> Result<(), HostError> {
+        // The ABI's path: the segments, each followed by NUL but the last.
+        let path = path.join("\0");
+        // SAFETY: `path` and `value` are valid for reads of their lengths during the call.
+        let code =
+            unsafe { proxy_set_property(path.as_ptr(), path.len(), value.as_ptr(), value.len()) };
+        check("proxy_set_property", code)
+    }
+
+    fn get_shared_data(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, HostError> {
+        let mut data = null_mut();
+        let mut size = 0;
+        let mut cas = 0;
+        // SAFETY: `key` is valid for reads of its length and the out-pointers for writes
+        // during the call.
+        let code = unsafe {
+            proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas)
+        };
+        match code {
+            // SAFETY: on OK the host handed us an allocation of `size` bytes made through
+            // `proxy_on_memory_allocate` (see `take_host_bytes`).
+            0 => Ok(Some((unsafe { take_host_bytes(data, size) }, cas))),
+            1 => Ok(None),
+            other => check("proxy_get_shared_data", other).map(|()| None),
+        }
+    }
+
+    fn set_shared_data(&self, key: &str, value: &[u8], cas: u32) -> Result<(), HostError> {
+        // SAFETY: `key` and `value` are valid for reads of their lengths during the call.
+        let code = unsafe {
+            proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas)
+        };
+        check("proxy_set_shared_data", code)
+    }
+
+    fn define_metric(&self, kind: MetricType, name: &str) -> Result<u32, HostError> {
+        let mut id = 0;
+        // SAFETY: `name` is valid for reads of its length and `id` for a write during the call.
+        let code = unsafe { proxy_define_metric(kind.code(), name.as_ptr(), name.len(), &mut id) };
+        check("proxy_define_metric", code).map(|()| id)
+    }
+
+    fn increment_metric(&self, id: u32, delta: i64) -> Result<(), HostError> {
+        // SAFETY: plain value arguments.
+        let code = unsafe { proxy_increment_metric(id, delta) };
+        check("proxy_increment_metric", code)
+    }
+
+    fn record_metric(&self, id: u32, value: u64) -> Result<(), HostError> {
+        // SAFETY: plain value arguments.
+        let code = unsafe { proxy_record_metric(id, value) };
+        check("proxy_record_metric", code)
+    }
+
+    fn get_metric(&self, id: u32) -> Result<u64, HostError> {
+        let mut value = 0;
+        // SAFETY: `value` is valid for a write during the call.
+        let code = unsafe { proxy_get_metric(id, &mut value) };
+        check("proxy_get_metric", code).map(|()| value)
+    }
+
+    // gRPC and shared queues.
+
     // The upstream is given as an encoded `GrpcService` (see `grpc::upstream`).
-    pub(crate) fn grpc_call(
-        &self,
-        call: &GrpcRequest<'_>,
-        message: &[u8],
-    ) -> Result<u32, HostError> {
+    fn grpc_call(&self, call: &GrpcRequest<'_>, message: &[u8]) -> Result<u32, HostError> {
         let upstream = crate::grpc::upstream(call.cluster);
         let metadata = map::encode(call.metadata);
         let mut token = 0;
@@ -470,7 +554,7 @@ impl AbiHost {
         check("proxy_grpc_call", code).map(|()| token)
     }
 
-    pub(crate) fn grpc_stream(&self, call: &GrpcRequest<'_>) -> Result<u32, HostError> {
+    fn grpc_stream(&self, call: &GrpcRequest<'_>) -> Result<u32, HostError> {
         let upstream = crate::grpc::upstream(call.cluster);
         let metadata = map::encode(call.metadata);
         let mut token = 0;
@@ -492,12 +576,7 @@ impl AbiHost {
         check("proxy_grpc_stream", code).map(|()| token)
     }
 
-    pub(crate) fn grpc_send(
-        &self,
-        token: u32,
-        message: &[u8],
-        end_stream: bool,
-    ) -> Result<(), HostError> {
+    fn grpc_send(&self, token: u32, message: &[u8], end_stream: bool) -> Result<(), HostError> {
         // SAFETY: `message` is valid for reads of its length during the call.
         let code = unsafe {
             proxy_grpc_send(
@@ -511,17 +590,13 @@ impl AbiHost {
     }
 
     /// Cancels a gRPC call or stream (one hostcall for both, whichever `_stream` says).
-    pub(crate) fn grpc_cancel(&self, token: u32, _stream: bool) -> Result<(), HostError> {
+    fn grpc_cancel(&self, token: u32, _stream: bool) -> Result<(), HostError> {
         // SAFETY: plain value argument.
         let code = unsafe { proxy_grpc_cancel(token) };
         check("proxy_grpc_cancel", code)
     }
 
-    pub(crate) fn call_foreign_function(
-        &self,
-        name: &str,
-        arguments: &[u8],
-    ) -> Result<Vec<u8>, HostError> {
+    fn call_foreign_function(&self, name: &str, arguments: &[u8]) -> Result<Vec<u8>, HostError> {
         let mut data = null_mut();
         let mut size = 0;
         // SAFETY: `name` and `arguments` are valid for reads, the out-pointers for writes,
@@ -541,13 +616,13 @@ impl AbiHost {
         Ok(unsafe { take_host_bytes(data, size) })
     }
 
-    pub(crate) fn grpc_close(&self, token: u32) -> Result<(), HostError> {
+    fn grpc_close(&self, token: u32) -> Result<(), HostError> {
         // SAFETY: plain value argument.
         let code = unsafe { proxy_grpc_close(token) };
         check("proxy_grpc_close", code)
     }
 
-    pub(crate) fn grpc_status(&self) -> Result<(u32, Vec<u8>), HostError> {
+    fn grpc_status(&self) -> Result<(u32, Vec<u8>), HostError> {
         let mut code = 0;
         let mut data = null_mut();
         let mut size = 0;
@@ -558,14 +633,14 @@ impl AbiHost {
         Ok((code, unsafe { take_host_bytes(data, size) }))
     }
 
-    pub(crate) fn register_queue(&self, name: &str) -> Result<u32, HostError> {
+    fn register_queue(&self, name: &str) -> Result<u32, HostError> {
         let mut id = 0;
         // SAFETY: `name` is valid for reads and `id` for a write during the call.
         let code = unsafe { proxy_register_shared_queue(name.as_ptr(), name.len(), &mut id) };
         check("proxy_register_shared_queue", code).map(|()| id)
     }
 
-    pub(crate) fn resolve_queue(&self, vm_id: &str, name: &str) -> Result<u32, HostError> {
+    fn resolve_queue(&self, vm_id: &str, name: &str) -> Result<u32, HostError> {
         let mut id = 0;
         // SAFETY: both strings are valid for reads and `id` for a write during the call.
         let code = unsafe {
@@ -580,13 +655,13 @@ impl AbiHost {
         check("proxy_resolve_shared_queue", code).map(|()| id)
     }
 
-    pub(crate) fn enqueue(&self, queue: u32, message: &[u8]) -> Result<(), HostError> {
+    fn enqueue(&self, queue: u32, message: &[u8]) -> Result<(), HostError> {
         // SAFETY: `message` is valid for reads of its length during the call.
         let code = unsafe { proxy_enqueue_shared_queue(queue, message.as_ptr(), message.len()) };
         check("proxy_enqueue_shared_queue", code)
     }
 
-    pub(crate) fn dequeue(&self, queue: u32) -> Result<Option<Vec<u8>>, HostError> {
+    fn dequeue(&self, queue: u32) -> Result<Option<Vec<u8>>, HostError> {
         let mut data = null_mut();
         let mut size = 0;
         // SAFETY: the out-pointers are valid for writes during the call.

@@ -1,6 +1,6 @@
 //! The proxy's own extensions, called by name (`proxy_call_foreign_function`).
 
-use crate::host::{HostError, HostStatus, optional};
+use crate::host::{Host as _, HostError, HostStatus, optional};
 use crate::runtime::Runtime;
 
 /// Calls the proxy's extension function `name` with `arguments` and returns its result.

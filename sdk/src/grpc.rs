@@ -15,11 +15,9 @@ use std::time::Duration;
 use proxy_async_executor::Registry;
 
 use crate::client::Cluster;
+use crate::host::Host as _;
 use crate::host::{BufferType, GrpcRequest, HostError, HostStatus, optional};
 use crate::runtime::{Extension, Runtime};
-// A proxy-wasm module's host is a concrete type: its hostcalls need the trait in scope.
-#[cfg(all(target_arch = "wasm32", not(target_env = "p2")))]
-use crate::host::Host as _;
 
 /// A gRPC status code (<https://grpc.github.io/grpc/core/md_doc_statuscodes.html>).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]

@@ -210,15 +210,10 @@ pub(crate) trait Host {
         headers: &Headers,
     ) -> Result<(), HostError>;
 
-    // Properties (writing), shared data and metrics. UNIMPLEMENTED by default. The proxy-wasm
-    // build calls its imports directly instead (see `properties::abi`, `shared_data::abi`,
-    // `metrics::abi`), so that a plugin imports only the hostcalls it uses.
+    // Properties (writing), shared data and metrics. UNIMPLEMENTED by default: hosts without
+    // them.
 
     /// `proxy_set_property`: sets `path` (Envoy: in the current stream's filter state).
-    #[cfg_attr(
-        all(target_arch = "wasm32", not(target_env = "p2")),
-        allow(dead_code, reason = "the proxy-wasm build calls the import directly")
-    )]
     fn set_property(&self, path: &[&str], value: &[u8]) -> Result<(), HostError> {
         let _ = (path, value);
         Err(HostError {
@@ -227,10 +222,6 @@ pub(crate) trait Host {
         })
     }
     /// `proxy_get_shared_data`: the value of `key` and its CAS; `Ok(None)` when absent.
-    #[cfg_attr(
-        all(target_arch = "wasm32", not(target_env = "p2")),
-        allow(dead_code, reason = "the proxy-wasm build calls the import directly")
-    )]
     fn get_shared_data(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, HostError> {
         let _ = key;
         Err(HostError {
@@ -239,10 +230,6 @@ pub(crate) trait Host {
         })
     }
     /// `proxy_set_shared_data`: with a non-zero `cas`, CAS_MISMATCH unless it is current.
-    #[cfg_attr(
-        all(target_arch = "wasm32", not(target_env = "p2")),
-        allow(dead_code, reason = "the proxy-wasm build calls the import directly")
-    )]
     fn set_shared_data(&self, key: &str, value: &[u8], cas: u32) -> Result<(), HostError> {
         let _ = (key, value, cas);
         Err(HostError {
@@ -251,10 +238,6 @@ pub(crate) trait Host {
         })
     }
     /// `proxy_define_metric`: the id of metric `name` of `kind`.
-    #[cfg_attr(
-        all(target_arch = "wasm32", not(target_env = "p2")),
-        allow(dead_code, reason = "the proxy-wasm build calls the import directly")
-    )]
     fn define_metric(&self, kind: crate::host::MetricType, name: &str) -> Result<u32, HostError> {
         let _ = (kind, name);
         Err(HostError {
@@ -263,10 +246,6 @@ pub(crate) trait Host {
         })
     }
     /// `proxy_increment_metric`: adds `delta` to a counter or gauge.
-    #[cfg_attr(
-        all(target_arch = "wasm32", not(target_env = "p2")),
-        allow(dead_code, reason = "the proxy-wasm build calls the import directly")
-    )]
     fn increment_metric(&self, id: u32, delta: i64) -> Result<(), HostError> {
         let _ = (id, delta);
         Err(HostError {
@@ -275,10 +254,6 @@ pub(crate) trait Host {
         })
     }
     /// `proxy_record_metric`: sets a gauge, or records a value in a histogram.
-    #[cfg_attr(
-        all(target_arch = "wasm32", not(target_env = "p2")),
-        allow(dead_code, reason = "the proxy-wasm build calls the import directly")
-    )]
     fn record_metric(&self, id: u32, value: u64) -> Result<(), HostError> {
         let _ = (id, value);
         Err(HostError {
@@ -287,10 +262,6 @@ pub(crate) trait Host {
         })
     }
     /// `proxy_get_metric`: the value of a counter or gauge.
-    #[cfg_attr(
-        all(target_arch = "wasm32", not(target_env = "p2")),
-        allow(dead_code, reason = "the proxy-wasm build calls the import directly")
-    )]
     fn get_metric(&self, id: u32) -> Result<u64, HostError> {
         let _ = id;
         Err(HostError {
@@ -302,101 +273,57 @@ pub(crate) trait Host {
     // gRPC and shared queues. UNIMPLEMENTED by default: hosts without them (the component
     // build's `plugin` world).
 
-    #[cfg_attr(
-        all(target_arch = "wasm32", not(target_env = "p2")),
-        allow(dead_code, reason = "the proxy-wasm build calls the import directly")
-    )]
     /// `proxy_grpc_call`: a unary call; the token its callbacks carry.
     fn grpc_call(&self, call: &GrpcRequest<'_>, message: &[u8]) -> Result<u32, HostError> {
         let _ = (call, message);
         Err(unimplemented("proxy_grpc_call"))
     }
-    #[cfg_attr(
-        all(target_arch = "wasm32", not(target_env = "p2")),
-        allow(dead_code, reason = "the proxy-wasm build calls the import directly")
-    )]
     /// `proxy_grpc_stream`: opens a stream; the token its callbacks carry.
     fn grpc_stream(&self, call: &GrpcRequest<'_>) -> Result<u32, HostError> {
         let _ = call;
         Err(unimplemented("proxy_grpc_stream"))
     }
-    #[cfg_attr(
-        all(target_arch = "wasm32", not(target_env = "p2")),
-        allow(dead_code, reason = "the proxy-wasm build calls the import directly")
-    )]
     /// `proxy_grpc_send`: one message on a stream; `end_stream` half-closes it.
     fn grpc_send(&self, token: u32, message: &[u8], end_stream: bool) -> Result<(), HostError> {
         let _ = (token, message, end_stream);
         Err(unimplemented("proxy_grpc_send"))
     }
-    #[cfg_attr(
-        all(target_arch = "wasm32", not(target_env = "p2")),
-        allow(dead_code, reason = "the proxy-wasm build calls the import directly")
-    )]
     /// `proxy_grpc_cancel`: abandons a call or resets a stream; no callback comes after.
     fn grpc_cancel(&self, token: u32, stream: bool) -> Result<(), HostError> {
         let _ = (token, stream);
         Err(unimplemented("proxy_grpc_cancel"))
     }
     /// `proxy_grpc_close`: half-closes a stream (replies still come), abandons a call.
-    #[cfg_attr(
-        all(target_arch = "wasm32", not(target_env = "p2")),
-        allow(dead_code, reason = "the proxy-wasm build calls the import directly")
-    )]
     fn grpc_close(&self, token: u32) -> Result<(), HostError> {
         let _ = token;
         Err(unimplemented("proxy_grpc_close"))
     }
-    #[cfg_attr(
-        all(target_arch = "wasm32", not(target_env = "p2")),
-        allow(dead_code, reason = "the proxy-wasm build calls the import directly")
-    )]
     /// `proxy_get_status`: the gRPC status (code, message) of the closing call, readable in
     /// its close callback only.
     fn grpc_status(&self) -> Result<(u32, Vec<u8>), HostError> {
         Err(unimplemented("proxy_get_status"))
     }
-    #[cfg_attr(
-        all(target_arch = "wasm32", not(target_env = "p2")),
-        allow(dead_code, reason = "the proxy-wasm build calls the import directly")
-    )]
     /// `proxy_register_shared_queue`: creates (or finds) this VM's queue `name`.
     fn register_queue(&self, name: &str) -> Result<u32, HostError> {
         let _ = name;
         Err(unimplemented("proxy_register_shared_queue"))
     }
-    #[cfg_attr(
-        all(target_arch = "wasm32", not(target_env = "p2")),
-        allow(dead_code, reason = "the proxy-wasm build calls the import directly")
-    )]
     /// `proxy_resolve_shared_queue`: the queue `name` of VM `vm_id`; NOT_FOUND if none.
     fn resolve_queue(&self, vm_id: &str, name: &str) -> Result<u32, HostError> {
         let _ = (vm_id, name);
         Err(unimplemented("proxy_resolve_shared_queue"))
     }
-    #[cfg_attr(
-        all(target_arch = "wasm32", not(target_env = "p2")),
-        allow(dead_code, reason = "the proxy-wasm build calls the import directly")
-    )]
     /// `proxy_enqueue_shared_queue`.
     fn enqueue(&self, queue: u32, message: &[u8]) -> Result<(), HostError> {
         let _ = (queue, message);
         Err(unimplemented("proxy_enqueue_shared_queue"))
     }
-    #[cfg_attr(
-        all(target_arch = "wasm32", not(target_env = "p2")),
-        allow(dead_code, reason = "the proxy-wasm build calls the import directly")
-    )]
     /// `proxy_dequeue_shared_queue`: the oldest message; `Ok(None)` when the queue is empty.
     fn dequeue(&self, queue: u32) -> Result<Option<Vec<u8>>, HostError> {
         let _ = queue;
         Err(unimplemented("proxy_dequeue_shared_queue"))
     }
     /// `proxy_call_foreign_function`: the proxy's extension `name`; NOT_FOUND if it has none.
-    #[cfg_attr(
-        all(target_arch = "wasm32", not(target_env = "p2")),
-        allow(dead_code, reason = "the proxy-wasm build calls the import directly")
-    )]
     fn call_foreign_function(&self, name: &str, arguments: &[u8]) -> Result<Vec<u8>, HostError> {
         let _ = (name, arguments);
         Err(unimplemented("proxy_call_foreign_function"))
@@ -413,10 +340,6 @@ pub(crate) struct GrpcRequest<'a> {
 }
 
 /// The error of a hostcall the host does not offer.
-#[cfg_attr(
-    all(target_arch = "wasm32", not(target_env = "p2")),
-    allow(dead_code, reason = "the proxy-wasm build calls the imports directly")
-)]
 pub(crate) fn unimplemented(call: &'static str) -> HostError {
     HostError {
         call,
@@ -435,29 +358,23 @@ pub(crate) type HostHandle = crate::abi::AbiHost;
 #[cfg(not(all(target_arch = "wasm32", not(target_env = "p2"))))]
 pub(crate) type HostHandle = std::rc::Rc<dyn Host>;
 
-/// `host` as a trait object, for code that serves every build alike.
+/// The host behind `host`, for code that serves every build alike: generic over it, that code
+/// calls the proxy-wasm imports directly (no vtable, which would link every import into every
+/// plugin).
 #[cfg(all(target_arch = "wasm32", not(target_env = "p2")))]
-pub(crate) fn as_dyn(host: &HostHandle) -> &dyn Host {
+pub(crate) fn backend(host: &HostHandle) -> &crate::abi::AbiHost {
     host
 }
 
-/// `host` as a trait object (see the proxy-wasm build's twin).
+/// The host behind `host` (see the proxy-wasm build's twin).
 #[cfg(not(all(target_arch = "wasm32", not(target_env = "p2"))))]
-pub(crate) fn as_dyn(host: &HostHandle) -> &dyn Host {
+pub(crate) fn backend(host: &HostHandle) -> &dyn Host {
     &**host
 }
 
-/// The host for gRPC and shared queues. The proxy-wasm build calls their hostcalls directly, so
-/// that only plugins using them import them (and carry the code); other hosts go through the
-/// trait.
-#[cfg(all(target_arch = "wasm32", not(target_env = "p2")))]
-pub(crate) fn optional(_runtime: &crate::runtime::Runtime) -> crate::abi::AbiHost {
-    crate::abi::AbiHost
-}
-
-/// The host for gRPC and shared queues (see the proxy-wasm build's twin).
-#[cfg(not(all(target_arch = "wasm32", not(target_env = "p2"))))]
-pub(crate) fn optional(runtime: &crate::runtime::Runtime) -> &dyn Host {
+/// The host for gRPC and shared queues. The testing API notes their use: its native twins of a
+/// plugin's tests cannot run them.
+pub(crate) fn optional(runtime: &crate::runtime::Runtime) -> &(impl Host + ?Sized) {
     runtime.note_host_only_feature();
-    &*runtime.host
+    backend(&runtime.host)
 }

@@ -77,7 +77,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::rc::{Rc, Weak};
 
-use crate::host::{HostError, HostStatus, MetricType};
+use crate::host::{Host, HostError, HostStatus, MetricType, backend};
 use crate::runtime::Runtime;
 
 /// How log lines name a metric of `kind`.
@@ -478,96 +478,22 @@ fn read(kind: MetricType, name: &str) -> Result<u64, HostError> {
     get_metric(&runtime, id)
 }
 
-// The hostcalls: through the `Host` trait, or in the proxy-wasm build straight to the imports
-// (see `abi`).
+// The hostcalls, on the host this build has (see `host::backend`).
 
 fn define_metric(runtime: &Runtime, kind: MetricType, name: &str) -> Result<u32, HostError> {
-    #[cfg(all(target_arch = "wasm32", not(target_env = "p2")))]
-    {
-        let _ = runtime;
-        abi::define_metric(kind, name)
-    }
-    #[cfg(not(all(target_arch = "wasm32", not(target_env = "p2"))))]
-    runtime.host.define_metric(kind, name)
+    Host::define_metric(backend(&runtime.host), kind, name)
 }
 
 fn increment_metric(runtime: &Runtime, id: u32, delta: i64) -> Result<(), HostError> {
-    #[cfg(all(target_arch = "wasm32", not(target_env = "p2")))]
-    {
-        let _ = runtime;
-        abi::increment_metric(id, delta)
-    }
-    #[cfg(not(all(target_arch = "wasm32", not(target_env = "p2"))))]
-    runtime.host.increment_metric(id, delta)
+    Host::increment_metric(backend(&runtime.host), id, delta)
 }
 
 fn record_metric(runtime: &Runtime, id: u32, value: u64) -> Result<(), HostError> {
-    #[cfg(all(target_arch = "wasm32", not(target_env = "p2")))]
-    {
-        let _ = runtime;
-        abi::record_metric(id, value)
-    }
-    #[cfg(not(all(target_arch = "wasm32", not(target_env = "p2"))))]
-    runtime.host.record_metric(id, value)
+    Host::record_metric(backend(&runtime.host), id, value)
 }
 
 fn get_metric(runtime: &Runtime, id: u32) -> Result<u64, HostError> {
-    #[cfg(all(target_arch = "wasm32", not(target_env = "p2")))]
-    {
-        let _ = runtime;
-        abi::get_metric(id)
-    }
-    #[cfg(not(all(target_arch = "wasm32", not(target_env = "p2"))))]
-    runtime.host.get_metric(id)
-}
-
-/// The metric hostcalls of the proxy-wasm build, called directly rather than through the
-/// `Host` trait: a trait object's vtable keeps every method, and so every import, in every
-/// plugin; called directly, they are imported only by plugins that use metrics.
-#[cfg(all(target_arch = "wasm32", not(target_env = "p2")))]
-mod abi {
-    use crate::host::MetricType;
-    use crate::host::{HostError, check};
-
-    #[link(wasm_import_module = "env")]
-    unsafe extern "C" {
-        fn proxy_define_metric(
-            metric_type: u32,
-            name_data: *const u8,
-            name_size: usize,
-            return_metric_id: *mut u32,
-        ) -> u32;
-        fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
-        // Envoy (proxy-wasm-cpp-host) reads the value as a u64; the wasm type is i64 either way.
-        fn proxy_record_metric(metric_id: u32, value: u64) -> u32;
-        fn proxy_get_metric(metric_id: u32, return_value: *mut u64) -> u32;
-    }
-
-    pub(super) fn define_metric(kind: MetricType, name: &str) -> Result<u32, HostError> {
-        let mut id = 0;
-        // SAFETY: `name` is valid for reads of its length and `id` for a write during the call.
-        let code = unsafe { proxy_define_metric(kind.code(), name.as_ptr(), name.len(), &mut id) };
-        check("proxy_define_metric", code).map(|()| id)
-    }
-
-    pub(super) fn increment_metric(id: u32, delta: i64) -> Result<(), HostError> {
-        // SAFETY: plain value arguments.
-        let code = unsafe { proxy_increment_metric(id, delta) };
-        check("proxy_increment_metric", code)
-    }
-
-    pub(super) fn record_metric(id: u32, value: u64) -> Result<(), HostError> {
-        // SAFETY: plain value arguments.
-        let code = unsafe { proxy_record_metric(id, value) };
-        check("proxy_record_metric", code)
-    }
-
-    pub(super) fn get_metric(id: u32) -> Result<u64, HostError> {
-        let mut value = 0;
-        // SAFETY: `value` is valid for a write during the call.
-        let code = unsafe { proxy_get_metric(id, &mut value) };
-        check("proxy_get_metric", code).map(|()| value)
-    }
+    Host::get_metric(backend(&runtime.host), id)
 }
 
 #[cfg(test)]

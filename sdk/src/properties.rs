@@ -76,13 +76,7 @@ pub fn set_property(path: &[&str], value: impl AsRef<[u8]>) -> Result<(), HostEr
 }
 
 fn set_property_on(runtime: &Runtime, path: &[&str], value: &[u8]) -> Result<(), HostError> {
-    #[cfg(all(target_arch = "wasm32", not(target_env = "p2")))]
-    {
-        let _ = runtime;
-        abi::set_property(path, value)
-    }
-    #[cfg(not(all(target_arch = "wasm32", not(target_env = "p2"))))]
-    runtime.host.set_property(path, value)
+    Host::set_property(crate::host::backend(&runtime.host), path, value)
 }
 
 /// The property at `path` decoded as a `T`; `None` when it is absent, refused or not a `T`
@@ -98,7 +92,7 @@ fn set_property_on(runtime: &Runtime, path: &[&str], value: &[u8]) -> Result<(),
 /// ```
 pub fn get<T: PropertyValue>(path: &[&str]) -> Option<T> {
     let runtime = Runtime::current()?;
-    logged(path, decode(crate::host::as_dyn(&runtime.host), path))
+    logged(path, decode(crate::host::backend(&runtime.host), path))
 }
 
 /// The property at `path` decoded as a `T`, telling an absent property (`Ok(None)`) from a
@@ -106,10 +100,13 @@ pub fn get<T: PropertyValue>(path: &[&str]) -> Option<T> {
 pub fn try_get<T: PropertyValue>(path: &[&str]) -> Result<Option<T>, PropertyError> {
     let runtime =
         Runtime::current().ok_or_else(|| PropertyError::Host(no_host("proxy_get_property")))?;
-    decode(crate::host::as_dyn(&runtime.host), path)
+    decode(crate::host::backend(&runtime.host), path)
 }
 
-fn decode<T: PropertyValue>(host: &dyn Host, path: &[&str]) -> Result<Option<T>, PropertyError> {
+fn decode<T: PropertyValue, H: Host + ?Sized>(
+    host: &H,
+    path: &[&str],
+) -> Result<Option<T>, PropertyError> {
     let Some(bytes) = host.get_property(path).map_err(PropertyError::Host)? else {
         return Ok(None);
     };
@@ -356,7 +353,7 @@ impl Done<'_> {
         if self.stream.is_ended() {
             return None;
         }
-        logged(path, decode(crate::host::as_dyn(&self.stream.host), path))
+        logged(path, decode(crate::host::backend(&self.stream.host), path))
     }
 
     /// `response.code`: the status the client got (a local reply's included).
@@ -436,32 +433,6 @@ impl Done<'_> {
     /// `route_name`: the route the request took.
     pub fn route_name(&self) -> Option<String> {
         self.property(&["route_name"])
-    }
-}
-
-/// `proxy_set_property` in the proxy-wasm build, called directly so that only plugins that
-/// set properties import it (see `metrics::abi`).
-#[cfg(all(target_arch = "wasm32", not(target_env = "p2")))]
-mod abi {
-    use crate::host::{HostError, check};
-
-    #[link(wasm_import_module = "env")]
-    unsafe extern "C" {
-        fn proxy_set_property(
-            path_data: *const u8,
-            path_size: usize,
-            value_data: *const u8,
-            value_size: usize,
-        ) -> u32;
-    }
-
-    pub(super) fn set_property(path: &[&str], value: &[u8]) -> Result<(), HostError> {
-        // The ABI's path: the segments, each followed by NUL but the last.
-        let path = path.join("\0");
-        // SAFETY: `path` and `value` are valid for reads of their lengths during the call.
-        let code =
-            unsafe { proxy_set_property(path.as_ptr(), path.len(), value.as_ptr(), value.len()) };
-        check("proxy_set_property", code)
     }
 }
 

@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
-use crate::host::{HostError, HostStatus, optional};
+use crate::host::{Host as _, HostError, HostStatus, optional};
 use crate::runtime::{Extension, Runtime};
 
 /// The tasks waiting for messages, per queue.

@@ -44,7 +44,7 @@ use std::fmt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::host::{HostError, HostStatus};
+use crate::host::{Host, HostError, HostStatus, backend};
 use crate::runtime::Runtime;
 
 /// The version of a shared value, as [`SharedData::get`] read it.
@@ -289,81 +289,14 @@ fn no_host(call: &'static str) -> SharedDataError {
     })
 }
 
-// The hostcalls: through the `Host` trait, or in the proxy-wasm build straight to the imports
-// (see `abi`).
+// The hostcalls, on the host this build has (see `host::backend`).
 
 fn get_shared_data(runtime: &Runtime, key: &str) -> Result<Option<(Vec<u8>, u32)>, HostError> {
-    #[cfg(all(target_arch = "wasm32", not(target_env = "p2")))]
-    {
-        let _ = runtime;
-        abi::get_shared_data(key)
-    }
-    #[cfg(not(all(target_arch = "wasm32", not(target_env = "p2"))))]
-    runtime.host.get_shared_data(key)
+    Host::get_shared_data(backend(&runtime.host), key)
 }
 
 fn set_shared_data(runtime: &Runtime, key: &str, value: &[u8], cas: u32) -> Result<(), HostError> {
-    #[cfg(all(target_arch = "wasm32", not(target_env = "p2")))]
-    {
-        let _ = runtime;
-        abi::set_shared_data(key, value, cas)
-    }
-    #[cfg(not(all(target_arch = "wasm32", not(target_env = "p2"))))]
-    runtime.host.set_shared_data(key, value, cas)
-}
-
-/// The shared-data hostcalls of the proxy-wasm build, called directly so that only plugins
-/// that use shared data import them (see `metrics::abi`).
-#[cfg(all(target_arch = "wasm32", not(target_env = "p2")))]
-mod abi {
-    use std::ptr::null_mut;
-
-    use crate::abi::take_host_bytes;
-    use crate::host::{HostError, check};
-
-    #[link(wasm_import_module = "env")]
-    unsafe extern "C" {
-        fn proxy_get_shared_data(
-            key_data: *const u8,
-            key_size: usize,
-            return_value_data: *mut *mut u8,
-            return_value_size: *mut usize,
-            return_cas: *mut u32,
-        ) -> u32;
-        fn proxy_set_shared_data(
-            key_data: *const u8,
-            key_size: usize,
-            value_data: *const u8,
-            value_size: usize,
-            cas: u32,
-        ) -> u32;
-    }
-
-    pub(super) fn get_shared_data(key: &str) -> Result<Option<(Vec<u8>, u32)>, HostError> {
-        let mut data = null_mut();
-        let mut size = 0;
-        let mut cas = 0;
-        // SAFETY: `key` is valid for reads of its length and the out-pointers for writes
-        // during the call.
-        let code = unsafe {
-            proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas)
-        };
-        match code {
-            // SAFETY: on OK the host handed us an allocation of `size` bytes made through
-            // `proxy_on_memory_allocate` (see `take_host_bytes`).
-            0 => Ok(Some((unsafe { take_host_bytes(data, size) }, cas))),
-            1 => Ok(None),
-            other => check("proxy_get_shared_data", other).map(|()| None),
-        }
-    }
-
-    pub(super) fn set_shared_data(key: &str, value: &[u8], cas: u32) -> Result<(), HostError> {
-        // SAFETY: `key` and `value` are valid for reads of their lengths during the call.
-        let code = unsafe {
-            proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas)
-        };
-        check("proxy_set_shared_data", code)
-    }
+    Host::set_shared_data(backend(&runtime.host), key, value, cas)
 }
 
 #[cfg(test)]

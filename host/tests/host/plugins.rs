@@ -46,6 +46,72 @@ fn hello_loads_and_exports_the_abi() {
     assert!(memory >= 65536 && memory.is_multiple_of(65536));
 }
 
+/// The proxy-wasm hostcalls a plugin may or may not use: a module imports those it calls and
+/// no others (a host refuses a module that imports what it lacks, and each import carries its
+/// code into the module).
+const OPTIONAL_HOSTCALLS: [&str; 17] = [
+    "proxy_http_call",
+    "proxy_get_property",
+    "proxy_set_property",
+    "proxy_get_shared_data",
+    "proxy_set_shared_data",
+    "proxy_define_metric",
+    "proxy_increment_metric",
+    "proxy_record_metric",
+    "proxy_get_metric",
+    "proxy_grpc_call",
+    "proxy_grpc_stream",
+    "proxy_register_shared_queue",
+    "proxy_enqueue_shared_queue",
+    "proxy_dequeue_shared_queue",
+    "proxy_call_foreign_function",
+    "proxy_redis_init",
+    "proxy_redis_call",
+];
+
+fn optional_imports(plugin: &str) -> Vec<String> {
+    let imports = PluginModule::new(&plugin_wasm(plugin)).unwrap().imports();
+    OPTIONAL_HOSTCALLS
+        .iter()
+        .filter(|name| imports.contains(&("env".to_string(), name.to_string())))
+        .map(|name| name.to_string())
+        .collect()
+}
+
+#[test]
+fn a_plugin_imports_only_the_optional_hostcalls_it_uses() {
+    assert_eq!(optional_imports("hello"), Vec::<String>::new());
+    assert_eq!(optional_imports("auth_flow"), ["proxy_http_call"]);
+    // Metrics, shared data and properties: state_plugin uses each.
+    assert_eq!(
+        optional_imports("state_plugin"),
+        [
+            "proxy_http_call",
+            "proxy_get_property",
+            "proxy_set_property",
+            "proxy_get_shared_data",
+            "proxy_set_shared_data",
+            "proxy_define_metric",
+            "proxy_increment_metric",
+            "proxy_record_metric",
+            "proxy_get_metric",
+        ]
+    );
+    // gRPC, shared queues and foreign functions: calls_plugin uses them, and no metrics.
+    assert_eq!(
+        optional_imports("calls_plugin"),
+        [
+            "proxy_http_call",
+            "proxy_grpc_call",
+            "proxy_grpc_stream",
+            "proxy_register_shared_queue",
+            "proxy_enqueue_shared_queue",
+            "proxy_dequeue_shared_queue",
+            "proxy_call_foreign_function",
+        ]
+    );
+}
+
 #[test]
 fn hello_configures_and_adds_the_header() {
     let (mut plugin, configured) = configured("hello", r#"{"mockEnable": false}"#);

@@ -24,7 +24,7 @@ pub struct RouteCluster {
 impl Cluster for RouteCluster {
     fn cluster_name(&self) -> String {
         Runtime::current()
-            .map(|runtime| request::property(crate::host::as_dyn(&runtime.host), "cluster_name"))
+            .map(|runtime| request::property(crate::host::backend(&runtime.host), "cluster_name"))
             .unwrap_or_default()
     }
 
@@ -33,7 +33,7 @@ impl Cluster for RouteCluster {
             return self.host.clone();
         }
         Runtime::current()
-            .map(|runtime| request::authority(crate::host::as_dyn(&runtime.host)))
+            .map(|runtime| request::authority(crate::host::backend(&runtime.host)))
             .unwrap_or_default()
     }
 

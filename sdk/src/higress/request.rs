@@ -12,7 +12,7 @@ const CONSUMER_HEADER: &str = "x-mse-consumer";
 
 /// The configuration of the request being served, as Higress chooses it; `None`: the plugin
 /// leaves the request alone.
-pub(crate) fn select<C>(host: &dyn Host, rules: &RuleSet<C>) -> Option<Rc<C>> {
+pub(crate) fn select<C, H: Host + ?Sized>(host: &H, rules: &RuleSet<C>) -> Option<Rc<C>> {
     let authority = authority(host);
     let route_name = property(host, "route_name");
     let cluster_name = property(host, "cluster_name");
@@ -36,12 +36,12 @@ pub(crate) fn select<C>(host: &dyn Host, rules: &RuleSet<C>) -> Option<Rc<C>> {
 }
 
 /// The request's `:authority`, port included.
-pub(crate) fn authority(host: &dyn Host) -> String {
+pub(crate) fn authority<H: Host + ?Sized>(host: &H) -> String {
     request_header(host, ":authority")
 }
 
 /// A request header as text (lossy); empty when absent.
-pub(crate) fn request_header(host: &dyn Host, name: &str) -> String {
+pub(crate) fn request_header<H: Host + ?Sized>(host: &H, name: &str) -> String {
     match host.get_map_value(MapType::HttpRequestHeaders, name) {
         Ok(value) => value
             .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
@@ -55,7 +55,7 @@ pub(crate) fn request_header(host: &dyn Host, name: &str) -> String {
 
 /// A top-level property of the request (`route_name`, `cluster_name`) as text (lossy); empty
 /// when the proxy has none.
-pub(crate) fn property(host: &dyn Host, name: &str) -> String {
+pub(crate) fn property<H: Host + ?Sized>(host: &H, name: &str) -> String {
     match host.get_property(&[name]) {
         Ok(value) => value
             .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())

@@ -117,7 +117,7 @@ impl<P: HigressPlugin> Higress<P> {
     fn plugin(&mut self, message: &Message<'_>) -> Option<&mut P> {
         if let Stream::Choosing(root) = &self.stream {
             let selected = Runtime::current().and_then(|runtime| {
-                request::select(crate::host::as_dyn(&runtime.host), &root.rules)
+                request::select(crate::host::backend(&runtime.host), &root.rules)
             });
             self.stream = match selected {
                 Some(root) => Stream::Running(P::new(&root)),
