@@ -12,8 +12,10 @@
 //!   `on_request_headers`; the whole request body (read first) to one `on_request_body`;
 //! * while the plugin holds the request, every `proxy_http_call` it makes becomes a real
 //!   HTTP/1.1 request to the address its cluster is mapped to, with the plugin's timeout; the
-//!   answer (or, after a timeout or connection error, a failure with 0 headers) is delivered to
-//!   `on_http_call_response`. A cluster with no address is refused at dispatch with
+//!   answer is delivered to `on_http_call_response` with `x-envoy-upstream-service-time`
+//!   added, and a failure as Envoy answers it: a timeout as Envoy's `504`, a connection
+//!   refused or closed before the response as its `503`, a response that breaks off as the
+//!   callback with 0 headers (see [`CallFailure`]). A cluster with no address is refused at dispatch with
 //!   `BAD_ARGUMENT`, as Envoy does;
 //! * once the plugin lets the request go on, it is forwarded, with the plugin's header changes
 //!   and body, to the upstream; a local reply is sent to the client instead, and the upstream
@@ -96,7 +98,9 @@ use tokio::sync::{Notify, oneshot};
 use tokio::task::{AbortHandle, JoinSet, LocalSet};
 use tokio::time::Instant;
 
-use proxy_async_emulator::{Call, Callbacks, Direction, LogLevel, Proxy, ProxyConfig, ProxyState};
+use proxy_async_emulator::{
+    Call, CallFailure, Callbacks, Direction, LogLevel, Proxy, ProxyConfig, ProxyState,
+};
 
 use crate::component::ComponentModule;
 use crate::emulated::PluginStartError;
@@ -784,12 +788,20 @@ impl Shared {
 
     /// Makes one call of plugin `index` for real, then delivers its answer to the plugin.
     async fn make_call(self: Rc<Self>, index: usize, call: Call) {
+        let sent = std::time::Instant::now();
         let outcome = match self.config.clusters.get(call.cluster()) {
-            None => Err(format!("cluster `{}` has no address", call.cluster())),
+            None => Err(Failed {
+                failure: CallFailure::ConnectionRefused,
+                detail: format!("cluster `{}` has no address", call.cluster()),
+            }),
             Some(address) => {
                 let headers: Vec<(String, String)> = call.headers().to_vec();
                 let exchange = async {
-                    let request = build_request(&headers, Bytes::copy_from_slice(call.body()))?;
+                    let request = build_request(&headers, Bytes::copy_from_slice(call.body()))
+                        .map_err(|detail| Failed {
+                            failure: CallFailure::ConnectionClosed,
+                            detail,
+                        })?;
                     send(address, request, self.config.max_body).await
                 };
                 if call.timeout().is_zero() {
@@ -797,7 +809,10 @@ impl Shared {
                 } else {
                     match tokio::time::timeout(call.timeout(), exchange).await {
                         Ok(outcome) => outcome,
-                        Err(_) => Err(format!("no answer within {:?}", call.timeout())),
+                        Err(_) => Err(Failed {
+                            failure: CallFailure::Timeout,
+                            detail: format!("no answer within {:?}", call.timeout()),
+                        }),
                     }
                 }
             }
@@ -810,21 +825,34 @@ impl Shared {
                         (name.as_str().to_string(), value.as_bytes().to_vec())
                     }),
                 );
+                // What Envoy's router adds to every answer of an upstream, and never to its
+                // own: how a plugin tells the two apart.
+                pairs.push((
+                    "x-envoy-upstream-service-time".to_string(),
+                    sent.elapsed().as_millis().to_string().into_bytes(),
+                ));
                 Some((pairs, body.to_vec()))
             }
-            Err(error) => {
+            Err(Failed { failure, detail }) => {
                 let of = if self.chained() {
                     format!(" of plugin {}", index + 1)
                 } else {
                     String::new()
                 };
+                let answer = match failure {
+                    CallFailure::Timeout => "Envoy's 504 for a timeout",
+                    CallFailure::ConnectionRefused | CallFailure::ConnectionClosed => {
+                        "Envoy's 503 for an unreachable upstream"
+                    }
+                    CallFailure::ResetMidResponse => "a failed call (0 headers)",
+                };
                 self.log(&format!(
-                    "call {} {} to cluster `{}`{of} failed: {error}; the plugin gets a failed call (0 headers)",
+                    "call {} {} to cluster `{}`{of} failed: {detail}; the plugin gets {answer}",
                     call.method(),
                     call.path(),
                     call.cluster()
                 ));
-                None
+                failure.envoy_answer()
             }
         };
         self.in_flight.borrow_mut().remove(&(index, call.token()));
@@ -1007,7 +1035,7 @@ impl Shared {
                 build_request(&headers, body).map_err(|error| (StatusCode::BAD_GATEWAY, error))?;
             send(&self.config.upstream, request, self.config.max_body)
                 .await
-                .map_err(|error| (StatusCode::BAD_GATEWAY, error))
+                .map_err(|failed| (StatusCode::BAD_GATEWAY, failed.detail))
         };
         let upstream = match tokio::time::timeout(self.config.upstream_timeout, exchange).await {
             Ok(outcome) => outcome,
@@ -1234,18 +1262,30 @@ fn build_request(
 }
 
 /// Sends `request` on a new connection to `address` and reads the whole response.
+/// Why a call or request to an upstream got no whole answer: what Envoy would hand a plugin
+/// for it, and the details for the log.
+struct Failed {
+    failure: CallFailure,
+    detail: String,
+}
+
 async fn send(
     address: &str,
     request: Request<Full<Bytes>>,
     max_body: usize,
-) -> Result<(StatusCode, HeaderMap, Bytes), String> {
-    let stream = TcpStream::connect(address)
-        .await
-        .map_err(|error| format!("cannot connect to {address}: {error}"))?;
+) -> Result<(StatusCode, HeaderMap, Bytes), Failed> {
+    let closed = |detail: String| Failed {
+        failure: CallFailure::ConnectionClosed,
+        detail,
+    };
+    let stream = TcpStream::connect(address).await.map_err(|error| Failed {
+        failure: CallFailure::ConnectionRefused,
+        detail: format!("cannot connect to {address}: {error}"),
+    })?;
     let _ = stream.set_nodelay(true);
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .map_err(|error| format!("{address}: {error}"))?;
+        .map_err(|error| closed(format!("{address}: {error}")))?;
     // The connection ends when the response is read and `sender` dropped, or when the peer
     // closes it.
     tokio::task::spawn_local(async move {
@@ -1254,12 +1294,17 @@ async fn send(
     let response = sender
         .send_request(request)
         .await
-        .map_err(|error| format!("{address}: {error}"))?;
+        .map_err(|error| closed(format!("{address}: {error}")))?;
     let (parts, body) = response.into_parts();
+    // The response began: Envoy hands a plugin no part of one that breaks off (or outgrows
+    // its buffer) now.
     let body = Limited::new(body, max_body)
         .collect()
         .await
-        .map_err(|error| format!("{address}: reading the response body: {error}"))?
+        .map_err(|error| Failed {
+            failure: CallFailure::ResetMidResponse,
+            detail: format!("{address}: reading the response body: {error}"),
+        })?
         .to_bytes();
     Ok((parts.status, parts.headers, body))
 }

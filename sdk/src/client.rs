@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use crate::error::CallError;
 use crate::headers::{Headers, NO_HEADERS};
 use crate::host::{AwaitedCall, HostError};
-use crate::runtime::{CallReply, Runtime};
+use crate::runtime::{CallReply, ReplyParts, Runtime};
 use proxy_async_executor::Pending;
 // A proxy-wasm module's host is a concrete type: its hostcalls need the trait in scope.
 #[cfg(all(target_arch = "wasm32", not(target_env = "p2")))]
@@ -541,6 +541,12 @@ fn response(
             cluster: cluster.to_string(),
         });
     };
+    // Only an error status can be the proxy's own answer: a successful call pays nothing.
+    if status.as_u16() >= 502
+        && let Some(error) = proxy_answer(&cluster, timeout, status, &parts)
+    {
+        return Err(error);
+    }
     Ok(CallResponse {
         cluster,
         status,
@@ -548,6 +554,49 @@ fn response(
         body: parts.body,
         trailers: parts.trailers,
     })
+}
+
+/// The body of Envoy's answer to a call whose timeout expired before the response began
+/// (`source/common/router/router.cc`, `onUpstreamTimeoutAbort`).
+pub(crate) const ENVOY_TIMEOUT_BODY: &str = "upstream request timeout";
+
+/// The start of the body of Envoy's answer to a call whose upstream could not be reached or
+/// reset before the response began (`router.cc`, `onUpstreamReset`); the reason follows.
+pub(crate) const ENVOY_RESET_BODY: &str =
+    "upstream connect error or disconnect/reset before headers. reset reason: ";
+
+/// The header Envoy's router adds to every response an upstream sent, and never to its own.
+const UPSTREAM_SERVICE_TIME: &str = "x-envoy-upstream-service-time";
+
+/// The failure a response stands for when the proxy made it up because the upstream did not
+/// answer: Envoy's router answers a timeout with a `504` and an unreachable or reset upstream
+/// with a `503` (`502` for a protocol error), as plain text, and without the header it puts
+/// on every upstream's answer. `None` for anything else, which is the upstream's own answer.
+fn proxy_answer(
+    cluster: &str,
+    timeout: Duration,
+    status: StatusCode,
+    parts: &ReplyParts,
+) -> Option<CallError> {
+    if parts.headers.get(UPSTREAM_SERVICE_TIME).is_some()
+        || parts.headers.get("content-type") != Some(b"text/plain".as_slice())
+    {
+        return None;
+    }
+    let body = std::str::from_utf8(&parts.body).ok()?;
+    match status.as_u16() {
+        504 if body == ENVOY_TIMEOUT_BODY => Some(CallError::Timeout {
+            cluster: cluster.to_string(),
+            timeout,
+        }),
+        502 | 503 => body
+            .strip_prefix(ENVOY_RESET_BODY)
+            .map(|reason| CallError::Unreachable {
+                cluster: cluster.to_string(),
+                reason: reason.to_string(),
+            }),
+        _ => None,
+    }
 }
 
 /// An HTTP status as the proxy hands it over: exactly three digits, 100 to 999 (RFC 9110

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use proptest::test_runner::Config;
-use proxy_async::testing::{Action, PluginTest, TestStream};
+use proxy_async::testing::{Action, CallFailure, PluginTest, TestStream};
 use proxy_async::{
     CallError, ConfigError, Error, Flow, HttpClient, NoConfig, Plugin, PluginConfig, Request,
     Response, Root,
@@ -1021,6 +1021,31 @@ fn call_model(answer: Option<&Answer>) -> CallSeen {
             .find(|(key, _)| key.eq_ignore_ascii_case(name))
             .map(|(_, value)| value.clone())
     };
+    // Envoy's own answer for an upstream that gave none (router.cc's local replies): plain
+    // text, without the header Envoy puts on every upstream's answer.
+    if status >= 502
+        && first("x-envoy-upstream-service-time").is_none()
+        && first("content-type").as_deref() == Some(b"text/plain".as_slice())
+        && let Ok(text) = std::str::from_utf8(body)
+    {
+        if status == 504 && text == "upstream request timeout" {
+            return CallSeen::Failed(CallError::Timeout {
+                cluster: "svc".to_string(),
+                timeout: Duration::from_millis(500),
+            });
+        }
+        if let (502 | 503, Some(reason)) = (
+            status,
+            text.strip_prefix(
+                "upstream connect error or disconnect/reset before headers. reset reason: ",
+            ),
+        ) {
+            return CallSeen::Failed(CallError::Unreachable {
+                cluster: "svc".to_string(),
+                reason: reason.to_string(),
+            });
+        }
+    }
     let names = headers
         .iter()
         .map(|(name, _)| name.clone())
@@ -1131,6 +1156,37 @@ proptest! {
     ) {
         let seen = ask(answer.clone());
         prop_assert_eq!(seen, call_model(answer.as_ref()));
+    }
+}
+
+#[test]
+fn envoys_own_answers_are_typed_errors_and_the_same_from_an_upstream_is_not() {
+    let failures = [
+        CallFailure::Timeout,
+        CallFailure::ConnectionRefused,
+        CallFailure::ConnectionClosed,
+        CallFailure::ResetMidResponse,
+    ];
+    for failure in failures {
+        let answer = failure.envoy_answer();
+        let seen = ask(answer.clone());
+        assert_eq!(seen, call_model(answer.as_ref()), "{failure:?}");
+        assert!(matches!(seen, CallSeen::Failed(_)), "{failure:?}: {seen:?}");
+        // The same answer from the upstream itself (Envoy marks it): a response.
+        if let Some((mut headers, body)) = answer {
+            headers.push(("x-envoy-upstream-service-time".into(), b"1".to_vec()));
+            let answer = Some((headers, body));
+            let seen = ask(answer.clone());
+            assert_eq!(
+                seen,
+                call_model(answer.as_ref()),
+                "{failure:?} from the upstream"
+            );
+            assert!(
+                !matches!(seen, CallSeen::Failed(_)),
+                "{failure:?}: {seen:?}"
+            );
+        }
     }
 }
 

@@ -153,7 +153,7 @@ fn a_call_error_becomes_the_error_reply_and_a_log_line() {
     assert_eq!(
         errors,
         [
-            "on_request_headers failed: no response from cluster `backend` within 500 ms (timeout or connection reset); replying 500"
+            "on_request_headers failed: the response from cluster `backend` broke off before it was whole (connection reset, or timeout after 500 ms); replying 500"
         ]
     );
 }

@@ -33,7 +33,7 @@
 //! | The credential header is there more than once (which one would the upstream believe?) | `401`, `www-authenticate: Bearer`, details `auth_ambiguous_credential`; no call is made |
 //! | The auth cluster answered `401` or `403` | `403`, details `auth_denied` |
 //! | The users cluster answered `401` or `403` | `403`, details `user_denied` |
-//! | Any other status from either cluster (1xx, 204, 3xx, 404, 429, 5xx, ...), a `200` whose `content-type` is not `application/json` (parameters such as `; charset=utf-8` allowed, any case) or is missing or repeated, a body that is not the expected JSON, a missing or unusable token, id or name, a timeout or reset, a call the proxy refused to dispatch (e.g. an unknown cluster), a response without a valid `:status`, the proxy refusing to strip identity headers or to set them | `503` ([`AuthFlow::ERROR_STATUS`]) and an error log line naming the cluster and the cause |
+//! | Any other status from either cluster (1xx, 204, 3xx, 404, 429, 5xx, ...), a `200` whose `content-type` is not `application/json` (parameters such as `; charset=utf-8` allowed, any case) or is missing or repeated, a body that is not the expected JSON, a missing or unusable token, id or name, a timeout, an unreachable cluster or a response broken off, a call the proxy refused to dispatch (e.g. an unknown cluster), a response without a valid `:status`, the proxy refusing to strip identity headers or to set them | `503` ([`AuthFlow::ERROR_STATUS`]) and an error log line naming the cluster and the cause |
 //!
 //! Envoy joins the values of a repeated `authorization` header into one (`a,b`): the plugin
 //! then sees one credential, which the auth service has to judge (and should refuse).

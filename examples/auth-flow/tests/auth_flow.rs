@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use auth_flow::AuthFlow;
-use proxy_async::testing::{Action, Call, PluginTest, TestStream};
+use proxy_async::testing::{Action, Call, CallFailure, PluginTest, TestStream};
 
 const CONFIG: &str = r#"{
     "auth":  {"cluster": "auth",  "authority": "auth.local",  "path": "/token", "timeout_ms": 500},
@@ -410,14 +410,67 @@ fn auth_redirect_is_503() {
     assert_failed_closed(&test, &stream, &["auth", "302"]);
 }
 
+// The ways a call gets no answer, each as Envoy 1.40 hands it over (the same cases run in
+// Envoy in tests/e2e/tests/envoy/auth_flow.rs, where the log lines are the same).
+
 #[test]
 fn auth_timeout_is_503() {
     let test = plugin();
     let stream = test.stream();
     assert_eq!(stream.send_request_headers(REQUEST, true), Action::Pause);
-    test.fail(&only_call(&stream, "auth"));
-    assert_failed_closed(&test, &stream, &["auth", "no response", "500 ms"]);
+    // Envoy answers the call itself, with a 504: the plugin sees the timeout, not a status.
+    test.fail_call(&only_call(&stream, "auth"), &CallFailure::Timeout);
+    assert_failed_closed(
+        &test,
+        &stream,
+        &["auth: no response from cluster `auth` within the call's timeout (500 ms)"],
+    );
     assert_eq!(test.all_calls().len(), 1);
+}
+
+#[test]
+fn auth_unreachable_is_503() {
+    let test = plugin();
+    let stream = test.stream();
+    assert_eq!(stream.send_request_headers(REQUEST, true), Action::Pause);
+    test.fail_call(&only_call(&stream, "auth"), &CallFailure::ConnectionRefused);
+    assert_failed_closed(
+        &test,
+        &stream,
+        &["auth: cluster `auth` could not be reached (remote connection failure"],
+    );
+}
+
+#[test]
+fn auth_answer_broken_off_is_503() {
+    let test = plugin();
+    let stream = test.stream();
+    assert_eq!(stream.send_request_headers(REQUEST, true), Action::Pause);
+    test.fail(&only_call(&stream, "auth"));
+    assert_failed_closed(
+        &test,
+        &stream,
+        &["auth: the response from cluster `auth` broke off before it was whole"],
+    );
+}
+
+#[test]
+fn an_upstream_answering_like_envoys_timeout_is_still_its_answer() {
+    // The same status and body, but from the upstream: Envoy's router marks every upstream
+    // answer with `x-envoy-upstream-service-time`.
+    let test = plugin();
+    let stream = test.stream();
+    assert_eq!(stream.send_request_headers(REQUEST, true), Action::Pause);
+    test.respond_raw(
+        &only_call(&stream, "auth"),
+        &[
+            (":status", b"504"),
+            ("content-type", b"text/plain"),
+            ("x-envoy-upstream-service-time", b"3"),
+        ],
+        "upstream request timeout",
+    );
+    assert_failed_closed(&test, &stream, &["auth", "answered 504"]);
 }
 
 #[test]
@@ -505,8 +558,12 @@ fn users_malformed_is_503() {
 fn users_timeout_is_503() {
     let test = plugin();
     let stream = after_auth(&test, 200, TOKEN_OK);
-    test.fail(&only_call(&stream, "users"));
-    assert_failed_closed(&test, &stream, &["users", "no response", "250 ms"]);
+    test.fail_call(&only_call(&stream, "users"), &CallFailure::Timeout);
+    assert_failed_closed(
+        &test,
+        &stream,
+        &["users: no response from cluster `users` within the call's timeout (250 ms)"],
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use fan_out::FanOut;
-use proxy_async::testing::{Action, Call, PluginTest, TestStream};
+use proxy_async::testing::{Action, Call, CallFailure, PluginTest, TestStream};
 
 const CONFIG: &str = r#"{
     "profile": {"cluster": "profile", "path": "/profile"},
@@ -221,9 +221,12 @@ fn a_flags_timeout_goes_on_without_flags() {
     let test = plugin();
     let (stream, profile, flags) = start(&test);
     test.respond(&profile, 200, &[], PROFILE_OK);
-    test.fail(&flags);
+    test.fail_call(&flags, &CallFailure::Timeout);
     assert_continued_without_flags(&stream);
-    assert_warned(&test, &["no response", "`flags`", "100 ms"]);
+    assert_warned(
+        &test,
+        &["no response from cluster `flags` within the call's timeout (100 ms)"],
+    );
 }
 
 #[test]
@@ -269,8 +272,12 @@ fn a_profile_timeout_is_503() {
     let test = plugin();
     let (stream, profile, flags) = start(&test);
     test.respond(&flags, 200, &[], FLAGS_OK);
-    test.fail(&profile);
-    assert_failed_closed(&test, &stream, &["no response", "500 ms"]);
+    test.fail_call(&profile, &CallFailure::Timeout);
+    assert_failed_closed(
+        &test,
+        &stream,
+        &["no response from cluster `profile` within the call's timeout (500 ms)"],
+    );
 }
 
 #[test]

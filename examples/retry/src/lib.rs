@@ -256,13 +256,18 @@ impl Retry {
             Ok(response) => match response.status() {
                 StatusCode::OK => Verdict::Admit,
                 StatusCode::FORBIDDEN => Verdict::Deny,
-                // Envoy answers a call that timed out with its own 504.
+                // The checker itself (or a proxy in front of it) is busy.
                 status @ (StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT) => {
                     Verdict::TryAgain(format!("status {}", status.as_u16()))
                 }
                 other => Verdict::Fail(format!("status {}", other.as_u16())),
             },
-            Err(error @ CallError::NoResponse { .. }) => Verdict::TryAgain(error.to_string()),
+            // No answer, or half of one: another try may get one.
+            Err(
+                error @ (CallError::Timeout { .. }
+                | CallError::Unreachable { .. }
+                | CallError::NoResponse { .. }),
+            ) => Verdict::TryAgain(error.to_string()),
             Err(error) => Verdict::Fail(error.to_string()),
         }
     }

@@ -54,7 +54,7 @@ mod redis_server;
 mod state;
 mod twins;
 
-pub use proxy::{ConfigRejected, Proxy, ProxyConfig};
+pub use proxy::{CallFailure, ConfigRejected, Proxy, ProxyConfig};
 pub use proxy_async_abi as abi;
 pub use proxy_async_abi::{
     Action, BufferType, Callbacks, Direction, Hostcalls, LogLevel, MapType, MetricType, Phase,

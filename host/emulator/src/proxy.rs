@@ -310,6 +310,11 @@ impl<B: Callbacks> Proxy<B> {
             .collect()
     }
 
+    /// Fails a call as Envoy does when its upstream does not answer it (see [`CallFailure`]).
+    pub fn fail_call(&self, call: &Call, failure: &CallFailure) {
+        self.answer(call, failure.envoy_answer());
+    }
+
     /// Answers a call: `Some((headers, body))` is a response, `None` a failure (timeout,
     /// reset: the callback gets no headers). As in Envoy 1.40 (seen in its wasm trace log), the
     /// callback names the root context, whichever stream made the call, and it still comes
@@ -875,3 +880,60 @@ fn assert_open(stream: &StreamState, direction: Direction) {
         );
     }
 }
+
+/// Why a call's upstream did not answer it, and so what Envoy 1.40 hands the plugin instead
+/// (`source/common/router/router.cc`: the router answers for the upstream before the response
+/// began; `source/extensions/common/wasm/context.cc`, `onHttpCallFailure`: a callback with no
+/// headers after it began).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CallFailure {
+    /// The call's timeout expired before the response began: a `504`, `upstream request
+    /// timeout`.
+    Timeout,
+    /// Nothing listens at the upstream's address: a `503` with the reset reason `remote
+    /// connection failure, transport failure reason: delayed connect error: Connection refused`.
+    ConnectionRefused,
+    /// The upstream accepted the connection and closed it before answering: a `503` with the
+    /// reset reason `connection termination`.
+    ConnectionClosed,
+    /// The response began and then broke off (reset, or the timeout after the headers): the
+    /// callback with no headers.
+    ResetMidResponse,
+}
+
+impl CallFailure {
+    /// What `on_http_call_response` reads: Envoy's own response (headers, body), or `None`
+    /// for the callback with no headers.
+    pub fn envoy_answer(&self) -> Option<(Pairs, Vec<u8>)> {
+        let (status, body) = match self {
+            CallFailure::Timeout => ("504", "upstream request timeout".to_string()),
+            CallFailure::ConnectionRefused => (
+                "503",
+                format!(
+                    "{RESET_BEFORE_HEADERS}remote connection failure, transport failure reason: delayed connect error: Connection refused"
+                ),
+            ),
+            CallFailure::ConnectionClosed => (
+                "503",
+                format!("{RESET_BEFORE_HEADERS}connection termination"),
+            ),
+            CallFailure::ResetMidResponse => return None,
+        };
+        // The router's local reply has these three headers and no others
+        // (`Utility::prepareLocalReply`).
+        let headers = vec![
+            (":status".to_string(), status.as_bytes().to_vec()),
+            (
+                "content-length".to_string(),
+                body.len().to_string().into_bytes(),
+            ),
+            ("content-type".to_string(), b"text/plain".to_vec()),
+        ];
+        Some((headers, body.into_bytes()))
+    }
+}
+
+/// How Envoy's router begins the body of its answer for an upstream that reset or could not
+/// be reached before its response began (`Filter::onUpstreamReset`).
+const RESET_BEFORE_HEADERS: &str =
+    "upstream connect error or disconnect/reset before headers. reset reason: ";

@@ -3,7 +3,7 @@
 
 use proxy_async_host::proxy_async_emulator::ProxyState;
 use proxy_async_host::proxy_async_emulator::{
-    Action, Direction, LogLevel, Pairs, Proxy, ProxyConfig,
+    Action, CallFailure, Direction, LogLevel, Pairs, Proxy, ProxyConfig,
 };
 use proxy_async_host::{Plugin, start_emulated};
 
@@ -130,7 +130,7 @@ fn auth_flow_wasm_fails_closed() {
         &[("authorization", "Bearer x")],
         true,
     );
-    proxy.answer(&proxy.calls()[0], None);
+    proxy.fail_call(&proxy.calls()[0], &CallFailure::Timeout);
     let reply = proxy.local_reply(down).expect("a reply");
     assert_eq!(
         (reply.status, reply.details.as_str()),
@@ -140,7 +140,7 @@ fn auth_flow_wasm_fails_closed() {
         proxy
             .logs_at(LogLevel::Error)
             .iter()
-            .any(|line| line.contains("no response from cluster `auth`"))
+            .any(|line| line.contains("no response from cluster `auth` within the call's timeout"))
     );
 
     let malformed = proxy.open_stream();

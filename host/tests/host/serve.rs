@@ -410,12 +410,46 @@ async fn a_slow_auth_service_times_out_into_503() {
             .any(|line| line.starts_with("[serve] call POST /token to cluster `auth` failed")),
         "{logs:?}"
     );
+    // As in Envoy (tests/e2e/tests/envoy/auth_flow.rs): its 504 reaches the plugin as the
+    // timeout it is.
     assert!(
-        logs.iter()
-            .any(|line| line.starts_with("[plugin error]") && line.contains("auth")),
+        logs.iter().any(|line| line.starts_with("[plugin error]")
+            && line.contains(
+                "auth: no response from cluster `auth` within the call's timeout (500 ms)"
+            )),
         "{logs:?}"
     );
     demo.server.shutdown();
+}
+
+#[tokio::test]
+async fn an_unreachable_auth_cluster_is_envoys_503_to_the_plugin() {
+    let upstream = support::upstream().await;
+    // A port nothing listens on: the connection is refused at once.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .unwrap();
+    let config = ServeConfig::new(support::module("auth_flow"), upstream.addr.to_string())
+        .plugin_config(r#"{"auth": {"cluster": "auth"}, "users": {"cluster": "users"}}"#)
+        .cluster("auth", closed.to_string())
+        .cluster("users", "127.0.0.1:9");
+    let (server, logs) = support::start(config);
+    let started = Instant::now();
+    let got = send(server.addr(), "GET", "/", &[GOOD], "").await;
+    assert_eq!(got.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        started.elapsed() < Duration::from_millis(450),
+        "refused at once, not after the call's timeout"
+    );
+    assert!(upstream.seen().is_empty());
+    let logs = logs.lock().unwrap().clone();
+    // The same line as in Envoy (tests/e2e/tests/envoy/auth_flow.rs).
+    assert!(
+        logs.iter().any(|line| line
+            .contains("auth: cluster `auth` could not be reached (remote connection failure")),
+        "{logs:?}"
+    );
+    server.shutdown();
 }
 
 #[tokio::test]

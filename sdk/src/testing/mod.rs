@@ -45,8 +45,8 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 
 pub use proxy_async_emulator::{
-    Call, ConfigRejected, GrpcCall, NativeOnly, ProxyConfig, RedisCall, RedisInit, RedisServer,
-    SentReply, Twin, TwinKind, Twins,
+    Call, CallFailure, ConfigRejected, GrpcCall, NativeOnly, ProxyConfig, RedisCall, RedisInit,
+    RedisServer, SentReply, Twin, TwinKind, Twins,
 };
 use proxy_async_emulator::{Callbacks, Direction, Hostcalls, LogLevel, Pairs, Proxy, ProxyState};
 
@@ -352,9 +352,21 @@ impl<P: Plugin, T: Twins> PluginTest<P, T> {
             .answer(call, response.clone()));
     }
 
-    /// Fails a call as a timeout or reset does: the response callback with no headers.
+    /// Fails a call as Envoy does when its response breaks off (a reset mid-response, or the
+    /// timeout after the headers): the response callback with no headers, which the plugin
+    /// sees as [`CallError::NoResponse`](crate::CallError::NoResponse). For the other ways a
+    /// call fails, see [`fail_call`](PluginTest::fail_call).
     pub fn fail(&self, call: &Call) {
-        lockstep!(self, "failing a call", |proxy| proxy.answer(call, None));
+        self.fail_call(call, &CallFailure::ResetMidResponse);
+    }
+
+    /// Fails a call as Envoy 1.40 does for `failure`: a timeout or an unreachable upstream is
+    /// Envoy's own `504` or `503` answer, which the plugin sees as
+    /// [`CallError::Timeout`](crate::CallError::Timeout) or
+    /// [`CallError::Unreachable`](crate::CallError::Unreachable).
+    pub fn fail_call(&self, call: &Call, failure: &CallFailure) {
+        lockstep!(self, "failing a call", |proxy| proxy
+            .fail_call(call, failure));
     }
 
     /// Delivers a response (`status`, empty body) for `token` whether or not the plugin made

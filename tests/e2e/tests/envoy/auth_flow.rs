@@ -97,11 +97,28 @@ fn auth_flow_slow_auth_is_503() {
     // The auth service would let this credential in, after 2 s: the 503 is the timeout's.
     assert_eq!(response.status, 503, "{}", response.text());
     assert!(upstreams.recorded().is_empty(), "the upstream was called");
-    // Envoy ends a call that outlives its timeout (the plugin's 500 ms) with its own 504.
+    // Envoy ends a call that outlives its timeout (the plugin's 500 ms) with its own 504,
+    // which the plugin gets as the timeout it is (the same line as in the emulator's test).
     let log = envoy.log();
     assert!(
-        log.contains("auth: cluster `auth` answered 504 to /token"),
+        log.contains("auth: no response from cluster `auth` within the call's timeout (500 ms)"),
         "no timeout of the auth call in Envoy's log:\n{log}"
+    );
+}
+
+#[test]
+fn auth_flow_unreachable_auth_is_503() {
+    let upstreams = Upstreams::start();
+    // A port nothing listens on: Envoy's connection to it is refused.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port");
+    let envoy = auth_flow_with_auth(&upstreams, closed);
+    assert_fails_closed(&envoy, &upstreams);
+    let log = envoy.log();
+    assert!(
+        log.contains("auth: cluster `auth` could not be reached (remote connection failure"),
+        "no unreachable auth cluster in Envoy's log:\n{log}"
     );
 }
 
