@@ -34,6 +34,7 @@
 
 pub mod callbacks;
 pub mod codes;
+pub mod envoy_replies;
 pub mod gate;
 pub mod hostcalls;
 pub mod map;

@@ -14,6 +14,7 @@ use crate::error::CallError;
 use crate::headers::{Headers, NO_HEADERS};
 use crate::host::{AwaitedCall, HostError};
 use crate::runtime::{CallReply, ReplyParts, Runtime};
+use proxy_async_abi::envoy_replies::{RESET_BEFORE_HEADERS, TIMEOUT_BODY};
 use proxy_async_executor::Pending;
 // A proxy-wasm module's host is a concrete type: its hostcalls need the trait in scope.
 #[cfg(all(target_arch = "wasm32", not(target_env = "p2")))]
@@ -556,15 +557,6 @@ fn response(
     })
 }
 
-/// The body of Envoy's answer to a call whose timeout expired before the response began
-/// (`source/common/router/router.cc`, `onUpstreamTimeoutAbort`).
-pub(crate) const ENVOY_TIMEOUT_BODY: &str = "upstream request timeout";
-
-/// The start of the body of Envoy's answer to a call whose upstream could not be reached or
-/// reset before the response began (`router.cc`, `onUpstreamReset`); the reason follows.
-pub(crate) const ENVOY_RESET_BODY: &str =
-    "upstream connect error or disconnect/reset before headers. reset reason: ";
-
 /// The header Envoy's router adds to every response an upstream sent, and never to its own.
 const UPSTREAM_SERVICE_TIME: &str = "x-envoy-upstream-service-time";
 
@@ -585,12 +577,12 @@ fn proxy_answer(
     }
     let body = std::str::from_utf8(&parts.body).ok()?;
     match status.as_u16() {
-        504 if body == ENVOY_TIMEOUT_BODY => Some(CallError::Timeout {
+        504 if body == TIMEOUT_BODY => Some(CallError::Timeout {
             cluster: cluster.to_string(),
             timeout,
         }),
         502 | 503 => body
-            .strip_prefix(ENVOY_RESET_BODY)
+            .strip_prefix(RESET_BEFORE_HEADERS)
             .map(|reason| CallError::Unreachable {
                 cluster: cluster.to_string(),
                 reason: reason.to_string(),

@@ -7,6 +7,7 @@ use std::fmt;
 use std::rc::Rc;
 use std::time::Duration;
 
+use proxy_async_abi::envoy_replies::{RESET_BEFORE_HEADERS, TIMEOUT_BODY};
 use proxy_async_abi::{Action, Callbacks, Direction, LogLevel, Phase, PluginFailure};
 
 use crate::redis::RedisCall;
@@ -906,7 +907,7 @@ impl CallFailure {
     /// for the callback with no headers.
     pub fn envoy_answer(&self) -> Option<(Pairs, Vec<u8>)> {
         let (status, body) = match self {
-            CallFailure::Timeout => ("504", "upstream request timeout".to_string()),
+            CallFailure::Timeout => ("504", TIMEOUT_BODY.to_string()),
             CallFailure::ConnectionRefused => (
                 "503",
                 format!(
@@ -932,8 +933,3 @@ impl CallFailure {
         Some((headers, body.into_bytes()))
     }
 }
-
-/// How Envoy's router begins the body of its answer for an upstream that reset or could not
-/// be reached before its response began (`Filter::onUpstreamReset`).
-const RESET_BEFORE_HEADERS: &str =
-    "upstream connect error or disconnect/reset before headers. reset reason: ";
