@@ -24,8 +24,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use proxy_async_host::proxy_async_emulator::{
-    Action, Call, Direction, LogLevel, LogRecord, Pairs, PluginFailure, Proxy, ProxyConfig,
-    ProxyState, SentReply,
+    Action, Call, CallFailure, Direction, LogLevel, LogRecord, Pairs, PluginFailure, Proxy,
+    ProxyConfig, ProxyState, SentReply,
 };
 use proxy_async_host::{Plugin, PluginModule, PluginStartError, start_emulated_module};
 
@@ -269,6 +269,17 @@ impl Twin {
         self.baseline.answer(call, response);
         self.check(&format!(
             "answering call {} to {}",
+            call.token(),
+            call.cluster()
+        ));
+    }
+
+    /// Fails `call` on both sides as Envoy 1.40 reports `failure` to the plugin.
+    fn fail(&self, call: &Call, failure: &CallFailure) {
+        self.sdk.fail_call(call, failure);
+        self.baseline.fail_call(call, failure);
+        self.check(&format!(
+            "failing call {} to {} ({failure:?})",
             call.token(),
             call.cluster()
         ));
@@ -942,13 +953,61 @@ fn auth_flow_timeouts_are_503() {
     let twin = auth_flow();
     let stream = twin.open();
     twin.request(stream, AUTH_REQUEST);
-    twin.answer(&twin.only_call("auth"), None);
-    assert_failed_closed(&twin, stream, &["auth", "no response", "500 ms"]);
+    twin.fail(&twin.only_call("auth"), &CallFailure::Timeout);
+    assert_failed_closed(&twin, stream, &["auth", "no response", "timeout (500 ms)"]);
     assert_eq!(twin.sdk.all_calls().len(), 1);
 
     let stream = after_auth(&twin, 200, TOKEN_OK);
-    twin.answer(&twin.only_call("users"), None);
-    assert_failed_closed(&twin, stream, &["users", "no response", "250 ms"]);
+    twin.fail(&twin.only_call("users"), &CallFailure::Timeout);
+    assert_failed_closed(&twin, stream, &["users", "no response", "timeout (250 ms)"]);
+}
+
+#[test]
+fn auth_flow_unreachable_services_and_broken_answers_are_503() {
+    let cases = [
+        (
+            CallFailure::ConnectionRefused,
+            "could not be reached (remote connection failure",
+        ),
+        (
+            CallFailure::ConnectionClosed,
+            "could not be reached (connection termination)",
+        ),
+        (
+            CallFailure::ResetMidResponse,
+            "broke off before it was whole",
+        ),
+    ];
+    for (failure, words) in &cases {
+        let twin = auth_flow();
+        let stream = twin.open();
+        twin.request(stream, AUTH_REQUEST);
+        twin.fail(&twin.only_call("auth"), failure);
+        assert_failed_closed(&twin, stream, &["auth: ", words]);
+
+        let stream = after_auth(&twin, 200, TOKEN_OK);
+        twin.fail(&twin.only_call("users"), failure);
+        assert_failed_closed(&twin, stream, &["users: ", words]);
+    }
+}
+
+#[test]
+fn auth_flow_an_upstreams_own_5xx_is_not_taken_for_envoys() {
+    // The same status and body as Envoy's timeout reply, but sent by the upstream: Envoy adds
+    // x-envoy-upstream-service-time, and the plugin reports an unexpected status.
+    let twin = auth_flow();
+    let stream = twin.open();
+    twin.request(stream, AUTH_REQUEST);
+    let headers: Pairs = vec![
+        (":status".to_string(), b"504".to_vec()),
+        ("content-type".to_string(), b"text/plain".to_vec()),
+        ("x-envoy-upstream-service-time".to_string(), b"3".to_vec()),
+    ];
+    twin.answer(
+        &twin.only_call("auth"),
+        Some((headers, b"upstream request timeout".to_vec())),
+    );
+    assert_failed_closed(&twin, stream, &["auth: ", "answered 504 to /token"]);
 }
 
 #[test]

@@ -399,7 +399,7 @@ impl AuthFlow {
     ) -> Result<(u16, Vec<u8>), String> {
         if num_headers == 0 {
             return Err(format!(
-                "{block}: no response from cluster `{}` within {} ms (timeout or connection reset)",
+                "{block}: the response from cluster `{}` broke off before it was whole (connection reset, or timeout after {} ms)",
                 upstream.cluster,
                 upstream.timeout.as_millis()
             ));
@@ -419,7 +419,54 @@ impl AuthFlow {
             self.get_http_call_response_body(0, body_size)
                 .unwrap_or_default()
         };
+        if status >= 502 {
+            self.check_envoy_answer(block, upstream, status, &body)?;
+        }
         Ok((status, body))
+    }
+
+    /// Envoy's router answers a call it could not complete itself: a plain-text `504` for a
+    /// timeout, a `503` (`502`) for an upstream it could not reach or that reset before
+    /// answering. An upstream's own answer carries `x-envoy-upstream-service-time`; these do
+    /// not.
+    fn check_envoy_answer(
+        &self,
+        block: &str,
+        upstream: &Upstream,
+        status: u16,
+        body: &[u8],
+    ) -> Result<(), String> {
+        const TIMEOUT_BODY: &[u8] = b"upstream request timeout";
+        const RESET_BEFORE_HEADERS: &[u8] =
+            b"upstream connect error or disconnect/reset before headers. reset reason: ";
+        if self
+            .get_http_call_response_header_bytes("x-envoy-upstream-service-time")
+            .is_some()
+            || self
+                .get_http_call_response_header_bytes("content-type")
+                .as_deref()
+                != Some(b"text/plain".as_slice())
+            || std::str::from_utf8(body).is_err()
+        {
+            return Ok(());
+        }
+        if status == 504 && body == TIMEOUT_BODY {
+            return Err(format!(
+                "{block}: no response from cluster `{}` within the call's timeout ({} ms)",
+                upstream.cluster,
+                upstream.timeout.as_millis()
+            ));
+        }
+        if let Some(reason) = body.strip_prefix(RESET_BEFORE_HEADERS)
+            && status != 504
+        {
+            return Err(format!(
+                "{block}: cluster `{}` could not be reached ({})",
+                upstream.cluster,
+                String::from_utf8_lossy(reason)
+            ));
+        }
+        Ok(())
     }
 
     /// A `200` must say it is JSON, once.
