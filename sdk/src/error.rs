@@ -103,8 +103,8 @@ pub enum CallError {
     Unreachable {
         /// The cluster the call was for.
         cluster: String,
-        /// The proxy's reason, e.g. `remote connection failure, transport failure reason:
-        /// delayed connect error: Connection refused` or `connection termination`.
+        /// The proxy's reason, e.g. `remote connection failure` (nothing listens; Envoy may add
+        /// `, transport failure reason: ...`) or `connection termination`.
         reason: String,
     },
     /// The response began but did not arrive whole: the connection was reset mid-response,

@@ -429,6 +429,25 @@ fn auth_timeout_is_503() {
 }
 
 #[test]
+fn a_call_left_unanswered_times_out_when_its_timeout_expires() {
+    // Nobody answers: the proxy's clock reaching the call's timeout is what ends it, as in
+    // Envoy, whose own 504 then arrives.
+    let test = plugin();
+    let stream = test.stream();
+    assert_eq!(stream.send_request_headers(REQUEST, true), Action::Pause);
+    test.advance_time(Duration::from_millis(499));
+    assert_eq!(test.calls().len(), 1, "the auth call is still out");
+    assert_eq!(stream.local_reply(), None);
+    test.advance_time(Duration::from_millis(1));
+    assert!(test.calls().is_empty());
+    assert_failed_closed(
+        &test,
+        &stream,
+        &["auth: no response from cluster `auth` within the call's timeout (500 ms)"],
+    );
+}
+
+#[test]
 fn auth_unreachable_is_503() {
     let test = plugin();
     let stream = test.stream();

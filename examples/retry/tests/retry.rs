@@ -107,6 +107,18 @@ fn giving_up_after_every_attempt_fails_closed() {
 }
 
 #[test]
+fn calls_that_time_out_are_retried_until_the_attempts_run_out() {
+    // Nobody answers: Envoy ends each call at its 300 ms timeout, and the plugin tries again
+    // after the backoff, three times in all, well inside the deadline.
+    let test = plugin();
+    let stream = test.stream();
+    stream.send_request_headers(REQUEST, true);
+    test.advance_time(Duration::from_millis(1_200));
+    assert_eq!(test.all_calls().len(), 3, "three attempts");
+    assert_reply(&stream, 503, "check_unavailable");
+}
+
+#[test]
 fn an_unexpected_status_is_not_retried() {
     let test = plugin();
     let stream = test.stream();
@@ -117,10 +129,12 @@ fn an_unexpected_status_is_not_retried() {
 
 #[test]
 fn the_deadline_drops_the_call_in_flight_and_replies_504() {
-    let test = plugin();
+    // A call timeout longer than the deadline, and a service that never answers: the 1.5 s
+    // deadline ends the exchange before Envoy would end the call.
+    let config = r#"{"check": {"cluster": "check", "timeout_ms": 2000}, "report_ms": 1000}"#;
+    let test = PluginTest::<Retry>::new(config).expect("the configuration is valid");
     let stream = test.stream();
     stream.send_request_headers(REQUEST, true);
-    // A service that never answers: the 1.5 s deadline ends it.
     test.advance_time(Duration::from_millis(1_400));
     assert_eq!(stream.local_reply(), None);
     test.advance_time(Duration::from_millis(100));

@@ -390,35 +390,34 @@ impl<B: Callbacks> Proxy<B> {
         true
     }
 
-    /// Moves the proxy's clock forward by `by` and sends the ticks that fall in that time, each
-    /// with the clock at its exact instant (ticks fall on whole tick periods after the period
-    /// was set, as Envoy's timer does). Returns how many ticks were sent. The clock stays
-    /// stopped afterwards, so a test controls time completely.
+    /// Moves the proxy's clock forward by `by` and sends what falls in that time, in order,
+    /// each with the clock at its exact instant: the ticks (on whole tick periods after the
+    /// period was set, as Envoy's timer does), and Envoy's own `504` for every unanswered call
+    /// whose timeout expires ([`CallFailure::Timeout`]). Returns how many ticks were sent.
+    /// The clock stays stopped afterwards, so a test controls time completely.
     pub fn advance_time(&self, by: Duration) -> u32 {
         let start = self.state.borrow_mut().freeze_clock();
         let target = start + by;
         let mut ticks = 0;
         loop {
-            let next = {
+            let (tick, expired) = {
                 let state = self.state.borrow();
-                let Some(period) = state.tick_period else {
-                    break;
-                };
-                // The first whole period after the origin that is later than now.
-                let since = state
-                    .now()
-                    .duration_since(state.tick_origin)
-                    .unwrap_or_default();
-                let periods = since.as_nanos() / period.as_nanos().max(1) + 1;
-                let offset = period.saturating_mul(u32::try_from(periods).unwrap_or(u32::MAX));
-                state.tick_origin + offset
+                (next_tick(&state), next_expired_call(&state))
             };
-            if next > target {
-                break;
+            match (tick, expired) {
+                (_, Some((deadline, call)))
+                    if deadline <= target && tick.is_none_or(|tick| deadline <= tick) =>
+                {
+                    self.state.borrow_mut().clock = Some(deadline);
+                    self.fail_call(&call, &CallFailure::Timeout);
+                }
+                (Some(tick), _) if tick <= target => {
+                    self.state.borrow_mut().clock = Some(tick);
+                    self.tick();
+                    ticks += 1;
+                }
+                _ => break,
             }
-            self.state.borrow_mut().clock = Some(next);
-            self.tick();
-            ticks += 1;
         }
         self.state.borrow_mut().clock = Some(target);
         ticks
@@ -882,6 +881,29 @@ fn assert_open(stream: &StreamState, direction: Direction) {
     }
 }
 
+/// When the next tick falls: the first whole tick period after the origin that is later than
+/// now; `None` without a tick period.
+fn next_tick(state: &ProxyState) -> Option<std::time::SystemTime> {
+    let period = state.tick_period?;
+    let since = state
+        .now()
+        .duration_since(state.tick_origin)
+        .unwrap_or_default();
+    let periods = since.as_nanos() / period.as_nanos().max(1) + 1;
+    let offset = period.saturating_mul(u32::try_from(periods).unwrap_or(u32::MAX));
+    Some(state.tick_origin + offset)
+}
+
+/// The unanswered call whose timeout expires first (the first made, on a tie), and when.
+fn next_expired_call(state: &ProxyState) -> Option<(std::time::SystemTime, Call)> {
+    state
+        .calls
+        .iter()
+        .filter(|record| !record.answered)
+        .filter_map(|record| Some((record.deadline?, record.call.clone())))
+        .min_by_key(|(deadline, call)| (*deadline, call.token))
+}
+
 /// Why a call's upstream did not answer it, and so what Envoy 1.40 hands the plugin instead
 /// (`source/common/router/router.cc`: the router answers for the upstream before the response
 /// began; `source/extensions/common/wasm/context.cc`, `onHttpCallFailure`: a callback with no
@@ -892,7 +914,9 @@ pub enum CallFailure {
     /// timeout`.
     Timeout,
     /// Nothing listens at the upstream's address: a `503` with the reset reason `remote
-    /// connection failure, transport failure reason: delayed connect error: Connection refused`.
+    /// connection failure`. (Envoy 1.40 on loopback, where the refusal is immediate; a refusal
+    /// reported later by the socket adds `, transport failure reason: delayed connect error:
+    /// Connection refused`.)
     ConnectionRefused,
     /// The upstream accepted the connection and closed it before answering: a `503` with the
     /// reset reason `connection termination`.
@@ -910,9 +934,7 @@ impl CallFailure {
             CallFailure::Timeout => ("504", TIMEOUT_BODY.to_string()),
             CallFailure::ConnectionRefused => (
                 "503",
-                format!(
-                    "{RESET_BEFORE_HEADERS}remote connection failure, transport failure reason: delayed connect error: Connection refused"
-                ),
+                format!("{RESET_BEFORE_HEADERS}remote connection failure"),
             ),
             CallFailure::ConnectionClosed => (
                 "503",

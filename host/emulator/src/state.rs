@@ -222,6 +222,10 @@ pub(crate) enum Effect {
 pub(crate) struct CallRecord {
     pub(crate) call: Call,
     pub(crate) answered: bool,
+    /// When Envoy answers the call with its own timeout `504`, if nobody answered before:
+    /// dispatch time plus the call's timeout (`None` for a timeout of 0, which Envoy's async
+    /// client reads as none).
+    pub(crate) deadline: Option<SystemTime>,
 }
 
 /// One side (request or response) of an HTTP stream.
@@ -814,6 +818,7 @@ impl Hostcalls for ProxyState {
         let cluster = text(upstream);
         self.known_cluster(&cluster)?;
         let token = self.next_token();
+        let timeout = Duration::from_millis(u64::from(timeout_ms));
         self.calls.push(CallRecord {
             call: Call {
                 token,
@@ -821,9 +826,10 @@ impl Hostcalls for ProxyState {
                 cluster,
                 headers: text_pairs(headers),
                 body: body.to_vec(),
-                timeout: Duration::from_millis(u64::from(timeout_ms)),
+                timeout,
             },
             answered: false,
+            deadline: (timeout_ms > 0).then(|| self.now() + timeout),
         });
         Ok(token)
     }

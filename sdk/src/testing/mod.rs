@@ -379,10 +379,12 @@ impl<P: Plugin, T: Twins> PluginTest<P, T> {
             .deliver_call_response(token, response.clone()));
     }
 
-    /// Moves the proxy's clock forward by `by`, sending the root context's ticks that fall in
-    /// that time (see [`Settings::tick_period`](crate::Settings::tick_period)): sleeps whose deadline passed end, due tick
-    /// functions run. Returns how many ticks were sent. From the
-    /// first call on, the test's clock moves only when the test moves it.
+    /// Moves the proxy's clock forward by `by`, sending what falls in that time, in order: the
+    /// root context's ticks (see [`Settings::tick_period`](crate::Settings::tick_period)), so
+    /// sleeps whose deadline passed end and due tick functions run; and, for every call still
+    /// unanswered when its timeout expires, Envoy's own timeout answer, which the call's future
+    /// returns as [`CallError::Timeout`](crate::CallError::Timeout). Returns how many ticks were
+    /// sent. From the first call on, the test's clock moves only when the test moves it.
     pub fn advance_time(&self, by: std::time::Duration) -> u32 {
         lockstep!(self, "advancing the clock", |proxy| proxy.advance_time(by))
     }
