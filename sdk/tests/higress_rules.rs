@@ -406,3 +406,156 @@ fn a_plugin_that_does_not_opt_in_applies_to_every_request() {
     stream.send_request_headers(&[(":authority", "b.com")], true);
     assert_eq!(stream.request_header("x-plain").as_deref(), Some("1"));
 }
+
+#[test]
+fn a_client_sent_x_mse_consumer_never_selects_a_rule() {
+    // Released Higress matches on route, domain, service and route prefix only
+    // (higress-group/wasm-go v1.1.1, pkg/matcher/rule_matcher.go:49-55): a header the client
+    // sends itself never chooses the configuration, and a rule that names consumers is refused.
+    let test = PluginTest::<Higress<Greeter>>::new(
+        r#"{"_rules_": [{"_match_route_prefix_": "shop-", "greeting": "shop"}]}"#,
+    )
+    .unwrap();
+    for consumer in ["bob", "admin", ""] {
+        for (route, expected) in [("shop-cart", Some("shop")), ("other", None)] {
+            let stream = test.stream();
+            stream.set_property(&["route_name"], route);
+            stream.send_request_headers(
+                &[
+                    (":authority", "a.com"),
+                    (":path", "/"),
+                    ("x-mse-consumer", consumer),
+                ],
+                true,
+            );
+            assert_eq!(
+                stream.request_header("x-greeting").as_deref(),
+                expected,
+                "route {route}, client-sent consumer {consumer:?}"
+            );
+        }
+    }
+    let rejected = PluginTest::<Higress<Greeter>>::new(
+        r#"{"greeting": "g", "_rules_": [{"_match_route_prefix_": "shop-", "_match_consumer_": ["bob"], "greeting": "bob"}]}"#,
+    )
+    .err()
+    .expect("a consumer rule is refused");
+    assert!(
+        rejected.errors[0].starts_with(
+            "invalid plugin configuration: field `_rules_[0]._match_consumer_`: is not a Higress match key"
+        ),
+        "{:?}",
+        rejected.errors
+    );
+}
+
+/// An Override-mode plugin like Higress's key-auth: a rule copies the global configuration and
+/// adds its `allow` list, which it must have; the global one knows whether any rule exists.
+struct Allowing {
+    config: Rc<AllowConfig>,
+}
+
+#[derive(serde::Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+struct AllowConfig {
+    consumers: Vec<String>,
+    #[serde(default)]
+    allow: Vec<String>,
+    #[serde(skip)]
+    any_rule: bool,
+}
+
+impl PluginConfig for AllowConfig {}
+
+impl HigressPlugin for Allowing {
+    const RULES: Rules = Rules::Override;
+
+    fn global_config(mut config: AllowConfig, any_rule: bool) -> Result<AllowConfig, ConfigError> {
+        config.any_rule = any_rule;
+        Ok(config)
+    }
+
+    fn override_config(
+        global: proxy_async::higress::GlobalConfig<'_, AllowConfig>,
+        mut rule: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<AllowConfig, ConfigError> {
+        let allow: Vec<String> = match rule.remove("allow") {
+            Some(allow) => {
+                serde_json::from_value(allow).map_err(|error| ConfigError::field("allow", error))?
+            }
+            None => return Err(ConfigError::field("allow", "allow is required")),
+        };
+        if allow.is_empty() {
+            return Err(ConfigError::field("allow", "allow cannot be empty"));
+        }
+        let mut config = global.config().cloned().unwrap_or_default();
+        config.allow = allow;
+        Ok(config)
+    }
+}
+
+impl Plugin for Allowing {
+    type Root = AllowConfig;
+
+    fn new(config: &Rc<AllowConfig>) -> Self {
+        Allowing {
+            config: Rc::clone(config),
+        }
+    }
+
+    async fn on_request_headers(&mut self, req: &mut Request<'_>) -> Result<Flow, Error> {
+        let config = &self.config;
+        let summary = format!(
+            "consumers={} allow={} any_rule={}",
+            config.consumers.join(","),
+            config.allow.join(","),
+            config.any_rule
+        );
+        req.headers_mut().insert("x-seen", summary);
+        Ok(Flow::Continue)
+    }
+}
+
+#[test]
+fn override_rules_are_built_from_the_parsed_global_config_by_the_plugin() {
+    // key-auth/main.go:206-225 (alibaba/higress 4e0d691): `*config = global`, then `allow`.
+    let seen = |config: &str, route: &str| {
+        let test = PluginTest::<Higress<Allowing>>::new(config).unwrap();
+        let stream = test.stream();
+        stream.set_property(&["route_name"], route);
+        stream.send_request_headers(&[(":authority", "a.com"), (":path", "/")], true);
+        stream.request_header("x-seen")
+    };
+    let config =
+        r#"{"consumers": ["alice", "bob"], "_rules_": [{"_match_route_": "r", "allow": ["bob"]}]}"#;
+    assert_eq!(
+        seen(config, "r").as_deref(),
+        Some("consumers=alice,bob allow=bob any_rule=true")
+    );
+    assert_eq!(
+        seen(config, "other").as_deref(),
+        Some("consumers=alice,bob allow= any_rule=true")
+    );
+    assert_eq!(
+        seen(r#"{"consumers": ["alice"]}"#, "r").as_deref(),
+        Some("consumers=alice allow= any_rule=false")
+    );
+    // A global configuration that does not parse: the rules are built without it, and a
+    // request no rule matches is left alone (rule_matcher.go:199-207, 176-179).
+    let broken = r#"{"consumers": "alice", "_rules_": [{"_match_route_": "r", "allow": ["bob"]}]}"#;
+    assert_eq!(
+        seen(broken, "r").as_deref(),
+        Some("consumers= allow=bob any_rule=false")
+    );
+    assert_eq!(seen(broken, "other"), None);
+    // The rule parser's own errors name the rule.
+    let rejected = PluginTest::<Higress<Allowing>>::new(
+        r#"{"consumers": ["alice"], "_rules_": [{"_match_route_": "r", "allow": []}]}"#,
+    )
+    .err()
+    .expect("an empty allow list is refused");
+    assert_eq!(
+        rejected.errors,
+        ["invalid plugin configuration: field `_rules_[0].allow`: allow cannot be empty"]
+    );
+}

@@ -80,34 +80,39 @@ pub use clusters::{
     ConsulCluster, DnsCluster, FqdnCluster, K8sCluster, NacosCluster, RouteCluster,
     StaticIpCluster, TargetCluster,
 };
+pub use rules::GlobalConfig;
 pub use wrapper::{Higress, HigressConfig, HigressPlugin, HigressRoot};
 
 /// How a plugin reads Higress's rule-level configuration, the `_rules_` key
 /// ([`HigressPlugin::RULES`]).
 ///
-/// With `Separate` or `Override`, a configuration with `_rules_` is read as Higress reads it:
+/// With `Separate` or `Override`, a configuration with `_rules_` is read as Higress reads it
+/// (higress-group/wasm-go v1.1.1, `pkg/matcher/rule_matcher.go`):
 /// - the keys outside `_rules_` (if any) are the global configuration; when they do not parse
-///   and there are rules, there is no global configuration (a warning says why), as in Higress;
+///   and there are rules, there is no global configuration (a warning says why) and the rules
+///   are built without it, as in Higress;
 /// - each rule is an object with at least one of `_match_route_` (route names),
 ///   `_match_domain_` (`example.com`, `*.example.com`, `www.example.*`, `*`),
 ///   `_match_service_` (`fqdn` or `fqdn:port`) and `_match_route_prefix_`, each a string or an
 ///   array of strings, plus the rule's configuration. When a rule has several, the first of
-///   route (with service, both must match), domain, service, route prefix (with
-///   `_match_consumer_`, the `x-mse-consumer` header must be one of them too) decides;
+///   route (with service, both must match), domain, service, route prefix decides;
 /// - a rule without match keys, or whose configuration does not parse, rejects the whole
 ///   configuration, with an error naming the rule (`_rules_[1]`);
 /// - per request, the first rule that matches gives the configuration, else the global one;
 ///   with neither the plugin leaves the request alone.
 ///
-/// A configuration without `_rules_` is read as with `Off`. In one with `_rules_`, the
-/// `_match_*` keys, `_rules_` and `_plugin_id_` are removed before serde sees a configuration,
-/// so configuration types may deny unknown fields.
+/// A configuration without `_rules_` is read as with `Off`. The `_match_*` keys and `_rules_`
+/// are removed before serde sees a configuration, and `_plugin_id_` (when not empty) from every
+/// configuration, in every mode, as Higress does: configuration types may deny unknown fields.
 ///
 /// Where Higress is silent or unsafe: a request without `:authority` (or properties the proxy
 /// does not have) reads as empty and still gets the global configuration, where Higress would
 /// skip the plugin (an auth plugin would then let it through); a rule's errors name the rule;
-/// a global configuration dropped because it does not parse is logged. Matching happens once
-/// per request, on its first callback (the request headers).
+/// a global configuration dropped because it does not parse is logged; `_match_consumer_`
+/// (never released: only an unmerged proposal had it, reading the client-sent `x-mse-consumer`
+/// header) is refused naming the rule, where Higress would pass it to the plugin as
+/// configuration and apply the rule to every consumer. Matching happens once per request, on
+/// its first callback (the request headers).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Rules {
     /// `_rules_` means nothing special: the whole JSON is the configuration of every request
@@ -115,9 +120,10 @@ pub enum Rules {
     Off,
     /// Each rule's configuration is its own keys alone (Higress's `ParseConfig`).
     Separate,
-    /// Each rule's configuration is the global keys with the rule's keys over them (Higress's
-    /// `ParseOverrideConfig`): a rule says only what differs. A key the rule sets replaces the
-    /// global key's whole value (objects are not merged).
+    /// Each rule's configuration is built from the global one and the rule's keys (Higress's
+    /// `ParseOverrideConfig`), by [`HigressPlugin::override_config`]: by default the global
+    /// keys with the rule's keys over them, so a rule says only what differs (a key the rule
+    /// sets replaces the global key's whole value; objects are not merged).
     Override,
 }
 

@@ -7,25 +7,16 @@ use std::rc::Rc;
 use crate::higress::rules::{MatchInput, RuleSet};
 use crate::host::{Host, MapType};
 
-/// The header Higress's consumer-authentication plugins put the consumer's name in.
-const CONSUMER_HEADER: &str = "x-mse-consumer";
-
 /// The configuration of the request being served, as Higress chooses it; `None`: the plugin
 /// leaves the request alone.
 pub(crate) fn select<C, H: Host + ?Sized>(host: &H, rules: &RuleSet<C>) -> Option<Rc<C>> {
     let authority = authority(host);
     let route_name = property(host, "route_name");
     let cluster_name = property(host, "cluster_name");
-    let consumer = if rules.needs_consumer() {
-        request_header(host, CONSUMER_HEADER)
-    } else {
-        String::new()
-    };
     let selected = rules.select(&MatchInput {
         authority: &authority,
         route_name: &route_name,
         cluster_name: &cluster_name,
-        consumer: &consumer,
     });
     if selected.is_none() {
         log::debug!(

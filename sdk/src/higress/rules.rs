@@ -16,6 +16,7 @@ const MATCH_ROUTE: &str = "_match_route_";
 const MATCH_DOMAIN: &str = "_match_domain_";
 const MATCH_SERVICE: &str = "_match_service_";
 const MATCH_ROUTE_PREFIX: &str = "_match_route_prefix_";
+/// Not a Higress match key: only an unmerged proposal (higress-group/wasm-go PR #22) had it.
 const MATCH_CONSUMER: &str = "_match_consumer_";
 const PLUGIN_ID: &str = "_plugin_id_";
 
@@ -32,8 +33,6 @@ pub(crate) struct MatchInput<'a> {
     pub(crate) route_name: &'a str,
     /// The `cluster_name` property (`outbound|port|subset|fqdn`).
     pub(crate) cluster_name: &'a str,
-    /// The `x-mse-consumer` header (only read when a rule needs it).
-    pub(crate) consumer: &'a str,
 }
 
 /// Which match keys decide a rule, by Higress's precedence.
@@ -44,7 +43,6 @@ enum Category {
     Host,
     Service,
     RoutePrefix,
-    RoutePrefixAndConsumer,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,7 +80,6 @@ struct Rule<C> {
     hosts: Vec<HostPattern>,
     services: Vec<String>,
     route_prefixes: Vec<String>,
-    consumers: Vec<String>,
     config: Rc<C>,
 }
 
@@ -90,11 +87,6 @@ impl<C> Rule<C> {
     fn matches(&self, input: &MatchInput<'_>) -> bool {
         let route = || self.routes.iter().any(|route| route == input.route_name);
         let service = || service_matches(&self.services, input.cluster_name);
-        let route_prefix = || {
-            self.route_prefixes
-                .iter()
-                .any(|prefix| input.route_name.starts_with(prefix.as_str()))
-        };
         match self.category {
             Category::Route => route(),
             Category::RouteAndService => route() && service(),
@@ -103,14 +95,10 @@ impl<C> Rule<C> {
                 self.hosts.iter().any(|pattern| pattern.matches(host))
             }
             Category::Service => service(),
-            Category::RoutePrefix => route_prefix(),
-            Category::RoutePrefixAndConsumer => {
-                route_prefix()
-                    && self
-                        .consumers
-                        .iter()
-                        .any(|consumer| consumer == input.consumer)
-            }
+            Category::RoutePrefix => self
+                .route_prefixes
+                .iter()
+                .any(|prefix| input.route_name.starts_with(prefix.as_str())),
         }
     }
 }
@@ -164,13 +152,6 @@ impl<C> RuleSet<C> {
         }
     }
 
-    /// Whether matching needs the request's consumer.
-    pub(crate) fn needs_consumer(&self) -> bool {
-        self.rules
-            .iter()
-            .any(|rule| rule.category == Category::RoutePrefixAndConsumer)
-    }
-
     /// The configuration of a request: the first matching rule's, else the global one; `None`
     /// leaves the request alone.
     pub(crate) fn select(&self, input: &MatchInput<'_>) -> Option<&Rc<C>> {
@@ -189,27 +170,108 @@ impl<C> RuleSet<C> {
     }
 }
 
-/// Parses the configuration bytes the proxy delivered as one configuration, `_rules_` a key
-/// like any other, and builds its root.
-fn parse_without_rules<R: Root>(bytes: &[u8]) -> Result<RuleSet<R>, ConfigError> {
-    crate::root::from_configuration::<R>(bytes).map(RuleSet::global_only)
+/// The global configuration, as a rule's configuration is built from it in
+/// [`Rules::Override`] mode ([`HigressPlugin::override_config`](crate::higress::HigressPlugin::override_config)).
+pub struct GlobalConfig<'a, C> {
+    config: Option<&'a C>,
+    keys: &'a Map<String, Value>,
+}
+
+impl<'a, C> GlobalConfig<'a, C> {
+    /// The parsed global configuration; `None` when the configuration has no keys beside
+    /// `_rules_`, or when they did not parse (Higress then builds every rule on an empty
+    /// global configuration: `pkg/matcher/rule_matcher.go`, `ParseRuleConfig`).
+    pub fn config(&self) -> Option<&'a C> {
+        self.config
+    }
+
+    /// The global configuration's keys as written (`_rules_` and `_plugin_id_` removed);
+    /// empty when [`config`](GlobalConfig::config) is `None`.
+    pub fn keys(&self) -> &'a Map<String, Value> {
+        self.keys
+    }
+
+    /// The rule's configuration as the global keys with the rule's keys over them: a key the
+    /// rule sets replaces the global key's whole value (objects are not merged).
+    pub fn overridden_by(&self, rule: Map<String, Value>) -> Result<C, ConfigError>
+    where
+        C: serde::de::DeserializeOwned,
+    {
+        let mut merged = self.keys.clone();
+        merged.extend(rule);
+        deserialize(&Value::Object(merged))
+    }
+}
+
+/// Builds a rule's configuration in `Override` mode.
+pub(crate) type RuleHook<C> = fn(GlobalConfig<'_, C>, Map<String, Value>) -> Result<C, ConfigError>;
+
+/// What a plugin adds to building its configurations: the [`HigressPlugin`](crate::higress::HigressPlugin)
+/// hooks.
+pub(crate) struct Hooks<C> {
+    /// The global configuration, told whether the configuration has rules.
+    pub(crate) global: fn(C, bool) -> Result<C, ConfigError>,
+    /// A rule's configuration in `Override` mode.
+    pub(crate) rule: RuleHook<C>,
+}
+
+impl<C: serde::de::DeserializeOwned> Hooks<C> {
+    /// No hook: the global configuration as parsed, a rule's as the global keys with its own
+    /// over them.
+    #[cfg(test)]
+    pub(crate) fn none() -> Self {
+        Hooks {
+            global: |config, _| Ok(config),
+            rule: |global, rule| global.overridden_by(rule),
+        }
+    }
+}
+
+/// The configuration's `_plugin_id_` as Higress reads it (gjson's `String()`: a string's text,
+/// any other value's JSON); `None` when absent, `null` or empty, which Higress leaves in place.
+pub(crate) fn plugin_id(keys: &Map<String, Value>) -> Option<String> {
+    let id = match keys.get(PLUGIN_ID)? {
+        Value::Null => return None,
+        Value::String(id) => id.clone(),
+        other => other.to_string(),
+    };
+    (!id.is_empty()).then_some(id)
 }
 
 /// Parses the configuration bytes the proxy delivered, reading `_rules_` as `mode` says.
-pub(crate) fn parse<R: Root>(bytes: &[u8], mode: Rules) -> Result<RuleSet<R>, ConfigError> {
-    let plain = || parse_without_rules::<R>(bytes);
-    if mode == Rules::Off {
-        return plain();
-    }
-    // Anything but an object with `_rules_` is a plain configuration, errors included.
+/// `_plugin_id_` is taken out first in every mode, as Higress does before any parsing
+/// (`pkg/wrapper/plugin_wrapper.go`, `OnPluginStart`): a configuration type that denies unknown
+/// fields never sees it.
+pub(crate) fn parse<R: Root>(
+    bytes: &[u8],
+    mode: Rules,
+    hooks: &Hooks<R::Config>,
+) -> Result<RuleSet<R>, ConfigError> {
+    let global_only = |config: R::Config| {
+        let config = (hooks.global)(config, false)?;
+        R::configure(config).map(RuleSet::global_only)
+    };
+    // Anything but an object is a plain configuration, errors included.
     let Ok(Value::Object(mut global_keys)) = serde_json::from_slice::<Value>(bytes) else {
-        return plain();
+        return crate::config::parse::<R::Config>(bytes).and_then(global_only);
     };
-    let Some(rules) = global_keys.remove(RULES) else {
-        return plain();
+    let has_id = plugin_id(&global_keys).is_some();
+    if has_id {
+        global_keys.remove(PLUGIN_ID);
+    }
+    let rules = match global_keys.remove(RULES) {
+        Some(rules) if mode != Rules::Off => rules,
+        // Without an ID to take out, the bytes as delivered: errors say where (line, column).
+        _ if !has_id => return crate::config::parse::<R::Config>(bytes).and_then(global_only),
+        other => {
+            if let Some(rules) = other {
+                global_keys.insert(RULES.to_string(), rules);
+            }
+            let config = deserialize::<R::Config>(&Value::Object(global_keys))?;
+            config.validate()?;
+            return global_only(config);
+        }
     };
-    // Higress takes the plugin ID out before it counts the global keys.
-    global_keys.remove(PLUGIN_ID);
     let rules = match rules {
         Value::Array(rules) => rules,
         Value::Null => Vec::new(),
@@ -220,11 +282,15 @@ pub(crate) fn parse<R: Root>(bytes: &[u8], mode: Rules) -> Result<RuleSet<R>, Co
             ));
         }
     };
-    let global =
-        (!global_keys.is_empty()).then(|| from_json::<R>(&Value::Object(global_keys.clone()), ""));
-    if rules.is_empty() {
+    let any_rule = !rules.is_empty();
+    let global = (!global_keys.is_empty()).then(|| {
+        deserialize::<R::Config>(&Value::Object(global_keys.clone()))
+            .and_then(|config| config.validate().map(|()| config))
+            .and_then(|config| (hooks.global)(config, any_rule))
+    });
+    if !any_rule {
         return match global {
-            Some(global) => global.map(RuleSet::global_only),
+            Some(global) => global.and_then(R::configure).map(RuleSet::global_only),
             None => Err(ConfigError::field(
                 RULES,
                 "parse config failed, no valid rules, and no global configuration beside them",
@@ -232,9 +298,30 @@ pub(crate) fn parse<R: Root>(bytes: &[u8], mode: Rules) -> Result<RuleSet<R>, Co
         };
     }
     let global = match global {
-        Some(Ok(global)) => Some(Rc::new(global)),
+        Some(Ok(global)) => Some(global),
         Some(Err(error)) => {
-            // As in Higress: with rules, a global configuration that does not parse is none.
+            // As in Higress: with rules, a global configuration that does not parse is none,
+            // and the rules are built without it.
+            log::warn!(
+                "the global configuration (the keys outside `_rules_`) is not used, so requests no rule matches are left alone: {error}"
+            );
+            global_keys.clear();
+            None
+        }
+        None => None,
+    };
+    let scope = GlobalConfig {
+        config: global.as_ref(),
+        keys: &global_keys,
+    };
+    let rules = rules
+        .into_iter()
+        .enumerate()
+        .map(|(index, rule)| parse_rule::<R>(index, rule, mode, &scope, hooks))
+        .collect::<Result<Vec<_>, _>>()?;
+    let global = match global.map(R::configure) {
+        Some(Ok(root)) => Some(Rc::new(root)),
+        Some(Err(error)) => {
             log::warn!(
                 "the global configuration (the keys outside `_rules_`) is not used, so requests no rule matches are left alone: {error}"
             );
@@ -242,11 +329,6 @@ pub(crate) fn parse<R: Root>(bytes: &[u8], mode: Rules) -> Result<RuleSet<R>, Co
         }
         None => None,
     };
-    let rules = rules
-        .into_iter()
-        .enumerate()
-        .map(|(index, rule)| parse_rule::<R>(index, rule, mode, &global_keys))
-        .collect::<Result<Vec<_>, _>>()?;
     Ok(RuleSet { rules, global })
 }
 
@@ -254,7 +336,8 @@ fn parse_rule<R: Root>(
     index: usize,
     rule: Value,
     mode: Rules,
-    global_keys: &Map<String, Value>,
+    global: &GlobalConfig<'_, R::Config>,
+    hooks: &Hooks<R::Config>,
 ) -> Result<Rule<R>, ConfigError> {
     let at = format!("{RULES}[{index}]");
     let Value::Object(mut keys) = rule else {
@@ -263,6 +346,14 @@ fn parse_rule<R: Root>(
             "expected an object: a rule's match keys and its configuration",
         ));
     };
+    if keys.contains_key(MATCH_CONSUMER) {
+        // Higress would pass the key to the plugin as configuration and apply the rule to
+        // every consumer: refused, rather than a rule that looks narrower than it is.
+        return Err(ConfigError::field(
+            format!("{at}.{MATCH_CONSUMER}"),
+            "is not a Higress match key (released Higress has no consumer rules; only an unmerged proposal read the client-sent `x-mse-consumer` header), so the rule would apply to every consumer",
+        ));
+    }
     let mut names = |key: &str, keep_empty: bool| -> Result<Vec<String>, ConfigError> {
         let names = take_names(&mut keys, key, &at)?;
         Ok(names
@@ -278,7 +369,6 @@ fn parse_rule<R: Root>(
         .collect();
     let services = names(MATCH_SERVICE, false)?;
     let route_prefixes = names(MATCH_ROUTE_PREFIX, false)?;
-    let consumers = names(MATCH_CONSUMER, false)?;
     let category = if !routes.is_empty() {
         if services.is_empty() {
             Category::Route
@@ -290,30 +380,30 @@ fn parse_rule<R: Root>(
     } else if !services.is_empty() {
         Category::Service
     } else if !route_prefixes.is_empty() {
-        if consumers.is_empty() {
-            Category::RoutePrefix
-        } else {
-            Category::RoutePrefixAndConsumer
-        }
+        Category::RoutePrefix
     } else {
         return Err(ConfigError::field(at, NO_MATCH_KEYS));
     };
-    let json = match mode {
-        Rules::Override => {
-            let mut merged = global_keys.clone();
-            merged.extend(keys);
-            Value::Object(merged)
-        }
-        Rules::Separate | Rules::Off => Value::Object(keys),
-    };
+    let config = match mode {
+        Rules::Override => (hooks.rule)(
+            GlobalConfig {
+                config: global.config,
+                keys: global.keys,
+            },
+            keys,
+        ),
+        Rules::Separate | Rules::Off => deserialize(&Value::Object(keys)),
+    }
+    .and_then(|config| config.validate().map(|()| config))
+    .and_then(R::configure)
+    .map_err(|error| within(&at, error))?;
     Ok(Rule {
         category,
         routes,
         hosts,
         services,
         route_prefixes,
-        consumers,
-        config: Rc::new(from_json::<R>(&json, &at)?),
+        config: Rc::new(config),
     })
 }
 
@@ -343,21 +433,17 @@ fn take_names(
     }
 }
 
-/// Deserializes and validates a configuration and builds its root; errors name fields from the
-/// top of the whole configuration (`_rules_[1].timeout`) when `at` is a rule.
-fn from_json<R: Root>(json: &Value, at: &str) -> Result<R, ConfigError> {
-    let config: R::Config = serde_path_to_error::deserialize(json).map_err(|error| {
+/// Deserializes a configuration; errors name fields from its top (`timeout`).
+fn deserialize<C: serde::de::DeserializeOwned>(json: &Value) -> Result<C, ConfigError> {
+    serde_path_to_error::deserialize(json).map_err(|error| {
         let path = error.path().to_string();
         let inner = error.into_inner();
-        match (at.is_empty(), path == ".") {
-            (true, true) => ConfigError::new(inner),
-            (true, false) => ConfigError::field(path, inner),
-            (false, true) => ConfigError::field(at, inner),
-            (false, false) => ConfigError::field(format!("{at}.{path}"), inner),
+        if path == "." {
+            ConfigError::new(inner)
+        } else {
+            ConfigError::field(path, inner)
         }
-    })?;
-    config.validate().map_err(|error| within(at, error))?;
-    R::configure(config).map_err(|error| within(at, error))
+    })
 }
 
 /// `validate`'s error about field `f` (or the whole configuration) of rule `at`, as an error
@@ -410,11 +496,12 @@ mod tests {
     }
 
     fn rules(json: &str) -> RuleSet<Conf> {
-        parse(json.as_bytes(), Rules::Separate).unwrap_or_else(|error| panic!("{error}"))
+        parse(json.as_bytes(), Rules::Separate, &Hooks::none())
+            .unwrap_or_else(|error| panic!("{error}"))
     }
 
     fn error(json: &str, mode: Rules) -> String {
-        match parse::<Conf>(json.as_bytes(), mode) {
+        match parse::<Conf>(json.as_bytes(), mode, &Hooks::none()) {
             Ok(_) => panic!("accepted: {json}"),
             Err(error) => error.to_string(),
         }
@@ -426,7 +513,6 @@ mod tests {
             authority,
             route_name: route,
             cluster_name: cluster,
-            consumer: "",
         })
         .map(|config| config.name.clone())
     }
@@ -437,7 +523,7 @@ mod tests {
         assert_eq!(set.only_global().map(|c| c.name.as_str()), Some("g"));
         assert_eq!(pick(&set, "a.com", "r", ""), Some("g".into()));
         // Empty is the default, as without rules.
-        let set: RuleSet<Conf> = parse(b"", Rules::Separate).unwrap();
+        let set: RuleSet<Conf> = parse(b"", Rules::Separate, &Hooks::none()).unwrap();
         assert_eq!(set.only_global().map(|c| c.name.as_str()), Some(""));
         // `Off` leaves `_rules_` to serde, which refuses the unknown field.
         assert!(
@@ -529,30 +615,23 @@ mod tests {
     }
 
     #[test]
-    fn route_prefix_with_consumer_needs_the_consumer_too() {
-        let set = rules(
+    fn a_consumer_match_key_is_refused_naming_it() {
+        // Released Higress has no `_match_consumer_` (higress-group/wasm-go v1.1.1,
+        // pkg/matcher/rule_matcher.go:49-55 lists the match keys); it would hand the key to
+        // the plugin as configuration and apply the rule to every consumer.
+        for json in [
             r#"{"_rules_": [{"_match_route_prefix_": "api-", "_match_consumer_": ["bob"], "name": "bob"}]}"#,
-        );
-        assert!(set.needs_consumer());
-        let input = |consumer| MatchInput {
-            route_name: "api-users",
-            consumer,
-            ..MatchInput::default()
-        };
-        assert_eq!(
-            set.select(&input("bob")).map(|c| c.name.as_str()),
-            Some("bob")
-        );
-        assert_eq!(set.select(&input("eve")).map(|c| c.name.as_str()), None);
-        // A consumer alone is no match key.
-        assert!(
-            error(
-                r#"{"_rules_": [{"_match_consumer_": ["bob"]}]}"#,
-                Rules::Separate
-            )
-            .contains(NO_MATCH_KEYS)
-        );
-        assert!(!rules(r#"{"_rules_": [{"_match_route_": "r", "name": "r"}]}"#).needs_consumer());
+            r#"{"_rules_": [{"_match_consumer_": ["bob"]}]}"#,
+        ] {
+            for mode in [Rules::Separate, Rules::Override] {
+                assert!(
+                    error(json, mode).contains(
+                        "field `_rules_[0]._match_consumer_`: is not a Higress match key"
+                    ),
+                    "{json}"
+                );
+            }
+        }
     }
 
     #[test]
@@ -705,7 +784,14 @@ mod tests {
             "invalid plugin configuration: field `name`: invalid type: integer `1`, expected a string"
         );
         // Rules alone with an empty global configuration beside them is fine.
-        assert!(parse::<Conf>(br#"{"_rules_": [], "name": "g"}"#, Rules::Separate).is_ok());
+        assert!(
+            parse::<Conf>(
+                br#"{"_rules_": [], "name": "g"}"#,
+                Rules::Separate,
+                &Hooks::none()
+            )
+            .is_ok()
+        );
     }
 
     #[test]
@@ -808,13 +894,12 @@ mod tests {
                 authority in ".{0,12}",
             ) {
                 let json = pieces.concat();
-                match parse::<Conf>(json.as_bytes(), mode) {
+                match parse::<Conf>(json.as_bytes(), mode, &Hooks::none()) {
                     Ok(set) => {
                         let input = MatchInput {
                             authority: &authority,
                             route_name: &authority,
                             cluster_name: &authority,
-                            consumer: "",
                         };
                         let _ = set.select(&input);
                     }
@@ -839,8 +924,10 @@ mod tests {
                 {"_match_route_": "r2", "name": "r2", "timeout": 5, "extra": {"a": 9}}
             ]
         }"#;
-        let separate: RuleSet<Conf> = parse(json.as_bytes(), Rules::Separate).unwrap();
-        let overridden: RuleSet<Conf> = parse(json.as_bytes(), Rules::Override).unwrap();
+        let separate: RuleSet<Conf> =
+            parse(json.as_bytes(), Rules::Separate, &Hooks::none()).unwrap();
+        let overridden: RuleSet<Conf> =
+            parse(json.as_bytes(), Rules::Override, &Hooks::none()).unwrap();
         let config = |set: &RuleSet<Conf>, route: &str| {
             let input = MatchInput {
                 route_name: route,
@@ -873,13 +960,98 @@ mod tests {
             )
             .contains("field `_rules_[0]`: missing field `name`")
         );
-        // Partial global keys that do not parse alone still give rules their values.
+        // A global configuration that does not parse is none, and the rules are built on an
+        // empty one, as in Higress (wasm-go v1.1.1 pkg/matcher/rule_matcher.go:199-207 keeps
+        // the zero value when the global parse fails; l.250-254 builds each rule from it).
         let set: RuleSet<Conf> = parse(
             br#"{"timeout": 7, "_rules_": [{"_match_route_": "r", "name": "r"}]}"#,
             Rules::Override,
+            &Hooks::none(),
         )
         .unwrap();
-        assert_eq!(config(&set, "r"), Some((7, None)));
+        assert_eq!(config(&set, "r"), Some((0, None)));
         assert_eq!(config(&set, "other"), None);
+    }
+
+    #[test]
+    fn override_hooks_see_the_parsed_global_config_and_whether_there_are_rules() {
+        // key-auth's shape: the global configuration knows whether any rule exists, a rule
+        // copies the global one and sets only its own key (key-auth/main.go:133-225).
+        fn global(mut config: Conf, any_rule: bool) -> Result<Conf, ConfigError> {
+            config.extra = Some(serde_json::json!({ "any_rule": any_rule }));
+            Ok(config)
+        }
+        fn rule(
+            global: GlobalConfig<'_, Conf>,
+            rule: Map<String, Value>,
+        ) -> Result<Conf, ConfigError> {
+            let Some(name) = rule.get("name").and_then(Value::as_str) else {
+                return Err(ConfigError::field("name", "is required"));
+            };
+            let timeout = global.config().map_or(0, |global| global.timeout);
+            Ok(Conf {
+                name: name.to_string(),
+                timeout,
+                extra: None,
+            })
+        }
+        let hooks = Hooks { global, rule };
+        let parse_with = |json: &str| parse::<Conf>(json.as_bytes(), Rules::Override, &hooks);
+        let set = parse_with(
+            r#"{"name": "g", "timeout": 3, "_rules_": [{"_match_route_": "r", "name": "r", "ignored": 1}]}"#,
+        )
+        .unwrap();
+        let extra = |route: &str| {
+            set.select(&MatchInput {
+                route_name: route,
+                ..MatchInput::default()
+            })
+            .map(|config| (config.name.clone(), config.timeout, config.extra.clone()))
+        };
+        assert_eq!(extra("r"), Some(("r".into(), 3, None)));
+        assert_eq!(
+            extra("x"),
+            Some(("g".into(), 3, Some(serde_json::json!({"any_rule": true}))))
+        );
+        let plain = parse_with(r#"{"name": "g"}"#).unwrap();
+        assert_eq!(
+            plain.only_global().map(|config| config.extra.clone()),
+            Some(Some(serde_json::json!({"any_rule": false})))
+        );
+        // The hook's errors name the rule's field.
+        assert_eq!(
+            parse_with(r#"{"name": "g", "_rules_": [{"_match_route_": "r"}]}"#)
+                .err()
+                .map(|error| error.to_string()),
+            Some("invalid plugin configuration: field `_rules_[0].name`: is required".into())
+        );
+    }
+
+    #[test]
+    fn the_plugin_id_is_taken_out_in_every_mode_at_the_top_level_only() {
+        // wasm-go v1.1.1 pkg/wrapper/plugin_wrapper.go:693-697: read and deleted before any
+        // parsing, whatever the mode, when its text is not empty; rule objects keep theirs.
+        for mode in [Rules::Off, Rules::Separate, Rules::Override] {
+            for json in [
+                r#"{"_plugin_id_": "p-1", "name": "g"}"#,
+                r#"{"_plugin_id_": 7, "name": "g"}"#,
+            ] {
+                let set = parse::<Conf>(json.as_bytes(), mode, &Hooks::none())
+                    .unwrap_or_else(|error| panic!("{mode:?} {json}: {error}"));
+                assert_eq!(set.only_global().map(|c| c.name.as_str()), Some("g"));
+            }
+            // An empty ID stays, a key like any other.
+            assert!(
+                error(r#"{"_plugin_id_": "", "name": "g"}"#, mode)
+                    .contains("unknown field `_plugin_id_`")
+            );
+        }
+        assert!(
+            error(
+                r#"{"_rules_": [{"_match_route_": "r", "name": "r", "_plugin_id_": "p"}]}"#,
+                Rules::Separate
+            )
+            .contains("field `_rules_[0]._plugin_id_`: unknown field `_plugin_id_`")
+        );
     }
 }

@@ -5,11 +5,12 @@
 use std::rc::Rc;
 
 use serde_json::value::RawValue;
+use serde_json::{Map, Value};
 
 use crate::background::BackgroundTask;
 use crate::config::PluginConfig;
 use crate::error::{ConfigError, Error};
-use crate::higress::rules::{self, RuleSet};
+use crate::higress::rules::{self, GlobalConfig, Hooks, RuleSet};
 use crate::higress::{LogFormat, Rules, request};
 use crate::message::{Done, Message, Request, Response};
 use crate::plugin::{Flow, Plugin};
@@ -31,6 +32,35 @@ pub trait HigressPlugin: Plugin {
     /// configuration's `_plugin_id_`, `nil` when absent or outside a request), which
     /// Higress's log tooling and its operators expect.
     const LOG_FORMAT: LogFormat = LogFormat::Plain;
+
+    /// The global configuration (the keys beside `_rules_`, or the whole configuration without
+    /// rules), told whether the configuration has any rule. Higress's consumer-auth plugins
+    /// need this: with `global_auth` unset, a route that no rule matches is authenticated only
+    /// when there are no rules at all (key-auth and basic-auth keep a flag their rule parser
+    /// sets, `plugins/wasm-go/extensions/key-auth/main.go`). By default the configuration as
+    /// parsed; an error rejects the configuration (without rules) or drops the global one (with
+    /// rules), as a parse error does.
+    fn global_config(
+        config: <Self::Root as Root>::Config,
+        any_rule: bool,
+    ) -> Result<<Self::Root as Root>::Config, ConfigError> {
+        let _ = any_rule;
+        Ok(config)
+    }
+
+    /// With [`Rules::Override`], a rule's configuration from the global configuration and the
+    /// rule's own keys (its `_match_*` keys taken out), as Higress's `ParseOverrideConfig`
+    /// hands the parsed global configuration and the rule's JSON to the plugin's rule parser
+    /// (`pkg/wrapper/plugin_wrapper.go`, `ParseRuleConfigFunc`). By default the global keys
+    /// with the rule's over them ([`GlobalConfig::overridden_by`]); a plugin that must see the
+    /// parsed global configuration (copy it, then require the rule's `allow`) overrides this.
+    /// Errors name fields from the rule (`_rules_[1].allow`).
+    fn override_config(
+        global: GlobalConfig<'_, <Self::Root as Root>::Config>,
+        rule: Map<String, Value>,
+    ) -> Result<<Self::Root as Root>::Config, ConfigError> {
+        global.overridden_by(rule)
+    }
 }
 
 /// The configuration JSON as Higress delivers it (global keys, `_rules_`, `_plugin_id_`),
@@ -58,7 +88,11 @@ impl<P: HigressPlugin> Root for HigressRoot<P> {
             let id = plugin_id(json).unwrap_or_else(|| "nil".to_string());
             runtime.set_log_prefix(Some(format!("[{plugin_name}] [{id}]")));
         }
-        let rules = rules::parse::<P::Root>(json, P::RULES)?;
+        let hooks = Hooks {
+            global: P::global_config,
+            rule: P::override_config,
+        };
+        let rules = rules::parse::<P::Root>(json, P::RULES, &hooks)?;
         if rules.only_global().is_none()
             && let Some(runtime) = &runtime
         {
@@ -93,8 +127,10 @@ impl<P: HigressPlugin> Root for HigressRoot<P> {
 
 /// The configuration's `_plugin_id_`, which Higress injects to name the plugin instance.
 fn plugin_id(configuration: &[u8]) -> Option<String> {
-    let value: serde_json::Value = serde_json::from_slice(configuration).ok()?;
-    value.get("_plugin_id_")?.as_str().map(str::to_string)
+    match serde_json::from_slice(configuration).ok()? {
+        Value::Object(keys) => rules::plugin_id(&keys),
+        _ => None,
+    }
 }
 
 /// Plugin `P` as Higress runs it (see [`HigressPlugin`]): each stream gets the root of the
