@@ -320,12 +320,15 @@ struct Held {
     // Per direction, the bytes of a buffered body the proxy holds whose hook has not run.
     held_body: [HeldBody; 2],
     windows: [BodyWindow; 2],
+    // Per direction, whether the plugin skips the body (`skip_body`).
+    skipped_body: [bool; 2],
 }
 
 impl Held {
     const NOTHING: Held = Held {
         queued: VecDeque::new(),
         held_body: [HeldBody::NONE; 2],
+        skipped_body: [false; 2],
         windows: [BodyWindow {
             offset: 0,
             len: 0,
@@ -348,6 +351,7 @@ impl fmt::Debug for StreamGate {
             .field("queued", &held.queued)
             .field("held_body", &held.held_body)
             .field("windows", &held.windows)
+            .field("skipped_body", &held.skipped_body)
             .field("strip_on_continue", &self.strip_on_continue)
             .finish()
     }
@@ -424,6 +428,27 @@ impl StreamGate {
         }
     }
 
+    /// The plugin skips `direction`'s body on this stream (the running hook decided so, e.g.
+    /// Higress skips gRPC and compressed bodies): its later body callbacks continue without a
+    /// hook and nothing of it is buffered, so a buffering plugin does not hold it or refuse it
+    /// for its size. A callback that comes while a hook runs is still held behind it (answering
+    /// it `Continue` would let the stopped headers go on), and its hook is then the caller's
+    /// to skip ([`skips_body`](StreamGate::skips_body)). Meant for the headers' hook; a
+    /// `content-length` the headers' hook would drop for a buffered body is kept.
+    pub fn skip_body(&mut self, direction: Direction) {
+        if matches!(self.hook, HookState::Running(phase) | HookState::Paused(phase)
+            if phase.is_headers() && phase.direction() == direction)
+        {
+            self.strip_on_continue = false;
+        }
+        self.held_mut().skipped_body[side(direction)] = true;
+    }
+
+    /// Whether the plugin skips `direction`'s body ([`skip_body`](StreamGate::skip_body)).
+    pub fn skips_body(&self, direction: Direction) -> bool {
+        self.held().skipped_body[side(direction)]
+    }
+
     /// What the stream's hooks are doing.
     pub const fn hook(&self) -> HookState {
         self.hook
@@ -459,7 +484,8 @@ impl StreamGate {
             return Arrival::Answer(Action::Continue);
         }
         let direction = event.phase.direction();
-        let buffered = event.phase.is_body() && settings.buffers(direction);
+        let skipped_body = event.phase.is_body() && self.skips_body(direction);
+        let buffered = event.phase.is_body() && settings.buffers(direction) && !skipped_body;
         if buffered && event.size > settings.body_buffer_limit {
             self.exchange = Exchange::Replied;
             self.clear_queue();
@@ -530,6 +556,12 @@ impl StreamGate {
                 answered: true,
             });
             return Arrival::Answer(Action::Pause);
+        }
+        if skipped_body {
+            // Chunks held before the plugin skipped the body go on with this one.
+            self.held_mut().held_body[side(direction)] = HeldBody::NONE;
+            self.reset_window(side(direction));
+            return Arrival::Answer(Action::Continue);
         }
         // Headers before a buffered body still run (the default hook) to drop their
         // `content-length`: the body's hook may change the body's size.

@@ -27,6 +27,8 @@ use proptest::test_runner::{Config, TestCaseError};
 struct HookScript {
     awaits: bool,
     replies: bool,
+    /// A headers' hook that skips its direction's body (`StreamGate::skip_body`).
+    skips_body: bool,
 }
 
 /// One direction's parts as the client (or upstream) sends them.
@@ -60,8 +62,16 @@ fn case() -> impl Strategy<Value = Case> {
         message(),
         message(),
         prop::collection::vec(
-            (any::<bool>(), prop::bool::weighted(0.15))
-                .prop_map(|(awaits, replies)| HookScript { awaits, replies }),
+            (
+                any::<bool>(),
+                prop::bool::weighted(0.15),
+                prop::bool::weighted(0.2),
+            )
+                .prop_map(|(awaits, replies, skips_body)| HookScript {
+                    awaits,
+                    replies,
+                    skips_body,
+                }),
             12,
         ),
         prop::option::weighted(0.2, 0usize..16),
@@ -138,6 +148,8 @@ struct Side {
     total: usize,
     body_hook_ran: bool,
     trailers_hook_ran: bool,
+    /// The plugin skips this direction's body.
+    skipping: bool,
 }
 
 struct Proxy<'a> {
@@ -207,6 +219,20 @@ impl Proxy<'_> {
         }
         self.ran.push(run.phase);
         let direction = run.phase.direction();
+        if run.phase.is_body() && self.gate.skips_body(direction) {
+            // A skipped body's callback that came while another hook ran: the driver runs no
+            // hook for it, which continues at once.
+            let s = &mut self.sides[side(direction)];
+            prop_assert!(s.skipping, "a body skipped that the plugin did not skip");
+            s.unseen.clear();
+            let skipped = HookScript {
+                awaits: false,
+                replies: false,
+                skips_body: false,
+            };
+            self.running = Some((run, skipped));
+            return self.finish(Outcome::Continue, in_callback);
+        }
         if run.phase.is_body() {
             let s = &mut self.sides[side(direction)];
             if s.body_hook_ran && self.case.settings.buffers(direction) {
@@ -237,6 +263,10 @@ impl Proxy<'_> {
             self.sides[side(direction)].trailers_hook_ran = true;
         }
         let script = self.script();
+        if script.skips_body && run.phase.is_headers() {
+            self.gate.skip_body(direction);
+            self.sides[side(direction)].skipping = true;
+        }
         self.running = Some((run, script));
         if !script.awaits {
             return self.finish(Self::outcome(script), in_callback);
@@ -322,6 +352,7 @@ impl Proxy<'_> {
                     && run.phase.direction() == direction
                     && !run.end_of_stream
                     && self.case.settings.buffers(direction)
+                    && !self.sides[side(direction)].skipping
                     && outcome == Outcome::Continue,
                 "content-length stripped after {:?}",
                 run
@@ -465,8 +496,8 @@ impl Proxy<'_> {
             s.stopped = None;
             s.buffered = 0;
             // Unseen chunks of a streamed body are forwarded only after their hooks ran.
-            if !self.case.settings.buffers(direction) && event.phase.is_body() {
-                let skipped = self.case.settings.skipped.contains(event.phase);
+            if (!self.case.settings.buffers(direction) || s.skipping) && event.phase.is_body() {
+                let skipped = self.case.settings.skipped.contains(event.phase) || s.skipping;
                 if !skipped && !s.unseen.is_empty() {
                     return fail(format!("{event:?} continued with chunks unseen"));
                 }
@@ -491,6 +522,7 @@ impl Proxy<'_> {
                 };
                 let holding = matches!(part, Part::Chunk { end: false, .. })
                     && self.case.settings.buffers(direction)
+                    && !s.skipping
                     && s.next < s.parts.len();
                 if !holding {
                     return fail(format!(

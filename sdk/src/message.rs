@@ -6,6 +6,7 @@ use std::ops::{Deref, DerefMut};
 use crate::headers::Headers;
 use crate::host::{BufferType, HostError, MapType};
 use crate::runtime::{Event, Phase, StreamShared};
+use proxy_async_abi::Direction;
 // A proxy-wasm module's host is a concrete type: its hostcalls need the trait in scope.
 #[cfg(all(target_arch = "wasm32", not(target_env = "p2")))]
 use crate::host::Host as _;
@@ -89,6 +90,18 @@ impl<'a> Message<'a> {
     /// bodies are not held, no hook runs again (`on_log` included).
     pub(crate) fn pass_stream(&self) {
         self.stream.pass();
+    }
+
+    /// The plugin skips `direction`'s body on this stream from now on: no body hook runs for
+    /// it and nothing of it is buffered (see `StreamGate::skip_body`).
+    pub(crate) fn skip_body_of(&self, direction: Direction) {
+        self.stream.with_gate(|gate| gate.skip_body(direction));
+    }
+
+    /// Whether the plugin skips the body of this message's direction.
+    pub(crate) fn skips_body(&self) -> bool {
+        let direction = self.phase.direction();
+        self.stream.with_gate(|gate| gate.skips_body(direction))
     }
 
     /// The callback this message is of.
@@ -427,6 +440,14 @@ impl<'a> Request<'a> {
     pub fn authority(&self) -> Option<String> {
         self.message.header_str(":authority")
     }
+
+    /// The request body passes through this stream unseen: `on_request_body` does not run for
+    /// it and nothing of it is buffered, so a buffering plugin does not hold an upload or a
+    /// gRPC stream, nor refuse it past its buffer limit (Higress's `DontReadRequestBody`).
+    /// Call it from `on_request_headers`; a `content-length` is then kept.
+    pub fn skip_body(&mut self) {
+        self.message.skip_body_of(Direction::Request);
+    }
 }
 
 impl<'a> Deref for Request<'a> {
@@ -461,6 +482,13 @@ impl<'a> Response<'a> {
     /// `:status`, if present and a valid status (three digits, 100 to 999).
     pub fn status(&self) -> Option<http::StatusCode> {
         crate::client::parse_status(self.message.header(":status")?.as_bytes())
+    }
+
+    /// The response body passes through this stream unseen: `on_response_body` does not run
+    /// for it and nothing of it is buffered (Higress's `DontReadResponseBody`). Call it from
+    /// `on_response_headers`; a `content-length` is then kept.
+    pub fn skip_body(&mut self) {
+        self.message.skip_body_of(Direction::Response);
     }
 }
 

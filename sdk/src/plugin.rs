@@ -315,6 +315,8 @@ pub(crate) fn run_hook<'a, P: Plugin>(
         Phase::RequestHeaders => {
             Hook::RequestHeaders(plugin.on_request_headers(Request::of(message)))
         }
+        // A body the plugin skips on this stream whose callback came while another hook ran.
+        Phase::RequestBody | Phase::ResponseBody if message.skips_body() => Hook::Skipped,
         Phase::RequestBody => Hook::RequestBody(plugin.on_request_body(Request::of(message))),
         Phase::RequestTrailers => {
             Hook::RequestTrailers(plugin.on_request_trailers(Request::of(message)))
@@ -346,6 +348,7 @@ enum Hook<A, B, C, D, E, F, G> {
     ResponseBody(#[pin] E),
     ResponseTrailers(#[pin] F),
     Log(#[pin] G),
+    Skipped,
 }
 
 impl<A, B, C, D, E, F, G> Future for Hook<A, B, C, D, E, F, G>
@@ -373,6 +376,7 @@ where
             HookProjection::ResponseBody(hook) => hook.poll(cx),
             HookProjection::ResponseTrailers(hook) => hook.poll(cx),
             HookProjection::Log(hook) => hook.poll(cx),
+            HookProjection::Skipped => std::task::Poll::Ready(Ok(Flow::Continue)),
         }
     }
 }

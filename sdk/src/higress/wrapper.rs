@@ -17,6 +17,7 @@ use crate::plugin::{Flow, Plugin};
 use crate::root::{Root, Settings};
 use crate::runtime::{Phase, Runtime};
 use crate::timer::TickFunction;
+use proxy_async_abi::Direction;
 
 /// A plugin written for Higress: how it reads Higress's rule-level configuration (`_rules_`)
 /// and how its log lines look. It runs as [`Higress<Self>`]:
@@ -32,6 +33,17 @@ pub trait HigressPlugin: Plugin {
     /// configuration's `_plugin_id_`, `nil` when absent or outside a request), which
     /// Higress's log tooling and its operators expect.
     const LOG_FORMAT: LogFormat = LogFormat::Plain;
+
+    /// Whether the body hooks see bodies Higress does not read. Higress's wrapper skips, for a
+    /// request that got a configuration and before the plugin's own headers hook
+    /// (higress-group/wasm-go v1.1.1, `pkg/wrapper/plugin_wrapper.go:991-1013, 1076-1082,
+    /// 1137-1139`): the request body when the request's `content-type` contains `octet-stream`
+    /// or `grpc` or it has a `content-encoding`; both bodies of a websocket upgrade
+    /// (`connection: upgrade`, `upgrade: websocket`); the response body on the same test of
+    /// the response's headers. A skipped body passes through unseen and is not buffered (see
+    /// [`Request::skip_body`]). `false` (the default) does as Higress; `true` runs the body
+    /// hooks on every body, which Higress's Go SDK cannot.
+    const READ_BINARY_BODIES: bool = false;
 
     /// The global configuration (the keys beside `_rules_`, or the whole configuration without
     /// rules), told whether the configuration has any rule. Higress's consumer-auth plugins
@@ -133,6 +145,36 @@ fn plugin_id(configuration: &[u8]) -> Option<String> {
     }
 }
 
+/// Higress's `IsBinaryRequestBody` / `IsBinaryResponseBody`: a `content-type` containing
+/// `octet-stream` or `grpc` (as written: the test is case-sensitive), or any `content-encoding`.
+fn is_binary_body(message: &Message<'_>) -> bool {
+    let content_type = message.header("content-type");
+    let content_type = content_type
+        .as_ref()
+        .map_or(&[][..], |value| value.as_bytes());
+    let contains = |needle: &[u8]| {
+        content_type
+            .windows(needle.len())
+            .any(|window| window == needle)
+    };
+    contains(b"octet-stream")
+        || contains(b"grpc")
+        || message
+            .header("content-encoding")
+            .is_some_and(|value| !value.as_bytes().is_empty())
+}
+
+/// Higress's `IsWebsocket`: `connection` is `upgrade` and `upgrade` is `websocket`, each the
+/// whole value, in any case.
+fn is_websocket(message: &Message<'_>) -> bool {
+    let is = |name: &str, wanted: &str| {
+        message
+            .header(name)
+            .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(wanted.as_bytes()))
+    };
+    is("connection", "upgrade") && is("upgrade", "websocket")
+}
+
 /// Plugin `P` as Higress runs it (see [`HigressPlugin`]): each stream gets the root of the
 /// first rule its request matches, else the global one; a request that matches neither is
 /// left alone (no hook runs for it, its bodies are not buffered).
@@ -184,10 +226,18 @@ impl<P: HigressPlugin> Plugin for Higress<P> {
     }
 
     async fn on_request_headers(&mut self, req: &mut Request<'_>) -> Result<Flow, Error> {
-        match self.plugin(req) {
-            Some(plugin) => plugin.on_request_headers(req).await,
-            None => Ok(Flow::Continue),
+        let Some(plugin) = self.plugin(req) else {
+            return Ok(Flow::Continue);
+        };
+        if !P::READ_BINARY_BODIES {
+            if is_websocket(req) {
+                req.skip_body_of(Direction::Request);
+                req.skip_body_of(Direction::Response);
+            } else if is_binary_body(req) {
+                req.skip_body_of(Direction::Request);
+            }
         }
+        plugin.on_request_headers(req).await
     }
 
     async fn on_request_body(&mut self, req: &mut Request<'_>) -> Result<Flow, Error> {
@@ -205,10 +255,13 @@ impl<P: HigressPlugin> Plugin for Higress<P> {
     }
 
     async fn on_response_headers(&mut self, resp: &mut Response<'_>) -> Result<Flow, Error> {
-        match self.plugin(resp) {
-            Some(plugin) => plugin.on_response_headers(resp).await,
-            None => Ok(Flow::Continue),
+        let Some(plugin) = self.plugin(resp) else {
+            return Ok(Flow::Continue);
+        };
+        if !P::READ_BINARY_BODIES && is_binary_body(resp) {
+            resp.skip_body_of(Direction::Response);
         }
+        plugin.on_response_headers(resp).await
     }
 
     async fn on_response_body(&mut self, resp: &mut Response<'_>) -> Result<Flow, Error> {
