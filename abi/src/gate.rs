@@ -322,6 +322,8 @@ struct Held {
     windows: [BodyWindow; 2],
     // Per direction, whether the plugin skips the body (`skip_body`).
     skipped_body: [bool; 2],
+    // Per direction, the stream's own buffer limit (`set_body_buffer_limit`), if any.
+    body_buffer_limit: [Option<usize>; 2],
 }
 
 impl Held {
@@ -329,6 +331,7 @@ impl Held {
         queued: VecDeque::new(),
         held_body: [HeldBody::NONE; 2],
         skipped_body: [false; 2],
+        body_buffer_limit: [None; 2],
         windows: [BodyWindow {
             offset: 0,
             len: 0,
@@ -352,6 +355,7 @@ impl fmt::Debug for StreamGate {
             .field("held_body", &held.held_body)
             .field("windows", &held.windows)
             .field("skipped_body", &held.skipped_body)
+            .field("body_buffer_limit", &held.body_buffer_limit)
             .field("strip_on_continue", &self.strip_on_continue)
             .finish()
     }
@@ -449,6 +453,17 @@ impl StreamGate {
         self.held().skipped_body[side(direction)]
     }
 
+    /// The most bytes `direction`'s buffered body may have on this stream, instead of the
+    /// plugin's [`GateSettings::body_buffer_limit`] (e.g. a larger upload on one route).
+    pub fn set_body_buffer_limit(&mut self, direction: Direction, bytes: usize) {
+        self.held_mut().body_buffer_limit[side(direction)] = Some(bytes);
+    }
+
+    /// The most bytes `direction`'s buffered body may have on this stream.
+    pub fn body_buffer_limit(&self, settings: &GateSettings, direction: Direction) -> usize {
+        self.held().body_buffer_limit[side(direction)].unwrap_or(settings.body_buffer_limit)
+    }
+
     /// What the stream's hooks are doing.
     pub const fn hook(&self) -> HookState {
         self.hook
@@ -486,7 +501,7 @@ impl StreamGate {
         let direction = event.phase.direction();
         let skipped_body = event.phase.is_body() && self.skips_body(direction);
         let buffered = event.phase.is_body() && settings.buffers(direction) && !skipped_body;
-        if buffered && event.size > settings.body_buffer_limit {
+        if buffered && event.size > self.body_buffer_limit(settings, direction) {
             self.exchange = Exchange::Replied;
             self.clear_queue();
             return Arrival::Refuse {

@@ -258,13 +258,8 @@ impl HttpClient {
             ),
         };
         let (authority, path) = match split_absolute_url(path) {
-            Some((host, rest)) => (Rc::from(host), rest.to_string()),
-            None => (authority, path.to_string()),
-        };
-        let path = if path.starts_with('/') {
-            path
-        } else {
-            format!("/{path}")
+            Some((host, rest)) => (Rc::from(host), call_path(rest)),
+            None => (authority, call_path(path)),
         };
         CallBuilder {
             cluster,
@@ -608,14 +603,34 @@ pub(crate) fn parse_status(value: &[u8]) -> Option<StatusCode> {
     StatusCode::from_u16(code).ok()
 }
 
-/// `http://host[:port]/rest` → `(host[:port], /rest)`; `None` for anything else.
+/// `http://host[:port]/rest`, `https://...` or `//host/rest` → `(host[:port], /rest)`, without
+/// any `user:password@`, as Go's `url.Parse` gives Higress's client its host
+/// (higress-group/wasm-go v1.1.1 `pkg/wrapper/http_wrapper.go:103-109`); `None` for anything
+/// else.
 fn split_absolute_url(url: &str) -> Option<(&str, &str)> {
     let rest = url
         .strip_prefix("http://")
-        .or_else(|| url.strip_prefix("https://"))?;
-    let split = rest.find(['/', '?']).unwrap_or(rest.len());
+        .or_else(|| url.strip_prefix("https://"))
+        .or_else(|| url.strip_prefix("//"))?;
+    let split = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let (host, path) = rest.split_at(split);
+    let host = host.rsplit_once('@').map_or(host, |(_, host)| host);
     (!host.is_empty()).then_some((host, path))
+}
+
+/// A call's `:path` as Higress's client sends it (`http_wrapper.go:110-113`): the fragment
+/// dropped (it never leaves the client), an empty query's `?` too, and a leading `/`.
+fn call_path(path: &str) -> String {
+    let path = path.split_once('#').map_or(path, |(path, _)| path);
+    let path = match path.split_once('?') {
+        Some((before, "")) => before,
+        _ => path,
+    };
+    if path.starts_with('/') {
+        path.to_string()
+    } else {
+        format!("/{path}")
+    }
 }
 
 fn percent_encode(text: &str, out: &mut String) {
@@ -724,6 +739,33 @@ mod tests {
         let call = client.get("relative/path");
         assert_eq!(call.path, "/relative/path");
         assert_eq!(split_absolute_url("http:///nohost"), None);
+    }
+
+    #[test]
+    fn urls_are_read_as_higress_reads_them() {
+        // wasm-go v1.1.1 pkg/wrapper/http_wrapper.go:98-113: Go's url.Parse, the host for the
+        // authority, the fragment and an empty query dropped, `/` by default.
+        let client = HttpClient::new("auth");
+        for (url, authority, path) in [
+            ("//auth.internal/check?x=1", "auth.internal", "/check?x=1"),
+            (
+                "http://user:secret@auth.internal:8080/check",
+                "auth.internal:8080",
+                "/check",
+            ),
+            ("https://auth.internal#top", "auth.internal", "/"),
+            ("/check#section", "auth", "/check"),
+            ("/check?", "auth", "/check"),
+            ("/check?a=1?", "auth", "/check?a=1?"),
+            ("", "auth", "/"),
+        ] {
+            let call = client.get(url);
+            assert_eq!(
+                (&*call.authority, call.path.as_str()),
+                (authority, path),
+                "{url}"
+            );
+        }
     }
 
     #[test]

@@ -98,6 +98,12 @@ impl<'a> Message<'a> {
         self.stream.with_gate(|gate| gate.skip_body(direction));
     }
 
+    /// The most bytes `direction`'s buffered body may have on this stream.
+    pub(crate) fn set_body_buffer_limit_of(&self, direction: Direction, bytes: usize) {
+        self.stream
+            .with_gate(|gate| gate.set_body_buffer_limit(direction, bytes));
+    }
+
     /// Whether the plugin skips the body of this message's direction.
     pub(crate) fn skips_body(&self) -> bool {
         let direction = self.phase.direction();
@@ -448,6 +454,14 @@ impl<'a> Request<'a> {
     pub fn skip_body(&mut self) {
         self.message.skip_body_of(Direction::Request);
     }
+
+    /// The most bytes this stream's buffered request body may have, instead of
+    /// [`Settings::body_buffer_limit`](crate::Settings::body_buffer_limit) (a larger upload on
+    /// one route; past it, 413). Call it from `on_request_headers`.
+    pub fn set_body_buffer_limit(&mut self, bytes: usize) {
+        self.message
+            .set_body_buffer_limit_of(Direction::Request, bytes);
+    }
 }
 
 impl<'a> Deref for Request<'a> {
@@ -489,6 +503,14 @@ impl<'a> Response<'a> {
     /// `on_response_headers`; a `content-length` is then kept.
     pub fn skip_body(&mut self) {
         self.message.skip_body_of(Direction::Response);
+    }
+
+    /// The most bytes this stream's buffered response body may have, instead of
+    /// [`Settings::body_buffer_limit`](crate::Settings::body_buffer_limit) (past it, 500).
+    /// Call it from `on_response_headers`.
+    pub fn set_body_buffer_limit(&mut self, bytes: usize) {
+        self.message
+            .set_body_buffer_limit_of(Direction::Response, bytes);
     }
 }
 

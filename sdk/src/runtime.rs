@@ -586,7 +586,10 @@ impl Runtime {
         match arrival {
             Arrival::Answer(action) => action,
             Arrival::Refuse { direction, size } => {
-                self.refuse_oversized_body(phase, direction, size);
+                let limit = task
+                    .shared()
+                    .with_gate(|gate| gate.body_buffer_limit(&self.gate_settings.get(), direction));
+                self.refuse_oversized_body(phase, direction, size, limit);
                 Action::Pause
             }
             Arrival::Run(run) => task.run_in_callback(self, run),
@@ -707,12 +710,11 @@ impl Runtime {
 
     /// Answers a buffered body that grew past the limit, as Envoy does at its own buffer
     /// limit: 413 for a request, 500 for a response.
-    fn refuse_oversized_body(&self, phase: Phase, direction: Direction, size: usize) {
+    fn refuse_oversized_body(&self, phase: Phase, direction: Direction, size: usize, limit: usize) {
         let refusal = Refusal::of(direction);
         log::warn!(
-            "{}: the buffered body has {size} bytes, over the limit of {} bytes; replying {}",
+            "{}: the buffered body has {size} bytes, over the limit of {limit} bytes; replying {}",
             phase.callback_name(),
-            self.gate_settings.get().body_buffer_limit,
             refusal.status
         );
         let reply = LocalReply::new(refusal.status)

@@ -499,6 +499,16 @@ impl ProxyState {
         Ok(())
     }
 
+    /// Property `path` (segments joined with `\0`) as stream `context_id` reads it: its own
+    /// (set by the test or by the plugin in one of its callbacks), else the proxy's.
+    pub fn stream_property(&self, context_id: u32, path: &[u8]) -> Option<Vec<u8>> {
+        self.streams
+            .get(&context_id)
+            .and_then(|stream| stream.properties.get(path))
+            .or_else(|| self.properties.get(path))
+            .cloned()
+    }
+
     pub(crate) fn known_cluster(&self, cluster: &str) -> Result<(), Status> {
         match &self.clusters {
             Some(known) if !known.contains(cluster) => Err(Status::BadArgument),
@@ -1057,8 +1067,15 @@ impl Hostcalls for ProxyState {
             .ok_or(Status::NotFound)
     }
 
+    /// In a stream's callback, the property is the stream's (Envoy keeps it in the request's
+    /// filter state, where the stream reads it back and no other stream sees it); outside one,
+    /// the plugin's.
     fn set_property(&mut self, path: &[u8], value: &[u8]) -> Result<(), Status> {
-        self.properties.insert(path.to_vec(), value.to_vec());
+        let properties = match self.streams.get_mut(&self.current) {
+            Some(stream) => &mut stream.properties,
+            None => &mut self.properties,
+        };
+        properties.insert(path.to_vec(), value.to_vec());
         Ok(())
     }
 

@@ -74,6 +74,7 @@
 mod clusters;
 pub(crate) mod request;
 pub(crate) mod rules;
+mod stream;
 mod wrapper;
 
 pub use clusters::{
@@ -81,6 +82,10 @@ pub use clusters::{
     StaticIpCluster, TargetCluster,
 };
 pub use rules::GlobalConfig;
+pub use stream::{
+    CUSTOM_LOG, UserAttributes, UserAttributesError, disable_reroute,
+    set_request_body_buffer_limit, set_response_body_buffer_limit,
+};
 pub use wrapper::{Higress, HigressConfig, HigressPlugin, HigressRoot};
 
 /// How a plugin reads Higress's rule-level configuration, the `_rules_` key

@@ -226,6 +226,13 @@ impl<P: HigressPlugin> Plugin for Higress<P> {
     }
 
     async fn on_request_headers(&mut self, req: &mut Request<'_>) -> Result<Flow, Error> {
+        // Higress's wrapper gives every request the property `x_request_id`, before matching
+        // (`pkg/wrapper/plugin_wrapper.go:1033-1034`); its log lines, and other plugins', read it.
+        let request_id = req.header("x-request-id");
+        let request_id = request_id.as_ref().map_or(&[][..], |id| id.as_bytes());
+        if let Err(error) = crate::properties::set_property(&["x_request_id"], request_id) {
+            log::debug!("setting the property x_request_id: {error}");
+        }
         let Some(plugin) = self.plugin(req) else {
             return Ok(Flow::Continue);
         };

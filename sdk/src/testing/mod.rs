@@ -641,6 +641,15 @@ impl<P: Plugin, T: Twins> TestStream<'_, P, T> {
         assert!(set, "stream {} is unknown to the proxy", self.context_id);
     }
 
+    /// Property `path` as this stream reads it: one the plugin set in this stream's hooks (a
+    /// Higress span tag, `custom_log`), one the test gave it, else the proxy's; `None` if none.
+    pub fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        let path = path.join("\0");
+        lockstep!(self.test, "a property", |proxy| proxy
+            .state()
+            .stream_property(self.context_id, path.as_bytes()))
+    }
+
     /// Delivers the request headers (names are lower-cased, as proxies do).
     pub fn send_request_headers(&self, headers: &[(&str, &str)], end_of_stream: bool) -> Action {
         lockstep!(self.test, "send_headers", |proxy| proxy.send_headers(
