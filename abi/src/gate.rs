@@ -305,8 +305,9 @@ struct Queued {
 pub struct StreamGate {
     hook: HookState,
     exchange: Exchange,
-    // The running hook is a headers' hook followed by a body the plugin buffers.
-    strip_on_continue: bool,
+    // Whether the running hook is a headers' hook with a body behind it, and whether that body
+    // is buffered (the headers' `content-length` then goes when the hook continues).
+    content_length: ContentLength,
     // Made when first needed: most streams of most plugins never queue a callback or run a body
     // hook, and every paused stream then keeps one word for it, not fourteen.
     held: Option<Box<Held>>,
@@ -324,6 +325,8 @@ struct Held {
     skipped_body: [bool; 2],
     // Per direction, the stream's own buffer limit (`set_body_buffer_limit`), if any.
     body_buffer_limit: [Option<usize>; 2],
+    // Per direction, whether this stream buffers the body the plugin streams (`buffer_body`).
+    buffered_body: [bool; 2],
 }
 
 impl Held {
@@ -332,6 +335,7 @@ impl Held {
         held_body: [HeldBody::NONE; 2],
         skipped_body: [false; 2],
         body_buffer_limit: [None; 2],
+        buffered_body: [false; 2],
         windows: [BodyWindow {
             offset: 0,
             len: 0,
@@ -356,7 +360,8 @@ impl fmt::Debug for StreamGate {
             .field("windows", &held.windows)
             .field("skipped_body", &held.skipped_body)
             .field("body_buffer_limit", &held.body_buffer_limit)
-            .field("strip_on_continue", &self.strip_on_continue)
+            .field("buffered_body", &held.buffered_body)
+            .field("content_length", &self.content_length)
             .finish()
     }
 }
@@ -387,6 +392,19 @@ impl HeldBody {
     }
 }
 
+/// What the running hook leaves for the body behind it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum ContentLength {
+    /// No headers' hook with a body behind it runs.
+    #[default]
+    NoBody,
+    /// Headers with a streamed (or skipped) body behind them: `content-length` stays true.
+    Keep,
+    /// Headers with a buffered body behind them: the body's hook may change its size, so
+    /// `content-length` goes when the headers' hook continues.
+    Strip,
+}
+
 const fn side(direction: Direction) -> usize {
     match direction {
         Direction::Request => 0,
@@ -400,7 +418,7 @@ impl StreamGate {
         StreamGate {
             hook: HookState::Idle,
             exchange: Exchange::Open,
-            strip_on_continue: false,
+            content_length: ContentLength::NoBody,
             held: None,
         }
     }
@@ -442,8 +460,9 @@ impl StreamGate {
     pub fn skip_body(&mut self, direction: Direction) {
         if matches!(self.hook, HookState::Running(phase) | HookState::Paused(phase)
             if phase.is_headers() && phase.direction() == direction)
+            && self.content_length == ContentLength::Strip
         {
-            self.strip_on_continue = false;
+            self.content_length = ContentLength::Keep;
         }
         self.held_mut().skipped_body[side(direction)] = true;
     }
@@ -451,6 +470,29 @@ impl StreamGate {
     /// Whether the plugin skips `direction`'s body ([`skip_body`](StreamGate::skip_body)).
     pub fn skips_body(&self, direction: Direction) -> bool {
         self.held().skipped_body[side(direction)]
+    }
+
+    /// This stream's `direction` body is buffered although the plugin streams bodies (Higress's
+    /// `BufferRequestBody`): its hook runs once, on the whole body, within the limit. Meant for
+    /// the headers' hook, before any of the body came; the body's `content-length` is dropped
+    /// when that hook continues, as for any buffered body (the body hook may change its size).
+    pub fn buffer_body(&mut self, direction: Direction) {
+        if matches!(self.hook, HookState::Running(phase) | HookState::Paused(phase)
+            if phase.is_headers() && phase.direction() == direction)
+            && !self.skips_body(direction)
+            && self.content_length == ContentLength::Keep
+        {
+            self.content_length = ContentLength::Strip;
+        }
+        self.held_mut().buffered_body[side(direction)] = true;
+    }
+
+    /// Whether this stream's `direction` body is buffered: the plugin's setting, or
+    /// [`buffer_body`](StreamGate::buffer_body), unless the plugin skips it.
+    pub fn buffers(&self, settings: &GateSettings, direction: Direction) -> bool {
+        let held = self.held();
+        (settings.buffers(direction) || held.buffered_body[side(direction)])
+            && !held.skipped_body[side(direction)]
     }
 
     /// The most bytes `direction`'s buffered body may have on this stream, instead of the
@@ -500,7 +542,7 @@ impl StreamGate {
         }
         let direction = event.phase.direction();
         let skipped_body = event.phase.is_body() && self.skips_body(direction);
-        let buffered = event.phase.is_body() && settings.buffers(direction) && !skipped_body;
+        let buffered = event.phase.is_body() && self.buffers(settings, direction);
         if buffered && event.size > self.body_buffer_limit(settings, direction) {
             self.exchange = Exchange::Replied;
             self.clear_queue();
@@ -580,7 +622,10 @@ impl StreamGate {
         }
         // Headers before a buffered body still run (the default hook) to drop their
         // `content-length`: the body's hook may change the body's size.
-        if settings.skipped.contains(event.phase) && !strips_content_length(settings, event) {
+        if settings.skipped.contains(event.phase)
+            && self.content_length_of(settings, event.phase, event.end_of_stream)
+                != ContentLength::Strip
+        {
             self.reset_window(side(direction));
             return Arrival::Answer(Action::Continue);
         }
@@ -609,7 +654,7 @@ impl StreamGate {
         if !phase.is_headers()
             || !settings.skipped.contains(phase)
             || self.hook != HookState::Idle
-            || (!end_of_stream && settings.buffers(phase.direction()))
+            || (!end_of_stream && self.buffers(settings, phase.direction()))
         {
             return false;
         }
@@ -637,7 +682,7 @@ impl StreamGate {
             return None;
         }
         self.hook = HookState::Running(phase);
-        self.strip_on_continue = !end_of_stream && settings.buffers(phase.direction());
+        self.content_length = self.content_length_of(settings, phase, end_of_stream);
         Some(HookRun {
             phase,
             size,
@@ -654,13 +699,14 @@ impl StreamGate {
         let HookState::Running(phase) = self.hook else {
             return false;
         };
-        if self.strip_on_continue
+        if self.content_length == ContentLength::Strip
             || self.exchange != Exchange::Open
             || !self.held().queued.is_empty()
         {
             return false;
         }
         self.hook = HookState::Idle;
+        self.content_length = ContentLength::NoBody;
         self.reset_window(side(phase.direction()));
         true
     }
@@ -679,7 +725,7 @@ impl StreamGate {
             return false;
         }
         self.hook = HookState::Idle;
-        self.strip_on_continue = false;
+        self.content_length = ContentLength::NoBody;
         self.exchange = Exchange::Replied;
         self.clear_queue();
         self.reset_window(side(phase.direction()));
@@ -728,7 +774,7 @@ impl StreamGate {
         self.exchange = Exchange::Ended;
         self.clear_queue();
         self.release_bodies();
-        self.strip_on_continue = false;
+        self.content_length = ContentLength::NoBody;
         running
     }
 
@@ -775,7 +821,7 @@ impl StreamGate {
             Outcome::Continue => Action::Continue,
             Outcome::Reply => Action::Pause,
         });
-        let strips = std::mem::take(&mut self.strip_on_continue);
+        let strips = std::mem::take(&mut self.content_length) == ContentLength::Strip;
         let mut finish = Finish {
             reply: ReplyFate::None,
             resume: None,
@@ -844,6 +890,23 @@ impl StreamGate {
         finish
     }
 
+    /// What the hook of `phase`'s callback leaves for the body behind it: headers with a body
+    /// this stream buffers lose their `content-length`.
+    fn content_length_of(
+        &self,
+        settings: &GateSettings,
+        phase: Phase,
+        end_of_stream: bool,
+    ) -> ContentLength {
+        if !phase.is_headers() || end_of_stream {
+            ContentLength::NoBody
+        } else if self.buffers(settings, phase.direction()) {
+            ContentLength::Strip
+        } else {
+            ContentLength::Keep
+        }
+    }
+
     /// Starts `event`'s hook in `state`.
     fn start(&mut self, settings: &GateSettings, event: Event, state: HookState) -> HookRun {
         self.hook = state;
@@ -852,16 +915,11 @@ impl StreamGate {
             window.offset = window.handled;
             window.len = event.size;
         }
-        self.strip_on_continue = strips_content_length(settings, event);
+        self.content_length = self.content_length_of(settings, event.phase, event.end_of_stream);
         HookRun {
             phase: event.phase,
             size: event.size,
             end_of_stream: event.end_of_stream,
         }
     }
-}
-
-/// Whether `event` brings headers followed by a body the plugin buffers.
-fn strips_content_length(settings: &GateSettings, event: Event) -> bool {
-    event.phase.is_headers() && !event.end_of_stream && settings.buffers(event.phase.direction())
 }

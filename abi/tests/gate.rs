@@ -29,6 +29,8 @@ struct HookScript {
     replies: bool,
     /// A headers' hook that skips its direction's body (`StreamGate::skip_body`).
     skips_body: bool,
+    /// A headers' hook that buffers its direction's body (`StreamGate::buffer_body`).
+    buffers_body: bool,
 }
 
 /// One direction's parts as the client (or upstream) sends them.
@@ -66,11 +68,13 @@ fn case() -> impl Strategy<Value = Case> {
                 any::<bool>(),
                 prop::bool::weighted(0.15),
                 prop::bool::weighted(0.2),
+                prop::bool::weighted(0.2),
             )
-                .prop_map(|(awaits, replies, skips_body)| HookScript {
+                .prop_map(|(awaits, replies, skips_body, buffers_body)| HookScript {
                     awaits,
                     replies,
                     skips_body,
+                    buffers_body,
                 }),
             12,
         ),
@@ -150,6 +154,8 @@ struct Side {
     trailers_hook_ran: bool,
     /// The plugin skips this direction's body.
     skipping: bool,
+    /// The plugin buffers this direction's body on this stream.
+    buffering: bool,
 }
 
 struct Proxy<'a> {
@@ -178,6 +184,12 @@ fn fail(message: String) -> Result<(), TestCaseError> {
 }
 
 impl Proxy<'_> {
+    /// Whether the stream buffers `direction`'s body, as the plugin set it up.
+    fn buffers(&self, direction: Direction) -> bool {
+        let s = &self.sides[side(direction)];
+        (self.case.settings.buffers(direction) || s.buffering) && !s.skipping
+    }
+
     fn script(&mut self) -> HookScript {
         let script = self.case.hooks[self.hooks_started % self.case.hooks.len()];
         self.hooks_started += 1;
@@ -229,13 +241,15 @@ impl Proxy<'_> {
                 awaits: false,
                 replies: false,
                 skips_body: false,
+                buffers_body: false,
             };
             self.running = Some((run, skipped));
             return self.finish(Outcome::Continue, in_callback);
         }
         if run.phase.is_body() {
             let s = &mut self.sides[side(direction)];
-            if s.body_hook_ran && self.case.settings.buffers(direction) {
+            let buffers = self.case.settings.buffers(direction) || s.buffering;
+            if s.body_hook_ran && buffers {
                 return Err(TestCaseError::fail("a buffered body hook ran twice"));
             }
             if s.trailers_hook_ran {
@@ -244,7 +258,7 @@ impl Proxy<'_> {
                 ));
             }
             s.body_hook_ran = true;
-            if self.case.settings.buffers(direction) {
+            if buffers {
                 prop_assert_eq!(run.size, s.total, "a buffered hook sees the whole body");
                 prop_assert_eq!(self.gate.window(direction).offset, 0);
             } else {
@@ -263,6 +277,10 @@ impl Proxy<'_> {
             self.sides[side(direction)].trailers_hook_ran = true;
         }
         let script = self.script();
+        if script.buffers_body && run.phase.is_headers() {
+            self.gate.buffer_body(direction);
+            self.sides[side(direction)].buffering = true;
+        }
         if script.skips_body && run.phase.is_headers() {
             self.gate.skip_body(direction);
             self.sides[side(direction)].skipping = true;
@@ -351,8 +369,7 @@ impl Proxy<'_> {
                 run.phase.is_headers()
                     && run.phase.direction() == direction
                     && !run.end_of_stream
-                    && self.case.settings.buffers(direction)
-                    && !self.sides[side(direction)].skipping
+                    && self.buffers(direction)
                     && outcome == Outcome::Continue,
                 "content-length stripped after {:?}",
                 run
@@ -496,7 +513,8 @@ impl Proxy<'_> {
             s.stopped = None;
             s.buffered = 0;
             // Unseen chunks of a streamed body are forwarded only after their hooks ran.
-            if (!self.case.settings.buffers(direction) || s.skipping) && event.phase.is_body() {
+            let streamed = !(self.case.settings.buffers(direction) || s.buffering) || s.skipping;
+            if streamed && event.phase.is_body() {
                 let skipped = self.case.settings.skipped.contains(event.phase) || s.skipping;
                 if !skipped && !s.unseen.is_empty() {
                     return fail(format!("{event:?} continued with chunks unseen"));
@@ -521,7 +539,7 @@ impl Proxy<'_> {
                     Direction::Response
                 };
                 let holding = matches!(part, Part::Chunk { end: false, .. })
-                    && self.case.settings.buffers(direction)
+                    && (self.case.settings.buffers(direction) || s.buffering)
                     && !s.skipping
                     && s.next < s.parts.len();
                 if !holding {

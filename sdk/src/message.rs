@@ -104,6 +104,11 @@ impl<'a> Message<'a> {
             .with_gate(|gate| gate.set_body_buffer_limit(direction, bytes));
     }
 
+    /// This stream buffers `direction`'s body (see `StreamGate::buffer_body`).
+    pub(crate) fn buffer_body_of(&self, direction: Direction) {
+        self.stream.with_gate(|gate| gate.buffer_body(direction));
+    }
+
     /// Whether the plugin skips the body of this message's direction.
     pub(crate) fn skips_body(&self) -> bool {
         let direction = self.phase.direction();
@@ -455,6 +460,14 @@ impl<'a> Request<'a> {
         self.message.skip_body_of(Direction::Request);
     }
 
+    /// This stream's request body is buffered although the root streams bodies
+    /// ([`Settings::buffer_request_body`](crate::Settings::buffer_request_body)):
+    /// `on_request_body` runs once, on the whole body (Higress's `BufferRequestBody`). Call it
+    /// from `on_request_headers`; the `content-length` then goes, as for any buffered body.
+    pub fn buffer_body(&mut self) {
+        self.message.buffer_body_of(Direction::Request);
+    }
+
     /// The most bytes this stream's buffered request body may have, instead of
     /// [`Settings::body_buffer_limit`](crate::Settings::body_buffer_limit) (a larger upload on
     /// one route; past it, 413). Call it from `on_request_headers`.
@@ -503,6 +516,13 @@ impl<'a> Response<'a> {
     /// `on_response_headers`; a `content-length` is then kept.
     pub fn skip_body(&mut self) {
         self.message.skip_body_of(Direction::Response);
+    }
+
+    /// This stream's response body is buffered although the root streams bodies:
+    /// `on_response_body` runs once, on the whole body (Higress's `BufferResponseBody`). Call it
+    /// from `on_response_headers`.
+    pub fn buffer_body(&mut self) {
+        self.message.buffer_body_of(Direction::Response);
     }
 
     /// The most bytes this stream's buffered response body may have, instead of

@@ -271,3 +271,83 @@ fn a_body_skipped_by_a_headers_hook_that_awaited_passes_unseen_and_unbuffered() 
         }
     }
 }
+
+/// Streams bodies, but buffers the request body of a request that asks for it.
+struct Switcher;
+
+impl Root for Switcher {
+    type Config = NoConfig;
+
+    fn configure(_: NoConfig) -> Result<Self, ConfigError> {
+        Ok(Switcher)
+    }
+}
+
+struct SwitchingPlugin;
+
+impl Plugin for SwitchingPlugin {
+    type Root = Switcher;
+
+    fn new(_: &Rc<Switcher>) -> Self {
+        SwitchingPlugin
+    }
+
+    async fn on_request_headers(&mut self, req: &mut Request<'_>) -> Result<Flow, Error> {
+        if req.header("x-buffer").is_some() {
+            req.buffer_body();
+        }
+        Ok(Flow::Continue)
+    }
+
+    async fn on_request_body(&mut self, req: &mut Request<'_>) -> Result<Flow, Error> {
+        log::info!("request body: {:?}", req.body_str().unwrap_or_default());
+        Ok(Flow::Continue)
+    }
+}
+
+#[test]
+fn one_request_can_buffer_the_body_a_plugin_streams() {
+    for buffer in [true, false] {
+        let test = PluginTest::<SwitchingPlugin>::new("").expect("valid");
+        let stream = test.stream();
+        let mut headers = vec![
+            (":method", "POST"),
+            (":path", "/"),
+            (":authority", "a.com"),
+            ("content-length", "6"),
+        ];
+        if buffer {
+            headers.push(("x-buffer", "1"));
+        }
+        assert_eq!(
+            stream.send_request_headers(&headers, false),
+            Action::Continue
+        );
+        let actions = [
+            stream.send_request_body("ab", false),
+            stream.send_request_body("cd", false),
+            stream.send_request_body("ef", true),
+        ];
+        let logs = test.logs_at(log::Level::Info);
+        if buffer {
+            // Higress's BufferRequestBody: one hook, on the whole body.
+            assert_eq!(actions, [Action::Pause, Action::Pause, Action::Continue]);
+            assert_eq!(logs, [r#"request body: "abcdef""#]);
+            assert_eq!(stream.request_header("content-length"), None);
+        } else {
+            assert_eq!(actions, [Action::Continue; 3]);
+            assert_eq!(
+                logs,
+                [
+                    r#"request body: "ab""#,
+                    r#"request body: "cd""#,
+                    r#"request body: "ef""#
+                ]
+            );
+            assert_eq!(
+                stream.request_header("content-length").as_deref(),
+                Some("6")
+            );
+        }
+    }
+}
