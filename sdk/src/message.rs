@@ -100,12 +100,14 @@ impl<'a> Message<'a> {
 
     /// The most bytes `direction`'s buffered body may have on this stream.
     pub(crate) fn set_body_buffer_limit_of(&self, direction: Direction, bytes: usize) {
+        warn_host_buffers("a stream's own body buffer limit");
         self.stream
             .with_gate(|gate| gate.set_body_buffer_limit(direction, bytes));
     }
 
     /// This stream buffers `direction`'s body (see `StreamGate::buffer_body`).
     pub(crate) fn buffer_body_of(&self, direction: Direction) {
+        warn_host_buffers("buffering one stream's body");
         self.stream.with_gate(|gate| gate.buffer_body(direction));
     }
 
@@ -407,6 +409,17 @@ impl HeadersMut<'_> {
             .map(|(name, value)| (*name, value.as_ref()))
             .collect();
         self.stream.host.set_map(self.map, &pairs)
+    }
+}
+
+/// In the component build the host buffers bodies, by the root's settings alone: what a
+/// stream asks of buffering differently is not carried out there, and says so.
+#[inline]
+fn warn_host_buffers(what: &str) {
+    if cfg!(all(target_arch = "wasm32", target_env = "p2")) {
+        log::warn!(
+            "{what} is not supported in the component build (the host buffers by the root's settings); ignored"
+        );
     }
 }
 
