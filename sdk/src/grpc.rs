@@ -93,6 +93,10 @@ pub enum GrpcError {
         code: GrpcCode,
         /// The status message (`grpc-message`), possibly empty.
         message: String,
+        /// Who ended the call, as Envoy tells it (its response code details): `via_upstream`
+        /// for the service's own status, else Envoy's reason (`no_healthy_upstream`, ...);
+        /// empty when the proxy does not say.
+        details: String,
     },
     /// The call's timeout passed first (`DEADLINE_EXCEEDED`).
     Timeout {
@@ -116,10 +120,24 @@ impl GrpcError {
         }
     }
 
-    fn from_close(code: u32, message: String, timeout: Duration) -> GrpcError {
-        match GrpcCode(code) {
-            GrpcCode::DEADLINE_EXCEEDED => GrpcError::Timeout { timeout },
-            code => GrpcError::Status { code, message },
+    /// A call's close as the proxy reports it. Envoy ends a unary call whose timeout passed
+    /// with its router's `504`, which reaches the plugin as `UNAVAILABLE`, `upstream request
+    /// timeout`, details `response_timeout` (seen in Envoy 1.40): that is the timeout. Without
+    /// details (another host), `DEADLINE_EXCEEDED` is.
+    fn from_close(code: u32, message: &str, timeout: Duration) -> GrpcError {
+        let (message, details) = split_details(message);
+        let timed_out = match details {
+            "response_timeout" => true,
+            "" => GrpcCode(code) == GrpcCode::DEADLINE_EXCEEDED,
+            _ => false,
+        };
+        if timed_out {
+            return GrpcError::Timeout { timeout };
+        }
+        GrpcError::Status {
+            code: GrpcCode(code),
+            message: message.to_string(),
+            details: details.to_string(),
         }
     }
 }
@@ -130,10 +148,10 @@ impl fmt::Display for GrpcError {
             GrpcError::Refused { cluster, status } => {
                 write!(f, "the proxy refused the gRPC call to {cluster}: {status}")
             }
-            GrpcError::Status { code, message } if message.is_empty() => {
+            GrpcError::Status { code, message, .. } if message.is_empty() => {
                 write!(f, "gRPC status {code}")
             }
-            GrpcError::Status { code, message } => write!(f, "gRPC status {code}: {message}"),
+            GrpcError::Status { code, message, .. } => write!(f, "gRPC status {code}: {message}"),
             GrpcError::Timeout { timeout } => {
                 write!(f, "the gRPC call got no response within {timeout:?}")
             }
@@ -265,6 +283,30 @@ impl GrpcState {
     }
 }
 
+/// Envoy ends the status message of a closed call with its response code details in braces
+/// (`not yours{via_upstream}`, `upstream request timeout{response_timeout}`; seen in Envoy
+/// 1.40): the message, and the details (which may hold braces themselves). A message without
+/// them has no details.
+fn split_details(message: &str) -> (&str, &str) {
+    let Some(inner) = message.strip_suffix('}') else {
+        return (message, "");
+    };
+    let mut depth = 1usize;
+    for (index, byte) in inner.bytes().enumerate().rev() {
+        match byte {
+            b'}' => depth += 1,
+            b'{' => {
+                depth -= 1;
+                if depth == 0 {
+                    return (&message[..index], &inner[index + 1..]);
+                }
+            }
+            _ => {}
+        }
+    }
+    (message, "")
+}
+
 /// The upstream argument of `proxy_grpc_call`/`proxy_grpc_stream`: an encoded
 /// `envoy.config.core.v3.GrpcService { envoy_grpc { cluster_name } }`. Envoy also takes a bare
 /// cluster name, but only after failing to parse it as that message, and some names parse
@@ -388,6 +430,7 @@ impl GrpcClient {
                 GrpcError::Status {
                     code: GrpcCode::INTERNAL,
                     message: duplicate.to_string(),
+                    details: String::new(),
                 }
             })?;
         // Dropped before the reply (the stream ended, a timeout around it fired): the proxy
@@ -400,7 +443,7 @@ impl GrpcClient {
         drop(runtime);
         let reply = pending.await;
         guard.armed = false;
-        reply.map_err(|(code, message)| GrpcError::from_close(code, message, self.timeout))
+        reply.map_err(|(code, message)| GrpcError::from_close(code, &message, self.timeout))
     }
 
     /// Opens a stream to `service`/`method`; send messages with [`GrpcStream::send`], read the
@@ -522,9 +565,11 @@ impl GrpcStream {
             Some((code, message)) => {
                 // Reported once; afterwards the stream reads as ended.
                 inbox.closed = Some((0, String::new()));
+                let (message, details) = split_details(&message);
                 Poll::Ready(Some(Err(GrpcError::Status {
                     code: GrpcCode(code),
-                    message,
+                    message: message.to_string(),
+                    details: details.to_string(),
                 })))
             }
             None => {
@@ -585,14 +630,43 @@ mod tests {
     }
 
     #[test]
-    fn deadline_exceeded_is_a_timeout() {
+    fn envoys_timeout_is_a_timeout_and_a_services_status_is_its_own() {
         let timeout = Duration::from_millis(250);
+        // What Envoy 1.40 reports (tests/e2e/tests/envoy/grpc.rs sees it).
         assert_eq!(
-            GrpcError::from_close(4, "deadline".into(), timeout),
+            GrpcError::from_close(14, "upstream request timeout{response_timeout}", timeout),
             GrpcError::Timeout { timeout }
         );
         assert_eq!(
-            GrpcError::from_close(7, "denied".into(), timeout).to_string(),
+            GrpcError::from_close(7, "not yours{via_upstream}", timeout),
+            GrpcError::Status {
+                code: GrpcCode::PERMISSION_DENIED,
+                message: "not yours".into(),
+                details: "via_upstream".into(),
+            }
+        );
+        // A service that says "upstream request timeout" itself is not Envoy's timeout.
+        assert_eq!(
+            GrpcError::from_close(14, "upstream request timeout{via_upstream}", timeout).code(),
+            GrpcCode::UNAVAILABLE
+        );
+        // Details that hold braces, and a message that ends in its own.
+        assert_eq!(
+            split_details(
+                "a {b}{upstream_reset_before_response_started{remote_connection_failure}}"
+            ),
+            (
+                "a {b}",
+                "upstream_reset_before_response_started{remote_connection_failure}"
+            )
+        );
+        // A host that gives no details: DEADLINE_EXCEEDED is the timeout.
+        assert_eq!(
+            GrpcError::from_close(4, "deadline", timeout),
+            GrpcError::Timeout { timeout }
+        );
+        assert_eq!(
+            GrpcError::from_close(7, "denied", timeout).to_string(),
             "gRPC status PERMISSION_DENIED: denied"
         );
     }

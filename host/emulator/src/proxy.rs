@@ -400,23 +400,24 @@ impl<B: Callbacks> Proxy<B> {
         let target = start + by;
         let mut ticks = 0;
         loop {
-            let (tick, expired) = {
+            let due = {
                 let state = self.state.borrow();
-                (next_tick(&state), next_expired_call(&state))
+                next_due(&state)
             };
-            match (tick, expired) {
-                (_, Some((deadline, call)))
-                    if deadline <= target && tick.is_none_or(|tick| deadline <= tick) =>
-                {
-                    self.state.borrow_mut().clock = Some(deadline);
-                    self.fail_call(&call, &CallFailure::Timeout);
+            let Some((at, due)) = due.filter(|(at, _)| *at <= target) else {
+                break;
+            };
+            self.state.borrow_mut().clock = Some(at);
+            match due {
+                Due::Call(call) => self.fail_call(&call, &CallFailure::Timeout),
+                Due::Grpc(call) => {
+                    let message = format!("{TIMEOUT_BODY}{{response_timeout}}");
+                    self.grpc_close(&call, GRPC_UNAVAILABLE, &message);
                 }
-                (Some(tick), _) if tick <= target => {
-                    self.state.borrow_mut().clock = Some(tick);
+                Due::Tick => {
                     self.tick();
                     ticks += 1;
                 }
-                _ => break,
             }
         }
         self.state.borrow_mut().clock = Some(target);
@@ -473,10 +474,20 @@ impl<B: Callbacks> Proxy<B> {
         self.grpc_result(call, result);
     }
 
-    /// Finishes a gRPC call or stream with a status (`proxy_on_grpc_close`;
-    /// `proxy_get_status` answers `status` and `message` during the callback). Nothing happens
-    /// for a cancelled or closed one.
+    /// The service finishes a gRPC call or stream with a status (`proxy_on_grpc_close`;
+    /// `proxy_get_status` answers `status` and, as Envoy 1.40 does, `message` followed by the
+    /// response code details of a service's own status, `{via_upstream}`, during the callback).
+    /// Nothing happens for a cancelled or closed one.
     pub fn grpc_finish(&self, call: &GrpcCall, status: u32, message: &str) {
+        if status == 0 {
+            self.grpc_close(call, status, message);
+        } else {
+            self.grpc_close(call, status, &format!("{message}{{via_upstream}}"));
+        }
+    }
+
+    /// Closes a gRPC call with `status` and the status message exactly as given.
+    fn grpc_close(&self, call: &GrpcCall, status: u32, message: &str) {
         if !self.grpc_open(call) {
             return;
         }
@@ -881,6 +892,52 @@ fn assert_open(stream: &StreamState, direction: Direction) {
     }
 }
 
+/// gRPC's `UNAVAILABLE`: what Envoy's router makes of its own `504` for a gRPC call whose
+/// timeout passed (`Grpc::Utility::httpToGrpcStatus`), with the `504`'s body and the details
+/// `{response_timeout}` as the message (seen in Envoy 1.40).
+const GRPC_UNAVAILABLE: u32 = 14;
+
+/// What falls due when the clock moves.
+enum Due {
+    /// The root context's tick.
+    Tick,
+    /// An HTTP call's timeout: Envoy's `504`.
+    Call(Call),
+    /// A unary gRPC call's timeout: Envoy closes it `UNAVAILABLE`, `upstream request timeout`.
+    Grpc(GrpcCall),
+}
+
+/// What falls due first, and when: on a tie a call's timeout (the first made) before a gRPC
+/// call's before a tick.
+fn next_due(state: &ProxyState) -> Option<(std::time::SystemTime, Due)> {
+    let call = state
+        .calls
+        .iter()
+        .filter(|record| !record.answered)
+        .filter_map(|record| {
+            Some((
+                record.deadline?,
+                record.call.token,
+                Due::Call(record.call.clone()),
+            ))
+        })
+        .min_by_key(|(at, token, _)| (*at, *token))
+        .map(|(at, _, due)| (at, 0, due));
+    let grpc = state
+        .grpc_calls
+        .iter()
+        .filter(|call| !call.cancelled && !call.closed)
+        .filter_map(|call| Some((call.deadline?, call.token, Due::Grpc(call.clone()))))
+        .min_by_key(|(at, token, _)| (*at, *token))
+        .map(|(at, _, due)| (at, 1, due));
+    let tick = next_tick(state).map(|at| (at, 2, Due::Tick));
+    [call, grpc, tick]
+        .into_iter()
+        .flatten()
+        .min_by_key(|(at, order, _)| (*at, *order))
+        .map(|(at, _, due)| (at, due))
+}
+
 /// When the next tick falls: the first whole tick period after the origin that is later than
 /// now; `None` without a tick period.
 fn next_tick(state: &ProxyState) -> Option<std::time::SystemTime> {
@@ -892,16 +949,6 @@ fn next_tick(state: &ProxyState) -> Option<std::time::SystemTime> {
     let periods = since.as_nanos() / period.as_nanos().max(1) + 1;
     let offset = period.saturating_mul(u32::try_from(periods).unwrap_or(u32::MAX));
     Some(state.tick_origin + offset)
-}
-
-/// The unanswered call whose timeout expires first (the first made, on a tie), and when.
-fn next_expired_call(state: &ProxyState) -> Option<(std::time::SystemTime, Call)> {
-    state
-        .calls
-        .iter()
-        .filter(|record| !record.answered)
-        .filter_map(|record| Some((record.deadline?, record.call.clone())))
-        .min_by_key(|(deadline, call)| (*deadline, call.token))
 }
 
 /// Why a call's upstream did not answer it, and so what Envoy 1.40 hands the plugin instead

@@ -114,6 +114,8 @@ pub struct GrpcCall {
     pub(crate) half_closed: bool,
     pub(crate) cancelled: bool,
     pub(crate) closed: bool,
+    /// When Envoy ends the unary call for its timeout, if nothing ended it before.
+    pub(crate) deadline: Option<SystemTime>,
 }
 
 impl GrpcCall {
@@ -554,6 +556,9 @@ impl ProxyState {
             half_closed: false,
             cancelled: false,
             closed: false,
+            deadline: timeout
+                .filter(|timeout| !timeout.is_zero())
+                .map(|timeout| self.now() + timeout),
         });
         Ok(token)
     }

@@ -46,6 +46,8 @@ pub struct EnvoyConfig {
     pub upstream: SocketAddr,
     /// More clusters, by name.
     pub clusters: Vec<(String, SocketAddr)>,
+    /// The clusters Envoy speaks HTTP/2 to (gRPC services).
+    pub http2_clusters: Vec<String>,
     /// Routes matched, in order, before the catch-all route to `upstream`: Envoy
     /// `config.route.v3.Route`s as JSON, e.g. one whose `direct_response` answers without any
     /// upstream.
@@ -69,6 +71,7 @@ impl EnvoyConfig {
             plugin_config: String::new(),
             upstream,
             clusters: Vec::new(),
+            http2_clusters: Vec::new(),
             routes: Vec::new(),
         }
     }
@@ -83,6 +86,12 @@ impl EnvoyConfig {
     pub fn cluster(mut self, name: &str, addr: SocketAddr) -> EnvoyConfig {
         self.clusters.push((name.to_string(), addr));
         self
+    }
+
+    /// Adds a gRPC cluster `name` pointing at `addr`: Envoy speaks HTTP/2 to it.
+    pub fn grpc_cluster(mut self, name: &str, addr: SocketAddr) -> EnvoyConfig {
+        self.http2_clusters.push(name.to_string());
+        self.cluster(name, addr)
     }
 
     /// Adds `route` (an Envoy `config.route.v3.Route`, as JSON) after the routes added before
@@ -121,7 +130,7 @@ impl EnvoyConfig {
     /// YAML, and serde_json does the quoting.
     pub fn bootstrap(&self, listen_port: u16, admin_port: u16) -> serde_json::Value {
         let cluster = |name: &str, addr: SocketAddr| {
-            serde_json::json!({
+            let mut cluster = serde_json::json!({
                 "name": name,
                 "connect_timeout": "1s",
                 "type": "STATIC",
@@ -132,7 +141,16 @@ impl EnvoyConfig {
                         "port_value": addr.port(),
                     }}}}]}],
                 },
-            })
+            });
+            if self.http2_clusters.iter().any(|http2| http2 == name) {
+                cluster["typed_extension_protocol_options"] = serde_json::json!({
+                    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                        "explicit_http_config": {"http2_protocol_options": {}},
+                    },
+                });
+            }
+            cluster
         };
         let mut clusters = vec![cluster("upstream", self.upstream)];
         clusters.extend(

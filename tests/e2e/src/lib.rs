@@ -6,7 +6,8 @@
 //! - [`Upstreams`] starts, in this process, the services the requests and the plugins' calls
 //!   go to: an echo upstream that records what it saw, and the demo auth and users services;
 //!   [`Server`] starts one more with the behaviour a test needs, and [`RawServer`] one that
-//!   writes bytes no HTTP library would (a status that is not a number, a slow trickle).
+//!   writes bytes no HTTP library would (a status that is not a number, a slow trickle);
+//!   [`GrpcServer`] is a gRPC service behind an HTTP/2 cluster.
 //! - [`send`] is a plain HTTP/1.1 client (one request per connection).
 //! - [`wasm_vm_stats`] and [`assert_no_wasm_failure_logged`] tell whether a wasm VM failed,
 //!   from Envoy's stats and its log.
@@ -28,6 +29,7 @@
 
 mod client;
 mod envoy;
+mod grpc;
 mod plugins;
 mod raw;
 pub mod soak;
@@ -36,6 +38,7 @@ mod wasm_health;
 
 pub use client::{Response, send};
 pub use envoy::{Envoy, EnvoyConfig, Exited, envoy_bin, fresh_dir};
+pub use grpc::{GrpcAnswer, GrpcCall, GrpcServer};
 pub use plugins::{plugin_wasm, workspace};
 pub use raw::{RawPart, RawServer, raw_bytes, raw_response};
 pub use upstream::{DemoRequest, HttpResponse, Recorded, Server, Upstreams, json};
