@@ -20,6 +20,7 @@ const EXAMPLES: &[&str] = &[
     "key-auth-redis",
     "stream-redact",
     "jwt-auth",
+    "key-auth",
 ];
 
 /// The hand-written callback versions of two examples (`benches/baselines`): release too, as

@@ -179,11 +179,13 @@ impl<P: Plugin, T: Twins> PluginTestBuilder<P, T> {
     }
 }
 
-/// The crate a plugin type is defined in, as Rust names it (`hello::Hello` is `hello`'s): the
-/// name its compiled twins are found by.
+/// The crate a plugin type is defined in, as Rust names it (`hello::Hello` is `hello`'s; a
+/// wrapped plugin, `proxy_async::higress::Higress<key_auth::KeyAuth>`, is the wrapped one's):
+/// the name its compiled twins are found by.
 fn plugin_crate<P>() -> &'static str {
     let name = std::any::type_name::<P>();
-    name.split("::").next().unwrap_or(name)
+    let innermost = name.rsplit('<').next().unwrap_or(name);
+    innermost.split("::").next().unwrap_or(innermost)
 }
 
 /// Whether twins of `kind` lack what only the proxy-wasm ABI offers today: gRPC, shared

@@ -29,6 +29,9 @@ mod stream_redact_scenarios;
 #[path = "../../../examples/jwt-auth/tests/jwt_auth.rs"]
 mod jwt_auth_scenarios;
 
+#[path = "../../../examples/key-auth/tests/key_auth.rs"]
+mod key_auth_scenarios;
+
 #[path = "../../../sdk/fixtures/stream-plugin/tests/streams.rs"]
 mod stream_plugin_scenarios;
 

@@ -11,6 +11,7 @@ mod deploy;
 mod fan_out;
 mod grpc;
 mod jwt_auth;
+mod key_auth;
 mod resilience;
 mod retry;
 mod security;
