@@ -21,6 +21,7 @@ const EXAMPLES: &[&str] = &[
     "stream-redact",
     "jwt-auth",
     "key-auth",
+    "basic-auth",
 ];
 
 /// The hand-written callback versions of two examples (`benches/baselines`): release too, as

@@ -32,6 +32,9 @@ mod jwt_auth_scenarios;
 #[path = "../../../examples/key-auth/tests/key_auth.rs"]
 mod key_auth_scenarios;
 
+#[path = "../../../examples/basic-auth/tests/basic_auth.rs"]
+mod basic_auth_scenarios;
+
 #[path = "../../../sdk/fixtures/stream-plugin/tests/streams.rs"]
 mod stream_plugin_scenarios;
 

@@ -6,6 +6,7 @@
 #![cfg(not(target_arch = "wasm32"))]
 
 mod auth_flow;
+mod basic_auth;
 mod call_failures;
 mod deploy;
 mod fan_out;
