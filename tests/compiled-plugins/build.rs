@@ -22,6 +22,7 @@ const EXAMPLES: &[&str] = &[
     "jwt-auth",
     "key-auth",
     "basic-auth",
+    "ext-auth",
 ];
 
 /// The hand-written callback versions of two examples (`benches/baselines`): release too, as

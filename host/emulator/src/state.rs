@@ -459,6 +459,14 @@ impl ProxyState {
         now
     }
 
+    /// When a call made now with `timeout` times out, on the stopped clock of a test (which
+    /// only `Proxy::advance_time` moves, and which ends the call then); `None` on the real
+    /// clock or for a timeout of 0, which Envoy reads as none.
+    fn deadline(&self, timeout: Duration) -> Option<SystemTime> {
+        let now = self.clock?;
+        (!timeout.is_zero()).then(|| now + timeout)
+    }
+
     /// `proxy_get_current_time_nanoseconds` (and WASI's realtime clock).
     pub fn now(&self) -> SystemTime {
         self.clock.unwrap_or_else(SystemTime::now)
@@ -556,9 +564,7 @@ impl ProxyState {
             half_closed: false,
             cancelled: false,
             closed: false,
-            deadline: timeout
-                .filter(|timeout| !timeout.is_zero())
-                .map(|timeout| self.now() + timeout),
+            deadline: self.deadline(timeout.unwrap_or_default()),
         });
         Ok(token)
     }
@@ -844,7 +850,7 @@ impl Hostcalls for ProxyState {
                 timeout,
             },
             answered: false,
-            deadline: (timeout_ms > 0).then(|| self.now() + timeout),
+            deadline: self.deadline(timeout),
         });
         Ok(token)
     }

@@ -35,6 +35,9 @@ mod key_auth_scenarios;
 #[path = "../../../examples/basic-auth/tests/basic_auth.rs"]
 mod basic_auth_scenarios;
 
+#[path = "../../../examples/ext-auth/tests/ext_auth.rs"]
+mod ext_auth_scenarios;
+
 #[path = "../../../sdk/fixtures/stream-plugin/tests/streams.rs"]
 mod stream_plugin_scenarios;
 

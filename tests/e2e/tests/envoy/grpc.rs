@@ -56,6 +56,9 @@ fn emulated(config: &str) -> Emulated {
         &module,
         ProxyConfig {
             plugin_config: config.as_bytes().to_vec(),
+            // A stopped clock, which `advance_time` moves (and which ends calls at their
+            // timeout, as Envoy does).
+            clock: Some(std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
             ..ProxyConfig::default()
         },
     )

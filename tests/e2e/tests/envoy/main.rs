@@ -9,6 +9,7 @@ mod auth_flow;
 mod basic_auth;
 mod call_failures;
 mod deploy;
+mod ext_auth;
 mod fan_out;
 mod grpc;
 mod jwt_auth;
