@@ -110,3 +110,34 @@ fn basic_auth_rules_allow_consumers_per_domain_in_envoy() {
         Ok(Some("consumer2".to_string()))
     );
 }
+
+#[test]
+fn basic_auth_bypass_cases_of_higress_in_envoy() {
+    // main_test.go `missing authorization header`, `empty authorization header` (global_auth
+    // false: not authenticated), and the two `routeAuthConfig` cases (a global `allow` is
+    // ignored: not authenticated either).
+    let consumers = r#""consumers":[{"credential":"admin:123456","name":"consumer1"},{"credential":"guest:abc","name":"consumer2"}]"#;
+    for (config, authorization) in [
+        (format!(r#"{{{consumers},"global_auth":false}}"#), None),
+        (format!(r#"{{{consumers},"global_auth":false}}"#), Some("")),
+        (
+            format!(r#"{{{consumers},"allow":["consumer1"],"global_auth":false}}"#),
+            Some("Basic YWRtaW46MTIzNDU2"),
+        ),
+        (
+            format!(r#"{{{consumers},"allow":["consumer1"],"global_auth":false}}"#),
+            Some("Basic Z3Vlc3Q6YWJj"),
+        ),
+    ] {
+        let upstreams = Upstreams::start();
+        let envoy = Envoy::start(
+            &EnvoyConfig::new(plugin_wasm("basic_auth"), upstreams.echo)
+                .plugin_config(config.as_str()),
+        );
+        assert_eq!(
+            send(&envoy, &upstreams, "/api/test", authorization),
+            Ok(None),
+            "{config} {authorization:?}"
+        );
+    }
+}

@@ -10,8 +10,19 @@ use hyper::header::HeaderValue;
 
 const CLUSTER: &str = "outbound|8090||ext-auth.backend.svc.cluster.local";
 
-/// What the authorization service received: method, path, authorization, body.
-type Seen = Arc<Mutex<Vec<(String, String, Option<String>, String)>>>;
+/// What the authorization service received: method, path, authorization, body, and every
+/// header.
+type Seen = Arc<
+    Mutex<
+        Vec<(
+            String,
+            String,
+            Option<String>,
+            String,
+            Vec<(String, String)>,
+        )>,
+    >,
+>;
 
 /// The authorization service: `Bearer token123` is user123 (200, `x-user-id`); a path under
 /// `/auth/boom` fails (500); anything else is refused (403, `x-auth-failed`).
@@ -24,11 +35,22 @@ fn auth_service(seen: Seen) -> Server {
                 .get("authorization")
                 .and_then(|value| value.to_str().ok())
                 .map(str::to_string);
+            let headers = request
+                .headers
+                .iter()
+                .map(|(name, value)| {
+                    (
+                        name.as_str().to_string(),
+                        String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                    )
+                })
+                .collect();
             seen.lock().expect("the calls seen").push((
                 request.method.to_string(),
                 request.target.clone(),
                 authorization.clone(),
                 String::from_utf8_lossy(&request.body).into_owned(),
+                headers,
             ));
             let (status, body) = if request.path.starts_with("/auth/boom") {
                 (
@@ -86,7 +108,12 @@ fn ext_auth_cases_of_higress_in_envoy() {
     assert_eq!(recorded.len(), 1);
     assert_eq!(recorded[0].header("x-user-id"), Some("user123"));
     assert_eq!(
-        seen.lock().unwrap().last().cloned(),
+        seen.lock().unwrap().last().map(|call| (
+            call.0.clone(),
+            call.1.clone(),
+            call.2.clone(),
+            call.3.clone()
+        )),
         Some((
             "POST".into(),
             "/auth/users?page=2".into(),
@@ -171,5 +198,156 @@ fn ext_auth_failure_mode_body_and_whitelist_in_envoy() {
             .header("x-envoy-auth-failure-mode-allowed")
             .map(str::to_string)),
         Some("true".into())
+    );
+}
+
+/// Envoy running ext-auth with `config`, its service and an echo upstream.
+fn ext_auth(config: &str) -> (Envoy, Upstreams, Seen, Server) {
+    let seen: Seen = Arc::default();
+    let service = auth_service(Arc::clone(&seen));
+    let upstreams = Upstreams::start();
+    let envoy = Envoy::start(
+        &EnvoyConfig::new(plugin_wasm("ext_auth"), upstreams.echo)
+            .plugin_config(config)
+            .cluster(CLUSTER, service.addr()),
+    );
+    (envoy, upstreams, seen, service)
+}
+
+/// The headers of the service's last call that start with `x-` (the plugin's choice; Envoy
+/// adds its own `x-envoy-*`, left out).
+fn x_headers(seen: &Seen) -> Vec<(String, String)> {
+    let calls = seen.lock().expect("the calls seen");
+    let mut headers: Vec<(String, String)> = calls
+        .last()
+        .map(|call| call.4.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(name, _)| {
+            name.starts_with("x-") && !name.starts_with("x-envoy-") || name == "x-envoy-header"
+        })
+        .collect();
+    headers.sort();
+    headers
+}
+
+#[test]
+fn ext_auth_forward_auth_and_header_filters_in_envoy() {
+    // main_test.go `forward auth request headers`.
+    let (envoy, _upstreams, seen, _service) = ext_auth(
+        r#"{"http_service":{"endpoint":{"path":"/auth","request_method":"POST","service_name":"ext-auth.backend.svc.cluster.local","service_port":8090},"endpoint_mode":"forward_auth","timeout":1000}}"#,
+    );
+    let response = envoy.send(
+        "GET",
+        "/users",
+        &[
+            ("authorization", "Bearer token123"),
+            ("x-custom-header", "value"),
+        ],
+        b"",
+    );
+    assert_eq!(response.status, 200, "{}", response.text());
+    let call = seen.lock().unwrap().last().cloned().expect("a call");
+    assert_eq!((call.0.as_str(), call.1.as_str()), ("POST", "/auth"));
+    let expected: Vec<(String, String)> = [
+        ("x-forwarded-host", "localhost"),
+        ("x-forwarded-method", "GET"),
+        ("x-forwarded-proto", "http"),
+        ("x-forwarded-uri", "/users"),
+        ("x-original-method", "GET"),
+        ("x-original-uri", "/users"),
+    ]
+    .iter()
+    .map(|(name, value)| (name.to_string(), value.to_string()))
+    .collect();
+    assert_eq!(x_headers(&seen), expected);
+    drop(envoy);
+
+    // main_test.go `headers filtered request headers`, and the service's allowed headers.
+    let (envoy, upstreams, seen, _service) = ext_auth(
+        r#"{"http_service":{"authorization_request":{"allowed_headers":[{"exact":"x-auth-version"},{"prefix":"x-custom"}],"headers_to_add":{"x-envoy-header":"true"}},"authorization_response":{"allowed_client_headers":[{"exact":"x-auth-failed"}],"allowed_upstream_headers":[{"exact":"x-user-id"},{"exact":"x-auth-version"}]},"endpoint":{"path_prefix":"/auth","service_name":"ext-auth.backend.svc.cluster.local","service_port":8090},"endpoint_mode":"envoy","timeout":1000}}"#,
+    );
+    let headers = [
+        ("authorization", "Bearer token123"),
+        ("x-auth-version", "1.0"),
+        ("x-custom-header", "value"),
+        ("x-ignored-header", "ignored"),
+    ];
+    assert_eq!(envoy.send("POST", "/users", &headers, b"").status, 200);
+    let expected: Vec<(String, String)> = [
+        ("x-auth-version", "1.0"),
+        ("x-custom-header", "value"),
+        ("x-envoy-header", "true"),
+    ]
+    .iter()
+    .map(|(name, value)| (name.to_string(), value.to_string()))
+    .collect();
+    assert_eq!(x_headers(&seen), expected);
+    assert_eq!(
+        upstreams
+            .recorded()
+            .last()
+            .and_then(|request| request.header("x-user-id").map(str::to_string)),
+        Some("user123".into())
+    );
+    // A denial passes only the allowed client headers.
+    let response = envoy.send(
+        "POST",
+        "/users",
+        &[("authorization", "Bearer invalid-token")],
+        b"",
+    );
+    assert_eq!(response.status, 403);
+    assert_eq!(response.header("x-auth-failed"), Some("true"));
+    // Not the service's `application/json`: Envoy gives a local reply with a body its own.
+    assert_eq!(
+        response.header("content-type"),
+        Some("text/plain"),
+        "not an allowed client header"
+    );
+}
+
+#[test]
+fn ext_auth_match_rules_and_a_body_it_does_not_read_in_envoy() {
+    let (envoy, upstreams, seen, _service) = ext_auth(
+        r#"{"http_service":{"endpoint":{"path_prefix":"/auth","service_name":"ext-auth.backend.svc.cluster.local","service_port":8090},"endpoint_mode":"envoy","timeout":1000},"match_list":[{"match_rule_domain":"api.example.com","match_rule_path":"/public","match_rule_type":"prefix"},{"match_rule_method":["GET"],"match_rule_path":"/health","match_rule_type":"exact"}],"match_type":"whitelist"}"#,
+    );
+    // main_test.go `match rules request headers`: whitelisted, no call.
+    assert_eq!(
+        envoy
+            .send("GET", "http://api.example.com/public/users", &[], b"")
+            .status,
+        200
+    );
+    assert!(seen.lock().unwrap().is_empty());
+    // `match rules no match request headers`: the service's 401 is the client's.
+    let response = envoy.send("POST", "http://api.example.com/private/users", &[], b"");
+    assert_eq!(
+        response.status, 403,
+        "the demo service refuses what it cannot authorize"
+    );
+    assert_eq!(
+        seen.lock().unwrap().last().map(|call| call.1.clone()),
+        Some("/auth/private/users".into())
+    );
+    // `without request body`: the body is not sent to the service, and reaches the upstream.
+    let body = br#"{"username": "test", "password": "password123"}"#;
+    let response = envoy.send(
+        "POST",
+        "/users",
+        &[("authorization", "Bearer token123")],
+        body,
+    );
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(
+        seen.lock().unwrap().last().map(|call| call.3.clone()),
+        Some(String::new())
+    );
+    assert_eq!(
+        upstreams
+            .recorded()
+            .last()
+            .map(|request| request.body.clone()),
+        Some(body.to_vec())
     );
 }

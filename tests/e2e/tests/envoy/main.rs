@@ -12,6 +12,7 @@ mod deploy;
 mod ext_auth;
 mod fan_out;
 mod grpc;
+mod higress_ports;
 mod jwt_auth;
 mod key_auth;
 mod resilience;
