@@ -361,7 +361,14 @@ impl fmt::Debug for StreamGate {
             .field("skipped_body", &held.skipped_body)
             .field("body_buffer_limit", &held.body_buffer_limit)
             .field("buffered_body", &held.buffered_body)
-            .field("content_length", &self.content_length)
+            // What the running hook leaves for its body: nothing when no hook runs.
+            .field(
+                "content_length",
+                &match self.hook {
+                    HookState::Idle => ContentLength::NoBody,
+                    _ => self.content_length,
+                },
+            )
             .finish()
     }
 }
@@ -705,8 +712,8 @@ impl StreamGate {
         {
             return false;
         }
+        // `content_length` may stay `Keep`: with no hook running it means nothing.
         self.hook = HookState::Idle;
-        self.content_length = ContentLength::NoBody;
         self.reset_window(side(phase.direction()));
         true
     }
@@ -892,6 +899,7 @@ impl StreamGate {
 
     /// What the hook of `phase`'s callback leaves for the body behind it: headers with a body
     /// this stream buffers lose their `content-length`.
+    #[inline(always)]
     fn content_length_of(
         &self,
         settings: &GateSettings,

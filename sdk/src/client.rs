@@ -621,11 +621,24 @@ fn split_absolute_url(url: &str) -> Option<(&str, &str)> {
 /// A call's `:path` as Higress's client sends it (`http_wrapper.go:110-113`): the fragment
 /// dropped (it never leaves the client), an empty query's `?` too, and a leading `/`.
 fn call_path(path: &str) -> String {
-    let path = path.split_once('#').map_or(path, |(path, _)| path);
-    let path = match path.split_once('?') {
-        Some((before, "")) => before,
-        _ => path,
+    // One pass over the bytes: calls are made per request, and paths are short.
+    let mut end = path.len();
+    let mut query = None;
+    for (index, byte) in path.bytes().enumerate() {
+        match byte {
+            b'#' => {
+                end = index;
+                break;
+            }
+            b'?' if query.is_none() => query = Some(index),
+            _ => {}
+        }
+    }
+    let end = match query {
+        Some(at) if at + 1 == end => at,
+        _ => end,
     };
+    let path = &path[..end];
     if path.starts_with('/') {
         path.to_string()
     } else {

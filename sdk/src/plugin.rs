@@ -316,7 +316,7 @@ pub(crate) fn run_hook<'a, P: Plugin>(
             Hook::RequestHeaders(plugin.on_request_headers(Request::of(message)))
         }
         // A body the plugin skips on this stream whose callback came while another hook ran.
-        Phase::RequestBody | Phase::ResponseBody if message.skips_body() => Hook::Skipped,
+        Phase::RequestBody if message.skips_body() => Hook::Skipped,
         Phase::RequestBody => Hook::RequestBody(plugin.on_request_body(Request::of(message))),
         Phase::RequestTrailers => {
             Hook::RequestTrailers(plugin.on_request_trailers(Request::of(message)))
@@ -324,6 +324,7 @@ pub(crate) fn run_hook<'a, P: Plugin>(
         Phase::ResponseHeaders => {
             Hook::ResponseHeaders(plugin.on_response_headers(Response::of(message)))
         }
+        Phase::ResponseBody if message.skips_body() => Hook::Skipped,
         Phase::ResponseBody => Hook::ResponseBody(plugin.on_response_body(Response::of(message))),
         Phase::ResponseTrailers => {
             Hook::ResponseTrailers(plugin.on_response_trailers(Response::of(message)))
