@@ -465,13 +465,17 @@ impl StreamGate {
     /// to skip ([`skips_body`](StreamGate::skips_body)). Meant for the headers' hook; a
     /// `content-length` the headers' hook would drop for a buffered body is kept.
     pub fn skip_body(&mut self, direction: Direction) {
-        if matches!(self.hook, HookState::Running(phase) | HookState::Paused(phase)
-            if phase.is_headers() && phase.direction() == direction)
-            && self.content_length == ContentLength::Strip
-        {
+        if self.runs_headers_of(direction) && self.content_length == ContentLength::Strip {
             self.content_length = ContentLength::Keep;
         }
         self.held_mut().skipped_body[side(direction)] = true;
+    }
+
+    /// Whether the hook running (or paused) is `direction`'s headers' hook, whose
+    /// `content_length` a body decision changes.
+    fn runs_headers_of(&self, direction: Direction) -> bool {
+        matches!(self.hook, HookState::Running(phase) | HookState::Paused(phase)
+            if phase.is_headers() && phase.direction() == direction)
     }
 
     /// Whether the plugin skips `direction`'s body ([`skip_body`](StreamGate::skip_body)).
@@ -484,8 +488,7 @@ impl StreamGate {
     /// the headers' hook, before any of the body came; the body's `content-length` is dropped
     /// when that hook continues, as for any buffered body (the body hook may change its size).
     pub fn buffer_body(&mut self, direction: Direction) {
-        if matches!(self.hook, HookState::Running(phase) | HookState::Paused(phase)
-            if phase.is_headers() && phase.direction() == direction)
+        if self.runs_headers_of(direction)
             && !self.skips_body(direction)
             && self.content_length == ContentLength::Keep
         {

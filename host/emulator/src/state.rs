@@ -1070,11 +1070,7 @@ impl Hostcalls for ProxyState {
     /// own properties come first (see [`set_stream_property`](ProxyState::set_stream_property)),
     /// then the proxy's.
     fn get_property(&mut self, path: &[u8]) -> Result<Vec<u8>, Status> {
-        self.streams
-            .get(&self.current)
-            .and_then(|stream| stream.properties.get(path))
-            .or_else(|| self.properties.get(path))
-            .cloned()
+        self.stream_property(self.current, path)
             .ok_or(Status::NotFound)
     }
 

@@ -34,11 +34,12 @@ pub fn set_request_body_buffer_limit(
     message: &mut Message<'_>,
     bytes: u32,
 ) -> Result<(), HostError> {
-    message.set_body_buffer_limit_of(
+    set_body_buffer_limit(
+        message,
         Direction::Request,
-        usize::try_from(bytes).unwrap_or(usize::MAX),
-    );
-    set_property(&["set_decoder_buffer_limit"], bytes.to_string())
+        "set_decoder_buffer_limit",
+        bytes,
+    )
 }
 
 /// The most bytes of the response body the proxy buffers for this stream
@@ -48,11 +49,23 @@ pub fn set_response_body_buffer_limit(
     message: &mut Message<'_>,
     bytes: u32,
 ) -> Result<(), HostError> {
-    message.set_body_buffer_limit_of(
+    set_body_buffer_limit(
+        message,
         Direction::Response,
-        usize::try_from(bytes).unwrap_or(usize::MAX),
-    );
-    set_property(&["set_encoder_buffer_limit"], bytes.to_string())
+        "set_encoder_buffer_limit",
+        bytes,
+    )
+}
+
+/// `direction`'s buffer limit, the plugin's and the proxy's (its `property`, in decimal).
+fn set_body_buffer_limit(
+    message: &mut Message<'_>,
+    direction: Direction,
+    property: &str,
+    bytes: u32,
+) -> Result<(), HostError> {
+    message.set_body_buffer_limit_of(direction, usize::try_from(bytes).unwrap_or(usize::MAX));
+    set_property(&[property], bytes.to_string())
 }
 
 /// Attributes a plugin collects about a request for Higress's access log and trace
