@@ -102,6 +102,8 @@ pub mod component;
 mod emulated;
 mod guest;
 mod hostcalls;
+#[cfg(feature = "serve")]
+pub mod middleware;
 mod plugin;
 #[cfg(feature = "serve")]
 pub mod serve;

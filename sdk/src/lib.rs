@@ -103,10 +103,12 @@ mod timer;
 // (wasm32-wasip2) of the same plugin source.
 #[cfg(all(target_arch = "wasm32", not(target_env = "p2")))]
 mod abi;
-#[cfg(all(target_arch = "wasm32", target_env = "p2"))]
+#[cfg(all(target_arch = "wasm32", target_env = "p2", not(feature = "wasi-http")))]
 mod component;
 #[cfg(all(target_arch = "wasm32", not(target_env = "p2")))]
 mod exports;
+#[cfg(all(target_arch = "wasm32", target_env = "p2", feature = "wasi-http"))]
+mod middleware;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
@@ -131,8 +133,9 @@ pub use timer::{Elapsed, Sleep, TickFunction, Timeout, now, sleep, timeout};
 
 /// Registers the plugin type with the proxy: `proxy_async::main!(MyPlugin);` once, at the top
 /// level of a `cdylib` crate. Built for `wasm32-wasip1` it exports the proxy-wasm ABI; built
-/// for `wasm32-wasip2` it exports the `plugin` world of `wit/` (a component). In native builds
-/// (tests) it expands to nothing.
+/// for `wasm32-wasip2` it exports the `plugin` world of `wit/` (a component), or, with the
+/// SDK's `wasi-http` feature, the `wasi:http@0.3.0` middleware world (a `wasi:http/handler`
+/// that calls the next one). In native builds (tests) it expands to nothing.
 #[macro_export]
 macro_rules! main {
     ($plugin:ty) => {
@@ -236,7 +239,19 @@ macro_rules! main {
                 MODULE.with(|module| module.on_grpc_close(context_id, token, status));
             }
         };
+        // The component world is the SDK's choice (its `wasi-http` feature), not the plugin
+        // crate's: a `cfg` written here would be read in the plugin crate.
         #[cfg(all(target_arch = "wasm32", target_env = "p2"))]
+        $crate::__component_main!($plugin);
+    };
+}
+
+/// The `plugin` world's exports of [`main!`]; not part of the API.
+#[cfg(not(feature = "wasi-http"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __component_main {
+    ($plugin:ty) => {
         const _: () = {
             use $crate::__private::component as glue;
 
@@ -292,6 +307,34 @@ macro_rules! main {
     };
 }
 
+/// The `wasi:http` middleware's export of [`main!`] (the `wasi-http` feature); not part of
+/// the API.
+#[cfg(feature = "wasi-http")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __component_main {
+    ($plugin:ty) => {
+        const _: () = {
+            struct Middleware;
+
+            impl $crate::__private::middleware::Guest for Middleware {
+                async fn handle(
+                    request: $crate::__private::middleware::Request,
+                ) -> ::std::result::Result<
+                    $crate::__private::middleware::Response,
+                    $crate::__private::middleware::ErrorCode,
+                > {
+                    $crate::__private::middleware::handle::<$plugin>(request).await
+                }
+            }
+
+            $crate::__private::middleware::bindings::export_middleware!(
+                Middleware with_types_in $crate::__private::middleware::bindings
+            );
+        };
+    };
+}
+
 /// What [`main!`] expands to; not part of the API.
 #[doc(hidden)]
 pub mod __private {
@@ -303,7 +346,7 @@ pub mod __private {
     }
 
     /// The component build's glue.
-    #[cfg(all(target_arch = "wasm32", target_env = "p2"))]
+    #[cfg(all(target_arch = "wasm32", target_env = "p2", not(feature = "wasi-http")))]
     pub mod component {
         pub use crate::component::bindings;
         pub use crate::component::bindings::exports::proxy_async::plugin::hooks::{
@@ -313,5 +356,14 @@ pub mod __private {
             configure, log, request_body, request_headers, request_trailers, response_body,
             response_headers, response_trailers, stream_end, tick,
         };
+    }
+
+    /// The `wasi:http` middleware build's glue.
+    #[cfg(all(target_arch = "wasm32", target_env = "p2", feature = "wasi-http"))]
+    pub mod middleware {
+        pub use crate::middleware::bindings;
+        pub use crate::middleware::bindings::exports::wasi::http::handler::Guest;
+        pub use crate::middleware::bindings::wasi::http::types::{ErrorCode, Request, Response};
+        pub use crate::middleware::handle;
     }
 }

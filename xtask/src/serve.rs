@@ -7,6 +7,9 @@ use std::process::{Command, Stdio};
 use crate::install::{COMPONENT_TARGET, MODULE_TARGET};
 use crate::process::{cargo, workspace};
 
+/// The SDK feature of the `wasi:http@0.3.0` middleware build.
+const MIDDLEWARE_FEATURE: &str = "proxy-async/wasi-http";
+
 /// The examples `proxy-async-serve` has demo services for.
 pub(crate) const DEMOS: [&str; 3] = ["auth-flow", "hello", "hello-no-config"];
 
@@ -17,6 +20,8 @@ pub(crate) struct RunArgs {
     pub(crate) plugin: String,
     pub(crate) port: u16,
     pub(crate) component: bool,
+    /// Build it as a `wasi:http@0.3.0` middleware component (`proxy-async/wasi-http`).
+    pub(crate) middleware: bool,
     /// What goes on to `proxy-async-serve` as it is: `--config`, `--cluster`, `--upstream`,
     /// `--log-level` with their values.
     pub(crate) serve_args: Vec<String>,
@@ -27,6 +32,7 @@ impl RunArgs {
         let mut plugin = None;
         let mut port = 8080;
         let mut component = false;
+        let mut middleware = false;
         let mut serve_args = Vec::new();
         while let Some(arg) = args.next() {
             match arg.as_str() {
@@ -37,6 +43,7 @@ impl RunArgs {
                         .map_err(|_| format!("--port {value}: not a port number"))?;
                 }
                 "--component" => component = true,
+                "--middleware" => middleware = true,
                 "--config" | "--cluster" | "--upstream" | "--log-level" => {
                     let value = args.next().ok_or(format!("{arg} needs a value"))?;
                     serve_args.extend([arg, value]);
@@ -52,13 +59,14 @@ impl RunArgs {
             )?,
             port,
             component,
+            middleware,
             serve_args,
         })
     }
 
     /// The wasm target to build for.
     pub(crate) fn target(&self) -> &'static str {
-        if self.component {
+        if self.component || self.middleware {
             COMPONENT_TARGET
         } else {
             MODULE_TARGET
@@ -101,10 +109,18 @@ impl PluginCrate {
     /// Builds it to wasm for `target` (release) and returns the `.wasm` the build made: an
     /// example in the workspace's target folder, a crate elsewhere in its own, unless
     /// `target_dir` says where.
-    pub(crate) fn build(&self, target: &str, target_dir: Option<&Path>) -> Result<PathBuf, String> {
+    pub(crate) fn build(
+        &self,
+        target: &str,
+        features: Option<&str>,
+        target_dir: Option<&Path>,
+    ) -> Result<PathBuf, String> {
         let mut command = cargo();
+        command.args(["build", "--release", "--target", target]);
+        if let Some(features) = features {
+            command.args(["--features", features]);
+        }
         command
-            .args(["build", "--release", "--target", target])
             .args(["--message-format", "json-render-diagnostics"])
             .stdout(Stdio::piped());
         let what = match self {
@@ -190,13 +206,17 @@ pub(crate) fn serve_command(
     if let Some(demo) = plugin.demo() {
         serve.args(["--demo", demo]);
     }
+    if args.middleware {
+        serve.arg("--middleware");
+    }
     serve
 }
 
 /// `cargo xtask run`: builds, then serves until Ctrl-C.
 pub(crate) fn run(args: &RunArgs) -> Result<(), String> {
     let plugin = PluginCrate::find(&args.plugin)?;
-    let wasm = plugin.build(args.target(), None)?;
+    let features = args.middleware.then_some(MIDDLEWARE_FEATURE);
+    let wasm = plugin.build(args.target(), features, None)?;
     let mut serve = serve_command(&plugin, &wasm, args, None);
     println!("xtask: serve {} (building the host first)", wasm.display());
     // On Unix the server replaces this process, so Ctrl-C (or a kill of this pid) reaches it
@@ -229,6 +249,7 @@ mod tests {
                 plugin: "auth-flow".to_string(),
                 port: 8080,
                 component: false,
+                middleware: false,
                 serve_args: Vec::new(),
             })
         );
@@ -259,6 +280,10 @@ mod tests {
         assert_eq!(
             parse(&["auth-flow", "--component"]).map(|args| args.target()),
             Ok(COMPONENT_TARGET)
+        );
+        assert_eq!(
+            parse(&["auth-flow", "--middleware"]).map(|args| (args.middleware, args.target())),
+            Ok((true, COMPONENT_TARGET))
         );
         assert!(parse(&[]).is_err());
         assert!(parse(&["hello", "--port", "x"]).is_err());

@@ -11,7 +11,7 @@
 //!     .watch(&["src", "Cargo.toml"])
 //!     .run();
 //! // The test reads `env!("PROXY_ASYNC_GUESTS")`: `modules/my_plugin.wasm` and
-//! // `components/my_plugin.wasm` under it.
+//! // `components/my_plugin.wasm` under it (`middlewares/` for `.middlewares(..)`).
 //! # let _ = guests;
 //! ```
 //!
@@ -32,15 +32,52 @@ pub const MODULE_TARGET: &str = "wasm32-wasip1";
 /// The wasm target of components.
 pub const COMPONENT_TARGET: &str = "wasm32-wasip2";
 
+/// The SDK feature that builds a `wasm32-wasip2` plugin as a `wasi:http@0.3.0` middleware.
+pub const MIDDLEWARE_FEATURE: &str = "proxy-async/wasi-http";
+
 /// The variable that makes the builds lint what they compile: the path of a `clippy-driver`.
 pub const LINT_ENV: &str = "PROXY_ASYNC_GUESTS_CLIPPY";
+
+/// What a build makes of its packages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Module,
+    Component,
+    Middleware,
+}
+
+impl Kind {
+    fn target(self) -> &'static str {
+        match self {
+            Kind::Module => MODULE_TARGET,
+            Kind::Component | Kind::Middleware => COMPONENT_TARGET,
+        }
+    }
+
+    /// The folder of `<target>/guests` the files go to.
+    fn folder(self) -> &'static str {
+        match self {
+            Kind::Module => "modules",
+            Kind::Component => "components",
+            Kind::Middleware => "middlewares",
+        }
+    }
+}
+
+/// One cargo build.
+#[derive(Debug, Clone)]
+struct Build {
+    kind: Kind,
+    profile: String,
+    packages: Vec<String>,
+}
 
 /// What a build script builds: packages of a workspace, per target and profile.
 #[derive(Debug, Clone)]
 #[must_use = "nothing is built until `run`"]
 pub struct GuestBuild {
     workspace: PathBuf,
-    builds: Vec<(&'static str, String, Vec<String>)>,
+    builds: Vec<Build>,
     watched: Vec<PathBuf>,
 }
 
@@ -58,20 +95,30 @@ impl GuestBuild {
     /// Builds `packages` as proxy-wasm modules with cargo profile `profile` (`release`, or
     /// a quicker one such as `test-wasm` for plugins only tests run).
     pub fn modules(self, profile: &str, packages: &[&str]) -> GuestBuild {
-        self.build(MODULE_TARGET, profile, packages)
+        self.build(Kind::Module, profile, packages)
     }
 
     /// Builds `packages` as components of the `plugin` world.
     pub fn components(self, profile: &str, packages: &[&str]) -> GuestBuild {
-        self.build(COMPONENT_TARGET, profile, packages)
+        self.build(Kind::Component, profile, packages)
     }
 
-    fn build(mut self, target: &'static str, profile: &str, packages: &[&str]) -> GuestBuild {
+    /// Builds `packages` as `wasi:http@0.3.0` middleware components (the SDK's `wasi-http`
+    /// feature), after the components of the `plugin` world, whose files they would replace.
+    pub fn middlewares(self, profile: &str, packages: &[&str]) -> GuestBuild {
+        self.build(Kind::Middleware, profile, packages)
+    }
+
+    fn build(mut self, kind: Kind, profile: &str, packages: &[&str]) -> GuestBuild {
         let packages = packages
             .iter()
             .map(|package| (*package).to_string())
             .collect();
-        self.builds.push((target, profile.to_string(), packages));
+        self.builds.push(Build {
+            kind,
+            profile: profile.to_string(),
+            packages,
+        });
         self
     }
 
@@ -106,17 +153,16 @@ impl GuestBuild {
         println!("cargo:rerun-if-changed={}", stamp.display());
         println!("cargo:rerun-if-env-changed={LINT_ENV}");
         let build_dir = guests.join("build");
-        for (target, profile, packages) in &self.builds {
-            cargo_build(&self.workspace, &build_dir, target, profile, packages);
-            let into = guests.join(if *target == MODULE_TARGET {
-                "modules"
-            } else {
-                "components"
-            });
+        for build in &self.builds {
+            cargo_build(&self.workspace, &build_dir, build);
+            let into = guests.join(build.kind.folder());
             create_dir(&into);
-            for package in packages {
+            for package in &build.packages {
                 let file = format!("{}.wasm", package.replace('-', "_"));
-                let built = build_dir.join(target).join(profile).join(&file);
+                let built = build_dir
+                    .join(build.kind.target())
+                    .join(&build.profile)
+                    .join(&file);
                 if let Err(error) = std::fs::copy(&built, into.join(&file)) {
                     panic!("cannot copy {}: {error}", built.display());
                 }
@@ -172,13 +218,8 @@ fn target_dir(workspace: &Path) -> PathBuf {
     clippy::panic,
     reason = "a build script reports a failure by panicking"
 )]
-fn cargo_build(
-    workspace: &Path,
-    target_dir: &Path,
-    target: &str,
-    profile: &str,
-    packages: &[String],
-) {
+fn cargo_build(workspace: &Path, target_dir: &Path, build: &Build) {
+    let (target, profile, packages) = (build.kind.target(), &build.profile, &build.packages);
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(cargo);
     command
@@ -188,6 +229,9 @@ fn cargo_build(
         .arg(target_dir);
     for package in packages {
         command.args(["-p", package]);
+    }
+    if build.kind == Kind::Middleware {
+        command.args(["--features", MIDDLEWARE_FEATURE]);
     }
     for leaked in [
         "CARGO_ENCODED_RUSTFLAGS",
@@ -211,8 +255,9 @@ fn cargo_build(
     match command.status() {
         Ok(status) if status.success() => {}
         Ok(status) => panic!(
-            "building {} for {target} ({profile}) failed: {status}",
-            packages.join(", ")
+            "building {} for {target} ({profile}, {:?}) failed: {status}",
+            packages.join(", "),
+            build.kind
         ),
         Err(error) => panic!("cannot run cargo: {error}"),
     }

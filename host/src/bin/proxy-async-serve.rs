@@ -3,11 +3,14 @@
 //! ```text
 //! proxy-async-serve --wasm PLUGIN.wasm [--demo EXAMPLE] [--config JSON] [--port N]
 //!                   [--upstream HOST:PORT] [--cluster NAME=HOST:PORT]... [--log-level LEVEL]
-//!                   [--plugin MORE.wasm [--config JSON]]...
+//!                   [--plugin MORE.wasm [--config JSON]]... [--middleware]
 //! ```
 //!
 //! `--wasm` is a proxy-wasm module (the SDK's wasm32-wasip1 build) or a component of the
-//! `plugin` world (its wasm32-wasip2 build); the host tells them apart.
+//! `plugin` world (its wasm32-wasip2 build); the host tells them apart. With `--middleware` it is
+//! a `wasi:http@0.3.0` middleware component (the wasm32-wasip2 build with
+//! `proxy-async/wasi-http`), served by wasmtime-wasi-http: its configuration, clusters and log
+//! level reach it as the environment variables it reads.
 //!
 //! `--demo auth-flow` starts, on free loopback ports in this process, the services the
 //! auth-flow example calls (an auth service and a users service) and an echo upstream, maps the
@@ -29,6 +32,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Response, StatusCode};
 use proxy_async_demo::{DemoRequest, auth_service, json, users_service};
+use proxy_async_host::middleware::{Middleware, MiddlewareOptions};
 use proxy_async_host::proxy_async_emulator::LogLevel;
 use proxy_async_host::serve::PluginCode;
 use proxy_async_host::serve::{Gateway, ServeConfig};
@@ -38,7 +42,7 @@ use tokio::task::LocalSet;
 const USAGE: &str =
     "usage: proxy-async-serve --wasm PLUGIN.wasm [--demo EXAMPLE] [--config JSON] [--port N]
                          [--upstream HOST:PORT] [--cluster NAME=HOST:PORT]... [--log-level LEVEL]
-                         [--plugin MORE.wasm [--config JSON]]...
+                         [--plugin MORE.wasm [--config JSON]]... [--middleware]
 
   --wasm PATH            the compiled plugin (proxy-wasm module or component)
   --demo EXAMPLE         start the demo services of an example (auth-flow, hello, hello-no-config)
@@ -50,7 +54,8 @@ const USAGE: &str =
   --log-level LEVEL      trace, debug, info, warn, error, critical (default: debug with --demo,
                          else info)
   --plugin PATH          another plugin after the ones before it, in a chain (repeatable); a
-                         --config after it is its configuration (default: empty)";
+                         --config after it is its configuration (default: empty)
+  --middleware           --wasm is a wasi:http@0.3 middleware component (no --plugin)";
 
 /// The demos this binary knows.
 const DEMOS: [&str; 3] = ["auth-flow", "hello", "hello-no-config"];
@@ -67,6 +72,8 @@ struct Args {
     log_level: Option<LogLevel>,
     /// The `--plugin`s, in chain order after `--wasm`, each with its `--config`.
     more_plugins: Vec<(String, Option<String>)>,
+    /// `--wasm` is a `wasi:http` middleware component.
+    middleware: bool,
 }
 
 impl Args {
@@ -118,11 +125,15 @@ impl Args {
                             .ok_or_else(|| format!("--log-level {level}: unknown level"))?,
                     );
                 }
+                "--middleware" => parsed.middleware = true,
                 "-h" | "--help" => return Err(String::new()),
                 other => return Err(format!("unknown argument {other}")),
             }
         }
         parsed.wasm = wasm.ok_or("--wasm is required")?;
+        if parsed.middleware && !parsed.more_plugins.is_empty() {
+            return Err("--plugin chains proxy-wasm plugins, not middleware".to_string());
+        }
         Ok(parsed)
     }
 }
@@ -159,7 +170,6 @@ fn main() -> ExitCode {
 
 async fn run(args: Args) -> Result<(), String> {
     let wasm = std::fs::read(&args.wasm).map_err(|error| format!("{}: {error}", args.wasm))?;
-    let module = PluginCode::new(&wasm).map_err(|error| format!("{}: {error}", args.wasm))?;
 
     let mut clusters = args.clusters.clone();
     let mut default_config = String::new();
@@ -185,6 +195,10 @@ async fn run(args: Args) -> Result<(), String> {
     }
     let upstream = upstream.unwrap_or_default();
     let plugin_config = args.config.clone().unwrap_or(default_config);
+    if args.middleware {
+        return serve_middleware(&args, &wasm, &upstream, &plugin_config, &clusters).await;
+    }
+    let module = PluginCode::new(&wasm).map_err(|error| format!("{}: {error}", args.wasm))?;
 
     let mut config =
         ServeConfig::new(module, upstream.clone()).plugin_config(plugin_config.clone());
@@ -227,6 +241,61 @@ async fn run(args: Args) -> Result<(), String> {
     println!("Plugin logs and server errors go to stderr. Stop with Ctrl-C.");
 
     gateway.serve(listener, stop_signal()).await;
+    println!("stopped");
+    Ok(())
+}
+
+/// Serves `--wasm` as a `wasi:http` middleware component until Ctrl-C.
+async fn serve_middleware(
+    args: &Args,
+    wasm: &[u8],
+    upstream: &str,
+    plugin_config: &str,
+    clusters: &BTreeMap<String, String>,
+) -> Result<(), String> {
+    let middleware = Middleware::new(wasm).map_err(|error| format!("{}: {error}", args.wasm))?;
+    let upstream_addr: SocketAddr = upstream
+        .parse()
+        .map_err(|_| format!("--upstream {upstream}: expected IP:PORT"))?;
+    let destinations: serde_json::Map<String, serde_json::Value> = clusters
+        .iter()
+        .map(|(name, address)| (name.clone(), format!("http://{address}").into()))
+        .collect();
+    let level = args.log_level.unwrap_or(if args.demo.is_some() {
+        LogLevel::Debug
+    } else {
+        LogLevel::Info
+    });
+    let options = MiddlewareOptions::new(upstream_addr)
+        .env("PROXY_ASYNC_CONFIG", plugin_config)
+        .env(
+            "PROXY_ASYNC_CLUSTERS",
+            &serde_json::Value::Object(destinations).to_string(),
+        )
+        .env("PROXY_ASYNC_LOG_LEVEL", level.name());
+    let listen = SocketAddr::from(([127, 0, 0, 1], args.port));
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|error| format!("cannot listen on {listen}: {error}"))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|error| format!("cannot listen on {listen}: {error}"))?;
+    println!(
+        "Serving {} (wasi:http middleware) on http://{addr}",
+        args.wasm
+    );
+    println!("  plugin config: {plugin_config}");
+    println!("  upstream:      {upstream}");
+    for (name, address) in clusters {
+        println!("  cluster {name:<6} -> {address}");
+    }
+    println!();
+    print_demo(args.demo.as_deref(), addr, args.config.is_some());
+    println!("Plugin logs go to stderr. Stop with Ctrl-C.");
+    tokio::select! {
+        served = middleware.serve(options, listener) => served.map_err(|error| error.to_string())?,
+        () = stop_signal() => {}
+    }
     println!("stopped");
     Ok(())
 }

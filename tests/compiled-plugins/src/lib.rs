@@ -27,6 +27,17 @@ pub fn components() -> PathBuf {
     dir().join("components")
 }
 
+/// The folder of the `wasi:http@0.3.0` middleware components (wasm32-wasip2, the SDK's
+/// `wasi-http` feature).
+pub fn middlewares() -> PathBuf {
+    dir().join("middlewares")
+}
+
+/// The `wasi:http@0.3.0` middleware component of the plugin crate `name`.
+pub fn middleware(name: &str) -> PathBuf {
+    middlewares().join(file_name(name))
+}
+
 /// The proxy-wasm module of the plugin crate `name` (`auth-flow` or `auth_flow`).
 pub fn module(name: &str) -> PathBuf {
     modules().join(file_name(name))

@@ -11,6 +11,7 @@
 //! - [`send`] is a plain HTTP/1.1 client (one request per connection).
 //! - [`wasm_vm_stats`] and [`assert_no_wasm_failure_logged`] tell whether a wasm VM failed,
 //!   from Envoy's stats and its log.
+//! - [`scenarios`] are the examples' scenarios over HTTP, for Envoy and any other gateway.
 //! - [`soak`] is the traffic of the soak tests, here and in the host's.
 //! - [`plugin_wasm`] is where `compiled-plugins` built an example plugin (release).
 //!
@@ -32,6 +33,7 @@ mod envoy;
 mod grpc;
 mod plugins;
 mod raw;
+pub mod scenarios;
 pub mod soak;
 mod upstream;
 mod wasm_health;

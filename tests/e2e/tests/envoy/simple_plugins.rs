@@ -1,35 +1,17 @@
 //! `hello`, `hello-no-config` and `http-call` in a real Envoy (1.40, V8).
 
+use e2e::scenarios::{self, EnvoyBackend};
 use e2e::{Envoy, EnvoyConfig, Server, Upstreams, json, plugin_wasm};
 use hyper::StatusCode;
 
 #[test]
 fn hello_adds_a_header() {
-    let upstreams = Upstreams::start();
-    let envoy = Envoy::start(
-        &EnvoyConfig::new(plugin_wasm("hello"), upstreams.echo)
-            .plugin_config(r#"{"mockEnable": false}"#),
-    );
-    let response = envoy.send("GET", "/hi", &[], b"");
-    assert_eq!(response.status, 200, "{}", response.text());
-    assert_eq!(response.json()["headers"]["hello"], "world");
-    let recorded = upstreams.recorded();
-    assert_eq!(recorded.len(), 1);
-    assert_eq!(recorded[0].path, "/hi");
-    assert_eq!(recorded[0].header("hello"), Some("world"));
+    scenarios::hello_adds_a_header(&EnvoyBackend);
 }
 
 #[test]
 fn hello_mock_enable_replies_locally() {
-    let upstreams = Upstreams::start();
-    let envoy = Envoy::start(
-        &EnvoyConfig::new(plugin_wasm("hello"), upstreams.echo)
-            .plugin_config(r#"{"mockEnable": true}"#),
-    );
-    let response = envoy.send("GET", "/", &[], b"");
-    assert_eq!(response.status, 200);
-    assert_eq!(response.text(), "hello world");
-    assert!(upstreams.recorded().is_empty(), "the upstream was called");
+    scenarios::hello_mock_enable_replies_locally(&EnvoyBackend);
 }
 
 #[test]
