@@ -766,8 +766,9 @@ async fn hook<P: Plugin>(
         std::future::poll_fn(|cx| ended.poll_until_ended(Pin::new(&mut running), cx)).await;
     let Some(outcome) = outcome else {
         // The stream ended (`on-stream-end`) while the hook awaited: its futures go now, in
-        // this task, with the runtime current (a gRPC call's drop cancels it at the proxy).
+        // this task, as they were polled (a gRPC call's drop cancels it at the proxy).
         let _scope = runtime.scope(stream);
+        let _polling = Polling::enter(stream);
         drop(running);
         drop(plugin);
         return hooks::Flow::Continue;
