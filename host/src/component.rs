@@ -57,12 +57,21 @@ mod bindings {
         // The store is async (it has concurrent imports), so even sync exports are called
         // with `call_async`.
         exports: { default: async },
+        // What a proxy attributes to the calling context (the call's owner, the stream a
+        // foreign function acts on): these see the store, to find the calling task's stream.
+        imports: {
+            "proxy-async:plugin/grpc@0.1.0.call": store,
+            "proxy-async:plugin/grpc@0.1.0.open-stream": store,
+            "proxy-async:plugin/redis@0.1.0.call": store,
+            "proxy-async:plugin/foreign@0.1.0.call": store,
+        },
     });
 }
 
 use bindings::exports::proxy_async::plugin::hooks::{Flow, Settings};
 use bindings::proxy_async::plugin::{
-    http_client, http_stream, logging, metrics, properties, shared_data, timers, types,
+    foreign, grpc, http_client, http_stream, logging, metrics, properties, redis, shared_data,
+    shared_queue, timers, types,
 };
 
 /// The fuel each run of the store may burn: about a billion wasm instructions, as for modules.
@@ -188,6 +197,8 @@ pub struct StoreState {
     /// Each stream's hook sequencing (the same gate as the SDK's proxy-wasm driver); here,
     /// because `get-body`/`set-body` act on the running chunk only, which its window locates.
     gates: HashMap<u32, StreamGate>,
+    /// The root context: what imports called outside any stream's hook act on.
+    root_context: u32,
 }
 
 impl StoreState {
@@ -371,12 +382,11 @@ impl http_client::HostWithStore<StoreState> for HasSelf<StoreState> {
                 (b":authority", request.authority.as_bytes()),
             ];
             headers.extend(borrowed(&request.headers));
+            let root_context = access.get().root_context;
             let dispatched = with_state(|state| {
-                if let Some(stream) = stream {
-                    // The call is the stream's, as in proxy-wasm where the effective context
-                    // makes it.
-                    let _ = state.set_effective_context(stream);
-                }
+                // The call is the stream's (the root context's, from a background task), as in
+                // proxy-wasm where the effective context makes it.
+                let _ = state.set_effective_context(stream.unwrap_or(root_context));
                 state.http_call(
                     request.cluster.as_bytes(),
                     &headers,
@@ -413,6 +423,165 @@ fn calling_stream(access: &mut Access<'_, StoreState, HasSelf<StoreState>>) -> O
         .ok()
         .and_then(Iterator::last);
     root.and_then(|task| access.get().task_streams.get(&task).copied())
+}
+
+/// Runs `f` on the proxy state with the calling context effective: the stream whose hook made
+/// the import call, else the root context (`root.run-background`, callbacks). A call from a
+/// hook of a stream that ended is refused (`bad-argument`: the stream is gone).
+fn on_caller<R>(
+    access: &mut Access<'_, StoreState, HasSelf<StoreState>>,
+    f: impl FnOnce(&mut ProxyState) -> Result<R, Status>,
+) -> Result<R, types::HostError> {
+    let stream = calling_stream(access);
+    let data = access.get();
+    if stream.is_some_and(|stream| data.abandoned.contains(&stream)) {
+        return Err(types::HostError::BadArgument);
+    }
+    let context = stream.unwrap_or(data.root_context);
+    with_state(|state| {
+        state.set_effective_context(context)?;
+        f(state)
+    })?
+    .map_err(wit_error)
+}
+
+/// A gRPC service naming `cluster`, as Envoy's `GrpcService` proto encodes it (field 1,
+/// `envoy_grpc`, holding field 1, `cluster_name`): what `proxy_grpc_call` takes as upstream.
+/// A name too long for one-byte lengths goes as it is (the proxy then checks it as a name).
+fn grpc_service(cluster: &str) -> Vec<u8> {
+    match (u8::try_from(cluster.len()), u8::try_from(cluster.len() + 2)) {
+        (Ok(inner), Ok(outer)) if outer < 0x80 => {
+            let mut encoded = vec![0x0a, outer, 0x0a, inner];
+            encoded.extend_from_slice(cluster.as_bytes());
+            encoded
+        }
+        _ => cluster.as_bytes().to_vec(),
+    }
+}
+
+fn metadata(request: &grpc::GrpcRequest) -> Vec<(&[u8], &[u8])> {
+    borrowed(&request.metadata)
+}
+
+impl grpc::Host for StoreState {
+    fn send(
+        &mut self,
+        token: u32,
+        message: Vec<u8>,
+        end_of_stream: bool,
+    ) -> Result<(), types::HostError> {
+        with_state(|state| state.grpc_send(token, &message, end_of_stream))?.map_err(wit_error)
+    }
+
+    fn close(&mut self, token: u32) -> Result<(), types::HostError> {
+        with_state(|state| state.grpc_close(token))?.map_err(wit_error)
+    }
+
+    fn cancel(&mut self, token: u32) -> Result<(), types::HostError> {
+        with_state(|state| state.grpc_cancel(token))?.map_err(wit_error)
+    }
+}
+
+impl grpc::HostWithStore<StoreState> for HasSelf<StoreState> {
+    fn call(
+        mut host: Access<'_, StoreState, Self>,
+        request: grpc::GrpcRequest,
+        message: Vec<u8>,
+    ) -> Result<u32, types::HostError> {
+        on_caller(&mut host, |state| {
+            state.grpc_call(
+                &grpc_service(&request.cluster),
+                request.service.as_bytes(),
+                request.method.as_bytes(),
+                &metadata(&request),
+                &message,
+                request.timeout_ms,
+            )
+        })
+    }
+
+    fn open_stream(
+        mut host: Access<'_, StoreState, Self>,
+        request: grpc::GrpcRequest,
+    ) -> Result<u32, types::HostError> {
+        on_caller(&mut host, |state| {
+            state.grpc_stream(
+                &grpc_service(&request.cluster),
+                request.service.as_bytes(),
+                request.method.as_bytes(),
+                &metadata(&request),
+            )
+        })
+    }
+}
+
+impl shared_queue::Host for StoreState {
+    fn register(&mut self, name: String) -> Result<u32, types::HostError> {
+        with_state(|state| state.register_shared_queue(name.as_bytes()))?.map_err(wit_error)
+    }
+
+    fn resolve(&mut self, vm_id: String, name: String) -> Result<u32, types::HostError> {
+        with_state(|state| state.resolve_shared_queue(vm_id.as_bytes(), name.as_bytes()))?
+            .map_err(wit_error)
+    }
+
+    fn enqueue(&mut self, queue: u32, message: Vec<u8>) -> Result<(), types::HostError> {
+        with_state(|state| state.enqueue_shared_queue(queue, &message))?.map_err(wit_error)
+    }
+
+    fn dequeue(&mut self, queue: u32) -> Result<Option<Vec<u8>>, types::HostError> {
+        match with_state(|state| state.dequeue_shared_queue(queue))? {
+            Ok(message) => Ok(Some(message)),
+            Err(Status::Empty) => Ok(None),
+            Err(status) => Err(wit_error(status)),
+        }
+    }
+}
+
+impl redis::Host for StoreState {
+    fn init(
+        &mut self,
+        upstream: String,
+        username: String,
+        password: String,
+        timeout_ms: u32,
+    ) -> Result<(), types::HostError> {
+        with_state(|state| {
+            state.redis_init(
+                upstream.as_bytes(),
+                username.as_bytes(),
+                password.as_bytes(),
+                timeout_ms,
+            )
+        })?
+        .map_err(wit_error)
+    }
+}
+
+impl redis::HostWithStore<StoreState> for HasSelf<StoreState> {
+    fn call(
+        mut host: Access<'_, StoreState, Self>,
+        cluster: String,
+        query: Vec<u8>,
+    ) -> Result<u32, types::HostError> {
+        on_caller(&mut host, |state| {
+            state.redis_call(cluster.as_bytes(), &query)
+        })
+    }
+}
+
+impl foreign::Host for StoreState {}
+
+impl foreign::HostWithStore<StoreState> for HasSelf<StoreState> {
+    fn call(
+        mut host: Access<'_, StoreState, Self>,
+        name: String,
+        arguments: Vec<u8>,
+    ) -> Result<Vec<u8>, types::HostError> {
+        on_caller(&mut host, |state| {
+            state.call_foreign_function(name.as_bytes(), &arguments)
+        })
+    }
 }
 
 impl timers::Host for StoreState {
@@ -591,6 +760,7 @@ impl ComponentModule {
             tick_period: Duration::from_millis(100),
             finished: Vec::new(),
             gates: HashMap::new(),
+            root_context: proxy_async_emulator::ROOT_CONTEXT,
         };
         let mut store = Store::new(&self.engine, data);
         store.set_fuel(FUEL_PER_RUN).map_err(load_error)?;
@@ -709,6 +879,49 @@ where
             data.finished.push(Finished { stream, result });
         });
         // A trap is recorded per stream above; an `Err` here would fail every stream's call.
+        Ok(())
+    }
+}
+
+/// Calls the sync export `$call` of interface `$interface` (`hooks` or `root`) with the proxy
+/// state current, then runs the store: what the export woke (a hook awaiting a gRPC reply)
+/// goes on, and a paused hook that finishes has its stream resumed.
+macro_rules! call_export {
+    ($plugin:ident, $name:literal, $interface:ident, |$guest:ident, $store:ident| $call:expr) => {{
+        let scope = ProxyScope::enter(&$plugin.state);
+        $plugin
+            .store
+            .set_fuel(FUEL_PER_RUN)
+            .map_err(|error| failure(format!("{error:#}")))?;
+        let $guest = call_export!(@interface $plugin, $interface);
+        let $store = &mut $plugin.store;
+        let outcome = run_to_completion($call);
+        drop(scope);
+        outcome
+            .ok_or_else(|| failure(concat!($name, " did not complete")))?
+            .map_err(|error| failure(format!("{error:#}")))?;
+        $plugin.resume_finished()
+    }};
+    (@interface $plugin:ident, hooks) => {
+        $plugin.instance.proxy_async_plugin_hooks()
+    };
+    (@interface $plugin:ident, root) => {
+        $plugin.instance.proxy_async_plugin_root()
+    };
+}
+
+/// The `root.run-background` call, run as a task inside the store beside the hooks. Its
+/// imports act on the root context (it is no stream's task).
+struct BackgroundCall {
+    func: TypedFunc<(), ()>,
+}
+
+impl AccessorTask<StoreState, HasSelf<StoreState>> for BackgroundCall {
+    async fn run(self, accessor: &Accessor<StoreState>) -> wasmtime::Result<()> {
+        let call = accessor
+            .with(|mut access| self.func.start_call_concurrent(access.as_context_mut(), ()))?;
+        // A trap fails the plugin, as a trap in a module's background task does.
+        self.func.finish_call_concurrent(accessor, call).await?;
         Ok(())
     }
 }
@@ -1059,7 +1272,9 @@ fn outcome_of(flow: Option<&Flow>) -> Outcome {
 
 impl Callbacks for ComponentPlugin {
     fn on_context_create(&mut self, context_id: u32, parent_id: u32) -> Result<(), PluginFailure> {
-        if parent_id != 0 {
+        if parent_id == 0 {
+            self.store.data_mut().root_context = context_id;
+        } else {
             self.store
                 .data_mut()
                 .gates
@@ -1111,6 +1326,18 @@ impl Callbacks for ComponentPlugin {
                     skipped: proxy_async_abi::gate::PhaseSet::EMPTY,
                 };
                 self.settings = settings;
+                // The new configuration's background tasks (the previous ones end as they see
+                // it replaced, in this run).
+                let run_background = self
+                    .instance
+                    .proxy_async_plugin_root()
+                    .func_run_background();
+                self.store
+                    .spawn(BackgroundCall {
+                        func: run_background,
+                    })
+                    .map_err(|error| failure(format!("{error:#}")))?;
+                self.resume_finished()?;
                 Ok(true)
             }
             // The plugin logged the message naming the field.
@@ -1224,6 +1451,78 @@ impl Callbacks for ComponentPlugin {
         self.resume_finished()
     }
 
+    fn on_grpc_receive(
+        &mut self,
+        _context_id: u32,
+        token: u32,
+        size: usize,
+    ) -> Result<(), PluginFailure> {
+        self.last_run_fuel = 0;
+        let message = self
+            .state
+            .borrow_mut()
+            .get_buffer_bytes(
+                BufferType::GrpcCallMessage,
+                0,
+                u32::try_from(size).unwrap_or(u32::MAX),
+            )
+            .unwrap_or_default();
+        call_export!(self, "on-grpc-receive", hooks, |guest, store| guest
+            .call_on_grpc_receive(store, token, &message))
+    }
+
+    fn on_grpc_close(
+        &mut self,
+        _context_id: u32,
+        token: u32,
+        status_code: u32,
+    ) -> Result<(), PluginFailure> {
+        self.last_run_fuel = 0;
+        let message = self
+            .state
+            .borrow_mut()
+            .get_status()
+            .map(|(_, message)| String::from_utf8_lossy(&message).into_owned())
+            .unwrap_or_default();
+        call_export!(self, "on-grpc-close", hooks, |guest, store| guest
+            .call_on_grpc_close(store, token, status_code, &message))
+    }
+
+    fn on_queue_ready(&mut self, _root_id: u32, queue_id: u32) -> Result<(), PluginFailure> {
+        self.last_run_fuel = 0;
+        call_export!(self, "on-queue-ready", hooks, |guest, store| guest
+            .call_on_queue_ready(store, queue_id))
+    }
+
+    fn on_redis_call_response(
+        &mut self,
+        _context_id: u32,
+        token: u32,
+        status: u32,
+        response_size: usize,
+    ) -> Result<(), PluginFailure> {
+        self.last_run_fuel = 0;
+        let reply = if status == 0 {
+            Ok(self
+                .state
+                .borrow_mut()
+                .get_buffer_bytes(
+                    BufferType::RedisCallResponse,
+                    0,
+                    u32::try_from(response_size).unwrap_or(u32::MAX),
+                )
+                .unwrap_or_default())
+        } else {
+            Err(status)
+        };
+        call_export!(self, "on-redis-reply", hooks, |guest, store| guest
+            .call_on_redis_reply(
+                store,
+                token,
+                reply.as_deref().map_err(|status| *status)
+            ))
+    }
+
     fn on_tick(&mut self, _root_id: u32) -> Result<(), PluginFailure> {
         self.last_run_fuel = 0;
         let now = self.state.borrow().now_nanos();
@@ -1261,6 +1560,12 @@ impl Callbacks for ComponentPlugin {
     }
 
     fn on_done(&mut self, context_id: u32) -> Result<bool, PluginFailure> {
+        if context_id == self.store.data().root_context {
+            // The plugin stops: its background tasks end (their `run-background` call
+            // returns in the run after the export).
+            return call_export!(self, "stop", root, |guest, store| guest.call_stop(store))
+                .map(|()| true);
+        }
         self.abandon(context_id)?;
         Ok(true)
     }
@@ -1272,10 +1577,8 @@ impl Callbacks for ComponentPlugin {
         if self.store.data_mut().gates.remove(&context_id).is_none() {
             return Ok(());
         }
-        let _scope = ProxyScope::enter(&self.state);
-        let hooks = self.instance.proxy_async_plugin_hooks();
-        run_to_completion(hooks.call_on_stream_end(&mut self.store, context_id))
-            .ok_or_else(|| failure("on-stream-end did not complete"))?
-            .map_err(|error| failure(format!("{error:#}")))
+        // A hook still awaiting by token (gRPC, Redis) ends in the run after the export.
+        call_export!(self, "on-stream-end", hooks, |guest, store| guest
+            .call_on_stream_end(store, context_id))
     }
 }

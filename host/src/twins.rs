@@ -60,8 +60,7 @@ impl Compiled {
         self.components.join(format!("{plugin_crate}.wasm"))
     }
 
-    /// Starts the twins of `plugin_crate` with `config`: its module, and its component unless
-    /// the module sends Redis commands (the `plugin` world has no Redis yet).
+    /// Starts the twins of `plugin_crate` with `config`: its module and its component.
     ///
     /// # Panics
     /// When a `.wasm` is missing or does not load: its build is broken, and a test
@@ -72,10 +71,6 @@ impl Compiled {
     )]
     pub fn start(&self, plugin_crate: &str, config: &ProxyConfig) -> Vec<Twin> {
         let module = compiled(&MODULES, &self.module_path(plugin_crate), PluginModule::new);
-        let sends_redis_commands = module
-            .imports()
-            .iter()
-            .any(|(_, name)| name.starts_with("proxy_redis_"));
         let state = Rc::new(RefCell::new(ProxyState::default()));
         let plugin = module
             .instantiate_shared(Rc::clone(&state))
@@ -90,27 +85,25 @@ impl Compiled {
                 config.clone(),
             ),
         }];
-        if !sends_redis_commands {
-            let component = compiled(
-                &COMPONENTS,
-                &self.component_path(plugin_crate),
-                ComponentModule::new,
-            );
-            let state = Rc::new(RefCell::new(ProxyState::default()));
-            let plugin = component
-                .instantiate(Rc::clone(&state))
-                .unwrap_or_else(|error| {
-                    panic!("the component of {plugin_crate} does not instantiate: {error}")
-                });
-            twins.push(Twin {
-                kind: TwinKind::Component,
-                started: Proxy::start(
-                    state,
-                    Box::new(plugin) as Box<dyn Callbacks>,
-                    config.clone(),
-                ),
+        let component = compiled(
+            &COMPONENTS,
+            &self.component_path(plugin_crate),
+            ComponentModule::new,
+        );
+        let state = Rc::new(RefCell::new(ProxyState::default()));
+        let plugin = component
+            .instantiate(Rc::clone(&state))
+            .unwrap_or_else(|error| {
+                panic!("the component of {plugin_crate} does not instantiate: {error}")
             });
-        }
+        twins.push(Twin {
+            kind: TwinKind::Component,
+            started: Proxy::start(
+                state,
+                Box::new(plugin) as Box<dyn Callbacks>,
+                config.clone(),
+            ),
+        });
         twins
     }
 }

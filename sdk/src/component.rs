@@ -5,8 +5,14 @@
 //! this driver is much smaller than the proxy-wasm one: a hook export takes the stream's plugin
 //! value, awaits the plugin's hook (which awaits the host's calls directly), puts the value back
 //! and returns the hook's decision. The host holds the stream while the export runs, and only
-//! calls the next hook of a stream when the previous one returned; there is no pause, resume
-//! or callback to route in the guest.
+//! calls the next hook of a stream when the previous one returned; there is no pause or resume
+//! in the guest.
+//!
+//! gRPC, Redis and shared queues answer by token, as in proxy-wasm: their callback exports
+//! (`on-grpc-receive`, `on-redis-reply`, ...) hand the value to the same routing as the
+//! proxy-wasm exports, which wakes the hook (or background task) awaiting it. That task is
+//! another export call, so the wake crosses tasks (wit-bindgen's `inter-task-wakeup`).
+//! Background tasks run inside the `root.run-background` export call, on the root context.
 
 use std::any::Any;
 use std::cell::{Cell, RefCell};
@@ -18,11 +24,14 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use std::task::Waker;
+
+use crate::background::BackgroundTask;
 use crate::error::Error;
 use crate::headers::Headers;
 use crate::host::{
-    AwaitedCall, AwaitedSleep, BufferType, Direction, Host, HostError, HostStatus, LogLevel,
-    MapType, Pairs,
+    AwaitedCall, AwaitedSleep, BufferType, Direction, GrpcRequest, Host, HostError, HostStatus,
+    LogLevel, MapType, Pairs, millis,
 };
 use crate::logging;
 use crate::message::Message;
@@ -49,7 +58,8 @@ pub mod bindings {
 
 use bindings::exports::proxy_async::plugin::hooks;
 use bindings::proxy_async::plugin::{
-    http_client, http_stream, logging as wit_logging, properties as wit_properties,
+    foreign as wit_foreign, grpc as wit_grpc, http_client, http_stream, logging as wit_logging,
+    properties as wit_properties, redis as wit_redis, shared_queue as wit_queue,
     timers as wit_timers, types,
 };
 
@@ -143,10 +153,60 @@ impl ComponentHost {
         match buffer {
             BufferType::HttpRequestBody => self.target(call, http_stream::Message::Request),
             BufferType::HttpResponseBody => self.target(call, http_stream::Message::Response),
-            // The configuration is an argument of `configure`, call bodies are values; the
-            // world has no Redis.
+            // The configuration is an argument of `configure`, call bodies are values.
             _ => Err(unsupported(call)),
         }
+    }
+}
+
+thread_local! {
+    // The value a callback export carries (a gRPC message, a Redis reply), for the length of
+    // the callback: the SDK's routing reads it as proxy-wasm's reads the callback's buffer.
+    static CALLBACK_VALUE: RefCell<Option<Vec<u8>>> = const { RefCell::new(None) };
+    // The status of the gRPC call `on-grpc-close` ends, for the length of the callback.
+    static GRPC_STATUS: RefCell<Option<(u32, Vec<u8>)>> = const { RefCell::new(None) };
+}
+
+/// Makes a callback export's value readable (see `CALLBACK_VALUE`) until dropped.
+struct CallbackValue;
+
+impl CallbackValue {
+    fn set(value: Vec<u8>) -> CallbackValue {
+        CALLBACK_VALUE.with(|slot| *slot.borrow_mut() = Some(value));
+        CallbackValue
+    }
+}
+
+impl Drop for CallbackValue {
+    fn drop(&mut self) {
+        CALLBACK_VALUE.with(|slot| *slot.borrow_mut() = None);
+        GRPC_STATUS.with(|slot| *slot.borrow_mut() = None);
+    }
+}
+
+/// Bytes `[start, start + max)` of the running callback's value; empty outside one, as a
+/// proxy-wasm host's buffer of another callback is.
+fn callback_value(start: usize, max: usize) -> Vec<u8> {
+    CALLBACK_VALUE.with(|slot| {
+        slot.borrow()
+            .as_deref()
+            .and_then(|value| value.get(start..))
+            .map(|rest| rest[..max.min(rest.len())].to_vec())
+            .unwrap_or_default()
+    })
+}
+
+fn grpc_request(call: &GrpcRequest<'_>) -> wit_grpc::GrpcRequest {
+    wit_grpc::GrpcRequest {
+        cluster: call.cluster.to_string(),
+        service: call.service.to_string(),
+        method: call.method.to_string(),
+        metadata: call
+            .metadata
+            .iter()
+            .map(|(name, value)| ((*name).to_string(), value.to_vec()))
+            .collect(),
+        timeout_ms: millis(call.timeout),
     }
 }
 
@@ -270,6 +330,12 @@ impl Host for ComponentHost {
         max: usize,
     ) -> Result<Vec<u8>, HostError> {
         const CALL: &str = "http-stream.get-body";
+        if matches!(
+            buffer,
+            BufferType::GrpcCallMessage | BufferType::RedisCallResponse
+        ) {
+            return Ok(callback_value(start, max));
+        }
         let (stream, message) = self.body(CALL, buffer)?;
         http_stream::get_body(stream, message, u64_of(start), u64_of(max))
             .map_err(|error| host_error(CALL, error))
@@ -362,6 +428,72 @@ impl Host for ComponentHost {
         Some(Box::pin(wit_timers::sleep(nanos)))
     }
 
+    fn grpc_call(&self, call: &GrpcRequest<'_>, message: &[u8]) -> Result<u32, HostError> {
+        wit_grpc::call(&grpc_request(call), message).map_err(|error| host_error("grpc.call", error))
+    }
+
+    fn grpc_stream(&self, call: &GrpcRequest<'_>) -> Result<u32, HostError> {
+        wit_grpc::open_stream(&grpc_request(call))
+            .map_err(|error| host_error("grpc.open-stream", error))
+    }
+
+    fn grpc_send(&self, token: u32, message: &[u8], end_stream: bool) -> Result<(), HostError> {
+        wit_grpc::send(token, message, end_stream).map_err(|error| host_error("grpc.send", error))
+    }
+
+    fn grpc_cancel(&self, token: u32, _stream: bool) -> Result<(), HostError> {
+        wit_grpc::cancel(token).map_err(|error| host_error("grpc.cancel", error))
+    }
+
+    fn grpc_close(&self, token: u32) -> Result<(), HostError> {
+        wit_grpc::close(token).map_err(|error| host_error("grpc.close", error))
+    }
+
+    fn grpc_status(&self) -> Result<(u32, Vec<u8>), HostError> {
+        GRPC_STATUS
+            .with(|slot| slot.borrow().clone())
+            .ok_or(HostError {
+                call: "hooks.on-grpc-close",
+                status: HostStatus::NotFound,
+            })
+    }
+
+    fn register_queue(&self, name: &str) -> Result<u32, HostError> {
+        wit_queue::register(name).map_err(|error| host_error("shared-queue.register", error))
+    }
+
+    fn resolve_queue(&self, vm_id: &str, name: &str) -> Result<u32, HostError> {
+        wit_queue::resolve(vm_id, name).map_err(|error| host_error("shared-queue.resolve", error))
+    }
+
+    fn enqueue(&self, queue: u32, message: &[u8]) -> Result<(), HostError> {
+        wit_queue::enqueue(queue, message)
+            .map_err(|error| host_error("shared-queue.enqueue", error))
+    }
+
+    fn dequeue(&self, queue: u32) -> Result<Option<Vec<u8>>, HostError> {
+        wit_queue::dequeue(queue).map_err(|error| host_error("shared-queue.dequeue", error))
+    }
+
+    fn redis_init(
+        &self,
+        upstream: &str,
+        username: &str,
+        password: &str,
+        timeout: Duration,
+    ) -> Result<(), HostError> {
+        wit_redis::init(upstream, username, password, millis(timeout))
+            .map_err(|error| host_error("redis.init", error))
+    }
+
+    fn redis_call(&self, cluster: &str, query: &[u8]) -> Result<u32, HostError> {
+        wit_redis::call(cluster, query).map_err(|error| host_error("redis.call", error))
+    }
+
+    fn call_foreign_function(&self, name: &str, arguments: &[u8]) -> Result<Vec<u8>, HostError> {
+        wit_foreign::call(name, arguments).map_err(|error| host_error("foreign.call", error))
+    }
+
     fn continue_stream(&self, _direction: Direction) -> Result<(), HostError> {
         // The host goes on when the hook export returns.
         Err(unsupported("continue-stream"))
@@ -384,6 +516,56 @@ struct StreamSlot<P> {
     plugin: Option<P>,
     shared: Rc<StreamShared>,
     replied: bool,
+    /// Ends the running hook when the stream ends first.
+    ended: Rc<EndSignal>,
+}
+
+/// Tells a running export call (a hook, the background tasks) that what it runs for is gone:
+/// the call drops what it awaits, inside its own task, and returns.
+#[derive(Default)]
+struct EndSignal {
+    ended: Cell<bool>,
+    // The waker of the call's last poll.
+    waker: RefCell<Option<Waker>>,
+}
+
+impl EndSignal {
+    fn end(&self) {
+        self.ended.set(true);
+        let waker = self.waker.borrow_mut().take();
+        // Another export call's task: woken across tasks.
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// Polls `inner` unless the signal ended; `None` once it has.
+    fn poll_until_ended<F: Future + ?Sized>(
+        &self,
+        inner: Pin<&mut F>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<F::Output>> {
+        if self.ended.get() {
+            return Poll::Ready(None);
+        }
+        match inner.poll(cx) {
+            Poll::Ready(output) => {
+                // The call is about to return: nothing may wake its task afterwards.
+                self.waker.borrow_mut().take();
+                Poll::Ready(Some(output))
+            }
+            Poll::Pending => {
+                let mut waker = self.waker.borrow_mut();
+                if !waker
+                    .as_ref()
+                    .is_some_and(|known| known.will_wake(cx.waker()))
+                {
+                    *waker = Some(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+        }
+    }
 }
 
 /// The plugin instance of this component: its configuration and its streams.
@@ -391,6 +573,10 @@ struct Instance<P: Plugin> {
     runtime: Rc<Runtime>,
     root: RefCell<Option<Rc<P::Root>>>,
     streams: RefCell<BTreeMap<StreamId, StreamSlot<P>>>,
+    /// The background tasks of the last configuration, until `run-background` takes them.
+    background: RefCell<Vec<BackgroundTask>>,
+    /// Ends the `run-background` call running the previous configuration's tasks.
+    background_end: RefCell<Rc<EndSignal>>,
 }
 
 thread_local! {
@@ -411,6 +597,8 @@ fn instance<P: Plugin>() -> Rc<Instance<P>> {
         runtime: Runtime::new(Rc::new(ComponentHost { stream: None }), P::ERROR_STATUS),
         root: RefCell::new(None),
         streams: RefCell::new(BTreeMap::new()),
+        background: RefCell::new(Vec::new()),
+        background_end: RefCell::new(Rc::default()),
     });
     INSTANCE.with(|slot| *slot.borrow_mut() = Some(Rc::clone(&instance) as Rc<dyn Any>));
     instance
@@ -427,6 +615,11 @@ struct Polling(Option<StreamId>);
 impl Polling {
     fn enter(stream: StreamId) -> Self {
         Polling(POLLED.with(|polled| polled.replace(Some(stream))))
+    }
+
+    /// No stream's hook runs: the root context's work (background tasks, callbacks).
+    fn root() -> Self {
+        Polling(POLLED.with(|polled| polled.replace(None)))
     }
 }
 
@@ -472,12 +665,10 @@ pub fn configure<P: Plugin>(configuration: &[u8]) -> Result<hooks::Settings, Str
                 .runtime
                 .timers()
                 .set_functions(root.tick_functions(), wit_timers::now());
-            let background = root.background_tasks().len();
-            if background > 0 {
-                log::warn!(
-                    "{background} background tasks not started: a component has no root context to run them on"
-                );
-            }
+            // The previous configuration's tasks end; the host runs these in the
+            // `run-background` call it makes next.
+            *instance.background.borrow_mut() = root.background_tasks();
+            instance.background_end.replace(Rc::default()).end();
             let tick_functions = instance.runtime.timers().has_functions();
             *instance.root.borrow_mut() = Some(root);
             Ok(hooks::Settings {
@@ -555,8 +746,8 @@ async fn hook<P: Plugin>(
         let _polling = Polling::enter(stream);
         instance.take_plugin(phase, stream)
     };
-    let (mut plugin, shared) = match taken {
-        Taken::Run(plugin, shared) => (plugin, shared),
+    let (mut plugin, shared, ended) = match taken {
+        Taken::Run(plugin, shared, ended) => (plugin, shared, ended),
         Taken::Skip => return hooks::Flow::Continue,
         Taken::Fail(error) => return instance.decide(phase, stream, Err(error)),
     };
@@ -566,12 +757,23 @@ async fn hook<P: Plugin>(
         end_of_stream,
     };
     let mut message = Message::new(&shared, event);
-    let outcome = InScope {
+    let mut running = InScope {
         runtime: &runtime,
         stream,
         inner: Box::pin(run_hook(&mut plugin, &mut message)),
-    }
-    .await;
+    };
+    let outcome =
+        std::future::poll_fn(|cx| ended.poll_until_ended(Pin::new(&mut running), cx)).await;
+    let Some(outcome) = outcome else {
+        // The stream ended (`on-stream-end`) while the hook awaited: its futures go now, in
+        // this task, as they were polled (a gRPC call's drop cancels it at the proxy).
+        let _scope = runtime.scope(stream);
+        let _polling = Polling::enter(stream);
+        drop(running);
+        drop(plugin);
+        return hooks::Flow::Continue;
+    };
+    drop(running);
     // The stream may have ended meanwhile: then the value is dropped here.
     if let Some(slot) = instance.streams.borrow_mut().get_mut(&stream) {
         slot.plugin = Some(plugin);
@@ -587,15 +789,108 @@ pub fn tick<P: Plugin>() {
     instance.runtime.timers().run_functions(wit_timers::now());
 }
 
-/// `on-stream-end`: forgets the stream.
+/// `on-stream-end`: forgets the stream, and ends its hook if one still runs.
 pub fn stream_end<P: Plugin>(stream: StreamId) {
     let instance = instance::<P>();
     let removed = instance.streams.borrow_mut().remove(&stream);
-    drop(removed);
+    if let Some(slot) = removed {
+        slot.ended.end();
+        let _scope = instance.runtime.scope(stream);
+        drop(slot);
+    }
+}
+
+/// `root.run-background`: runs the background tasks of the configuration in force until they
+/// end, a new configuration replaces them, or the plugin stops.
+pub async fn run_background<P: Plugin>() {
+    let instance = instance::<P>();
+    let ended = Rc::clone(&instance.background_end.borrow());
+    let tasks = std::mem::take(&mut *instance.background.borrow_mut());
+    let mut tasks: Vec<Option<Pin<Box<dyn Future<Output = ()>>>>> =
+        tasks.into_iter().map(|task| Some(task.future)).collect();
+    let runtime = Rc::clone(&instance.runtime);
+    let polled_runtime = Rc::clone(&runtime);
+    let mut all = std::future::poll_fn(move |cx| {
+        let _scope = polled_runtime.scope(0);
+        let _polling = Polling::root();
+        let mut running = false;
+        for slot in &mut tasks {
+            if let Some(task) = slot {
+                if task.as_mut().poll(cx).is_ready() {
+                    *slot = None;
+                } else {
+                    running = true;
+                }
+            }
+        }
+        if running {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    });
+    let _ = std::future::poll_fn(|cx| ended.poll_until_ended(Pin::new(&mut all), cx)).await;
+    // The tasks go here, in this task, with the runtime current: their drops may call out
+    // (cancel a gRPC call) or log.
+    let _scope = runtime.scope(0);
+    drop(all);
+}
+
+/// `root.stop`: the background tasks end.
+pub fn stop<P: Plugin>() {
+    let instance = instance::<P>();
+    let _scope = instance.runtime.scope(0);
+    let pending = std::mem::take(&mut *instance.background.borrow_mut());
+    drop(pending);
+    instance.background_end.borrow().end();
+}
+
+/// Runs a callback export (a gRPC message, a Redis reply, a ready queue) through the SDK's
+/// routing, on the root context, with `value` as the callback's buffer.
+fn callback<P: Plugin>(value: Vec<u8>, deliver: impl FnOnce(&Rc<Runtime>, usize)) {
+    let instance = instance::<P>();
+    let size = value.len();
+    let _value = CallbackValue::set(value);
+    let _polling = Polling::root();
+    deliver(&instance.runtime, size);
+}
+
+/// `on-grpc-receive`.
+pub fn grpc_receive<P: Plugin>(token: u32, message: Vec<u8>) {
+    callback::<P>(message, |runtime, size| {
+        crate::grpc::on_receive(runtime, 0, token, size);
+    });
+}
+
+/// `on-grpc-close`.
+pub fn grpc_close<P: Plugin>(token: u32, code: u32, message: String) {
+    GRPC_STATUS.with(|slot| *slot.borrow_mut() = Some((code, message.into_bytes())));
+    callback::<P>(Vec::new(), |runtime, _| {
+        crate::grpc::on_close(runtime, 0, token, code);
+    });
+}
+
+/// `on-queue-ready`.
+pub fn queue_ready<P: Plugin>(queue: u32) {
+    callback::<P>(Vec::new(), |runtime, _| {
+        crate::queue::on_ready(runtime, 0, queue);
+    });
+}
+
+/// `on-redis-reply`: the reply, or the proxy's status when there is none.
+pub fn redis_reply<P: Plugin>(token: u32, reply: Result<Vec<u8>, u32>) {
+    let (value, status) = match reply {
+        Ok(value) => (value, 0),
+        // A status of 0 would read as a reply.
+        Err(status) => (Vec::new(), status.max(1)),
+    };
+    callback::<P>(value, |runtime, size| {
+        crate::redis::on_reply(runtime, 0, token, status, size);
+    });
 }
 
 enum Taken<P> {
-    Run(P, Rc<StreamShared>),
+    Run(P, Rc<StreamShared>, Rc<EndSignal>),
     Skip,
     Fail(Error),
 }
@@ -619,6 +914,7 @@ impl<P: Plugin> Instance<P> {
                     plugin: Some(P::new(&root)),
                     shared: Rc::new(StreamShared::standalone(stream, host)),
                     replied: false,
+                    ended: Rc::default(),
                 })
             }
         };
@@ -633,7 +929,7 @@ impl<P: Plugin> Instance<P> {
             );
             return Taken::Skip;
         };
-        Taken::Run(plugin, Rc::clone(&slot.shared))
+        Taken::Run(plugin, Rc::clone(&slot.shared), Rc::clone(&slot.ended))
     }
 
     /// Turns a hook's outcome into the export's result.

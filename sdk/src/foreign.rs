@@ -1,6 +1,6 @@
 //! The proxy's own extensions, called by name (`proxy_call_foreign_function`).
 
-use crate::host::{Host as _, HostError, HostStatus, optional};
+use crate::host::{Host as _, HostError, HostStatus, host_of};
 use crate::runtime::Runtime;
 
 /// Calls the proxy's extension function `name` with `arguments` and returns its result.
@@ -22,5 +22,5 @@ pub fn call_foreign_function(name: &str, arguments: &[u8]) -> Result<Vec<u8>, Ho
         call: "proxy_call_foreign_function",
         status: HostStatus::InternalFailure,
     })?;
-    optional(&runtime).call_foreign_function(name, arguments)
+    host_of(&runtime).call_foreign_function(name, arguments)
 }

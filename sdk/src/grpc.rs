@@ -16,7 +16,7 @@ use proxy_async_executor::Registry;
 
 use crate::client::Cluster;
 use crate::host::Host as _;
-use crate::host::{BufferType, GrpcRequest, HostError, HostStatus, optional};
+use crate::host::{BufferType, GrpcRequest, HostError, HostStatus, host_of};
 use crate::runtime::{Extension, Runtime};
 
 /// A gRPC status code (<https://grpc.github.io/grpc/core/md_doc_statuscodes.html>).
@@ -227,7 +227,7 @@ pub(crate) fn on_close(runtime: &Rc<Runtime>, context_id: u32, token: u32, code:
             log::debug!("gRPC close of {token} ignored: nothing waits for it");
             return;
         }
-        let message = match crate::host::optional(runtime).grpc_status() {
+        let message = match crate::host::host_of(runtime).grpc_status() {
             Ok((_, message)) => String::from_utf8_lossy(&message).into_owned(),
             Err(error) => {
                 log::debug!("reading the status of gRPC {token}: {error}");
@@ -418,7 +418,7 @@ impl GrpcClient {
     ) -> Result<Vec<u8>, GrpcError> {
         let runtime = Runtime::current().ok_or(GrpcError::NoHost)?;
         let metadata = self.metadata_pairs();
-        let token = optional(&runtime)
+        let token = host_of(&runtime)
             .grpc_call(&self.request(service, method, &metadata), message.as_ref())
             .map_err(|error| self.refused(error))?;
         let pending = runtime
@@ -451,7 +451,7 @@ impl GrpcClient {
     pub fn open_stream(&self, service: &str, method: &str) -> Result<GrpcStream, GrpcError> {
         let runtime = Runtime::current().ok_or(GrpcError::NoHost)?;
         let metadata = self.metadata_pairs();
-        let token = optional(&runtime)
+        let token = host_of(&runtime)
             .grpc_stream(&self.request(service, method, &metadata))
             .map_err(|error| self.refused(error))?;
         let inbox = Rc::new(RefCell::new(Inbox::default()));
@@ -486,7 +486,7 @@ struct CancelOnDrop {
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
         if self.armed
-            && let Err(error) = optional(&self.runtime).grpc_cancel(self.token, false)
+            && let Err(error) = host_of(&self.runtime).grpc_cancel(self.token, false)
         {
             log::debug!("cancelling gRPC call {}: {error}", self.token);
         }
@@ -523,7 +523,7 @@ impl GrpcStream {
         if self.half_closed || self.inbox.borrow().closed.is_some() {
             return Err(GrpcError::Closed);
         }
-        optional(&self.runtime)
+        host_of(&self.runtime)
             .grpc_close(self.token)
             .map_err(|error| stream_refusal(&self.cluster, error))?;
         self.half_closed = true;
@@ -539,7 +539,7 @@ impl GrpcStream {
         if self.half_closed || self.inbox.borrow().closed.is_some() {
             return Err(GrpcError::Closed);
         }
-        optional(&self.runtime)
+        host_of(&self.runtime)
             .grpc_send(self.token, message, end_stream)
             .map_err(|error| stream_refusal(&self.cluster, error))?;
         self.half_closed |= end_stream;
@@ -610,7 +610,7 @@ impl Drop for GrpcStream {
             .streams
             .borrow_mut()
             .remove(&self.token);
-        if let Err(error) = optional(&self.runtime).grpc_cancel(self.token, true) {
+        if let Err(error) = host_of(&self.runtime).grpc_cancel(self.token, true) {
             log::debug!("cancelling gRPC stream {}: {error}", self.token);
         }
     }

@@ -270,8 +270,8 @@ pub(crate) trait Host {
         })
     }
 
-    // gRPC and shared queues. UNIMPLEMENTED by default: hosts without them (the component
-    // build's `plugin` world).
+    // gRPC, shared queues and foreign functions. UNIMPLEMENTED by default: hosts without
+    // them.
 
     /// `proxy_grpc_call`: a unary call; the token its callbacks carry.
     fn grpc_call(&self, call: &GrpcRequest<'_>, message: &[u8]) -> Result<u32, HostError> {
@@ -372,9 +372,8 @@ pub(crate) fn backend(host: &HostHandle) -> &dyn Host {
     &**host
 }
 
-/// The host for gRPC and shared queues. The testing API notes their use: its native twins of a
-/// plugin's tests cannot run them.
-pub(crate) fn optional(runtime: &crate::runtime::Runtime) -> &(impl Host + ?Sized) {
-    runtime.note_host_only_feature();
+/// The host behind `runtime`, for the features outside the core (gRPC, shared queues, foreign
+/// functions).
+pub(crate) fn host_of(runtime: &crate::runtime::Runtime) -> &(impl Host + ?Sized) {
     backend(&runtime.host)
 }

@@ -298,6 +298,30 @@ macro_rules! __component_main {
                 fn on_tick() {
                     glue::tick::<$plugin>();
                 }
+                fn on_grpc_receive(token: u32, message: ::std::vec::Vec<u8>) {
+                    glue::grpc_receive::<$plugin>(token, message);
+                }
+                fn on_grpc_close(token: u32, code: u32, message: ::std::string::String) {
+                    glue::grpc_close::<$plugin>(token, code, message);
+                }
+                fn on_queue_ready(queue: u32) {
+                    glue::queue_ready::<$plugin>(queue);
+                }
+                fn on_redis_reply(
+                    token: u32,
+                    reply: ::std::result::Result<::std::vec::Vec<u8>, u32>,
+                ) {
+                    glue::redis_reply::<$plugin>(token, reply);
+                }
+            }
+
+            impl glue::RootGuest for Component {
+                async fn run_background() {
+                    glue::run_background::<$plugin>().await;
+                }
+                fn stop() {
+                    glue::stop::<$plugin>();
+                }
             }
 
             $crate::__private::component::bindings::export_plugin!(
@@ -352,9 +376,11 @@ pub mod __private {
         pub use crate::component::bindings::exports::proxy_async::plugin::hooks::{
             Flow, Guest, Settings,
         };
+        pub use crate::component::bindings::exports::proxy_async::plugin::root::Guest as RootGuest;
         pub use crate::component::{
-            configure, log, request_body, request_headers, request_trailers, response_body,
-            response_headers, response_trailers, stream_end, tick,
+            configure, grpc_close, grpc_receive, log, queue_ready, redis_reply, request_body,
+            request_headers, request_trailers, response_body, response_headers, response_trailers,
+            run_background, stop, stream_end, tick,
         };
     }
 

@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
-use crate::host::{Host as _, HostError, HostStatus, optional};
+use crate::host::{Host as _, HostError, HostStatus, host_of};
 use crate::runtime::{Extension, Runtime};
 
 /// The tasks waiting for messages, per queue.
@@ -85,14 +85,14 @@ fn host() -> Result<Rc<Runtime>, HostError> {
 impl SharedQueue {
     /// Creates this VM's queue `name` (or finds it, when already registered).
     pub fn register(name: &str) -> Result<SharedQueue, HostError> {
-        let id = optional(&*host()?).register_queue(name)?;
+        let id = host_of(&*host()?).register_queue(name)?;
         Ok(SharedQueue { id })
     }
 
     /// The queue `name` registered by the VM `vm_id` (empty: this plugin's VM); `NotFound`
     /// while nobody registered it.
     pub fn resolve(vm_id: &str, name: &str) -> Result<SharedQueue, HostError> {
-        let id = optional(&*host()?).resolve_queue(vm_id, name)?;
+        let id = host_of(&*host()?).resolve_queue(vm_id, name)?;
         Ok(SharedQueue { id })
     }
 
@@ -103,12 +103,12 @@ impl SharedQueue {
 
     /// Adds a message at the end.
     pub fn enqueue(&self, message: impl AsRef<[u8]>) -> Result<(), HostError> {
-        optional(&*host()?).enqueue(self.id, message.as_ref())
+        host_of(&*host()?).enqueue(self.id, message.as_ref())
     }
 
     /// Takes the oldest message, if any, without waiting.
     pub fn dequeue(&self) -> Result<Option<Vec<u8>>, HostError> {
-        optional(&*host()?).dequeue(self.id)
+        host_of(&*host()?).dequeue(self.id)
     }
 
     /// The messages as they arrive: an async [`Stream`](futures::Stream) that takes what is
@@ -148,7 +148,7 @@ impl futures::Stream for QueueMessages {
             this.ended = true;
             return Poll::Ready(None);
         };
-        match optional(&runtime).dequeue(this.queue.id) {
+        match host_of(&runtime).dequeue(this.queue.id) {
             Ok(Some(message)) => Poll::Ready(Some(message)),
             Ok(None) => {
                 runtime

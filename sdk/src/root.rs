@@ -94,8 +94,8 @@ pub trait Root: Sized + 'static {
     /// root (with Higress rules, once for each rule's root). None by default. See
     /// [`BackgroundTask`].
     ///
-    /// The component build (wasm32-wasip2) has no root context to run them on: there they are
-    /// not started, and a warning says so at configuration.
+    /// The component build (wasm32-wasip2) runs them in the world's `root.run-background`
+    /// export call, which the host keeps running beside the hooks.
     fn background_tasks(self: &Rc<Self>) -> Vec<BackgroundTask> {
         Vec::new()
     }

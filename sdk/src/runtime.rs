@@ -191,9 +191,6 @@ pub(crate) struct Runtime {
     timers: Timers,
     // `[<plugin name>] [<plugin id>]`, with Higress's log format.
     log_prefix: RefCell<Option<String>>,
-    has_background: Cell<bool>,
-    // The plugin used what only proxy-wasm hosts offer (gRPC, shared queues).
-    host_only: Cell<bool>,
 }
 
 thread_local! {
@@ -249,8 +246,6 @@ impl Runtime {
             always_run: Cell::new(PhaseSet::EMPTY),
             timers: Timers::default(),
             log_prefix: RefCell::new(None),
-            has_background: Cell::new(false),
-            host_only: Cell::new(false),
         })
     }
 
@@ -365,37 +360,11 @@ impl Runtime {
         if tasks.is_empty() {
             return;
         }
-        self.has_background.set(true);
         let _scope = self.scope(root_id);
         for task in tasks {
             self.executor.spawn(Owner(root_id), task.future);
         }
         self.drain();
-    }
-
-    /// Notes that the plugin used what only proxy-wasm hosts offer (gRPC, shared queues): the
-    /// component world has no such imports.
-    #[cfg_attr(
-        all(target_arch = "wasm32", not(target_env = "p2")),
-        allow(dead_code, reason = "a compiled module has no component twin to stop")
-    )]
-    pub(crate) fn note_host_only_feature(&self) {
-        self.host_only.set(true);
-    }
-
-    /// Whether the plugin used gRPC or shared queues.
-    #[cfg_attr(
-        target_arch = "wasm32",
-        allow(dead_code, reason = "only the testing API's twins read it")
-    )]
-    pub(crate) fn used_host_only_feature(&self) -> bool {
-        self.host_only.get()
-    }
-
-    /// Whether the plugin ever started background tasks.
-    #[cfg(not(target_arch = "wasm32"))]
-    pub(crate) fn has_background(&self) -> bool {
-        self.has_background.get()
     }
 
     /// `proxy_on_tick`: ends the sleeps that are due, runs the tick functions that are due,

@@ -44,7 +44,8 @@ const SDK_FIXTURES: &[&str] = &[
 ];
 
 /// ... and the host's (proxy-wasm modules only: one is written on the plain `proxy-wasm` crate,
-/// the other awaits Redis, which the component world does not have).
+/// the other tests the modules' Redis imports and export against a real server; components
+/// send Redis commands in `key-auth-redis`'s lockstep scenarios).
 const HOST_FIXTURES: &[&str] = &["raw-callbacks", "redis-plugin"];
 
 fn main() {

@@ -1,5 +1,5 @@
 //! `jwt-auth` as a client, the upstream and the key server see it, through the testing API
-//! (natively and, in lockstep, as the compiled wasm32-wasip1 module).
+//! (natively and, in lockstep, as the compiled wasm32-wasip1 module and wasm32-wasip2 component).
 
 use std::sync::LazyLock;
 use std::time::Duration;

@@ -1,5 +1,6 @@
 //! The WIT package in `wit/`: it parses (with wasm-tools' parser), holds the `plugin` world the
-//! SDK's component build exports, and documents every item.
+//! SDK's component build exports (hooks, callbacks, root context; HTTP, gRPC, shared queues,
+//! Redis and foreign functions imported), and documents every item.
 
 #![allow(clippy::panic, reason = "test code")]
 
@@ -38,6 +39,11 @@ fn the_plugin_world_imports_the_host_interface_and_exports_the_hooks() {
         "properties",
         "metrics",
         "shared-data",
+        "timers",
+        "grpc",
+        "shared-queue",
+        "redis",
+        "foreign",
     ] {
         let name = format!("proxy-async:plugin/{interface}@0.1.0");
         assert!(imports.contains(&name), "{name} not in {imports:?}");
@@ -47,7 +53,13 @@ fn the_plugin_world_imports_the_host_interface_and_exports_the_hooks() {
         .keys()
         .map(|key| world_item_name(&resolve, key))
         .collect();
-    assert_eq!(exports, ["proxy-async:plugin/hooks@0.1.0"]);
+    assert_eq!(
+        exports,
+        [
+            "proxy-async:plugin/hooks@0.1.0",
+            "proxy-async:plugin/root@0.1.0"
+        ]
+    );
 
     let hooks = package.interfaces["hooks"];
     let functions = &resolve.interfaces[hooks].functions;
@@ -64,11 +76,64 @@ fn the_plugin_world_imports_the_host_interface_and_exports_the_hooks() {
         );
     }
     assert!(!functions["configure"].kind.is_async());
+    // What answers by token comes back in a callback of `hooks`, which returns at once.
+    for callback in [
+        "on-grpc-receive",
+        "on-grpc-close",
+        "on-queue-ready",
+        "on-redis-reply",
+    ] {
+        assert!(
+            !functions[callback].kind.is_async(),
+            "{callback} must be a sync func"
+        );
+    }
     let client = package.interfaces["http-client"];
     assert!(
         resolve.interfaces[client].functions["send"].kind.is_async(),
         "http-client.send must be an async func"
     );
+    let root = &resolve.interfaces[package.interfaces["root"]].functions;
+    assert!(
+        root["run-background"].kind.is_async(),
+        "root.run-background must be an async func: it runs the background tasks"
+    );
+    assert!(!root["stop"].kind.is_async());
+}
+
+/// The functions each new interface of the world holds (gRPC, shared queues, Redis, foreign
+/// functions): a host implements exactly these.
+#[test]
+fn the_token_interfaces_hold_what_proxy_wasm_offers() {
+    let (resolve, package) = resolve();
+    let package = &resolve.packages[package];
+    let functions = |interface: &str| -> Vec<String> {
+        let mut names: Vec<String> = resolve.interfaces[package.interfaces[interface]]
+            .functions
+            .keys()
+            .cloned()
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(
+        functions("grpc"),
+        ["call", "cancel", "close", "open-stream", "send"]
+    );
+    assert_eq!(
+        functions("shared-queue"),
+        ["dequeue", "enqueue", "register", "resolve"]
+    );
+    assert_eq!(functions("redis"), ["call", "init"]);
+    assert_eq!(functions("foreign"), ["call"]);
+    for interface in ["grpc", "shared-queue", "redis", "foreign"] {
+        for (name, function) in &resolve.interfaces[package.interfaces[interface]].functions {
+            assert!(
+                !function.kind.is_async(),
+                "{interface}.{name} returns at once (a token or a value)"
+            );
+        }
+    }
 }
 
 #[test]

@@ -104,7 +104,8 @@ pub(crate) fn on_response(
 /// Only Higress offers Redis: a module that sends Redis commands imports `proxy_redis_init`
 /// and `proxy_redis_call`, which Envoy and Istio do not provide, so they refuse to load it. A
 /// plugin that never uses `RedisClient` does not import them. Components (`wasm32-wasip2`)
-/// have no Redis yet: commands fail with [`RedisError::Unsupported`].
+/// send them through the world's `redis` interface; a host without Redis answers
+/// [`RedisError::Unsupported`].
 #[derive(Clone)]
 pub struct RedisClient {
     cluster: Rc<str>,

@@ -11,7 +11,7 @@ use crate::redis::resp::{RedisValue, RespError};
 #[non_exhaustive]
 pub enum RedisError {
     /// The proxy has no Redis: `proxy_redis_init` is Higress's extension to the ABI, absent
-    /// from other proxies and from the component build.
+    /// from other proxies (a component host without it answers the same).
     Unsupported {
         /// The cluster the command was for.
         cluster: String,

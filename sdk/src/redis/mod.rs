@@ -43,6 +43,9 @@ mod error;
 mod resp;
 
 pub use client::RedisClient;
+/// `hooks.on-redis-reply` of the component build routes the reply as proxy-wasm's callback.
+#[cfg(all(target_arch = "wasm32", target_env = "p2", not(feature = "wasi-http")))]
+pub(crate) use client::on_response as on_reply;
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) use client::on_response;
 pub use error::RedisError;

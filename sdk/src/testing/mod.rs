@@ -38,7 +38,7 @@
 
 mod native;
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::marker::PhantomData;
 use std::net::SocketAddr;
@@ -64,8 +64,7 @@ macro_rules! lockstep {
             let $proxy = &$test.proxy;
             $op
         };
-        $test.stop_twins_that_lack_what_the_plugin_used();
-        for twin in $test.twins.iter().filter(|twin| twin.compared.get()) {
+        for twin in &$test.twins {
             let $proxy = &twin.proxy;
             let compiled = $op;
             agree(twin.kind.name(), $what, &native, &compiled, &twin.proxy);
@@ -151,11 +150,6 @@ impl<P: Plugin, T: Twins> PluginTestBuilder<P, T> {
         );
         let twins = twins
             .into_iter()
-            // A component has no root context to run background tasks on (they are not
-            // started there): a plugin with some runs natively and as a module.
-            .filter(|twin| {
-                !(lacks_proxy_wasm_only_features(twin.kind) && driver.runtime.has_background())
-            })
             .filter_map(|twin| {
                 agree_on_start(
                     twin.kind.name(),
@@ -166,7 +160,6 @@ impl<P: Plugin, T: Twins> PluginTestBuilder<P, T> {
                 Some(RunningTwin {
                     kind: twin.kind,
                     proxy,
-                    compared: Cell::new(true),
                 })
             })
             .collect();
@@ -188,19 +181,10 @@ fn plugin_crate<P>() -> &'static str {
     innermost.split("::").next().unwrap_or(innermost)
 }
 
-/// Whether twins of `kind` lack what only the proxy-wasm ABI offers today: gRPC, shared
-/// queues, background tasks and Redis (the `plugin` world has none of them yet).
-fn lacks_proxy_wasm_only_features(kind: TwinKind) -> bool {
-    kind == TwinKind::Component
-}
-
 /// A twin of the plugin under test, running beside it.
 struct RunningTwin {
     kind: TwinKind,
     proxy: Proxy<Box<dyn Callbacks>>,
-    /// Whether each step is still compared; a twin that cannot do what the plugin just did
-    /// (its build lacks the feature) is left behind, as its results would only differ by that.
-    compared: Cell<bool>,
 }
 
 /// Fails the test when the native and a twin disagree, with what the twin logged and whether
@@ -576,27 +560,9 @@ impl<P: Plugin, T: Twins> PluginTest<P, T> {
             .collect()
     }
 
-    /// The twins each step is still compared with (see [`PluginTest`]). A component is not
-    /// started for a plugin that sends Redis commands or has background tasks, and is left
-    /// behind once the plugin uses gRPC or shared queues: the component world has none of them
-    /// yet.
+    /// The twins each step is compared with (see [`PluginTest`]).
     pub fn twins(&self) -> Vec<TwinKind> {
-        self.twins
-            .iter()
-            .filter(|twin| twin.compared.get())
-            .map(|twin| twin.kind)
-            .collect()
-    }
-
-    // A twin whose build lacks a feature the plugin just used can no longer be compared.
-    fn stop_twins_that_lack_what_the_plugin_used(&self) {
-        if self.driver.runtime.used_host_only_feature() {
-            for twin in &self.twins {
-                if lacks_proxy_wasm_only_features(twin.kind) {
-                    twin.compared.set(false);
-                }
-            }
-        }
+        self.twins.iter().map(|twin| twin.kind).collect()
     }
 
     /// Tasks alive in the plugin's executor (one per open stream while it lives).

@@ -1,18 +1,10 @@
 //! Which backends each plugin's scenarios run on: a scenario that quietly ran natively alone
-//! would prove nothing about the compiled plugin, so every plugin is checked here, with the
-//! exceptions the component world forces today: it has no Redis, background tasks, gRPC or
-//! shared queues yet.
+//! would prove nothing about the compiled plugin, so every plugin is checked here: each runs
+//! on its module and its component, Redis, background tasks, gRPC and shared queues included.
 
-use proxy_async::testing::{Action, PluginTest, TwinKind};
+use proxy_async::testing::{PluginTest, TwinKind};
 
 const BOTH: &[TwinKind] = &[TwinKind::Module, TwinKind::Component];
-const MODULE_ONLY: &[TwinKind] = &[TwinKind::Module];
-
-const REQUEST: &[(&str, &str)] = &[
-    (":method", "GET"),
-    (":path", "/"),
-    (":authority", "example.com"),
-];
 
 #[test]
 fn the_examples_run_on_the_module_and_the_component() {
@@ -47,16 +39,16 @@ fn the_examples_run_on_the_module_and_the_component() {
         twins::<stream_redact::StreamRedact>(r#"{"patterns": ["secret"]}"#),
         BOTH
     );
-    // A plugin that sends Redis commands, or has background tasks, has no component twin yet.
+    // A plugin that sends Redis commands, and one with background tasks.
     assert_eq!(
         twins::<key_auth_redis::KeyAuthRedis>(r#"{"redis": {"service_name": "redis.static"}}"#),
-        MODULE_ONLY
+        BOTH
     );
     assert_eq!(
         twins::<jwt_auth::JwtAuth>(
             r#"{"jwks": {"cluster": "idp", "path": "/jwks"}, "issuer": "https://idp", "audiences": ["api"]}"#
         ),
-        MODULE_ONLY
+        BOTH
     );
 }
 
@@ -84,15 +76,6 @@ fn the_fixtures_run_on_the_module_and_the_component() {
         PluginTest::<calls_plugin::CallsPlugin>::new(r#"{"mode": "background"}"#)
             .unwrap()
             .twins(),
-        MODULE_ONLY
+        BOTH
     );
-}
-
-#[test]
-fn the_component_is_left_behind_at_the_first_grpc_call() {
-    let test = PluginTest::<calls_plugin::CallsPlugin>::new(r#"{"mode": "grpc-unary"}"#).unwrap();
-    assert_eq!(test.twins(), BOTH);
-    let stream = test.stream();
-    assert_eq!(stream.send_request_headers(REQUEST, true), Action::Pause);
-    assert_eq!(test.twins(), MODULE_ONLY);
 }
