@@ -1,4 +1,4 @@
-//! `hello` and `auth-flow` as `wasi:http@0.3` middleware under the standard CLI host:
+//! The middleware examples as `wasi:http@0.3` components under the standard CLI host:
 //! `wasmtime serve` (wasmtime-cli 48) running the middleware composed by `wac plug` with
 //! `forward-service`, a service that sends each request on to the test's upstream. The same
 //! scenarios as in Envoy and in our host (`e2e::scenarios`).
@@ -165,4 +165,24 @@ fn auth_flow_slow_auth_is_503() {
 #[test]
 fn auth_flow_post_body_reaches_the_upstream() {
     scenarios::auth_flow_post_body_reaches_the_upstream(&StandardHost);
+}
+
+#[test]
+fn auth_flow_unreachable_auth_is_503() {
+    scenarios::auth_flow_unreachable_auth_is_503(&StandardHost);
+}
+
+#[test]
+fn fan_out_calls_overlap() {
+    scenarios::fan_out_calls_overlap(&StandardHost);
+}
+
+#[test]
+fn retry_waits_then_goes_on() {
+    scenarios::retry_waits_then_goes_on(&StandardHost);
+}
+
+#[test]
+fn stream_redact_streams_the_body() {
+    scenarios::stream_redact_streams_the_body(&StandardHost);
 }
