@@ -1,6 +1,7 @@
 //! The WIT package in `wit/`: it parses (with wasm-tools' parser), holds the `plugin` world the
 //! SDK's component build exports (hooks, callbacks, root context; HTTP, gRPC, shared queues,
-//! Redis and foreign functions imported), and documents every item.
+//! Redis and foreign functions imported), and documents every item; and the SDK's
+//! `wasi:http@0.3.0` middleware package in `sdk/wit-http/`, with the release's WIT vendored.
 
 #![allow(clippy::panic, reason = "test code")]
 
@@ -9,12 +10,42 @@ use std::path::Path;
 use wit_parser::{Docs, Function, Resolve, TypeDefKind, WorldItem, WorldKey};
 
 fn resolve() -> (Resolve, wit_parser::PackageId) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("wit");
+    resolve_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("wit"))
+}
+
+fn resolve_dir(dir: &Path) -> (Resolve, wit_parser::PackageId) {
     let mut resolve = Resolve::default();
     let (package, _) = resolve
-        .push_dir(&dir)
-        .unwrap_or_else(|error| panic!("wit/ does not parse: {error:?}"));
+        .push_dir(dir)
+        .unwrap_or_else(|error| panic!("{} does not parse: {error:?}", dir.display()));
     (resolve, package)
+}
+
+#[test]
+fn the_middleware_world_is_the_standard_one() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk/wit-http");
+    let (resolve, package) = resolve_dir(&dir);
+    let package = &resolve.packages[package];
+    assert_eq!(package.name.to_string(), "proxy-async:middleware@0.1.0");
+    assert!(package.docs.contents.is_some(), "the package has no docs");
+    let world = &resolve.worlds[package.worlds["middleware"]];
+    assert!(world.docs.contents.is_some(), "the world has no docs");
+    let names = |items: &mut dyn Iterator<Item = &WorldKey>| -> Vec<String> {
+        items.map(|key| resolve.name_world_key(key)).collect()
+    };
+    let imports = names(&mut world.imports.keys());
+    let exports = names(&mut world.exports.keys());
+    for import in [
+        "wasi:http/handler@0.3.0",
+        "wasi:http/client@0.3.0",
+        "wasi:http/types@0.3.0",
+    ] {
+        assert!(
+            imports.iter().any(|name| name == import),
+            "{import} not in {imports:?}"
+        );
+    }
+    assert_eq!(exports, ["wasi:http/handler@0.3.0"]);
 }
 
 fn world_item_name(resolve: &Resolve, key: &WorldKey) -> String {
