@@ -405,3 +405,23 @@ pub trait Hostcalls {
         Err(Status::Unimplemented)
     }
 }
+
+/// The bytes `[start, start + max)` of a buffer of `len` bytes that exist, as
+/// `proxy_get_buffer_bytes` hands them over: cut at the end, empty past it.
+pub fn buffer_window(len: usize, start: usize, max: usize) -> core::ops::Range<usize> {
+    let start = start.min(len);
+    start..start.saturating_add(max).min(len)
+}
+
+/// `proxy_set_buffer_bytes` on `buffer`: `start == 0 && size == 0` prepends `data`,
+/// `start >= len` appends it, anything else replaces `[start, start + size)` with it.
+pub fn edit_buffer(buffer: &mut Vec<u8>, start: usize, size: usize, data: &[u8]) {
+    if start == 0 && size == 0 {
+        buffer.splice(0..0, data.iter().copied());
+    } else if start >= buffer.len() {
+        buffer.extend_from_slice(data);
+    } else {
+        let end = start.saturating_add(size).min(buffer.len());
+        buffer.splice(start..end, data.iter().copied());
+    }
+}

@@ -31,7 +31,7 @@ use crate::error::Error;
 use crate::headers::Headers;
 use crate::host::{
     AwaitedCall, AwaitedSleep, BufferType, Direction, GrpcRequest, Host, HostError, HostStatus,
-    LogLevel, MapType, Pairs, millis,
+    LogLevel, MapType, Pairs, millis, pseudo_header,
 };
 use crate::logging;
 use crate::message::Message;
@@ -372,12 +372,7 @@ impl Host for ComponentHost {
         body: &[u8],
         timeout: Duration,
     ) -> Option<AwaitedCall> {
-        let pseudo = |name: &str| {
-            headers
-                .iter()
-                .find(|(key, _)| *key == name)
-                .map_or(String::new(), |(_, value)| (*value).to_string())
-        };
+        let pseudo = |name: &str| pseudo_header(headers, name).to_string();
         let request = http_client::Request {
             cluster: cluster.to_string(),
             method: pseudo(":method"),

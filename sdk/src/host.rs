@@ -330,6 +330,16 @@ pub(crate) trait Host {
     }
 }
 
+/// The value of pseudo-header `name` (`:method`, `:path`, ...) of a call's headers; empty when
+/// absent. Component hosts take them apart from the other headers.
+#[cfg(all(target_arch = "wasm32", target_env = "p2"))]
+pub(crate) fn pseudo_header<'a>(headers: &[(&str, &'a str)], name: &str) -> &'a str {
+    headers
+        .iter()
+        .find(|(key, _)| *key == name)
+        .map_or("", |(_, value)| value)
+}
+
 /// What opens a gRPC call or stream.
 pub(crate) struct GrpcRequest<'a> {
     pub(crate) cluster: &'a str,

@@ -7,7 +7,7 @@ use std::fmt;
 use std::rc::Rc;
 use std::time::Duration;
 
-use proxy_async_abi::envoy_replies::{RESET_BEFORE_HEADERS, TIMEOUT_BODY};
+use proxy_async_abi::envoy_replies::{RESET_BEFORE_HEADERS, TIMEOUT_BODY, router_reply};
 use proxy_async_abi::{Action, Callbacks, Direction, LogLevel, Phase, PluginFailure};
 
 use crate::redis::RedisCall;
@@ -978,27 +978,16 @@ impl CallFailure {
     /// for the callback with no headers.
     pub fn envoy_answer(&self) -> Option<(Pairs, Vec<u8>)> {
         let (status, body) = match self {
-            CallFailure::Timeout => ("504", TIMEOUT_BODY.to_string()),
+            CallFailure::Timeout => (504, TIMEOUT_BODY.to_string()),
             CallFailure::ConnectionRefused => (
-                "503",
+                503,
                 format!("{RESET_BEFORE_HEADERS}remote connection failure"),
             ),
-            CallFailure::ConnectionClosed => (
-                "503",
-                format!("{RESET_BEFORE_HEADERS}connection termination"),
-            ),
+            CallFailure::ConnectionClosed => {
+                (503, format!("{RESET_BEFORE_HEADERS}connection termination"))
+            }
             CallFailure::ResetMidResponse => return None,
         };
-        // The router's local reply has these three headers and no others
-        // (`Utility::prepareLocalReply`).
-        let headers = vec![
-            (":status".to_string(), status.as_bytes().to_vec()),
-            (
-                "content-length".to_string(),
-                body.len().to_string().into_bytes(),
-            ),
-            ("content-type".to_string(), b"text/plain".to_vec()),
-        ];
-        Some((headers, body.into_bytes()))
+        Some(router_reply(status, body))
     }
 }

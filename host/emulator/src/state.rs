@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use proxy_async_abi::hostcalls::{buffer_window, edit_buffer};
 use proxy_async_abi::{
     BufferType, Direction, HeaderPairs, Hostcalls, LogLevel, MapType, MetricType, Status,
     StreamType,
@@ -660,9 +661,8 @@ impl Hostcalls for ProxyState {
         max_size: u32,
     ) -> Result<Vec<u8>, Status> {
         let bytes = self.buffer(buffer)?;
-        let start = usize_of(start).min(bytes.len());
-        let end = start.saturating_add(usize_of(max_size)).min(bytes.len());
-        Ok(bytes[start..end].to_vec())
+        let window = buffer_window(bytes.len(), usize_of(start), usize_of(max_size));
+        Ok(bytes[window].to_vec())
     }
 
     /// `start == 0 && size == 0` prepends, `start >= len` appends, anything else replaces
@@ -680,15 +680,7 @@ impl Hostcalls for ProxyState {
             BufferType::HttpResponseBody => &mut stream.response.body,
             _ => return Err(Status::BadArgument),
         };
-        let (start, size) = (usize_of(start), usize_of(size));
-        if start == 0 && size == 0 {
-            body.splice(0..0, value.iter().copied());
-        } else if start >= body.len() {
-            body.extend_from_slice(value);
-        } else {
-            let end = start.saturating_add(size).min(body.len());
-            body.splice(start..end, value.iter().copied());
-        }
+        edit_buffer(body, usize_of(start), usize_of(size), value);
         Ok(())
     }
 

@@ -136,6 +136,16 @@ impl Args {
         }
         Ok(parsed)
     }
+
+    /// The plugin's log level: `--log-level`, else debug for a demo (it is for watching what
+    /// the plugin does) and info otherwise.
+    fn log_level(&self) -> LogLevel {
+        self.log_level.unwrap_or(if self.demo.is_some() {
+            LogLevel::Debug
+        } else {
+            LogLevel::Info
+        })
+    }
 }
 
 fn main() -> ExitCode {
@@ -208,19 +218,8 @@ async fn run(args: Args) -> Result<(), String> {
         config = config.then(module, plugin_config.clone().unwrap_or_default());
     }
     config.clusters = clusters.clone();
-    // A demo is for watching what the plugin does: its debug lines are shown too.
-    config.log_level = args.log_level.unwrap_or(if args.demo.is_some() {
-        LogLevel::Debug
-    } else {
-        LogLevel::Info
-    });
-    let listen = SocketAddr::from(([127, 0, 0, 1], args.port));
-    let listener = TcpListener::bind(listen)
-        .await
-        .map_err(|error| format!("cannot listen on {listen}: {error}"))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|error| format!("cannot listen on {listen}: {error}"))?;
+    config.log_level = args.log_level();
+    let (listener, addr) = listen(args.port).await?;
     let gateway = Gateway::new(config).map_err(|error| error.to_string())?;
 
     println!("Serving {} on http://{addr}", args.wasm);
@@ -245,6 +244,18 @@ async fn run(args: Args) -> Result<(), String> {
     Ok(())
 }
 
+/// A listener on 127.0.0.1:`port` (0: a free one), and where it listens.
+async fn listen(port: u16) -> Result<(TcpListener, SocketAddr), String> {
+    let listen = SocketAddr::from(([127, 0, 0, 1], port));
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|error| format!("cannot listen on {listen}: {error}"))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|error| format!("cannot listen on {listen}: {error}"))?;
+    Ok((listener, addr))
+}
+
 /// Serves `--wasm` as a `wasi:http` middleware component until Ctrl-C.
 async fn serve_middleware(
     args: &Args,
@@ -261,11 +272,7 @@ async fn serve_middleware(
         .iter()
         .map(|(name, address)| (name.clone(), format!("http://{address}").into()))
         .collect();
-    let level = args.log_level.unwrap_or(if args.demo.is_some() {
-        LogLevel::Debug
-    } else {
-        LogLevel::Info
-    });
+    let level = args.log_level();
     let options = MiddlewareOptions::new(upstream_addr)
         .env("PROXY_ASYNC_CONFIG", plugin_config)
         .env(
@@ -273,13 +280,7 @@ async fn serve_middleware(
             &serde_json::Value::Object(destinations).to_string(),
         )
         .env("PROXY_ASYNC_LOG_LEVEL", level.name());
-    let listen = SocketAddr::from(([127, 0, 0, 1], args.port));
-    let listener = TcpListener::bind(listen)
-        .await
-        .map_err(|error| format!("cannot listen on {listen}: {error}"))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|error| format!("cannot listen on {listen}: {error}"))?;
+    let (listener, addr) = listen(args.port).await?;
     println!(
         "Serving {} (wasi:http middleware) on http://{addr}",
         args.wasm

@@ -152,6 +152,21 @@ fn auth_flow_unreachable_auth_is_503() {
 }
 
 #[test]
+fn auth_flow_auth_5xx_is_503() {
+    scenarios::auth_flow_auth_5xx_is_503(&OurHost);
+}
+
+#[test]
+fn auth_flow_malformed_token_json_is_503() {
+    scenarios::auth_flow_malformed_token_json_is_503(&OurHost);
+}
+
+#[test]
+fn auth_flow_cluster_missing_is_503() {
+    scenarios::auth_flow_cluster_missing_is_503(&OurHost);
+}
+
+#[test]
 fn auth_flow_post_body_reaches_the_upstream() {
     scenarios::auth_flow_post_body_reaches_the_upstream(&OurHost);
 }

@@ -163,6 +163,21 @@ fn auth_flow_slow_auth_is_503() {
 }
 
 #[test]
+fn auth_flow_auth_5xx_is_503() {
+    scenarios::auth_flow_auth_5xx_is_503(&StandardHost);
+}
+
+#[test]
+fn auth_flow_malformed_token_json_is_503() {
+    scenarios::auth_flow_malformed_token_json_is_503(&StandardHost);
+}
+
+#[test]
+fn auth_flow_cluster_missing_is_503() {
+    scenarios::auth_flow_cluster_missing_is_503(&StandardHost);
+}
+
+#[test]
 fn auth_flow_post_body_reaches_the_upstream() {
     scenarios::auth_flow_post_body_reaches_the_upstream(&StandardHost);
 }

@@ -18,16 +18,11 @@ use super::http::{CHUNK, forbidden, method_of, outgoing};
 use crate::headers::Headers;
 use crate::host::{
     AwaitedCall, AwaitedSleep, BufferType, Direction, Host, HostError, HostStatus, LogLevel,
-    MapType, MetricType, Pairs, unimplemented,
+    MapType, MetricType, Pairs, pseudo_header, unimplemented,
 };
 use crate::runtime::ReplyParts;
-
-/// The reason Envoy gives when a call's upstream does not answer in time (the SDK's client
-/// reads a call failure from the answer Envoy's router makes up, as in Envoy).
-pub(super) const TIMEOUT_BODY: &str = "upstream request timeout";
-/// The start of Envoy's answer when a call's upstream could not be reached or reset.
-pub(super) const RESET_BEFORE_HEADERS: &str =
-    "upstream connect error or disconnect/reset before headers. reset reason: ";
+use proxy_async_abi::envoy_replies::{RESET_BEFORE_HEADERS, TIMEOUT_BODY, router_reply};
+use proxy_async_abi::hostcalls::{buffer_window, edit_buffer};
 
 /// The messages of one request, as the plugin's hostcalls read and change them.
 #[derive(Default)]
@@ -194,9 +189,10 @@ impl Host for MiddlewareHost {
             .body(buffer)
             .ok_or_else(|| unimplemented("get-body"))?;
         let body = body.borrow();
-        let start = start.min(body.len());
-        let end = start.saturating_add(max).min(body.len());
-        Ok(body.get(start..end).unwrap_or_default().to_vec())
+        Ok(body
+            .get(buffer_window(body.len(), start, max))
+            .unwrap_or_default()
+            .to_vec())
     }
 
     fn set_buffer(
@@ -210,15 +206,7 @@ impl Host for MiddlewareHost {
         let body = exchange
             .body(buffer)
             .ok_or_else(|| unimplemented("set-body"))?;
-        let mut body = body.borrow_mut();
-        if start == 0 && size == 0 {
-            body.splice(0..0, data.iter().copied());
-        } else if start >= body.len() {
-            body.extend_from_slice(data);
-        } else {
-            let end = start.saturating_add(size).min(body.len());
-            body.splice(start..end, data.iter().copied());
-        }
+        edit_buffer(&mut body.borrow_mut(), start, size, data);
         Ok(())
     }
 
@@ -249,14 +237,10 @@ impl Host for MiddlewareHost {
                 "wasi:http/client.send",
             )))));
         };
-        let pseudo = |name: &str| {
-            headers
-                .iter()
-                .find(|(key, _)| *key == name)
-                .map_or("", |(_, value)| *value)
-                .to_string()
-        };
-        let (method, path) = (pseudo(":method"), pseudo(":path"));
+        let (method, path) = (
+            pseudo_header(headers, ":method").to_string(),
+            pseudo_header(headers, ":path").to_string(),
+        );
         let fields: Vec<(String, Vec<u8>)> = headers
             .iter()
             .filter(|(name, _)| !forbidden(name))
@@ -291,8 +275,10 @@ impl Host for MiddlewareHost {
                     );
                     parts
                 }
-                Either::Left((Err(code), _)) => router_answer(503, &unreachable_reason(&code)),
-                Either::Right(((), _)) => router_answer(504, TIMEOUT_BODY),
+                // The SDK's client reads a call failure from the answer Envoy's router makes
+                // up, as in Envoy.
+                Either::Left((Err(code), _)) => router_answer(503, unreachable_reason(&code)),
+                Either::Right(((), _)) => router_answer(504, TIMEOUT_BODY.to_string()),
             }))
         }))
     }
@@ -409,14 +395,11 @@ pub(super) fn with_header(headers: &Headers, name: &str, value: &[u8]) -> Header
 }
 
 /// The answer Envoy's router makes up when a call fails: plain text, no upstream's mark.
-pub(super) fn router_answer(status: u16, body: &str) -> ReplyParts {
-    let pairs = vec![
-        (":status".to_string(), status.to_string().into_bytes()),
-        ("content-type".to_string(), b"text/plain".to_vec()),
-    ];
+pub(super) fn router_answer(status: u16, body: String) -> ReplyParts {
+    let (headers, body) = router_reply(status, body);
     ReplyParts {
-        headers: Headers::from_pairs(&pairs),
-        body: body.as_bytes().to_vec(),
+        headers: Headers::from_pairs(&headers),
+        body,
         trailers: None,
     }
 }

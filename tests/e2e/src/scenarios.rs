@@ -219,6 +219,16 @@ pub fn auth_flow_unreachable_auth_is_503(backend: &dyn Backend) {
         .and_then(|listener| listener.local_addr())
         .expect("a free port");
     let gateway = auth_flow_with_auth(backend, &upstreams, closed);
+    assert_fails_closed(&*gateway, &upstreams);
+    let log = gateway.log();
+    assert!(
+        log.contains("auth: cluster `auth` could not be reached (remote connection failure"),
+        "no unreachable auth cluster in the log:\n{log}"
+    );
+}
+
+/// Sends the demo credential and checks that the client got `503` and the upstream nothing.
+fn assert_fails_closed(gateway: &dyn Gateway, upstreams: &Upstreams) {
     let response = gateway.send(
         "GET",
         "/orders",
@@ -227,10 +237,47 @@ pub fn auth_flow_unreachable_auth_is_503(backend: &dyn Backend) {
     );
     assert_eq!(response.status, 503, "{}", response.text());
     assert!(upstreams.recorded().is_empty(), "the upstream was called");
+}
+
+/// An auth service that answers 500 (with a token, even): 503, nothing upstream.
+pub fn auth_flow_auth_5xx_is_503(backend: &dyn Backend) {
+    let upstreams = Upstreams::start();
+    let auth = Server::start(|_| async {
+        json(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &serde_json::json!({"token": "t-alice"}),
+        )
+    });
+    let gateway = auth_flow_with_auth(backend, &upstreams, auth.addr());
+    assert_fails_closed(&*gateway, &upstreams);
+}
+
+/// An auth service whose token JSON breaks off: 503, nothing upstream.
+pub fn auth_flow_malformed_token_json_is_503(backend: &dyn Backend) {
+    let upstreams = Upstreams::start();
+    let auth = Server::start(|_| async {
+        let mut response = json(StatusCode::OK, &serde_json::json!({}));
+        *response.body_mut() = r#"{"token": "t-alice""#.into();
+        response
+    });
+    let gateway = auth_flow_with_auth(backend, &upstreams, auth.addr());
+    assert_fails_closed(&*gateway, &upstreams);
+}
+
+/// No `auth` cluster at all: the gateway refuses the call, every time (the plugin goes on
+/// serving), and the log names the cluster.
+pub fn auth_flow_cluster_missing_is_503(backend: &dyn Backend) {
+    let upstreams = Upstreams::start();
+    let gateway = backend.start(
+        &Setup::new("auth-flow", upstreams.echo, AUTH_FLOW_CONFIG)
+            .cluster("users", upstreams.users),
+    );
+    assert_fails_closed(&*gateway, &upstreams);
+    assert_fails_closed(&*gateway, &upstreams);
     let log = gateway.log();
     assert!(
-        log.contains("auth: cluster `auth` could not be reached (remote connection failure"),
-        "no unreachable auth cluster in the log:\n{log}"
+        log.contains("the proxy refused a call to cluster `auth`"),
+        "no error naming the cluster in the log:\n{log}"
     );
 }
 
